@@ -1,0 +1,153 @@
+// Package breaker guards the broker with a circuit breaker (gobreaker v2)
+// and adds what the relay needs on top: observable state, transition
+// hooks, and a way to wait while it is open instead of spinning.
+//
+// Only transient failures count against the broker. A permanent failure
+// (a message too large, say) is the broker answering correctly about one
+// message, so it counts as a success for the breaker.
+package breaker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/sony/gobreaker/v2"
+
+	"github.com/outbox-dev/outbox/outbox"
+)
+
+// State is the breaker's state.
+type State = gobreaker.State
+
+const (
+	Closed   = gobreaker.StateClosed
+	HalfOpen = gobreaker.StateHalfOpen
+	Open     = gobreaker.StateOpen
+)
+
+// ErrOpen is returned (wrapped) for calls refused without trying: the
+// breaker is open, or half-open with its probe quota in use. It is
+// transient: the caller should wait and try again.
+var ErrOpen = errors.New("circuit breaker open")
+
+// Config sets the thresholds. Its zero value is the design's: 5 consecutive
+// failures open it, 30 s to half-open, 3 successes close it.
+type Config struct {
+	FailureThreshold uint32
+	OpenTimeout      time.Duration
+	HalfOpenSuccess  uint32
+	// OnStateChange hears every transition.
+	OnStateChange func(from, to State)
+}
+
+func (c *Config) setDefaults() {
+	if c.FailureThreshold == 0 {
+		c.FailureThreshold = 5
+	}
+	if c.OpenTimeout == 0 {
+		c.OpenTimeout = 30 * time.Second
+	}
+	if c.HalfOpenSuccess == 0 {
+		c.HalfOpenSuccess = 3
+	}
+}
+
+// Validate names the first field that is out of range.
+func (c Config) Validate() error {
+	if c.OpenTimeout < 0 {
+		return fmt.Errorf("breaker: OpenTimeout must not be negative, got %s", c.OpenTimeout)
+	}
+	return nil
+}
+
+// Breaker is safe for concurrent use.
+type Breaker struct {
+	cb      *gobreaker.CircuitBreaker[struct{}]
+	timeout time.Duration
+
+	mu       sync.Mutex
+	openedAt time.Time
+	changed  chan struct{} // closed and replaced on every transition
+}
+
+// New builds a breaker from cfg.
+func New(cfg Config) (*Breaker, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg.setDefaults()
+	b := &Breaker{timeout: cfg.OpenTimeout, changed: make(chan struct{})}
+	b.cb = gobreaker.NewCircuitBreaker[struct{}](gobreaker.Settings{
+		Name:        "broker",
+		MaxRequests: cfg.HalfOpenSuccess,
+		Timeout:     cfg.OpenTimeout,
+		ReadyToTrip: func(c gobreaker.Counts) bool { return c.ConsecutiveFailures >= cfg.FailureThreshold },
+		IsSuccessful: func(err error) bool {
+			return err == nil || outbox.IsPermanent(err)
+		},
+		// The caller giving up says nothing about the broker.
+		IsExcluded: func(err error) bool { return errors.Is(err, context.Canceled) },
+		OnStateChange: func(_ string, from, to gobreaker.State) {
+			b.mu.Lock()
+			if to == Open {
+				b.openedAt = time.Now()
+			}
+			close(b.changed)
+			b.changed = make(chan struct{})
+			b.mu.Unlock()
+			if cfg.OnStateChange != nil {
+				cfg.OnStateChange(from, to)
+			}
+		},
+	})
+	return b, nil
+}
+
+// State reports the current state, moving open to half-open once the
+// timeout has passed.
+func (b *Breaker) State() State { return b.cb.State() }
+
+// Do runs fn unless the breaker refuses it.
+func (b *Breaker) Do(fn func() error) error {
+	_, err := b.cb.Execute(func() (struct{}, error) { return struct{}{}, fn() })
+	if errors.Is(err, gobreaker.ErrOpenState) || errors.Is(err, gobreaker.ErrTooManyRequests) {
+		return fmt.Errorf("%w: %w", ErrOpen, err)
+	}
+	return err
+}
+
+// WaitUntilCallable blocks while the breaker is open: until the open
+// timeout has passed, or ctx ends. In half-open it waits for the next
+// transition, since the probe quota is taken by others' calls.
+func (b *Breaker) WaitUntilCallable(ctx context.Context) error {
+	for {
+		state := b.State()
+		if state == Closed {
+			return ctx.Err()
+		}
+		b.mu.Lock()
+		changed, openedAt := b.changed, b.openedAt
+		b.mu.Unlock()
+		// In half-open, recheck now and then: gobreaker only moves on a
+		// call, and a probe whose caller vanished never reports.
+		wait := b.timeout/10 + time.Millisecond
+		if state == Open {
+			wait = time.Until(openedAt.Add(b.timeout))
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-changed:
+			t.Stop()
+		case <-t.C:
+			if state == HalfOpen {
+				return nil
+			}
+		}
+	}
+}

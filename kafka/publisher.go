@@ -1,0 +1,142 @@
+package kafka
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/outbox-dev/outbox/outbox"
+	"github.com/outbox-dev/outbox/relay"
+)
+
+// Config configures the publisher. Its zero value needs only Brokers.
+type Config struct {
+	Brokers []string
+	// TopicTemplate routes messages (default TopicPerEventType, the design's).
+	TopicTemplate string
+	// Linger is how long franz-go waits to fill a batch. The relay waits on
+	// every acknowledgement, so the default is 0: latency over batching.
+	Linger time.Duration
+	// RecordRetries is how often franz-go retries a record by itself before
+	// the relay's own policy and breaker see the failure (default 0).
+	RecordRetries int
+	// MaxRecordBytes bounds one record batch (default 1 MiB, Kafka's own).
+	// Larger records fail permanently before being sent.
+	MaxRecordBytes int32
+	// DisableAutoTopicCreation stops the client asking the broker to
+	// create missing topics.
+	DisableAutoTopicCreation bool
+	// ClientID names the client to the broker (default "outbox-relay").
+	ClientID string
+	// Opts are appended last, for TLS, SASL, a dialer or hooks.
+	Opts []kgo.Opt
+}
+
+// Publisher implements relay.Publisher with an idempotent producer and
+// acks from all in-sync replicas.
+type Publisher struct {
+	client *kgo.Client
+	router *Router
+	once   sync.Once
+}
+
+var _ relay.Publisher = (*Publisher)(nil)
+
+// NewPublisher validates cfg and connects lazily: no broker is dialled
+// until the first publish.
+func NewPublisher(cfg Config) (*Publisher, error) {
+	if len(cfg.Brokers) == 0 {
+		return nil, fmt.Errorf("kafka: Brokers is empty")
+	}
+	if cfg.TopicTemplate == "" {
+		cfg.TopicTemplate = TopicPerEventType
+	}
+	router, err := NewRouter(cfg.TopicTemplate)
+	if err != nil {
+		return nil, fmt.Errorf("kafka: %w", err)
+	}
+	if cfg.Linger < 0 {
+		return nil, fmt.Errorf("kafka: Linger must not be negative, got %s", cfg.Linger)
+	}
+	if cfg.RecordRetries < 0 {
+		return nil, fmt.Errorf("kafka: RecordRetries must not be negative, got %d", cfg.RecordRetries)
+	}
+	if cfg.MaxRecordBytes < 0 {
+		return nil, fmt.Errorf("kafka: MaxRecordBytes must not be negative, got %d", cfg.MaxRecordBytes)
+	}
+	if cfg.MaxRecordBytes == 0 {
+		cfg.MaxRecordBytes = 1 << 20
+	}
+	if cfg.ClientID == "" {
+		cfg.ClientID = "outbox-relay"
+	}
+	opts := []kgo.Opt{
+		kgo.SeedBrokers(cfg.Brokers...),
+		kgo.ClientID(cfg.ClientID),
+		kgo.RequiredAcks(kgo.AllISRAcks()),
+		kgo.ProducerLinger(cfg.Linger),
+		kgo.RecordRetries(cfg.RecordRetries),
+		kgo.ProducerBatchMaxBytes(cfg.MaxRecordBytes),
+		// Same partitioner as the Java client, so keys land where other
+		// producers of the same topic put them.
+		kgo.RecordPartitioner(kgo.StickyKeyPartitioner(nil)),
+	}
+	if !cfg.DisableAutoTopicCreation {
+		opts = append(opts, kgo.AllowAutoTopicCreation())
+	}
+	client, err := kgo.NewClient(append(opts, cfg.Opts...)...)
+	if err != nil {
+		return nil, fmt.Errorf("kafka: new client: %w", err)
+	}
+	return &Publisher{client: client, router: router}, nil
+}
+
+// Record builds the Kafka record for m: key = aggregate id, headers carry
+// the event's identity and order.
+func Record(m outbox.Message, topic string) *kgo.Record {
+	headers := []kgo.RecordHeader{
+		{Key: outbox.HeaderID, Value: []byte(m.ID.String())},
+		{Key: outbox.HeaderType, Value: []byte(m.Type)},
+		{Key: outbox.HeaderAggregateType, Value: []byte(m.AggregateType)},
+		{Key: outbox.HeaderAggregateID, Value: []byte(m.AggregateID)},
+		{Key: outbox.HeaderSequence, Value: []byte(strconv.FormatInt(m.Sequence, 10))},
+	}
+	if tp := m.Headers[outbox.HeaderTraceParent]; tp != "" {
+		headers = append(headers, kgo.RecordHeader{Key: outbox.HeaderTraceParent, Value: []byte(tp)})
+	}
+	return &kgo.Record{
+		Topic:     topic,
+		Key:       []byte(m.AggregateID),
+		Value:     m.Payload,
+		Headers:   headers,
+		Timestamp: m.Timestamp,
+	}
+}
+
+// Publish sends m and waits for the broker's acknowledgement.
+func (p *Publisher) Publish(ctx context.Context, m outbox.Message) error {
+	topic, err := p.router.Topic(m)
+	if err != nil {
+		return err
+	}
+	if err := p.client.ProduceSync(ctx, Record(m, topic)).FirstErr(); err != nil {
+		return Classify(fmt.Errorf("kafka: publish %s to %s: %w", m.ID, topic, err))
+	}
+	return nil
+}
+
+// Ping asks a broker for metadata: a health check.
+func (p *Publisher) Ping(ctx context.Context) error {
+	return p.client.Ping(ctx)
+}
+
+// Close flushes nothing (every publish already waited) and disconnects.
+// It is safe to call more than once.
+func (p *Publisher) Close() error {
+	p.once.Do(p.client.Close)
+	return nil
+}

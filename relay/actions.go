@@ -1,0 +1,66 @@
+package relay
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/outbox-dev/outbox/outbox"
+)
+
+// ErrReplayLimit is returned when an aggregate's failed message has been
+// replayed MaxReplays times already: replaying it again would loop.
+var ErrReplayLimit = errors.New("replay limit reached")
+
+// RequestOptions tune an operator request.
+type RequestOptions struct {
+	// Reason is recorded with the request and on every entry it resolves.
+	Reason string
+	// DryRun computes the plan and records nothing.
+	DryRun bool
+	// MaxReplays refuses a replay once the aggregate's first parked message
+	// was replayed this many times (default 3). Skip is never refused.
+	MaxReplays int
+}
+
+// Plan is what a request will do, in the order it will do it.
+type Plan struct {
+	Aggregate outbox.AggregateKey `json:"aggregate"`
+	Action    outbox.Action       `json:"action"`
+	DryRun    bool                `json:"dry_run"`
+	Skip      []outbox.DeadLetter `json:"skip"`
+	Republish []outbox.DeadLetter `json:"republish"`
+}
+
+// Request asks the relay owning the store to replay or skip a parked
+// aggregate. The relay carries it out inside the aggregate's lane; call
+// Relay.Poke to have it look at once.
+func Request(ctx context.Context, s ActionRequester, key outbox.AggregateKey, action outbox.Action, opts RequestOptions) (Plan, error) {
+	if action != outbox.ActionReplay && action != outbox.ActionSkip {
+		return Plan{}, fmt.Errorf("relay: unknown action %q (want replay or skip)", action)
+	}
+	if opts.MaxReplays == 0 {
+		opts.MaxReplays = 3
+	}
+	entries, err := s.ParkedMessages(ctx, key)
+	if err != nil {
+		return Plan{}, fmt.Errorf("relay: load parked messages of %s: %w", key, err)
+	}
+	if len(entries) == 0 {
+		return Plan{}, fmt.Errorf("relay: %s: %w", key, ErrNotParked)
+	}
+	plan := Plan{Aggregate: key, Action: action, DryRun: opts.DryRun, Republish: entries}
+	if action == outbox.ActionSkip {
+		plan.Skip, plan.Republish = entries[:1], entries[1:]
+	} else if head := entries[0]; head.ReplayCount >= opts.MaxReplays {
+		return plan, fmt.Errorf("relay: %s: event %s was replayed %d times; skip it or fix it: %w",
+			key, head.Message.ID, head.ReplayCount, ErrReplayLimit)
+	}
+	if opts.DryRun {
+		return plan, nil
+	}
+	if err := s.RequestAction(ctx, key, action, opts.Reason); err != nil {
+		return plan, fmt.Errorf("relay: request %s of %s: %w", action, key, err)
+	}
+	return plan, nil
+}

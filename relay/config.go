@@ -1,0 +1,104 @@
+package relay
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/outbox-dev/outbox/breaker"
+	"github.com/outbox-dev/outbox/retry"
+)
+
+// Config holds the relay's knobs. Its zero value works.
+type Config struct {
+	// Retry is the schedule of one round of attempts (default: the design's
+	// 0, 100, 200, 400, 500 ms). After a transient round the message waits
+	// for the breaker and starts a new round; it is never dead-lettered.
+	Retry retry.Policy
+	// Breaker guards the broker (default: 5 failures, 30 s, 3 successes).
+	Breaker breaker.Config
+	// Workers is how many aggregates publish at once (default 64).
+	Workers int
+	// MaxInFlight bounds records read but not yet checkpointed; reading
+	// stops at the bound (default 4096).
+	MaxInFlight int
+	// BatchSize bounds the records asked of the source at once (default 512).
+	BatchSize int
+	// PublishTimeout bounds one publish attempt (default 10 s).
+	PublishTimeout time.Duration
+	// CommitInterval is how often the checkpoint is written (default 50 ms).
+	CommitInterval time.Duration
+	// ActionPollInterval is how often operator requests are looked for
+	// (default 1 s); Relay.Poke looks at once.
+	ActionPollInterval time.Duration
+	// DrainTimeout bounds how long in-flight publishes may finish after
+	// Serve's context ends (default 5 s).
+	DrainTimeout time.Duration
+	// Hooks receive events; each may implement any of the *Hook interfaces.
+	Hooks  []Hook
+	Logger *slog.Logger
+}
+
+func (c *Config) setDefaults() {
+	c.Retry = c.Retry.WithDefaults()
+	if c.Workers == 0 {
+		c.Workers = 64
+	}
+	if c.MaxInFlight == 0 {
+		c.MaxInFlight = 4096
+	}
+	if c.BatchSize == 0 {
+		c.BatchSize = 512
+	}
+	if c.PublishTimeout == 0 {
+		c.PublishTimeout = 10 * time.Second
+	}
+	if c.CommitInterval == 0 {
+		c.CommitInterval = 50 * time.Millisecond
+	}
+	if c.ActionPollInterval == 0 {
+		c.ActionPollInterval = time.Second
+	}
+	if c.DrainTimeout == 0 {
+		c.DrainTimeout = 5 * time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+}
+
+// ErrInvalidConfig is wrapped by every configuration error.
+var ErrInvalidConfig = errors.New("relay: invalid config")
+
+// Validate names the first field that is out of range. Zero means default.
+func (c Config) Validate() error {
+	if c.Retry != (retry.Policy{}) {
+		if err := c.Retry.Validate(); err != nil {
+			return fmt.Errorf("%w: Retry: %w", ErrInvalidConfig, err)
+		}
+	}
+	if err := c.Breaker.Validate(); err != nil {
+		return fmt.Errorf("%w: Breaker: %w", ErrInvalidConfig, err)
+	}
+	for _, f := range []struct {
+		name string
+		v    int
+	}{{"Workers", c.Workers}, {"MaxInFlight", c.MaxInFlight}, {"BatchSize", c.BatchSize}} {
+		if f.v < 0 {
+			return fmt.Errorf("%w: %s must not be negative, got %d", ErrInvalidConfig, f.name, f.v)
+		}
+	}
+	for _, f := range []struct {
+		name string
+		v    time.Duration
+	}{
+		{"PublishTimeout", c.PublishTimeout}, {"CommitInterval", c.CommitInterval},
+		{"ActionPollInterval", c.ActionPollInterval}, {"DrainTimeout", c.DrainTimeout},
+	} {
+		if f.v < 0 {
+			return fmt.Errorf("%w: %s must not be negative, got %s", ErrInvalidConfig, f.name, f.v)
+		}
+	}
+	return nil
+}

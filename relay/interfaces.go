@@ -1,0 +1,69 @@
+package relay
+
+import (
+	"context"
+
+	"github.com/outbox-dev/outbox/outbox"
+)
+
+// Position is a source's opaque, durable place in its stream.
+type Position string
+
+// Record is a message and where it sits in the source.
+type Record struct {
+	Message  outbox.Message
+	Position Position
+}
+
+// Source produces cursors that start at the last committed position.
+type Source interface {
+	Open(ctx context.Context) (Cursor, error)
+}
+
+// Cursor reads a source in commit order.
+type Cursor interface {
+	// Next returns up to max records after those already returned. It
+	// blocks until at least one is available or ctx ends; it may also
+	// return none when its own wait ends, which the relay treats as idle.
+	Next(ctx context.Context, max int) ([]Record, error)
+	// Commit durably records that every record up to and including pos has
+	// been handled. A cursor opened later starts after pos.
+	Commit(ctx context.Context, pos Position) error
+	Close() error
+}
+
+// Publisher sends one message to the broker and returns once the broker
+// acknowledged it. Errors are classified with outbox.IsPermanent.
+type Publisher interface {
+	Publish(ctx context.Context, m outbox.Message) error
+}
+
+// DeadLetterStore holds messages the relay could not publish and the
+// aggregates parked behind them. The relay is its only writer of dead
+// letters; operators only request actions (see ActionRequester).
+type DeadLetterStore interface {
+	// AddDeadLetter stores dl as parked and parks its aggregate. Adding a
+	// message whose event id is already parked returns the existing entry,
+	// so a relay that re-reads after a crash does not duplicate it.
+	AddDeadLetter(ctx context.Context, dl outbox.DeadLetter) (outbox.DeadLetter, error)
+	// ParkedAggregates lists parked aggregates with any pending action.
+	ParkedAggregates(ctx context.Context) ([]outbox.ParkedAggregate, error)
+	// ParkedMessages lists an aggregate's parked entries in order.
+	ParkedMessages(ctx context.Context, key outbox.AggregateKey) ([]outbox.DeadLetter, error)
+	// ResolveDeadLetter marks one entry replayed or skipped.
+	ResolveDeadLetter(ctx context.Context, id int64, status outbox.DeadLetterStatus, note string) error
+	// CompleteAction clears the aggregate's pending action and unparks it
+	// when no parked entry remains.
+	CompleteAction(ctx context.Context, key outbox.AggregateKey) error
+	// FailAction clears the pending action, keeps the aggregate parked and
+	// charges the failed entry one more replay and failure.
+	FailAction(ctx context.Context, key outbox.AggregateKey, entryID int64, cause string) error
+}
+
+// ActionRequester is the operator's side of the dead-letter store.
+type ActionRequester interface {
+	ParkedMessages(ctx context.Context, key outbox.AggregateKey) ([]outbox.DeadLetter, error)
+	// RequestAction records a pending replay or skip on a parked aggregate.
+	// It fails with ErrNotParked when the aggregate is not parked.
+	RequestAction(ctx context.Context, key outbox.AggregateKey, action outbox.Action, reason string) error
+}

@@ -1,0 +1,554 @@
+package relay
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/outbox-dev/outbox/breaker"
+	"github.com/outbox-dev/outbox/outbox"
+	"github.com/outbox-dev/outbox/retry"
+)
+
+// Relay publishes a source's messages. Build it with New and run Serve,
+// usually under a supervisor; the breaker and counters survive restarts.
+type Relay struct {
+	src Source
+	pub Publisher
+	dlq DeadLetterStore
+	cfg Config
+	br  *breaker.Breaker
+	log *slog.Logger
+
+	poke    chan struct{}
+	running atomic.Bool
+	stats   counters
+}
+
+var _ interface{ Serve(context.Context) error } = (*Relay)(nil)
+
+// New checks cfg and builds a relay.
+func New(src Source, pub Publisher, dlq DeadLetterStore, cfg Config) (*Relay, error) {
+	if src == nil || pub == nil || dlq == nil {
+		return nil, fmt.Errorf("%w: source, publisher and dead-letter store are required", ErrInvalidConfig)
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg.setDefaults()
+	r := &Relay{src: src, pub: pub, dlq: dlq, cfg: cfg, log: cfg.Logger, poke: make(chan struct{}, 1)}
+	bcfg := cfg.Breaker
+	bcfg.OnStateChange = func(from, to breaker.State) {
+		r.log.Warn("circuit breaker", "from", from.String(), "to", to.String())
+		hooks(cfg.Hooks).each(func(h Hook) {
+			if bh, ok := h.(BreakerHook); ok {
+				bh.OnBreakerStateChange(from, to)
+			}
+		})
+		if cfg.Breaker.OnStateChange != nil {
+			cfg.Breaker.OnStateChange(from, to)
+		}
+	}
+	br, err := breaker.New(bcfg)
+	if err != nil {
+		return nil, fmt.Errorf("%w: Breaker: %w", ErrInvalidConfig, err)
+	}
+	r.br = br
+	return r, nil
+}
+
+// Breaker exposes the breaker's state for health checks.
+func (r *Relay) Breaker() *breaker.Breaker { return r.br }
+
+// Running reports whether Serve is between start and return.
+func (r *Relay) Running() bool { return r.running.Load() }
+
+// Poke asks the relay to look for operator requests now.
+func (r *Relay) Poke() {
+	select {
+	case r.poke <- struct{}{}:
+	default:
+	}
+}
+
+// Serve runs until ctx ends (returning nil) or the source fails (returning
+// the error, so a supervisor restarts it from the checkpoint).
+func (r *Relay) Serve(ctx context.Context) error {
+	r.running.Store(true)
+	defer r.running.Store(false)
+	cur, err := r.src.Open(ctx)
+	if err != nil {
+		return fmt.Errorf("relay: open source: %w", err)
+	}
+	defer cur.Close()
+	parked, err := r.dlq.ParkedAggregates(ctx)
+	if err != nil {
+		return fmt.Errorf("relay: load parked aggregates: %w", err)
+	}
+	run := &run{
+		Relay:   r,
+		cur:     cur,
+		lanes:   map[outbox.AggregateKey]*lane{},
+		parked:  map[outbox.AggregateKey]bool{},
+		actions: map[outbox.AggregateKey]bool{},
+		slots:   make(chan struct{}, r.cfg.MaxInFlight),
+		work:    make(chan *lane, r.cfg.Workers),
+	}
+	for _, p := range parked {
+		run.parked[p.Key] = true
+	}
+	r.stats.parked.Store(int64(len(parked)))
+	return run.serve(ctx)
+}
+
+// run is the state of one Serve call; a restart starts a fresh one from
+// the checkpoint.
+type run struct {
+	*Relay
+	cur Cursor
+
+	mu      sync.Mutex
+	lanes   map[outbox.AggregateKey]*lane
+	parked  map[outbox.AggregateKey]bool
+	actions map[outbox.AggregateKey]bool // requests queued in a lane
+	window  []*entry                     // read, not yet checkpointed, in read order
+
+	slots chan struct{} // one per window entry: the in-flight bound
+	work  chan *lane
+}
+
+type lane struct {
+	key   outbox.AggregateKey
+	queue []item
+}
+
+type item struct {
+	rec    Record
+	entry  *entry                  // nil for an operator action
+	action *outbox.ParkedAggregate // set for an operator action
+}
+
+type entry struct {
+	pos  Position
+	at   time.Time
+	done bool
+}
+
+func (r *run) serve(ctx context.Context) error {
+	// Publishes in flight when ctx ends get DrainTimeout to finish, so a
+	// graceful stop does not turn acknowledged work into duplicates.
+	drainCtx, cancelDrain := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelDrain()
+	stopDrain := context.AfterFunc(ctx, func() {
+		t := time.AfterFunc(r.cfg.DrainTimeout, cancelDrain)
+		context.AfterFunc(drainCtx, func() { t.Stop() })
+	})
+	defer stopDrain()
+
+	var wg sync.WaitGroup
+	for range r.cfg.Workers {
+		wg.Go(func() { r.worker(ctx, drainCtx) })
+	}
+	committerDone := make(chan struct{})
+	go func() { defer close(committerDone); r.committer(ctx) }()
+	wg.Go(func() { r.actionPoller(ctx) })
+
+	err := r.read(ctx)
+	wg.Wait()
+	<-committerDone
+	// The last checkpoint, past whatever drained.
+	finalCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	if cerr := r.commit(finalCtx); cerr != nil && err == nil && ctx.Err() == nil {
+		err = cerr
+	}
+	return err
+}
+
+// read pulls records while the breaker allows and the window has room.
+func (r *run) read(ctx context.Context) error {
+	for {
+		if err := r.br.WaitUntilCallable(ctx); err != nil {
+			return nil
+		}
+		select {
+		case r.slots <- struct{}{}:
+		case <-ctx.Done():
+			return nil
+		}
+		free := cap(r.slots) - len(r.slots) + 1
+		recs, err := r.cur.Next(ctx, min(r.cfg.BatchSize, free))
+		<-r.slots
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("relay: read source: %w", err)
+		}
+		for _, rec := range recs {
+			select {
+			case r.slots <- struct{}{}:
+			case <-ctx.Done():
+				return nil
+			}
+			e := &entry{pos: rec.Position, at: rec.Message.Timestamp}
+			r.mu.Lock()
+			r.window = append(r.window, e)
+			r.mu.Unlock()
+			r.stats.read.Add(1)
+			if !r.enqueue(ctx, rec.Message.Key(), item{rec: rec, entry: e}) {
+				return nil
+			}
+		}
+	}
+}
+
+// enqueue appends it to its aggregate's lane, handing a new lane to the
+// workers. It reports false when ctx ended first.
+func (r *run) enqueue(ctx context.Context, key outbox.AggregateKey, it item) bool {
+	r.mu.Lock()
+	l, busy := r.lanes[key]
+	if !busy {
+		l = &lane{key: key}
+		r.lanes[key] = l
+	}
+	l.queue = append(l.queue, it)
+	r.mu.Unlock()
+	if busy {
+		return true
+	}
+	select {
+	case r.work <- l:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+func (r *run) worker(ctx, drainCtx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case l := <-r.work:
+			r.drainLane(ctx, drainCtx, l)
+		}
+	}
+}
+
+// drainLane processes a lane's items one at a time until it is empty, so
+// an aggregate never has two messages in flight.
+func (r *run) drainLane(ctx, drainCtx context.Context, l *lane) {
+	for {
+		r.mu.Lock()
+		if len(l.queue) == 0 || ctx.Err() != nil {
+			if len(l.queue) == 0 {
+				delete(r.lanes, l.key)
+			}
+			r.mu.Unlock()
+			return
+		}
+		it := l.queue[0]
+		r.mu.Unlock()
+
+		var done bool
+		if it.action != nil {
+			r.runAction(drainCtx, *it.action)
+			done = true
+		} else {
+			done = r.handle(drainCtx, it.rec.Message)
+		}
+		if !done {
+			return // shutting down; the record stays unacknowledged
+		}
+		r.mu.Lock()
+		l.queue = l.queue[1:]
+		if it.entry != nil {
+			it.entry.done = true
+		} else {
+			delete(r.actions, l.key)
+		}
+		r.mu.Unlock()
+	}
+}
+
+// handle publishes m or dead-letters it. It reports whether m is settled.
+func (r *run) handle(ctx context.Context, m outbox.Message) bool {
+	key := m.Key()
+	r.mu.Lock()
+	parked := r.parked[key]
+	r.mu.Unlock()
+	if parked {
+		return r.deadLetter(ctx, outbox.DeadLetter{
+			Message: m, Error: "aggregate parked behind an earlier dead letter",
+			ParkedBehind: "aggregate " + key.String(),
+		})
+	}
+	attempts, err := r.publish(ctx, m)
+	switch {
+	case err == nil:
+		return true
+	case outbox.IsPermanent(err):
+		r.log.Error("message dead-lettered", "event_id", m.ID, "aggregate", key.String(), "attempts", attempts, "err", err)
+		return r.deadLetter(ctx, outbox.DeadLetter{Message: m, Error: err.Error(), FailureCount: attempts})
+	default:
+		return false // ctx ended
+	}
+}
+
+// publish tries m until the broker acknowledges it, it fails permanently,
+// or ctx ends. A round of transient failures is followed by a wait on the
+// breaker, never by a dead letter.
+func (r *run) publish(ctx context.Context, m outbox.Message) (int, error) {
+	total := 0
+	for {
+		if err := r.br.WaitUntilCallable(ctx); err != nil {
+			return total, err
+		}
+		n, err := r.cfg.Retry.Do(ctx, func(ctx context.Context) error {
+			return r.br.Do(func() error {
+				actx, cancel := context.WithTimeout(ctx, r.cfg.PublishTimeout)
+				defer cancel()
+				return r.pub.Publish(actx, m)
+			})
+		}, func(a retry.Attempt) {
+			r.stats.retried.Add(1)
+			hooks(r.cfg.Hooks).each(func(h Hook) {
+				if rh, ok := h.(RetryHook); ok {
+					rh.OnRetry(m, a)
+				}
+			})
+		})
+		total += n
+		if err == nil {
+			r.stats.published.Add(1)
+			hooks(r.cfg.Hooks).each(func(h Hook) {
+				if ph, ok := h.(PublishHook); ok {
+					ph.OnPublish(m, total, time.Since(m.Timestamp))
+				}
+			})
+			return total, nil
+		}
+		if outbox.IsPermanent(err) || ctx.Err() != nil {
+			return total, err
+		}
+		r.stats.failed.Add(1)
+		r.log.Warn("publish round failed; waiting for the broker", "event_id", m.ID, "attempts", total, "err", err)
+		hooks(r.cfg.Hooks).each(func(h Hook) {
+			if fh, ok := h.(FailHook); ok {
+				fh.OnPublishFailed(m, total, err)
+			}
+		})
+		if r.br.State() == breaker.Closed {
+			// Other aggregates keep the breaker closed while this one
+			// fails: pause a full backoff before the next round.
+			if err := retry.Wait(ctx, r.cfg.Retry.MaxDelay); err != nil {
+				return total, err
+			}
+		}
+	}
+}
+
+// deadLetter stores dl and parks its aggregate, retrying the store until it
+// answers or ctx ends. It reports whether dl was stored.
+func (r *run) deadLetter(ctx context.Context, dl outbox.DeadLetter) bool {
+	now := time.Now().UTC()
+	dl.Status = outbox.StatusParked
+	dl.FirstFailedAt, dl.LastFailedAt = now, now
+	var stored outbox.DeadLetter
+	for {
+		var err error
+		if stored, err = r.dlq.AddDeadLetter(ctx, dl); err == nil {
+			break
+		}
+		r.log.Error("dead-letter store failed; retrying", "event_id", dl.Message.ID, "err", err)
+		if retry.Wait(ctx, r.cfg.Retry.MaxDelay) != nil {
+			return false
+		}
+	}
+	key := dl.Message.Key()
+	r.mu.Lock()
+	newlyParked := !r.parked[key]
+	r.parked[key] = true
+	r.mu.Unlock()
+	r.stats.deadLettered.Add(1)
+	hooks(r.cfg.Hooks).each(func(h Hook) {
+		if dh, ok := h.(DeadLetterHook); ok {
+			dh.OnDeadLetter(stored)
+		}
+	})
+	if newlyParked {
+		r.stats.parked.Add(1)
+		r.log.Warn("aggregate parked", "aggregate", key.String(), "event_id", dl.Message.ID)
+		hooks(r.cfg.Hooks).each(func(h Hook) {
+			if ph, ok := h.(ParkHook); ok {
+				ph.OnPark(key)
+			}
+		})
+	}
+	return true
+}
+
+// committer writes the checkpoint every CommitInterval.
+func (r *run) committer(ctx context.Context) {
+	t := time.NewTicker(r.cfg.CommitInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if err := r.commit(ctx); err != nil && ctx.Err() == nil {
+				r.log.Error("checkpoint failed; holding", "err", err)
+			}
+		}
+	}
+}
+
+// commit moves the checkpoint past the contiguous settled prefix of the
+// window. On error the prefix is kept and tried again next time.
+func (r *run) commit(ctx context.Context) error {
+	r.mu.Lock()
+	n := 0
+	for n < len(r.window) && r.window[n].done {
+		n++
+	}
+	if n == 0 {
+		lag := r.lagLocked(0)
+		r.mu.Unlock()
+		r.stats.setLag(lag)
+		return nil
+	}
+	pos := r.window[n-1].pos
+	lag := r.lagLocked(n)
+	r.mu.Unlock()
+
+	if err := r.cur.Commit(ctx, pos); err != nil {
+		return fmt.Errorf("relay: commit %s: %w", pos, err)
+	}
+	r.mu.Lock()
+	clear(r.window[:n])
+	r.window = r.window[n:]
+	r.mu.Unlock()
+	for range n {
+		<-r.slots
+	}
+	r.stats.setLag(lag)
+	hooks(r.cfg.Hooks).each(func(h Hook) {
+		if ch, ok := h.(CheckpointHook); ok {
+			ch.OnCheckpoint(pos, lag)
+		}
+	})
+	return nil
+}
+
+// lagLocked is the lag once the first n window entries are checkpointed.
+func (r *run) lagLocked(n int) Lag {
+	lag := Lag{Events: len(r.window) - n}
+	for _, e := range r.window[n:] {
+		if !e.done {
+			lag.Age = time.Since(e.at)
+			break
+		}
+	}
+	return lag
+}
+
+// actionPoller queues operator requests into their aggregates' lanes.
+func (r *run) actionPoller(ctx context.Context) {
+	t := time.NewTicker(r.cfg.ActionPollInterval)
+	defer t.Stop()
+	for {
+		if err := r.queueActions(ctx); err != nil && ctx.Err() == nil {
+			r.log.Error("look for dead-letter requests", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-r.poke:
+		}
+	}
+}
+
+func (r *run) queueActions(ctx context.Context) error {
+	parked, err := r.dlq.ParkedAggregates(ctx)
+	if err != nil {
+		return err
+	}
+	for _, p := range parked {
+		if p.Pending == "" {
+			continue
+		}
+		r.mu.Lock()
+		queued := r.actions[p.Key]
+		r.actions[p.Key] = true
+		r.mu.Unlock()
+		if !queued && !r.enqueue(ctx, p.Key, item{action: &p}) {
+			return nil
+		}
+	}
+	return nil
+}
+
+// runAction replays or skips a parked aggregate, inside its lane.
+func (r *run) runAction(ctx context.Context, p outbox.ParkedAggregate) {
+	log := r.log.With("aggregate", p.Key.String(), "action", p.Pending)
+	entries, err := r.dlq.ParkedMessages(ctx, p.Key)
+	if err != nil {
+		log.Error("load parked messages", "err", err)
+		return // still pending in the store: picked up again later
+	}
+	if p.Pending == outbox.ActionSkip && len(entries) > 0 {
+		if err := r.dlq.ResolveDeadLetter(ctx, entries[0].ID, outbox.StatusSkipped, p.Reason); err != nil {
+			log.Error("skip dead letter", "id", entries[0].ID, "err", err)
+			return
+		}
+		entries = entries[1:]
+	}
+	for _, dl := range entries {
+		_, err := r.publish(ctx, dl.Message)
+		if err != nil {
+			if !outbox.IsPermanent(err) {
+				return // ctx ended; the request stays pending
+			}
+			log.Error("replay failed; aggregate stays parked", "id", dl.ID, "err", err)
+			if ferr := r.dlq.FailAction(ctx, p.Key, dl.ID, err.Error()); ferr != nil {
+				log.Error("record failed replay", "err", ferr)
+			}
+			return
+		}
+		if err := r.dlq.ResolveDeadLetter(ctx, dl.ID, outbox.StatusReplayed, p.Reason); err != nil {
+			log.Error("mark replayed", "id", dl.ID, "err", err)
+			return
+		}
+	}
+	if err := r.dlq.CompleteAction(ctx, p.Key); err != nil {
+		log.Error("unpark", "err", err)
+		return
+	}
+	r.mu.Lock()
+	wasParked := r.parked[p.Key]
+	delete(r.parked, p.Key)
+	r.mu.Unlock()
+	if wasParked {
+		r.stats.parked.Add(-1)
+	}
+	log.Info("aggregate released", "republished", len(entries))
+	hooks(r.cfg.Hooks).each(func(h Hook) {
+		if ph, ok := h.(ParkHook); ok {
+			ph.OnUnpark(p.Key)
+		}
+	})
+}
+
+// ErrNotParked is returned by stores when an action names an aggregate
+// that is not parked.
+var ErrNotParked = errors.New("aggregate is not parked")
+
+// ErrNotFound is returned by stores for an unknown dead-letter id.
+var ErrNotFound = errors.New("not found")

@@ -1,0 +1,282 @@
+// Package sqlite is the embedded default store: modernc.org/sqlite (pure
+// Go) in WAL mode. Domain rows and outbox rows share the caller's
+// transaction; the relay polls the outbox by position.
+//
+// Polling by position is safe here, unlike on PostgreSQL: SQLite has one
+// writer at a time, so positions become visible in the order they were
+// assigned and no row can commit behind a position already read.
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"embed"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/url"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	_ "modernc.org/sqlite" // registers the "sqlite" driver
+
+	"github.com/outbox-dev/outbox/outbox"
+	"github.com/outbox-dev/outbox/relay"
+)
+
+//go:embed migrations/*.sql
+var migrations embed.FS
+
+// Options tune the database. The zero value is durable: synchronous=FULL.
+type Options struct {
+	// Synchronous is SQLite's PRAGMA synchronous: FULL (default) survives
+	// power loss; NORMAL only survives a process crash, in WAL mode.
+	Synchronous string
+	// BusyTimeout is how long a writer waits for the lock (default 5 s).
+	BusyTimeout time.Duration
+}
+
+// Store is safe for concurrent use.
+type Store struct {
+	db    *sql.DB
+	wake  chan struct{}
+	once  sync.Once
+	close error
+}
+
+// Open opens (creating if needed) the database at path. ":memory:" is not
+// supported: the relay and writers need one shared database.
+func Open(ctx context.Context, path string, opts Options) (*Store, error) {
+	if path == "" || path == ":memory:" {
+		return nil, fmt.Errorf("sqlite: a file path is required, got %q", path)
+	}
+	if opts.Synchronous == "" {
+		opts.Synchronous = "FULL"
+	}
+	switch strings.ToUpper(opts.Synchronous) {
+	case "OFF", "NORMAL", "FULL", "EXTRA":
+	default:
+		return nil, fmt.Errorf("sqlite: Synchronous must be OFF, NORMAL, FULL or EXTRA, got %q", opts.Synchronous)
+	}
+	if opts.BusyTimeout < 0 {
+		return nil, fmt.Errorf("sqlite: BusyTimeout must not be negative, got %s", opts.BusyTimeout)
+	}
+	if opts.BusyTimeout == 0 {
+		opts.BusyTimeout = 5 * time.Second
+	}
+	q := url.Values{}
+	q.Add("_pragma", "journal_mode(WAL)")
+	q.Add("_pragma", "synchronous("+strings.ToUpper(opts.Synchronous)+")")
+	q.Add("_pragma", fmt.Sprintf("busy_timeout(%d)", opts.BusyTimeout.Milliseconds()))
+	q.Add("_pragma", "foreign_keys(ON)")
+	// Take the write lock at BEGIN: a deferred transaction that reads then
+	// writes can fail with SQLITE_BUSY instead of waiting.
+	q.Set("_txlock", "immediate")
+	db, err := sql.Open("sqlite", "file:"+path+"?"+q.Encode())
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: open %s: %w", path, err)
+	}
+	if err := db.PingContext(ctx); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("sqlite: open %s: %w", path, err)
+	}
+	return &Store{db: db, wake: make(chan struct{}, 1)}, nil
+}
+
+// DB exposes the handle for domain tables that share the database.
+func (s *Store) DB() *sql.DB { return s.db }
+
+// Close closes the database; it is safe to call more than once.
+func (s *Store) Close() error {
+	s.once.Do(func() { s.close = s.db.Close() })
+	return s.close
+}
+
+// Ping checks the database answers.
+func (s *Store) Ping(ctx context.Context) error { return s.db.PingContext(ctx) }
+
+// Migrate applies the embedded migrations not yet applied, each in its own
+// transaction, and reports how many it applied.
+func (s *Store) Migrate(ctx context.Context) (int, error) {
+	return migrate(ctx, s.db, migrations, "migrations")
+}
+
+func migrate(ctx context.Context, db *sql.DB, files fs.FS, dir string) (int, error) {
+	if _, err := db.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS outbox_schema_migrations (
+		version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)`); err != nil {
+		return 0, fmt.Errorf("sqlite: migrate: %w", err)
+	}
+	entries, err := fs.ReadDir(files, dir)
+	if err != nil {
+		return 0, fmt.Errorf("sqlite: migrate: %w", err)
+	}
+	sort.Slice(entries, func(i, j int) bool { return entries[i].Name() < entries[j].Name() })
+	applied := 0
+	for _, e := range entries {
+		version, err := strconv.Atoi(strings.SplitN(e.Name(), "_", 2)[0])
+		if err != nil {
+			return applied, fmt.Errorf("sqlite: migration %s has no numeric prefix", e.Name())
+		}
+		body, err := fs.ReadFile(files, dir+"/"+e.Name())
+		if err != nil {
+			return applied, err
+		}
+		err = transact(ctx, db, func(tx *sql.Tx) error {
+			var n int
+			if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM outbox_schema_migrations WHERE version = ?`, version).Scan(&n); err != nil || n > 0 {
+				return err
+			}
+			if _, err := tx.ExecContext(ctx, string(body)); err != nil {
+				return err
+			}
+			applied++
+			_, err := tx.ExecContext(ctx, `INSERT INTO outbox_schema_migrations (version, name, applied_at) VALUES (?, ?, ?)`,
+				version, e.Name(), time.Now().UnixMicro())
+			return err
+		})
+		if err != nil {
+			return applied, fmt.Errorf("sqlite: migration %s: %w", e.Name(), err)
+		}
+	}
+	return applied, nil
+}
+
+func transact(ctx context.Context, db *sql.DB, fn func(*sql.Tx) error) (err error) {
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err != nil {
+			_ = tx.Rollback()
+		}
+	}()
+	if err = fn(tx); err != nil {
+		return err
+	}
+	return tx.Commit()
+}
+
+// Transact runs fn in a transaction, commits it when fn returns nil, and
+// then wakes the polling source so the relay reads at once.
+func (s *Store) Transact(ctx context.Context, fn func(*sql.Tx) error) error {
+	if err := transact(ctx, s.db, fn); err != nil {
+		return err
+	}
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+	return nil
+}
+
+// Wake is signalled after each Transact commit.
+func (s *Store) Wake() <-chan struct{} { return s.wake }
+
+// Append inserts messages into the outbox inside the caller's transaction.
+func (s *Store) Append(ctx context.Context, tx *sql.Tx, msgs ...outbox.Message) error {
+	for _, m := range msgs {
+		if err := m.Validate(); err != nil {
+			return err
+		}
+		headers, err := encodeHeaders(m.Headers)
+		if err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO outbox
+			(id, aggregatetype, aggregateid, type, sequence, payload, headers, timestamp)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+			m.ID.String(), m.AggregateType, m.AggregateID, m.Type, m.Sequence,
+			string(m.Payload), headers, m.Timestamp.UnixMicro()); err != nil {
+			return fmt.Errorf("sqlite: append outbox message %s: %w", m.ID, err)
+		}
+	}
+	return nil
+}
+
+// Fetch implements poll.Fetcher.
+func (s *Store) Fetch(ctx context.Context, after relay.Position, max int) ([]relay.Record, error) {
+	from, err := parsePosition(after)
+	if err != nil {
+		return nil, err
+	}
+	rows, err := s.db.QueryContext(ctx, `SELECT position, id, aggregatetype, aggregateid, type, sequence, payload, headers, timestamp
+		FROM outbox WHERE position > ? ORDER BY position LIMIT ?`, from, max)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: fetch after %d: %w", from, err)
+	}
+	defer rows.Close()
+	var out []relay.Record
+	for rows.Next() {
+		var pos int64
+		var m outbox.Message
+		var id, payload, headers string
+		var ts int64
+		if err := rows.Scan(&pos, &id, &m.AggregateType, &m.AggregateID, &m.Type, &m.Sequence, &payload, &headers, &ts); err != nil {
+			return nil, fmt.Errorf("sqlite: fetch: %w", err)
+		}
+		if err := fillMessage(&m, id, payload, headers, ts); err != nil {
+			return nil, fmt.Errorf("sqlite: fetch position %d: %w", pos, err)
+		}
+		out = append(out, relay.Record{Message: m, Position: relay.Position(strconv.FormatInt(pos, 10))})
+	}
+	return out, rows.Err()
+}
+
+func parsePosition(p relay.Position) (int64, error) {
+	if p == "" {
+		return 0, nil
+	}
+	n, err := strconv.ParseInt(string(p), 10, 64)
+	if err != nil || n < 0 {
+		return 0, fmt.Errorf("sqlite: bad position %q", p)
+	}
+	return n, nil
+}
+
+// LoadCheckpoint implements poll.Fetcher.
+func (s *Store) LoadCheckpoint(ctx context.Context, name string) (relay.Position, error) {
+	var pos string
+	err := s.db.QueryRowContext(ctx, `SELECT position FROM outbox_checkpoints WHERE name = ?`, name).Scan(&pos)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("sqlite: load checkpoint %q: %w", name, err)
+	}
+	return relay.Position(pos), nil
+}
+
+// SaveCheckpoint implements poll.Fetcher.
+func (s *Store) SaveCheckpoint(ctx context.Context, name string, pos relay.Position) error {
+	if _, err := parsePosition(pos); err != nil {
+		return err
+	}
+	_, err := s.db.ExecContext(ctx, `INSERT INTO outbox_checkpoints (name, position, updated_at) VALUES (?, ?, ?)
+		ON CONFLICT (name) DO UPDATE SET position = excluded.position, updated_at = excluded.updated_at`,
+		name, string(pos), time.Now().UnixMicro())
+	if err != nil {
+		return fmt.Errorf("sqlite: save checkpoint %q at %s: %w", name, pos, err)
+	}
+	return nil
+}
+
+// Backlog counts outbox rows after the named checkpoint.
+func (s *Store) Backlog(ctx context.Context, name string) (int64, error) {
+	pos, err := s.LoadCheckpoint(ctx, name)
+	if err != nil {
+		return 0, err
+	}
+	from, err := parsePosition(pos)
+	if err != nil {
+		return 0, err
+	}
+	var n int64
+	if err := s.db.QueryRowContext(ctx, `SELECT count(*) FROM outbox WHERE position > ?`, from).Scan(&n); err != nil {
+		return 0, fmt.Errorf("sqlite: backlog: %w", err)
+	}
+	return n, nil
+}

@@ -1,0 +1,92 @@
+package sqlite_test
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/outbox-dev/outbox/outbox"
+	"github.com/outbox-dev/outbox/poll"
+	"github.com/outbox-dev/outbox/store/sqlite"
+	"github.com/outbox-dev/outbox/store/storetest"
+)
+
+// open returns a migrated store in a temporary directory with a domain
+// table beside the outbox, as an application would have.
+func open(t testing.TB) *sqlite.Store {
+	t.Helper()
+	ctx := context.Background()
+	s, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "outbox.db"), sqlite.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	if _, err := s.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.DB().ExecContext(ctx, `CREATE TABLE orders (id TEXT PRIMARY KEY, version INTEGER NOT NULL)`); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func TestConformance(t *testing.T) {
+	storetest.Run(t, storetest.Features{ConcurrentWriters: true}, func(t *testing.T) storetest.Harness {
+		s := open(t)
+		src, err := poll.NewSource(s, poll.Config{Interval: time.Millisecond, Wake: s.Wake()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return storetest.Harness{
+			Store:  s,
+			Source: src,
+			Append: func(ctx context.Context, msgs []outbox.Message, fail bool) error {
+				return s.Transact(ctx, func(tx *sql.Tx) error {
+					for _, m := range msgs {
+						if _, err := tx.ExecContext(ctx, `INSERT INTO orders (id, version) VALUES (?, ?)
+							ON CONFLICT (id) DO UPDATE SET version = excluded.version`, m.AggregateID, m.Sequence); err != nil {
+							return err
+						}
+					}
+					if err := s.Append(ctx, tx, msgs...); err != nil {
+						return err
+					}
+					if fail {
+						return errors.New("rolled back on purpose")
+					}
+					return nil
+				})
+			},
+		}
+	})
+}
+
+func TestMigrateIsIdempotent(t *testing.T) {
+	s := open(t)
+	n, err := s.Migrate(context.Background())
+	if err != nil || n != 0 {
+		t.Fatalf("second migrate applied %d (err %v), want 0", n, err)
+	}
+}
+
+func TestOpenRejectsBadOptions(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		path string
+		opts sqlite.Options
+	}{
+		{"memory", ":memory:", sqlite.Options{}},
+		{"empty path", "", sqlite.Options{}},
+		{"bad synchronous", filepath.Join(t.TempDir(), "x.db"), sqlite.Options{Synchronous: "SOMETIMES"}},
+		{"negative busy timeout", filepath.Join(t.TempDir(), "x.db"), sqlite.Options{BusyTimeout: -time.Second}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if _, err := sqlite.Open(context.Background(), tc.path, tc.opts); err == nil {
+				t.Fatal("Open accepted invalid options")
+			}
+		})
+	}
+}

@@ -1,0 +1,374 @@
+// Package storetest is the conformance suite every store passes: append
+// inside a transaction, read in commit order from a checkpoint, and the
+// dead-letter store's parking rules. Adapters call Run from their tests.
+package storetest
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/outbox-dev/outbox/outbox"
+	"github.com/outbox-dev/outbox/relay"
+)
+
+// Store is what the suite needs of an adapter beyond its source.
+type Store interface {
+	relay.DeadLetterStore
+	relay.ActionRequester
+	ListDeadLetters(ctx context.Context, f outbox.DeadLetterFilter) ([]outbox.DeadLetter, error)
+	GetDeadLetter(ctx context.Context, id int64) (outbox.DeadLetter, error)
+}
+
+// Harness is one fresh, empty store.
+type Harness struct {
+	Store Store
+	// Source reads the outbox; the suite opens and commits cursors on it.
+	Source relay.Source
+	// Append writes msgs in one transaction together with a domain row.
+	// With fail set it must write everything and then roll back.
+	Append func(ctx context.Context, msgs []outbox.Message, fail bool) error
+}
+
+// Features declares what a store supports, so the suite skips the rest.
+type Features struct {
+	// ConcurrentWriters: appends from several goroutines at once.
+	ConcurrentWriters bool
+}
+
+// Run runs the suite; newHarness must return an empty store each call.
+func Run(t *testing.T, f Features, newHarness func(t *testing.T) Harness) {
+	tests := []struct {
+		name string
+		fn   func(*testing.T, Harness)
+		skip bool
+	}{
+		{"AppendRoundTrip", testAppendRoundTrip, false},
+		{"RollbackLeavesNothing", testRollback, false},
+		{"DuplicateEventIDRejected", testDuplicateID, false},
+		{"CheckpointResumes", testCheckpoint, false},
+		{"ConcurrentWritersInOrder", testConcurrent, !f.ConcurrentWriters},
+		{"DeadLetterParking", testParking, false},
+		{"DeadLetterActions", testActions, false},
+		{"DeadLetterListing", testListing, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.skip {
+				t.Skip("store does not declare this feature")
+			}
+			tc.fn(t, newHarness(t))
+		})
+	}
+}
+
+// Msg builds a valid message for aggregate agg with the given sequence.
+func Msg(t testing.TB, agg string, seq int64) outbox.Message {
+	t.Helper()
+	m, err := outbox.NewMessage("order", agg, fmt.Sprintf("Event%d", seq%3), seq, map[string]any{"order_id": agg, "version": seq})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+func ctx(t *testing.T) context.Context {
+	c, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	t.Cleanup(cancel)
+	return c
+}
+
+// readAll drains a fresh cursor until it returns nothing twice in a row.
+func readAll(t *testing.T, h Harness) ([]relay.Record, relay.Cursor) {
+	t.Helper()
+	c := ctx(t)
+	cur, err := h.Source.Open(c)
+	if err != nil {
+		t.Fatalf("open source: %v", err)
+	}
+	t.Cleanup(func() { cur.Close() })
+	var out []relay.Record
+	for empty := 0; empty < 2; {
+		recs, err := cur.Next(c, 100)
+		if err != nil {
+			t.Fatalf("next: %v", err)
+		}
+		if len(recs) == 0 {
+			empty++
+		}
+		out = append(out, recs...)
+	}
+	return out, cur
+}
+
+func testAppendRoundTrip(t *testing.T, h Harness) {
+	m1 := Msg(t, "a", 1)
+	m1.Headers = map[string]string{outbox.HeaderTraceParent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}
+	m2, m3 := Msg(t, "b", 1), Msg(t, "a", 2)
+	if err := h.Append(ctx(t), []outbox.Message{m1, m2}, false); err != nil {
+		t.Fatalf("append: %v", err)
+	}
+	if err := h.Append(ctx(t), []outbox.Message{m3}, false); err != nil {
+		t.Fatalf("append: %v", err)
+	}
+	got, _ := readAll(t, h)
+	want := []outbox.Message{m1, m2, m3}
+	if len(got) != len(want) {
+		t.Fatalf("read %d records, want %d", len(got), len(want))
+	}
+	for i, w := range want {
+		g := got[i].Message
+		if g.ID != w.ID || g.AggregateType != w.AggregateType || g.AggregateID != w.AggregateID ||
+			g.Type != w.Type || g.Sequence != w.Sequence || !g.Timestamp.Equal(w.Timestamp.Truncate(time.Microsecond)) ||
+			g.Headers[outbox.HeaderTraceParent] != w.Headers[outbox.HeaderTraceParent] || !jsonEqual(g.Payload, w.Payload) {
+			t.Errorf("record %d:\n got %+v\nwant %+v", i, g, w)
+		}
+		if got[i].Position == "" {
+			t.Errorf("record %d has no position", i)
+		}
+	}
+}
+
+func jsonEqual(a, b []byte) bool {
+	var x, y any
+	if json.Unmarshal(a, &x) != nil || json.Unmarshal(b, &y) != nil {
+		return false
+	}
+	xa, _ := json.Marshal(x)
+	ya, _ := json.Marshal(y)
+	return string(xa) == string(ya)
+}
+
+func testRollback(t *testing.T, h Harness) {
+	if err := h.Append(ctx(t), []outbox.Message{Msg(t, "a", 1), Msg(t, "a", 2)}, true); err == nil {
+		t.Fatal("a failed transaction reported success")
+	}
+	kept := Msg(t, "b", 1)
+	if err := h.Append(ctx(t), []outbox.Message{kept}, false); err != nil {
+		t.Fatal(err)
+	}
+	got, _ := readAll(t, h)
+	if len(got) != 1 || got[0].Message.ID != kept.ID {
+		t.Fatalf("after a rollback read %d records, want only the committed one", len(got))
+	}
+}
+
+func testDuplicateID(t *testing.T, h Harness) {
+	m := Msg(t, "a", 1)
+	if err := h.Append(ctx(t), []outbox.Message{m}, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.Append(ctx(t), []outbox.Message{Msg(t, "b", 1), m}, false); err == nil {
+		t.Fatal("appending an existing event id succeeded")
+	}
+	if got, _ := readAll(t, h); len(got) != 1 {
+		t.Fatalf("read %d records, want 1: the failed transaction must leave nothing", len(got))
+	}
+}
+
+func testCheckpoint(t *testing.T, h Harness) {
+	var msgs []outbox.Message
+	for i := range 5 {
+		msgs = append(msgs, Msg(t, "a", int64(i+1)))
+	}
+	if err := h.Append(ctx(t), msgs, false); err != nil {
+		t.Fatal(err)
+	}
+	got, cur := readAll(t, h)
+	if len(got) != 5 {
+		t.Fatalf("read %d, want 5", len(got))
+	}
+	if err := cur.Commit(ctx(t), got[2].Position); err != nil {
+		t.Fatalf("commit: %v", err)
+	}
+	cur.Close()
+	again, _ := readAll(t, h)
+	if len(again) != 2 || again[0].Message.ID != msgs[3].ID || again[1].Message.ID != msgs[4].ID {
+		t.Fatalf("after checkpoint at record 3, read %d records; want records 4 and 5", len(again))
+	}
+}
+
+func testConcurrent(t *testing.T, h Harness) {
+	const writers, perWriter = 4, 25
+	var wg sync.WaitGroup
+	errs := make(chan error, writers)
+	for w := range writers {
+		wg.Go(func() {
+			for i := range perWriter {
+				if err := h.Append(ctx(t), []outbox.Message{Msg(t, fmt.Sprintf("w%d", w), int64(i+1))}, false); err != nil {
+					errs <- err
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatalf("append: %v", err)
+	}
+	got, _ := readAll(t, h)
+	if len(got) != writers*perWriter {
+		t.Fatalf("read %d, want %d", len(got), writers*perWriter)
+	}
+	last := map[string]int64{}
+	for _, r := range got {
+		if r.Message.Sequence <= last[r.Message.AggregateID] {
+			t.Fatalf("aggregate %s read out of order: %d after %d", r.Message.AggregateID, r.Message.Sequence, last[r.Message.AggregateID])
+		}
+		last[r.Message.AggregateID] = r.Message.Sequence
+	}
+}
+
+func dead(m outbox.Message, msg string) outbox.DeadLetter {
+	now := time.Now().UTC().Truncate(time.Microsecond)
+	return outbox.DeadLetter{Message: m, Error: msg, FailureCount: 1, FirstFailedAt: now, LastFailedAt: now}
+}
+
+func testParking(t *testing.T, h Harness) {
+	c := ctx(t)
+	s := h.Store
+	a1, a2, b1 := Msg(t, "a", 1), Msg(t, "a", 2), Msg(t, "b", 1)
+	first, err := s.AddDeadLetter(c, dead(a1, "too large"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if first.ID == 0 || first.Status != outbox.StatusParked {
+		t.Fatalf("added dead letter: %+v", first)
+	}
+	again, err := s.AddDeadLetter(c, dead(a1, "too large"))
+	if err != nil || again.ID != first.ID {
+		t.Fatalf("re-adding a parked event: id %d err %v, want the existing id %d", again.ID, err, first.ID)
+	}
+	behind, err := s.AddDeadLetter(c, dead(a2, "parked"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if behind.ParkedBehind != a1.ID.String() {
+		t.Errorf("second message parked behind %q, want %s", behind.ParkedBehind, a1.ID)
+	}
+	if _, err := s.AddDeadLetter(c, dead(b1, "invalid")); err != nil {
+		t.Fatal(err)
+	}
+	parked, err := s.ParkedAggregates(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(parked) != 2 {
+		t.Fatalf("parked aggregates: %+v, want a and b", parked)
+	}
+	for _, p := range parked {
+		want := map[string]int{"a": 2, "b": 1}[p.Key.ID]
+		if p.ParkedEvents != want || p.Pending != "" {
+			t.Errorf("parked %s: %d events, pending %q; want %d, none", p.Key, p.ParkedEvents, p.Pending, want)
+		}
+	}
+	msgs, err := s.ParkedMessages(c, a1.Key())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(msgs) != 2 || msgs[0].Message.ID != a1.ID || msgs[1].Message.ID != a2.ID {
+		t.Fatalf("parked messages of a out of order: %+v", msgs)
+	}
+	if !jsonEqual(msgs[0].Message.Payload, a1.Payload) || msgs[0].Error != "too large" {
+		t.Errorf("dead letter lost its message or error: %+v", msgs[0])
+	}
+}
+
+func testActions(t *testing.T, h Harness) {
+	c := ctx(t)
+	s := h.Store
+	a1, a2 := Msg(t, "a", 1), Msg(t, "a", 2)
+	if err := s.RequestAction(c, a1.Key(), outbox.ActionReplay, "x"); !errors.Is(err, relay.ErrNotParked) {
+		t.Fatalf("request on an aggregate not parked: %v, want ErrNotParked", err)
+	}
+	d1, _ := s.AddDeadLetter(c, dead(a1, "boom"))
+	d2, _ := s.AddDeadLetter(c, dead(a2, "parked"))
+	if err := s.RequestAction(c, a1.Key(), outbox.ActionReplay, "fixed the schema"); err != nil {
+		t.Fatal(err)
+	}
+	parked, _ := s.ParkedAggregates(c)
+	if len(parked) != 1 || parked[0].Pending != outbox.ActionReplay || parked[0].Reason != "fixed the schema" || parked[0].RequestedAt == nil {
+		t.Fatalf("pending request not recorded: %+v", parked)
+	}
+	if err := s.FailAction(c, a1.Key(), d1.ID, "still too large"); err != nil {
+		t.Fatal(err)
+	}
+	got, _ := s.GetDeadLetter(c, d1.ID)
+	if got.ReplayCount != 1 || got.FailureCount != 2 || got.Error != "still too large" || got.Status != outbox.StatusParked {
+		t.Fatalf("after a failed replay: %+v", got)
+	}
+	parked, _ = s.ParkedAggregates(c)
+	if len(parked) != 1 || parked[0].Pending != "" || parked[0].LastError != "still too large" {
+		t.Fatalf("failed request not cleared: %+v", parked)
+	}
+	if err := s.ResolveDeadLetter(c, d1.ID, outbox.StatusSkipped, "poison"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.CompleteAction(c, a1.Key()); err != nil {
+		t.Fatal(err)
+	}
+	if parked, _ = s.ParkedAggregates(c); len(parked) != 1 {
+		t.Fatal("aggregate unparked while a parked entry remains")
+	}
+	if err := s.ResolveDeadLetter(c, d2.ID, outbox.StatusReplayed, "released"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.CompleteAction(c, a1.Key()); err != nil {
+		t.Fatal(err)
+	}
+	if parked, _ = s.ParkedAggregates(c); len(parked) != 0 {
+		t.Fatalf("aggregate still parked after its last entry was resolved: %+v", parked)
+	}
+	got, _ = s.GetDeadLetter(c, d2.ID)
+	if got.Status != outbox.StatusReplayed || got.ResolvedAt == nil || got.Resolution != "released" || got.ReplayCount != 1 {
+		t.Fatalf("resolved entry: %+v", got)
+	}
+	if err := s.ResolveDeadLetter(c, 999999, outbox.StatusSkipped, ""); !errors.Is(err, relay.ErrNotFound) {
+		t.Fatalf("resolving an unknown id: %v, want ErrNotFound", err)
+	}
+}
+
+func testListing(t *testing.T, h Harness) {
+	c := ctx(t)
+	s := h.Store
+	var ids []int64
+	for i := range 5 {
+		m := Msg(t, fmt.Sprintf("agg%d", i%2), int64(i+1))
+		d, err := s.AddDeadLetter(c, dead(m, "x"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, d.ID)
+	}
+	page1, err := s.ListDeadLetters(c, outbox.DeadLetterFilter{Limit: 2})
+	if err != nil || len(page1) != 2 || page1[0].ID != ids[0] || page1[1].ID != ids[1] {
+		t.Fatalf("first page: %v %v", page1, err)
+	}
+	page2, _ := s.ListDeadLetters(c, outbox.DeadLetterFilter{Limit: 2, AfterID: page1[1].ID})
+	if len(page2) != 2 || page2[0].ID != ids[2] {
+		t.Fatalf("second page: %+v", page2)
+	}
+	key := outbox.AggregateKey{Type: "order", ID: "agg1"}
+	byAgg, _ := s.ListDeadLetters(c, outbox.DeadLetterFilter{Aggregate: &key})
+	if len(byAgg) != 2 {
+		t.Fatalf("by aggregate: %d entries, want 2", len(byAgg))
+	}
+	byType, _ := s.ListDeadLetters(c, outbox.DeadLetterFilter{Type: "Event1"})
+	for _, d := range byType {
+		if d.Message.Type != "Event1" {
+			t.Fatalf("type filter let through %s", d.Message.Type)
+		}
+	}
+	future, _ := s.ListDeadLetters(c, outbox.DeadLetterFilter{Since: time.Now().Add(time.Hour)})
+	if len(future) != 0 {
+		t.Fatalf("since filter: %d entries from the future", len(future))
+	}
+	if _, err := s.GetDeadLetter(c, 424242); !errors.Is(err, relay.ErrNotFound) {
+		t.Fatalf("unknown id: %v, want ErrNotFound", err)
+	}
+}
