@@ -120,24 +120,16 @@ func (b *Breaker) Do(fn func() error) error {
 }
 
 // WaitUntilCallable blocks while the breaker is open: until the open
-// timeout has passed, or ctx ends. In half-open it waits for the next
-// transition, since the probe quota is taken by others' calls.
+// timeout has passed, or ctx ends. Half-open returns at once: the callers
+// are the probes, and those refused beyond the quota are paced by their
+// retry delays.
 func (b *Breaker) WaitUntilCallable(ctx context.Context) error {
-	for {
-		state := b.State()
-		if state == Closed {
-			return ctx.Err()
-		}
+	for b.State() == Open {
 		b.mu.Lock()
 		changed, openedAt := b.changed, b.openedAt
 		b.mu.Unlock()
-		// In half-open, recheck now and then: gobreaker only moves on a
-		// call, and a probe whose caller vanished never reports.
-		wait := b.timeout/10 + time.Millisecond
-		if state == Open {
-			wait = time.Until(openedAt.Add(b.timeout))
-		}
-		t := time.NewTimer(wait)
+		// gobreaker half-opens strictly after the expiry.
+		t := time.NewTimer(time.Until(openedAt.Add(b.timeout)) + time.Millisecond)
 		select {
 		case <-ctx.Done():
 			t.Stop()
@@ -145,9 +137,7 @@ func (b *Breaker) WaitUntilCallable(ctx context.Context) error {
 		case <-changed:
 			t.Stop()
 		case <-t.C:
-			if state == HalfOpen {
-				return nil
-			}
 		}
 	}
+	return ctx.Err()
 }

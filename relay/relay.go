@@ -283,10 +283,8 @@ func (r *run) handle(ctx context.Context, m outbox.Message) bool {
 	parked := r.parked[key]
 	r.mu.Unlock()
 	if parked {
-		return r.deadLetter(ctx, outbox.DeadLetter{
-			Message: m, Error: "aggregate parked behind an earlier dead letter",
-			ParkedBehind: "aggregate " + key.String(),
-		})
+		// The store fills ParkedBehind with the aggregate's first failure.
+		return r.deadLetter(ctx, outbox.DeadLetter{Message: m, Error: "aggregate parked behind an earlier dead letter"})
 	}
 	attempts, err := r.publish(ctx, m)
 	switch {

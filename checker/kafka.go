@@ -1,0 +1,27 @@
+package checker
+
+import (
+	"fmt"
+
+	"github.com/outbox-dev/outbox/kafka"
+	"github.com/outbox-dev/outbox/outbox"
+)
+
+// FromKafka turns records read from the topics into checker input, using
+// the headers every outbox record carries.
+func FromKafka(recs []kafka.Received) ([]Observed, error) {
+	out := make([]Observed, 0, len(recs))
+	for _, r := range recs {
+		id, err := r.EventID()
+		if err != nil {
+			return nil, fmt.Errorf("checker: %s/%d@%d: id header: %w", r.Topic, r.Partition, r.Offset, err)
+		}
+		seq, err := r.Sequence()
+		if err != nil {
+			return nil, fmt.Errorf("checker: %s/%d@%d: sequence header: %w", r.Topic, r.Partition, r.Offset, err)
+		}
+		key := outbox.AggregateKey{Type: r.Headers[outbox.HeaderAggregateType], ID: r.Headers[outbox.HeaderAggregateID]}
+		out = append(out, Observed{Topic: r.Topic, Partition: r.Partition, Offset: r.Offset, ID: id.String(), Aggregate: key.String(), Sequence: seq})
+	}
+	return out, nil
+}

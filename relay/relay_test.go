@@ -1,0 +1,353 @@
+package relay_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/outbox-dev/outbox/checker"
+	"github.com/outbox-dev/outbox/outbox"
+	"github.com/outbox-dev/outbox/relay"
+	"github.com/outbox-dev/outbox/retry"
+	"github.com/outbox-dev/outbox/store/memstore"
+)
+
+// elapse advances a synctest bubble's fake clock.
+func elapse(d time.Duration) { <-time.After(d) }
+
+// settle advances fake time in small steps until cond holds or limit passes.
+func settle(t *testing.T, limit time.Duration, cond func() bool) {
+	t.Helper()
+	for end := time.Now().Add(limit); !cond(); elapse(10 * time.Millisecond) {
+		if time.Now().After(end) {
+			t.Fatalf("condition not met within %s of fake time", limit)
+		}
+	}
+}
+
+func newRelay(t *testing.T, src relay.Source, pub relay.Publisher, dlq relay.DeadLetterStore, cfg relay.Config) *relay.Relay {
+	t.Helper()
+	r, err := relay.New(src, pub, dlq, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+func TestOrderPerAggregateWithParallelAggregates(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		s := memstore.New()
+		w := newWriter(t, s)
+		pub := &fakePublisher{fail: func(m outbox.Message) error {
+			// Uneven publish latency: without per-aggregate lanes, later
+			// events of an aggregate would overtake earlier ones.
+			elapse(time.Duration(m.Sequence%3) * time.Millisecond)
+			return nil
+		}}
+		r := newRelay(t, memSource(t, s), pub, s, relay.Config{Workers: 8})
+		stop := serve(t, r)
+		for i := range 400 {
+			w.write("order", fmt.Sprintf("o%d", i%20), map[string]int{"i": i})
+		}
+		settle(t, time.Minute, func() bool { return len(pub.published()) >= 400 })
+		if err := stop(); err != nil {
+			t.Fatal(err)
+		}
+		rep := checker.Check(w.rec.History(), pub.observed(), deadLetteredIDs(t, s))
+		if !rep.OK() || rep.Dup != 0 {
+			t.Fatalf("invariants broken: %s", rep)
+		}
+		if st := r.Stats(); st.Published != 400 || st.DeadLettered != 0 {
+			t.Fatalf("stats %+v", st)
+		}
+		if pos, _ := s.LoadCheckpoint(t.Context(), "default"); pos != "400" {
+			t.Fatalf("checkpoint %q after draining 400 events, want 400", pos)
+		}
+	})
+}
+
+func TestTransientFailuresAreBackPressureNotDeadLetters(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		s := memstore.New()
+		w := newWriter(t, s)
+		pub := &fakePublisher{}
+		down := errors.New("broker unavailable")
+		pub.setFail(func(outbox.Message) error { return down })
+		src := memSource(t, s)
+		log := &transitionLog{src: src}
+		r := newRelay(t, src, pub, s, relay.Config{Hooks: []relay.Hook{log}})
+		serve(t, r)
+		for i := range 10 {
+			w.write("order", fmt.Sprintf("o%d", i%3), i)
+		}
+		settle(t, 5*time.Second, func() bool { return r.Stats().Breaker == "open" })
+		readsAtOpen := src.reads.Load()
+		elapse(10 * time.Second)
+		if n := src.reads.Load() - readsAtOpen; n > 1 {
+			t.Fatalf("relay read the source %d times while the breaker was open", n)
+		}
+		pub.setFail(nil) // the broker comes back
+		settle(t, time.Minute, func() bool { return len(pub.published()) == 10 })
+		steps := log.all()
+		var seq []string
+		for _, s := range steps {
+			seq = append(seq, s.to)
+		}
+		if got := strings.Join(seq, ","); !strings.HasPrefix(got, "open,half-open,closed") {
+			t.Fatalf("breaker transitions %s, want open,half-open,closed", got)
+		}
+		if halfOpen := steps[1].at.Sub(steps[0].at); halfOpen < 30*time.Second || halfOpen > 30*time.Second+100*time.Millisecond {
+			t.Fatalf("half-open %s after opening, want 30 s", halfOpen)
+		}
+		if st := r.Stats(); st.DeadLettered != 0 || st.Retried == 0 {
+			t.Fatalf("stats %+v: transient failures must be retried and never dead-lettered", st)
+		}
+		if dls := deadLetteredIDs(t, s); len(dls) != 0 {
+			t.Fatalf("%d transient failures dead-lettered", len(dls))
+		}
+		if rep := checker.Check(w.rec.History(), pub.observed(), nil); !rep.OK() {
+			t.Fatalf("invariants broken: %s", rep)
+		}
+	})
+}
+
+// poisonFor fails, permanently, the messages of one aggregate from seq on.
+func poisonFor(agg string, seq int64) func(outbox.Message) error {
+	return func(m outbox.Message) error {
+		if m.AggregateID == agg && m.Sequence == seq {
+			return outbox.Permanent(errors.New("message too large"))
+		}
+		return nil
+	}
+}
+
+func TestPermanentFailureParksOnlyItsAggregateAndReplayRestoresOrder(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		s := memstore.New()
+		w := newWriter(t, s)
+		pub := &fakePublisher{fail: poisonFor("p", 2)}
+		r := newRelay(t, memSource(t, s), pub, s, relay.Config{})
+		serve(t, r)
+		var p []outbox.Message
+		for i := range 5 {
+			p = append(p, w.write("order", "p", i))
+			w.write("order", "q", i)
+		}
+		settle(t, 10*time.Second, func() bool { return len(pub.published()) == 6 && r.Stats().DeadLettered == 4 })
+		if r.Stats().Parked != 1 || r.Stats().Breaker != "closed" {
+			t.Fatalf("stats %+v: one aggregate parked, breaker untouched", r.Stats())
+		}
+		parked, _ := s.ParkedMessages(t.Context(), p[0].Key())
+		if len(parked) != 4 || parked[0].Message.ID != p[1].ID || !strings.Contains(parked[0].Error, "too large") {
+			t.Fatalf("parked entries %+v", parked)
+		}
+		for i, d := range parked[1:] {
+			if d.Message.ID != p[i+2].ID || d.ParkedBehind != p[1].ID.String() {
+				t.Fatalf("entry %d parked out of order or not behind the failure: %+v", i+1, d)
+			}
+		}
+		// Dry run: a plan, and nothing changes.
+		plan, err := relay.Request(t.Context(), s, p[0].Key(), outbox.ActionReplay, relay.RequestOptions{DryRun: true})
+		if err != nil || len(plan.Republish) != 4 {
+			t.Fatalf("dry run: %+v %v", plan, err)
+		}
+		if agg, _ := s.ParkedAggregates(t.Context()); agg[0].Pending != "" {
+			t.Fatal("dry run recorded a request")
+		}
+		// The cause is fixed; replay, then keep writing.
+		pub.setFail(nil)
+		if _, err := relay.Request(t.Context(), s, p[0].Key(), outbox.ActionReplay, relay.RequestOptions{Reason: "fixed"}); err != nil {
+			t.Fatal(err)
+		}
+		r.Poke()
+		settle(t, 10*time.Second, func() bool { return r.Stats().Parked == 0 })
+		w.write("order", "p", 5)
+		settle(t, 10*time.Second, func() bool { return len(pub.published()) == 11 })
+		rep := checker.Check(w.rec.History(), pub.observed(), deadLetteredIDs(t, s))
+		if !rep.OK() || rep.DeadLettered != 0 || rep.Dup != 0 {
+			t.Fatalf("after replay: %s", rep)
+		}
+		got, _ := s.GetDeadLetter(t.Context(), parked[0].ID)
+		if got.Status != outbox.StatusReplayed || got.Resolution != "fixed" || got.ResolvedAt == nil {
+			t.Fatalf("replayed entry not recorded: %+v", got)
+		}
+	})
+}
+
+func TestSkipDiscardsTheFailureAndReleasesTheRest(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		s := memstore.New()
+		w := newWriter(t, s)
+		pub := &fakePublisher{fail: poisonFor("p", 1)}
+		r := newRelay(t, memSource(t, s), pub, s, relay.Config{})
+		serve(t, r)
+		for i := range 3 {
+			w.write("order", "p", i)
+		}
+		settle(t, 10*time.Second, func() bool { return r.Stats().DeadLettered == 3 })
+		plan, err := relay.Request(t.Context(), s, outbox.AggregateKey{Type: "order", ID: "p"}, outbox.ActionSkip, relay.RequestOptions{Reason: "poison"})
+		if err != nil || len(plan.Skip) != 1 || len(plan.Republish) != 2 {
+			t.Fatalf("skip plan %+v %v", plan, err)
+		}
+		r.Poke()
+		settle(t, 10*time.Second, func() bool { return r.Stats().Parked == 0 })
+		dead := deadLetteredIDs(t, s)
+		rep := checker.Check(w.rec.History(), pub.observed(), dead)
+		if !rep.OK() || len(dead) != 1 || rep.Published != 2 {
+			t.Fatalf("after skip: %s", rep)
+		}
+	})
+}
+
+func TestReplayLimitStopsEndlessLoops(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		s := memstore.New()
+		w := newWriter(t, s)
+		pub := &fakePublisher{fail: poisonFor("p", 1)}
+		r := newRelay(t, memSource(t, s), pub, s, relay.Config{})
+		serve(t, r)
+		m := w.write("order", "p", 0)
+		settle(t, 10*time.Second, func() bool { return r.Stats().DeadLettered == 1 })
+		for i := range 2 {
+			if _, err := relay.Request(t.Context(), s, m.Key(), outbox.ActionReplay, relay.RequestOptions{MaxReplays: 2}); err != nil {
+				t.Fatalf("replay %d refused: %v", i+1, err)
+			}
+			r.Poke()
+			settle(t, 10*time.Second, func() bool {
+				d, _ := s.ParkedMessages(t.Context(), m.Key())
+				return len(d) == 1 && d[0].ReplayCount == i+1
+			})
+		}
+		_, err := relay.Request(t.Context(), s, m.Key(), outbox.ActionReplay, relay.RequestOptions{MaxReplays: 2})
+		if !errors.Is(err, relay.ErrReplayLimit) {
+			t.Fatalf("third replay: %v, want ErrReplayLimit", err)
+		}
+		if _, err := relay.Request(t.Context(), s, outbox.AggregateKey{Type: "order", ID: "nope"}, outbox.ActionReplay, relay.RequestOptions{}); !errors.Is(err, relay.ErrNotParked) {
+			t.Fatalf("replay of an aggregate not parked: %v", err)
+		}
+	})
+}
+
+func TestCheckpointNeverPassesAnUnacknowledgedEvent(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		s := memstore.New()
+		w := newWriter(t, s)
+		release := make(chan struct{})
+		pub := &fakePublisher{fail: func(m outbox.Message) error {
+			if m.AggregateID == "slow" {
+				<-release
+			}
+			return nil
+		}}
+		r := newRelay(t, memSource(t, s), pub, s, relay.Config{})
+		serve(t, r)
+		w.write("order", "a", 0)
+		w.write("order", "slow", 0) // position 2
+		for i := range 5 {
+			w.write("order", "b", i)
+		}
+		settle(t, 10*time.Second, func() bool { return len(pub.published()) == 6 })
+		elapse(time.Second)
+		if pos, _ := s.LoadCheckpoint(t.Context(), "default"); pos != "1" {
+			t.Fatalf("checkpoint %q while position 2 is unacknowledged, want 1", pos)
+		}
+		close(release)
+		settle(t, 10*time.Second, func() bool {
+			pos, _ := s.LoadCheckpoint(t.Context(), "default")
+			return pos == "7"
+		})
+	})
+}
+
+// crashingSource drops every commit after crash() is called, as a process
+// killed before its next checkpoint would.
+type crashingSource struct {
+	relay.Source
+	crashed chan struct{}
+}
+
+func (s *crashingSource) Open(ctx context.Context) (relay.Cursor, error) {
+	c, err := s.Source.Open(ctx)
+	return &crashingCursor{Cursor: c, crashed: s.crashed}, err
+}
+
+type crashingCursor struct {
+	relay.Cursor
+	crashed chan struct{}
+}
+
+func (c *crashingCursor) Commit(ctx context.Context, pos relay.Position) error {
+	select {
+	case <-c.crashed:
+		return errors.New("process gone")
+	default:
+		return c.Cursor.Commit(ctx, pos)
+	}
+}
+
+func TestCrashAndRestartFromCheckpointLosesNothing(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		s := memstore.New()
+		w := newWriter(t, s)
+		pub := &fakePublisher{fail: func(outbox.Message) error { elapse(time.Millisecond); return nil }}
+		crashed := make(chan struct{})
+		first := newRelay(t, &crashingSource{Source: memSource(t, s), crashed: crashed}, pub, s, relay.Config{DrainTimeout: time.Nanosecond})
+		stop := serve(t, first)
+		for i := range 300 {
+			w.write("order", fmt.Sprintf("o%d", i%10), i)
+		}
+		settle(t, time.Minute, func() bool { return len(pub.published()) >= 100 })
+		close(crashed)
+		stop()
+		before := len(pub.published())
+		second := newRelay(t, memSource(t, s), pub, s, relay.Config{})
+		serve(t, second)
+		for i := range 50 {
+			w.write("order", fmt.Sprintf("o%d", i%10), i)
+		}
+		settle(t, time.Minute, func() bool {
+			rep := checker.Check(w.rec.History(), pub.observed(), nil)
+			return rep.Lost == 0
+		})
+		rep := checker.Check(w.rec.History(), pub.observed(), nil)
+		if !rep.OK() {
+			t.Fatalf("after crash and restart: %s", rep)
+		}
+		t.Logf("crashed after %d publishes; %s", before, rep)
+	})
+}
+
+func TestConfigIsValidatedAtConstruction(t *testing.T) {
+	s := memstore.New()
+	src := memSource(t, s)
+	for _, tc := range []struct {
+		name  string
+		cfg   relay.Config
+		field string
+	}{
+		{"zero attempts", relay.Config{Retry: retry.Policy{MaxAttempts: 0, InitialDelay: time.Millisecond, MaxDelay: time.Second, Multiplier: 2}}, "MaxAttempts"},
+		{"negative attempts", relay.Config{Retry: retry.Policy{MaxAttempts: -3, Multiplier: 2}}, "MaxAttempts"},
+		{"negative delay", relay.Config{Retry: retry.Policy{MaxAttempts: 5, InitialDelay: -time.Millisecond, Multiplier: 2}}, "InitialDelay"},
+		{"negative workers", relay.Config{Workers: -1}, "Workers"},
+		{"negative in flight", relay.Config{MaxInFlight: -1}, "MaxInFlight"},
+		{"negative publish timeout", relay.Config{PublishTimeout: -time.Second}, "PublishTimeout"},
+		{"negative commit interval", relay.Config{CommitInterval: -1}, "CommitInterval"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := relay.New(src, &fakePublisher{}, s, tc.cfg)
+			if !errors.Is(err, relay.ErrInvalidConfig) || !strings.Contains(err.Error(), tc.field) {
+				t.Fatalf("New() error %v, want one naming %s", err, tc.field)
+			}
+		})
+	}
+	if _, err := relay.New(nil, &fakePublisher{}, s, relay.Config{}); err == nil {
+		t.Fatal("New accepted a nil source")
+	}
+	if _, err := relay.New(src, &fakePublisher{}, s, relay.Config{}); err != nil {
+		t.Fatalf("zero config rejected: %v", err)
+	}
+}
