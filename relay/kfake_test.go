@@ -333,4 +333,3 @@ func TestKfakeAbruptStopAndRestartFromCheckpointLosesNothing(t *testing.T) {
 	}
 	t.Logf("after %d abrupt stops: %s", restarts, rep)
 }
-

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The whole test suite: vet, then every package with the race detector.
+# It installs and starts what the tests need; with OUTBOX_REQUIRE_SERVICES=1
+# (as CI sets it) a service that cannot be started fails the run instead of
+# skipping its tests.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v go >/dev/null 2>&1; then
+  echo "test.sh: Go 1.26 or newer is required (https://go.dev/dl)" >&2
+  exit 1
+fi
+
+echo "== go vet"
+go vet ./...
+unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))
+if [ -n "$unformatted" ]; then
+  echo "gofmt would change:" >&2
+  echo "$unformatted" >&2
+  exit 1
+fi
+
+echo "== go test -race"
+go test -race -count=1 -timeout 20m ./... "$@"
