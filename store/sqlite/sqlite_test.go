@@ -27,7 +27,7 @@ func open(t testing.TB) *sqlite.Store {
 	if _, err := s.Migrate(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.DB().ExecContext(ctx, `CREATE TABLE orders (id TEXT PRIMARY KEY, version INTEGER NOT NULL)`); err != nil {
+	if _, err := s.DB().ExecContext(ctx, `CREATE TABLE domain_rows (id TEXT PRIMARY KEY, version INTEGER NOT NULL)`); err != nil {
 		t.Fatal(err)
 	}
 	return s
@@ -46,7 +46,7 @@ func TestConformance(t *testing.T) {
 			Append: func(ctx context.Context, msgs []outbox.Message, fail bool) error {
 				return s.Transact(ctx, func(tx *sql.Tx) error {
 					for _, m := range msgs {
-						if _, err := tx.ExecContext(ctx, `INSERT INTO orders (id, version) VALUES (?, ?)
+						if _, err := tx.ExecContext(ctx, `INSERT INTO domain_rows (id, version) VALUES (?, ?)
 							ON CONFLICT (id) DO UPDATE SET version = excluded.version`, m.AggregateID, m.Sequence); err != nil {
 							return err
 						}
