@@ -139,6 +139,11 @@ type entry struct {
 }
 
 func (r *run) serve(ctx context.Context) error {
+	// A panic in a worker must not kill the process nor go unnoticed: it
+	// ends this run with an error, so the supervisor restarts the relay
+	// from its checkpoint and the message in hand is read again.
+	ctx, cancelRun := context.WithCancelCause(ctx)
+	defer cancelRun(nil)
 	// Publishes in flight when ctx ends get DrainTimeout to finish, so a
 	// graceful stop does not turn acknowledged work into duplicates.
 	drainCtx, cancelDrain := context.WithCancel(context.WithoutCancel(ctx))
@@ -151,7 +156,15 @@ func (r *run) serve(ctx context.Context) error {
 
 	var wg sync.WaitGroup
 	for range r.cfg.Workers {
-		wg.Go(func() { r.worker(ctx, drainCtx) })
+		wg.Go(func() {
+			defer func() {
+				if p := recover(); p != nil {
+					r.log.Error("relay worker panicked", "panic", p)
+					cancelRun(fmt.Errorf("relay: worker panic: %v", p))
+				}
+			}()
+			r.worker(ctx, drainCtx)
+		})
 	}
 	committerDone := make(chan struct{})
 	go func() { defer close(committerDone); r.committer(ctx) }()
@@ -160,6 +173,9 @@ func (r *run) serve(ctx context.Context) error {
 	err := r.read(ctx)
 	wg.Wait()
 	<-committerDone
+	if cause := context.Cause(ctx); err == nil && cause != nil && !errors.Is(cause, context.Canceled) {
+		err = cause
+	}
 	// The last checkpoint, past whatever drained.
 	finalCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()

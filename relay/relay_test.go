@@ -351,3 +351,31 @@ func TestConfigIsValidatedAtConstruction(t *testing.T) {
 		t.Fatalf("zero config rejected: %v", err)
 	}
 }
+
+func TestWorkerPanicEndsServeWithAnErrorAndLosesNothing(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		s := memstore.New()
+		w := newWriter(t, s)
+		var panicked bool
+		pub := &fakePublisher{fail: func(m outbox.Message) error {
+			if m.Sequence == 3 && !panicked {
+				panicked = true
+				panic("injected")
+			}
+			return nil
+		}}
+		r := newRelay(t, memSource(t, s), pub, s, relay.Config{Workers: 2})
+		for i := range 10 {
+			w.write("order", "o1", i)
+		}
+		err := r.Serve(t.Context())
+		if err == nil || !strings.Contains(err.Error(), "worker panic") {
+			t.Fatalf("Serve() = %v, want the worker's panic as an error", err)
+		}
+		serve(t, r) // what a supervisor does
+		settle(t, 10*time.Second, func() bool { return checker.Check(w.rec.History(), pub.observed(), nil).Lost == 0 })
+		if rep := checker.Check(w.rec.History(), pub.observed(), nil); !rep.OK() {
+			t.Fatalf("after a worker panic and restart: %s", rep)
+		}
+	})
+}

@@ -1,0 +1,99 @@
+// Package metrics turns relay hooks and supervisor events into Prometheus
+// metrics. The relay itself imports no metrics library: it calls hooks,
+// and Metrics implements them.
+package metrics
+
+import (
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/outbox-dev/outbox/breaker"
+	"github.com/outbox-dev/outbox/outbox"
+	"github.com/outbox-dev/outbox/relay"
+	"github.com/outbox-dev/outbox/retry"
+)
+
+// Metrics holds the collectors. Register them once with New.
+type Metrics struct {
+	published    prometheus.Counter
+	retried      prometheus.Counter
+	failedRounds prometheus.Counter
+	deadLettered *prometheus.CounterVec
+	parked       prometheus.Gauge
+	breakerState prometheus.Gauge
+	transitions  *prometheus.CounterVec
+	lagEvents    prometheus.Gauge
+	lagSeconds   prometheus.Gauge
+	latency      prometheus.Histogram
+	restarts     *prometheus.CounterVec
+	alerts       *prometheus.CounterVec
+}
+
+var (
+	_ relay.PublishHook    = (*Metrics)(nil)
+	_ relay.RetryHook      = (*Metrics)(nil)
+	_ relay.FailHook       = (*Metrics)(nil)
+	_ relay.DeadLetterHook = (*Metrics)(nil)
+	_ relay.ParkHook       = (*Metrics)(nil)
+	_ relay.BreakerHook    = (*Metrics)(nil)
+	_ relay.CheckpointHook = (*Metrics)(nil)
+)
+
+// New creates the collectors and registers them with reg.
+func New(reg prometheus.Registerer) *Metrics {
+	f := func(c prometheus.Collector) { reg.MustRegister(c) }
+	m := &Metrics{
+		published:    prometheus.NewCounter(prometheus.CounterOpts{Name: "outbox_published_total", Help: "Events acknowledged by the broker."}),
+		retried:      prometheus.NewCounter(prometheus.CounterOpts{Name: "outbox_publish_retries_total", Help: "Failed publish attempts that were retried."}),
+		failedRounds: prometheus.NewCounter(prometheus.CounterOpts{Name: "outbox_publish_failed_rounds_total", Help: "Rounds of attempts that ended on a transient error (the event waits and is tried again)."}),
+		deadLettered: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "outbox_dead_lettered_total", Help: "Events written to the dead-letter store, by event type."}, []string{"type"}),
+		parked:       prometheus.NewGauge(prometheus.GaugeOpts{Name: "outbox_parked_aggregates", Help: "Aggregates parked behind a dead letter."}),
+		breakerState: prometheus.NewGauge(prometheus.GaugeOpts{Name: "outbox_breaker_state", Help: "Circuit breaker state: 0 closed, 1 half-open, 2 open."}),
+		transitions:  prometheus.NewCounterVec(prometheus.CounterOpts{Name: "outbox_breaker_transitions_total", Help: "Circuit breaker transitions, by new state."}, []string{"to"}),
+		lagEvents:    prometheus.NewGauge(prometheus.GaugeOpts{Name: "outbox_lag_events", Help: "Events read but not yet checkpointed."}),
+		lagSeconds:   prometheus.NewGauge(prometheus.GaugeOpts{Name: "outbox_lag_seconds", Help: "Age of the oldest event not yet acknowledged."}),
+		latency: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "outbox_commit_to_ack_seconds", Help: "Time from the event's commit to the broker's acknowledgement.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 2, 16),
+		}),
+		restarts: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "outbox_worker_restarts_total", Help: "Supervised restarts, by worker."}, []string{"worker"}),
+		alerts:   prometheus.NewCounterVec(prometheus.CounterOpts{Name: "outbox_alerts_total", Help: "Dead-letter alerts, by outcome."}, []string{"outcome"}),
+	}
+	for _, c := range []prometheus.Collector{m.published, m.retried, m.failedRounds, m.deadLettered, m.parked,
+		m.breakerState, m.transitions, m.lagEvents, m.lagSeconds, m.latency, m.restarts, m.alerts} {
+		f(c)
+	}
+	return m
+}
+
+func (m *Metrics) OnPublish(_ outbox.Message, _ int, sinceCommit time.Duration) {
+	m.published.Inc()
+	m.latency.Observe(sinceCommit.Seconds())
+}
+func (m *Metrics) OnRetry(outbox.Message, retry.Attempt)      { m.retried.Inc() }
+func (m *Metrics) OnPublishFailed(outbox.Message, int, error) { m.failedRounds.Inc() }
+func (m *Metrics) OnDeadLetter(dl outbox.DeadLetter) {
+	m.deadLettered.WithLabelValues(dl.Message.Type).Inc()
+}
+func (m *Metrics) OnPark(outbox.AggregateKey)                   { m.parked.Inc() }
+func (m *Metrics) OnUnpark(outbox.AggregateKey)                 { m.parked.Dec() }
+func (m *Metrics) OnCheckpoint(_ relay.Position, lag relay.Lag) { m.setLag(lag) }
+func (m *Metrics) setLag(lag relay.Lag) {
+	m.lagEvents.Set(float64(lag.Events))
+	m.lagSeconds.Set(lag.Age.Seconds())
+}
+
+func (m *Metrics) OnBreakerStateChange(_, to breaker.State) {
+	m.breakerState.Set(float64(to))
+	m.transitions.WithLabelValues(to.String()).Inc()
+}
+
+// SetParked sets the parked gauge, at start-up from the store.
+func (m *Metrics) SetParked(n int) { m.parked.Set(float64(n)) }
+
+// Restarted counts a supervised restart of worker.
+func (m *Metrics) Restarted(worker string) { m.restarts.WithLabelValues(worker).Inc() }
+
+// Alert counts a dead-letter alert by outcome (sent, failed, dropped).
+func (m *Metrics) Alert(outcome string) { m.alerts.WithLabelValues(outcome).Inc() }
