@@ -49,17 +49,23 @@ func New(interval time.Duration, log *slog.Logger, checks ...Check) *Checker {
 	return &Checker{checks: checks, interval: interval, timeout: min(interval, 2*time.Second), log: log, results: map[string]Result{}}
 }
 
-// Serve runs the checks at once and then every interval until ctx ends.
+// startupGrace lets sibling workers start before the first round, so the
+// first report is not a false alarm.
+const startupGrace = 500 * time.Millisecond
+
+// Serve runs the checks shortly after start and then every interval until
+// ctx ends.
 func (c *Checker) Serve(ctx context.Context) error {
-	t := time.NewTicker(c.interval)
-	defer t.Stop()
+	next := time.NewTimer(min(startupGrace, c.interval))
+	defer next.Stop()
 	for {
-		c.RunOnce(ctx)
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-t.C:
+		case <-next.C:
 		}
+		c.RunOnce(ctx)
+		next.Reset(c.interval)
 	}
 }
 

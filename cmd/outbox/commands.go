@@ -1,0 +1,372 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"runtime/debug"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/outbox-dev/outbox/kafka"
+	"github.com/outbox-dev/outbox/outbox"
+	"github.com/outbox-dev/outbox/relay"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
+	root := &cobra.Command{
+		Use:   "outbox",
+		Short: "Transactional outbox: write the order and its event atomically, relay events to Kafka",
+		Long: `outbox writes each order change and its event in one transaction and relays
+the events to Kafka, in order per order, at least once, with retries, a
+circuit breaker and a dead-letter queue.
+
+Every flag can also be set as an OUTBOX_* environment variable
+(--poll-interval is OUTBOX_POLL_INTERVAL) or as a key of the JSON file given
+with --config; a flag on the command line wins, then the environment, then
+the file. Secrets come from the environment only: OUTBOX_ADMIN_TOKEN and
+OUTBOX_ALERT_WEBHOOK_URL, or files named by OUTBOX_ADMIN_TOKEN_FILE and
+OUTBOX_ALERT_WEBHOOK_URL_FILE.`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
+	root.AddCommand(serveCmd(stderr), relayCmd(stderr), brokerCmd(stdout, stderr), demoCmd(stdout, stderr),
+		dlqCmd(stdout), migrateCmd(stdout), versionCmd(stdout))
+	for _, c := range root.Commands() {
+		c.SetFlagErrorFunc(root.FlagErrorFunc())
+	}
+	return root
+}
+
+func noArgs(cmd *cobra.Command, args []string) error {
+	if len(args) > 0 {
+		return usagef("%s takes no arguments, got %q", cmd.CommandPath(), args)
+	}
+	return nil
+}
+
+func serveCmd(stderr io.Writer) *cobra.Command {
+	var cfg config
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Run the order API and the relay under one supervisor",
+		Args:  noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := cfg.resolve(cmd); err != nil {
+				return err
+			}
+			a, err := newApp(cmd.Context(), cfg, stderr, appOptions{http: true})
+			if err != nil {
+				return err
+			}
+			defer a.Close()
+			return a.Serve(cmd.Context())
+		},
+	}
+	addCommonFlags(cmd.Flags(), &cfg)
+	addHTTPFlags(cmd.Flags(), &cfg)
+	return cmd
+}
+
+func relayCmd(stderr io.Writer) *cobra.Command {
+	var cfg config
+	cmd := &cobra.Command{
+		Use:   "relay",
+		Short: "Run only the relay (with its health checker and dead-letter worker)",
+		Args:  noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := cfg.resolve(cmd); err != nil {
+				return err
+			}
+			a, err := newApp(cmd.Context(), cfg, stderr, appOptions{})
+			if err != nil {
+				return err
+			}
+			defer a.Close()
+			return a.Serve(cmd.Context())
+		},
+	}
+	addCommonFlags(cmd.Flags(), &cfg)
+	return cmd
+}
+
+func brokerCmd(stdout, stderr io.Writer) *cobra.Command {
+	var port, partitions int
+	var dataDir string
+	cmd := &cobra.Command{
+		Use:   "broker",
+		Short: "Run the embedded Kafka-protocol broker (franz-go kfake) on its own, for development",
+		Args:  noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if port < 0 || port > 65535 {
+				return usagef("--port %d is out of range", port)
+			}
+			if partitions < 1 || partitions > 1000 {
+				return usagef("--partitions must be between 1 and 1000, got %d", partitions)
+			}
+			b, err := kafka.StartEmbedded(kafka.EmbeddedConfig{Port: port, Partitions: partitions, DataDir: dataDir})
+			if err != nil {
+				return err
+			}
+			defer b.Close()
+			fmt.Fprintf(stdout, "Kafka-protocol broker listening on %s (data: %s); Ctrl-C stops it\n", strings.Join(b.Addrs(), ","), orMemory(dataDir))
+			<-cmd.Context().Done()
+			return nil
+		},
+	}
+	cmd.Flags().IntVar(&port, "port", 9092, "port on 127.0.0.1")
+	cmd.Flags().IntVar(&partitions, "partitions", 3, "partitions of auto-created topics")
+	cmd.Flags().StringVar(&dataDir, "data-dir", "", "directory that persists topics across restarts (default: memory only)")
+	return cmd
+}
+
+func orMemory(dir string) string {
+	if dir == "" {
+		return "memory only"
+	}
+	return dir
+}
+
+func migrateCmd(stdout io.Writer) *cobra.Command {
+	var cfg config
+	cmd := &cobra.Command{
+		Use:   "migrate",
+		Short: "Create or upgrade the store's tables",
+		Args:  noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := cfg.resolve(cmd); err != nil {
+				return err
+			}
+			path, _ := parseStoreURL(cfg.Store)
+			s, err := openStoreNoMigrate(cmd.Context(), path)
+			if err != nil {
+				return err
+			}
+			defer s.Close()
+			n, err := s.Migrate(cmd.Context())
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(stdout, "%s: %d migration(s) applied\n", cfg.Store, n)
+			return nil
+		},
+	}
+	addCommonFlags(cmd.Flags(), &cfg)
+	return cmd
+}
+
+func versionCmd(stdout io.Writer) *cobra.Command {
+	return &cobra.Command{
+		Use:   "version",
+		Short: "Print the version",
+		Args:  noArgs,
+		Run: func(*cobra.Command, []string) {
+			v := version
+			if info, ok := debug.ReadBuildInfo(); ok && v == "dev" && info.Main.Version != "" && info.Main.Version != "(devel)" {
+				v = info.Main.Version
+			}
+			fmt.Fprintf(stdout, "outbox %s\n", v)
+		},
+	}
+}
+
+func dlqCmd(stdout io.Writer) *cobra.Command {
+	var cfg config
+	var asJSON bool
+	root := &cobra.Command{
+		Use:   "dlq",
+		Short: "List, show, replay or skip dead letters (the running relay carries out replays)",
+	}
+	root.PersistentFlags().BoolVar(&asJSON, "json", false, "print JSON")
+	addCommonFlags(root.PersistentFlags(), &cfg)
+
+	open := func(cmd *cobra.Command) (*storeHandle, error) {
+		if err := cfg.resolve(cmd); err != nil {
+			return nil, err
+		}
+		return openHandle(cmd.Context(), cfg)
+	}
+	var f struct {
+		aggregate, typ, status string
+		after                  int64
+		limit                  int
+	}
+	list := &cobra.Command{
+		Use:   "list",
+		Short: "List dead letters, oldest first",
+		Args:  noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			filter := outbox.DeadLetterFilter{Type: f.typ, Status: outbox.DeadLetterStatus(f.status), AfterID: f.after, Limit: f.limit}
+			switch filter.Status {
+			case "", outbox.StatusParked, outbox.StatusReplayed, outbox.StatusSkipped:
+			default:
+				return usagef("--status must be parked, replayed or skipped")
+			}
+			if f.limit < 1 || f.limit > 10000 {
+				return usagef("--limit must be between 1 and 10000")
+			}
+			if f.aggregate != "" {
+				typ, id, ok := strings.Cut(f.aggregate, "/")
+				if !ok || typ == "" || id == "" {
+					return usagef("--aggregate must be TYPE/ID, such as order/42")
+				}
+				filter.Aggregate = &outbox.AggregateKey{Type: typ, ID: id}
+			}
+			h, err := open(cmd)
+			if err != nil {
+				return err
+			}
+			defer h.Close()
+			items, err := h.store.ListDeadLetters(cmd.Context(), filter)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return printJSON(stdout, items)
+			}
+			tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "ID\tSTATUS\tAGGREGATE\tSEQ\tTYPE\tLAST FAILED\tERROR")
+			for _, d := range items {
+				fmt.Fprintf(tw, "%d\t%s\t%s\t%d\t%s\t%s\t%s\n", d.ID, d.Status, d.Message.Key(), d.Message.Sequence, d.Message.Type,
+					d.LastFailedAt.Format(time.RFC3339), truncate(d.Error, 60))
+			}
+			return tw.Flush()
+		},
+	}
+	list.Flags().StringVar(&f.aggregate, "aggregate", "", "only this aggregate, TYPE/ID")
+	list.Flags().StringVar(&f.typ, "type", "", "only this event type")
+	list.Flags().StringVar(&f.status, "status", "", "parked, replayed or skipped")
+	list.Flags().Int64Var(&f.after, "after", 0, "only ids after this one (pagination)")
+	list.Flags().IntVar(&f.limit, "limit", 100, "at most this many")
+
+	show := &cobra.Command{
+		Use:   "show ID",
+		Short: "Show one dead letter",
+		RunE: func(cmd *cobra.Command, args []string) error {
+			id, err := parseID(args)
+			if err != nil {
+				return err
+			}
+			h, err := open(cmd)
+			if err != nil {
+				return err
+			}
+			defer h.Close()
+			d, err := h.store.GetDeadLetter(cmd.Context(), id)
+			if err != nil {
+				return err
+			}
+			return printJSON(stdout, d)
+		},
+	}
+	var dryRun, all bool
+	var reason string
+	act := func(action outbox.Action) func(*cobra.Command, []string) error {
+		return func(cmd *cobra.Command, args []string) error {
+			if all && action == outbox.ActionReplay {
+				if len(args) > 0 {
+					return usagef("--all takes no ID")
+				}
+			} else if _, err := parseID(args); err != nil {
+				return err
+			}
+			h, err := open(cmd)
+			if err != nil {
+				return err
+			}
+			defer h.Close()
+			ctx := cmd.Context()
+			var keys []outbox.AggregateKey
+			if all && action == outbox.ActionReplay {
+				parked, err := h.store.ParkedAggregates(ctx)
+				if err != nil {
+					return err
+				}
+				for _, p := range parked {
+					keys = append(keys, p.Key)
+				}
+			} else {
+				id, _ := parseID(args)
+				d, err := h.store.GetDeadLetter(ctx, id)
+				if err != nil {
+					return err
+				}
+				if action == outbox.ActionSkip {
+					parked, err := h.store.ParkedMessages(ctx, d.Message.Key())
+					if err != nil {
+						return err
+					}
+					if len(parked) > 0 && parked[0].ID != d.ID {
+						return fmt.Errorf("only the aggregate's first parked message (%d) can be skipped", parked[0].ID)
+					}
+				}
+				keys = append(keys, d.Message.Key())
+			}
+			var plans []relay.Plan
+			for _, k := range keys {
+				plan, err := relay.Request(ctx, h.store, k, action, relay.RequestOptions{DryRun: dryRun, Reason: reason})
+				if err != nil {
+					return err
+				}
+				plans = append(plans, plan)
+			}
+			if asJSON {
+				return printJSON(stdout, plans)
+			}
+			for _, p := range plans {
+				verb := "requested; the running relay carries it out"
+				if p.DryRun {
+					verb = "dry run: nothing changed"
+				}
+				fmt.Fprintf(stdout, "%s %s: skip %d, republish %d in order (%s)\n", p.Action, p.Aggregate, len(p.Skip), len(p.Republish), verb)
+			}
+			if len(plans) == 0 {
+				fmt.Fprintln(stdout, "no parked aggregates")
+			}
+			return nil
+		}
+	}
+	replay := &cobra.Command{Use: "replay ID | --all", Short: "Republish a parked aggregate's messages in order, then unpark it", RunE: act(outbox.ActionReplay)}
+	replay.Flags().BoolVar(&all, "all", false, "every parked aggregate")
+	skip := &cobra.Command{Use: "skip ID", Short: "Discard a parked aggregate's failed message and republish the rest", RunE: act(outbox.ActionSkip)}
+	for _, c := range []*cobra.Command{replay, skip} {
+		c.Flags().BoolVar(&dryRun, "dry-run", false, "show what would happen and change nothing")
+		c.Flags().StringVar(&reason, "reason", "", "why, recorded with the action")
+	}
+	root.AddCommand(list, show, replay, skip)
+	return root
+}
+
+func parseID(args []string) (int64, error) {
+	if len(args) != 1 {
+		return 0, usagef("expected one dead-letter ID, got %d arguments", len(args))
+	}
+	id, err := strconv.ParseInt(args[0], 10, 64)
+	if err != nil || id < 1 {
+		return 0, usagef("dead-letter ID must be a positive integer, got %q", args[0])
+	}
+	return id, nil
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n-1] + "…"
+}
+
+func printJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}

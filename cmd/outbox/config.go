@@ -1,0 +1,174 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+)
+
+// config is every setting. Each is a flag, an OUTBOX_* variable and a key
+// of the optional JSON config file, in that order of precedence.
+type config struct {
+	Store          string
+	Brokers        string
+	HTTP           string
+	BrokerPort     int
+	TopicTemplate  string
+	PollInterval   time.Duration
+	BreakerTimeout time.Duration
+	OrderWorkers   int
+	LogLevel       string
+	LogFormat      string
+	ConfigFile     string
+	// Secrets come from the environment (or *_FILE) only, never a flag:
+	// flags show in ps and shell history.
+	AdminToken   string
+	AlertWebhook string
+}
+
+func addCommonFlags(fs *pflag.FlagSet, c *config) {
+	fs.StringVar(&c.Store, "store", "sqlite://outbox.db", "store URL: sqlite://PATH (postgres:// and scylla:// are not built yet)")
+	fs.StringVar(&c.Brokers, "brokers", "", "Kafka brokers host:port,...; empty runs the embedded broker")
+	fs.IntVar(&c.BrokerPort, "broker-port", 9092, "port of the embedded broker on 127.0.0.1 (0: any free port)")
+	fs.StringVar(&c.TopicTemplate, "topic-template", "outbox.event.{aggregatetype}", "topic routing: {aggregatetype} and {type} are replaced; {type} is the design's topic per event type")
+	fs.DurationVar(&c.PollInterval, "poll-interval", 100*time.Millisecond, "how often the relay polls an idle outbox")
+	fs.DurationVar(&c.BreakerTimeout, "breaker-open-timeout", 30*time.Second, "how long the circuit breaker stays open before probing the broker")
+	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
+	fs.StringVar(&c.LogFormat, "log-format", "text", "text or json")
+	fs.StringVar(&c.ConfigFile, "config", "", "JSON file whose keys are flag names, e.g. {\"store\": \"sqlite://x.db\"}")
+}
+
+func addHTTPFlags(fs *pflag.FlagSet, c *config) {
+	fs.StringVar(&c.HTTP, "http", "127.0.0.1:8080", "HTTP listen address; beyond loopback it needs OUTBOX_ADMIN_TOKEN")
+	fs.IntVar(&c.OrderWorkers, "order-workers", 4, "order workers serving commands concurrently")
+}
+
+// resolve fills flags not given on the command line from OUTBOX_* variables,
+// then from the config file, and reads secrets from the environment.
+func (c *config) resolve(cmd *cobra.Command) error {
+	fs := cmd.Flags()
+	fileValues := map[string]any{}
+	path := c.ConfigFile
+	if !fs.Changed("config") {
+		path = os.Getenv("OUTBOX_CONFIG")
+	}
+	if path != "" {
+		f, err := os.Open(path)
+		if err != nil {
+			return usagef("config file: %v", err)
+		}
+		dec := json.NewDecoder(io.LimitReader(f, 1<<20))
+		err = dec.Decode(&fileValues)
+		f.Close()
+		if err != nil {
+			return usagef("config file %s: %v", path, err)
+		}
+		for k := range fileValues {
+			if fs.Lookup(k) == nil || k == "config" {
+				return usagef("config file %s: unknown setting %q", path, k)
+			}
+		}
+	}
+	var err error
+	fs.VisitAll(func(f *pflag.Flag) {
+		if err != nil || f.Changed || f.Name == "config" || f.Name == "help" {
+			return
+		}
+		env := "OUTBOX_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
+		if v, ok := os.LookupEnv(env); ok {
+			if serr := fs.Set(f.Name, v); serr != nil {
+				err = usagef("%s=%q: %v", env, v, serr)
+			}
+			return
+		}
+		if v, ok := fileValues[f.Name]; ok {
+			if serr := fs.Set(f.Name, fmt.Sprint(v)); serr != nil {
+				err = usagef("config file %s: %s: %v", path, f.Name, serr)
+			}
+		}
+	})
+	if err != nil {
+		return err
+	}
+	if c.AdminToken, err = secret("OUTBOX_ADMIN_TOKEN"); err != nil {
+		return err
+	}
+	if c.AlertWebhook, err = secret("OUTBOX_ALERT_WEBHOOK_URL"); err != nil {
+		return err
+	}
+	return c.validate()
+}
+
+// secret reads NAME, or the file named by NAME_FILE.
+func secret(name string) (string, error) {
+	if path := os.Getenv(name + "_FILE"); path != "" {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return "", usagef("%s_FILE: %v", name, err)
+		}
+		return strings.TrimSpace(string(b)), nil
+	}
+	return os.Getenv(name), nil
+}
+
+func (c *config) validate() error {
+	switch {
+	case c.BrokerPort < 0 || c.BrokerPort > 65535:
+		return usagef("--broker-port %d is out of range", c.BrokerPort)
+	case c.PollInterval <= 0:
+		return usagef("--poll-interval must be positive, got %s", c.PollInterval)
+	case c.BreakerTimeout <= 0:
+		return usagef("--breaker-open-timeout must be positive, got %s", c.BreakerTimeout)
+	case c.OrderWorkers < 0 || c.OrderWorkers > 256:
+		return usagef("--order-workers must be between 1 and 256, got %d", c.OrderWorkers)
+	}
+	switch c.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		return usagef("--log-level must be debug, info, warn or error, got %q", c.LogLevel)
+	}
+	switch c.LogFormat {
+	case "text", "json":
+	default:
+		return usagef("--log-format must be text or json, got %q", c.LogFormat)
+	}
+	if _, err := parseStoreURL(c.Store); err != nil {
+		return err
+	}
+	return nil
+}
+
+func (c *config) brokerList() []string {
+	var out []string
+	for _, b := range strings.Split(c.Brokers, ",") {
+		if b = strings.TrimSpace(b); b != "" {
+			out = append(out, b)
+		}
+	}
+	return out
+}
+
+// parseStoreURL returns the SQLite path of a sqlite:// URL.
+func parseStoreURL(raw string) (string, error) {
+	scheme, rest, ok := strings.Cut(raw, "://")
+	if !ok {
+		return "", usagef("--store %q must be a URL such as sqlite://outbox.db", raw)
+	}
+	switch scheme {
+	case "sqlite":
+		if rest == "" {
+			return "", usagef("--store %q names no file", raw)
+		}
+		return rest, nil
+	case "postgres", "postgresql", "scylla":
+		return "", usagef("--store %s:// is not available in this build yet; use sqlite://PATH", scheme)
+	default:
+		return "", usagef("--store scheme %q is unknown; use sqlite://PATH", scheme)
+	}
+}

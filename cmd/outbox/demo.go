@@ -1,0 +1,561 @@
+package main
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/outbox-dev/outbox/breaker"
+	"github.com/outbox-dev/outbox/checker"
+	"github.com/outbox-dev/outbox/kafka"
+	"github.com/outbox-dev/outbox/order"
+	"github.com/outbox-dev/outbox/outbox"
+	"github.com/outbox-dev/outbox/relay"
+	"github.com/outbox-dev/outbox/store/sqlite"
+)
+
+type demoOptions struct {
+	orders int
+	rate   int
+	chaos  bool
+	keep   bool
+}
+
+func demoCmd(stdout, stderr io.Writer) *cobra.Command {
+	var cfg config
+	var opts demoOptions
+	cmd := &cobra.Command{
+		Use:   "demo",
+		Short: "Run everything embedded, with traffic, three consumers and a live view",
+		Long: `demo runs the whole system in one process with no configuration: SQLite in
+a temporary directory, the in-process Kafka-protocol broker, the API on
+--http, a traffic generator that creates, updates and cancels orders through
+the API, and three consumers (inventory, email, analytics) that drop
+duplicates with an inbox table.
+
+With --orders N it creates N orders (each then updated and cancelled), waits
+until every event reached every consumer, checks completeness and order with
+the checker, prints a one-line verdict and exits 0 or 1.
+
+With --chaos it makes the broker fail for a while (the breaker opens, the
+relay applies back-pressure, then recovers) and writes one poison event that
+is too large for the broker (it is dead-lettered and its aggregate parked).`,
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if !cmd.Flags().Changed("store") && os.Getenv("OUTBOX_STORE") == "" {
+				dir, err := os.MkdirTemp("", "outbox-demo-")
+				if err != nil {
+					return err
+				}
+				if !opts.keep {
+					defer os.RemoveAll(dir)
+				}
+				cfg.Store = "sqlite://" + filepath.Join(dir, "outbox.db")
+				cmd.Flags().Set("store", cfg.Store)
+			}
+			if opts.chaos && !cmd.Flags().Changed("breaker-open-timeout") && os.Getenv("OUTBOX_BREAKER_OPEN_TIMEOUT") == "" {
+				cmd.Flags().Set("breaker-open-timeout", "5s") // see the whole cycle in seconds, not half a minute
+			}
+			if err := cfg.resolve(cmd); err != nil {
+				return err
+			}
+			if opts.orders < 0 || opts.orders > 100000 {
+				return usagef("--orders must be between 0 and 100000, got %d", opts.orders)
+			}
+			if opts.rate < 1 || opts.rate > 10000 {
+				return usagef("--rate must be between 1 and 10000, got %d", opts.rate)
+			}
+			if opts.chaos && cfg.Brokers != "" {
+				return usagef("--chaos injects faults into the embedded broker; it cannot be used with --brokers")
+			}
+			return runDemo(cmd.Context(), cfg, opts, stdout, stderr)
+		},
+	}
+	addCommonFlags(cmd.Flags(), &cfg)
+	addHTTPFlags(cmd.Flags(), &cfg)
+	cmd.Flags().IntVar(&opts.orders, "orders", 0, "create N orders (each updated and cancelled), verify every event arrived in order, and exit 0 or 1")
+	cmd.Flags().IntVar(&opts.rate, "rate", 20, "orders created per second when running continuously")
+	cmd.Flags().BoolVar(&opts.chaos, "chaos", false, "inject a broker outage and one poison event")
+	cmd.Flags().BoolVar(&opts.keep, "keep", false, "keep the temporary store after the demo")
+	return cmd
+}
+
+type demo struct {
+	app       *app
+	opts      demoOptions
+	base      string
+	client    *http.Client
+	topics    []string
+	consumers []*consumer
+	inbox     *sql.DB
+
+	created, updated, cancelled, failed atomic.Int64
+	brokerDown                          atomic.Bool
+	breakerOpened                       atomic.Int64
+	chaosNote                           atomic.Value // string
+	poison                              []string
+}
+
+func runDemo(ctx context.Context, cfg config, opts demoOptions, stdout, stderr io.Writer) error {
+	logs := io.Writer(stderr)
+	if opts.orders > 0 || isTerminal(stdout) {
+		logs = io.Discard // the view and the verdict speak for themselves
+		if cfg.LogLevel == "debug" {
+			logs = stderr
+		}
+	}
+	d := &demo{opts: opts, client: &http.Client{Timeout: 30 * time.Second}}
+	d.chaosNote.Store("")
+	a, err := newApp(ctx, cfg, logs, appOptions{http: true, relayConfig: func(rc *relay.Config) {
+		rc.Hooks = append(rc.Hooks, breakerCounter{&d.breakerOpened})
+	}})
+	if err != nil {
+		return err
+	}
+	defer a.Close()
+	d.app = a
+	d.base = "http://" + a.listener.Addr().String()
+	if opts.chaos {
+		d.installChaos()
+	}
+	router, err := kafka.NewRouter(cfg.TopicTemplate)
+	if err != nil {
+		return usageError{err}
+	}
+	seen := map[string]bool{}
+	for _, typ := range []string{order.EventCreated, order.EventUpdated, order.EventCancelled} {
+		if t, err := router.Topic(outbox.Message{AggregateType: order.AggregateType, Type: typ}); err == nil && !seen[t] {
+			seen[t] = true
+			d.topics = append(d.topics, t)
+		}
+	}
+	path, _ := parseStoreURL(cfg.Store)
+	inbox, err := sqlite.Open(ctx, filepath.Join(filepath.Dir(path), "inbox.db"), sqlite.Options{Synchronous: "NORMAL"})
+	if err != nil {
+		return err
+	}
+	defer inbox.Close()
+	d.inbox = inbox.DB()
+	if _, err := d.inbox.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS inbox (consumer TEXT NOT NULL, event_id TEXT NOT NULL, PRIMARY KEY (consumer, event_id))`); err != nil {
+		return err
+	}
+
+	runCtx, stop := context.WithCancel(ctx)
+	defer stop()
+	var wg sync.WaitGroup
+	wg.Go(func() { a.Serve(runCtx) })
+	for _, name := range []string{"inventory", "email", "analytics"} {
+		c, err := newConsumer(name, a.brokers, d.topics, d.inbox)
+		if err != nil {
+			stop()
+			wg.Wait()
+			return err
+		}
+		d.consumers = append(d.consumers, c)
+		wg.Go(func() { c.run(runCtx) })
+	}
+	defer func() {
+		stop()
+		wg.Wait()
+	}()
+
+	fmt.Fprintf(stdout, "outbox demo: API %s  broker %s  store %s\n", d.base, strings.Join(a.brokers, ","), cfg.Store)
+	viewCtx, stopView := context.WithCancel(runCtx)
+	var viewWG sync.WaitGroup
+	viewWG.Go(func() { d.view(viewCtx, stdout) })
+	defer func() { stopView(); viewWG.Wait() }()
+
+	if opts.chaos {
+		if opts.orders > 0 {
+			d.brokerDown.Store(true) // before the first event
+		}
+		wg.Go(func() { d.chaos(runCtx) })
+	}
+	if opts.orders == 0 {
+		d.traffic(runCtx, 0)
+		return nil
+	}
+	d.traffic(runCtx, opts.orders)
+	err = d.verify(runCtx, stdout)
+	stopView()
+	viewWG.Wait()
+	if err != nil {
+		fmt.Fprintln(stdout, "verdict: FAIL:", err)
+		return exitCode(1)
+	}
+	return nil
+}
+
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}
+
+// traffic drives the API: n orders (0: until ctx ends, at opts.rate/s),
+// each created, updated and cancelled.
+func (d *demo) traffic(ctx context.Context, n int) {
+	jobs := make(chan int)
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			for i := range jobs {
+				d.lifecycle(ctx, i)
+			}
+		})
+	}
+	tick := time.NewTicker(time.Second / time.Duration(d.opts.rate))
+	defer tick.Stop()
+	for i := 0; n == 0 || i < n; i++ {
+		if n == 0 {
+			select {
+			case <-ctx.Done():
+			case <-tick.C:
+			}
+		}
+		if ctx.Err() != nil {
+			break
+		}
+		select {
+		case jobs <- i:
+		case <-ctx.Done():
+		}
+	}
+	close(jobs)
+	wg.Wait()
+}
+
+func (d *demo) lifecycle(ctx context.Context, i int) {
+	rng := rand.New(rand.NewPCG(uint64(i), 42))
+	body := fmt.Sprintf(`{"customer_id":"customer-%d","currency":"EUR","items":[{"sku":"sku-%d","quantity":%d,"unit_price":%d}]}`,
+		rng.IntN(1000), rng.IntN(50), 1+rng.IntN(5), 100+rng.IntN(10000))
+	var o order.Order
+	if !d.call(ctx, "POST", "/orders", body, "", &o) {
+		return
+	}
+	d.created.Add(1)
+	if !d.call(ctx, "PATCH", "/orders/"+o.ID, fmt.Sprintf(`{"address":"%d Demo Street"}`, i), `"1"`, &o) {
+		return
+	}
+	d.updated.Add(1)
+	if d.call(ctx, "POST", "/orders/"+o.ID+"/cancel", "", `"2"`, &o) {
+		d.cancelled.Add(1)
+	}
+}
+
+func (d *demo) call(ctx context.Context, method, path, body, ifMatch string, out any) bool {
+	for attempt := 0; attempt < 5 && ctx.Err() == nil; attempt++ {
+		req, err := http.NewRequestWithContext(ctx, method, d.base+path, strings.NewReader(body))
+		if err != nil {
+			return false
+		}
+		if body != "" {
+			req.Header.Set("Content-Type", "application/json")
+		}
+		if ifMatch != "" {
+			req.Header.Set("If-Match", ifMatch)
+		}
+		resp, err := d.client.Do(req)
+		if err != nil {
+			continue
+		}
+		err = json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(out)
+		resp.Body.Close()
+		if resp.StatusCode < 300 && err == nil {
+			return true
+		}
+		if resp.StatusCode != http.StatusServiceUnavailable {
+			break
+		}
+	}
+	d.failed.Add(1)
+	return false
+}
+
+// consumer reads the order topics as a consumer group and records each
+// event id in its inbox, dropping duplicates and checking order.
+type consumer struct {
+	name   string
+	client *kgo.Client
+	inbox  *sql.DB
+
+	mu        sync.Mutex
+	received  int64
+	dups      int64
+	outOfSeq  int64
+	lastSeq   map[string]int64
+	processed map[string]bool
+}
+
+func newConsumer(name string, brokers, topics []string, inbox *sql.DB) (*consumer, error) {
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ConsumerGroup("demo-"+name), kgo.ConsumeTopics(topics...),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.AllowAutoTopicCreation(), kgo.FetchMaxWait(100*time.Millisecond))
+	if err != nil {
+		return nil, fmt.Errorf("consumer %s: %w", name, err)
+	}
+	return &consumer{name: name, client: cl, inbox: inbox, lastSeq: map[string]int64{}, processed: map[string]bool{}}, nil
+}
+
+func (c *consumer) run(ctx context.Context) {
+	defer c.client.Close()
+	for ctx.Err() == nil {
+		fs := c.client.PollFetches(ctx)
+		fs.EachRecord(func(r *kgo.Record) { c.handle(ctx, r) })
+	}
+}
+
+func (c *consumer) handle(ctx context.Context, r *kgo.Record) {
+	h := map[string]string{}
+	for _, kv := range r.Headers {
+		h[kv.Key] = string(kv.Value)
+	}
+	res, err := c.inbox.ExecContext(ctx, `INSERT INTO inbox (consumer, event_id) VALUES (?, ?) ON CONFLICT DO NOTHING`, c.name, h[outbox.HeaderID])
+	if err != nil {
+		return
+	}
+	n, _ := res.RowsAffected()
+	var seq int64
+	fmt.Sscan(h[outbox.HeaderSequence], &seq)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if n == 0 {
+		c.dups++
+		return
+	}
+	c.received++
+	agg := h[outbox.HeaderAggregateID]
+	if seq <= c.lastSeq[agg] {
+		c.outOfSeq++
+	}
+	c.lastSeq[agg] = seq
+}
+
+func (c *consumer) counts() (received, dups, outOfSeq int64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.received, c.dups, c.outOfSeq
+}
+
+// installChaos fails every produce request while brokerDown is set.
+func (d *demo) installChaos() {
+	cl := d.app.embedded.Cluster()
+	cl.ControlKey(int16(kmsg.Produce), func(req kmsg.Request) (kmsg.Response, error, bool) {
+		cl.KeepControl()
+		if !d.brokerDown.Load() {
+			return nil, nil, false
+		}
+		r := req.(*kmsg.ProduceRequest)
+		resp := r.ResponseKind().(*kmsg.ProduceResponse)
+		for _, tp := range r.Topics {
+			rt := kmsg.NewProduceResponseTopic()
+			rt.Topic, rt.TopicID = tp.Topic, tp.TopicID
+			for _, p := range tp.Partitions {
+				rp := kmsg.NewProduceResponseTopicPartition()
+				rp.Partition, rp.ErrorCode = p.Partition, kerr.NotEnoughReplicas.Code
+				rt.Partitions = append(rt.Partitions, rp)
+			}
+			resp.Topics = append(resp.Topics, rt)
+		}
+		return resp, nil, true
+	})
+}
+
+// breakerCounter counts the breaker opening.
+type breakerCounter struct{ opened *atomic.Int64 }
+
+func (b breakerCounter) OnBreakerStateChange(_, to breaker.State) {
+	if to == breaker.Open {
+		b.opened.Add(1)
+	}
+}
+
+// chaos: the broker fails for the breaker timeout plus 3 s (at once with
+// --orders, so the events queue behind the open breaker; after 2 s
+// otherwise); then one poison event, too large for the broker, is written.
+func (d *demo) chaos(ctx context.Context) {
+	wait := func(dur time.Duration) bool {
+		t := time.NewTimer(dur)
+		defer t.Stop()
+		select {
+		case <-ctx.Done():
+			return false
+		case <-t.C:
+			return true
+		}
+	}
+	if d.opts.orders == 0 && !wait(2*time.Second) {
+		return
+	}
+	outage := d.app.cfg.BreakerTimeout + 3*time.Second
+	d.chaosNote.Store(fmt.Sprintf("broker failing every produce for %s", outage))
+	d.brokerDown.Store(true)
+	if !wait(outage) {
+		return
+	}
+	d.brokerDown.Store(false)
+	d.chaosNote.Store("broker back; poison event written")
+	poison, err := outbox.NewMessage(order.AggregateType, "poison-1", order.EventUpdated, 1,
+		map[string]string{"note": "larger than the broker accepts", "blob": strings.Repeat("x", 2<<20)})
+	if err == nil {
+		err = d.app.store.Transact(ctx, func(tx *sql.Tx) error { return d.app.store.Append(ctx, tx, poison) })
+	}
+	if err == nil {
+		d.poison = append(d.poison, poison.ID.String())
+	}
+}
+
+func (d *demo) view(ctx context.Context, w io.Writer) {
+	tty := isTerminal(w)
+	every := 2 * time.Second
+	if tty {
+		every = 500 * time.Millisecond
+	}
+	t := time.NewTicker(every)
+	defer t.Stop()
+	var lastPublished int64
+	last := time.Now()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		st := d.app.status(ctx)
+		now := time.Now()
+		rate := float64(st.Published-lastPublished) / now.Sub(last).Seconds()
+		lastPublished, last = st.Published, now
+		var cons []string
+		for _, c := range d.consumers {
+			n, dups, bad := c.counts()
+			cons = append(cons, fmt.Sprintf("%s %d (dups %d, out of order %d)", c.name, n, dups, bad))
+		}
+		lines := []string{
+			fmt.Sprintf("orders     created %d  updated %d  cancelled %d  failed requests %d", d.created.Load(), d.updated.Load(), d.cancelled.Load(), d.failed.Load()),
+			fmt.Sprintf("relay      published %d  (%.0f events/s)  lag %d events, %.2f s  breaker %s  retries %d", st.Published, rate, st.LagEvents, st.LagSeconds, st.Breaker, st.Retried),
+			fmt.Sprintf("dead       dead-lettered %d  parked aggregates %d", st.DeadLettered, st.Parked),
+			"consumers  " + strings.Join(cons, "  "),
+		}
+		if note := d.chaosNote.Load().(string); note != "" {
+			lines = append(lines, "chaos      "+note)
+		}
+		if tty {
+			fmt.Fprint(w, "\x1b[H\x1b[2J"+"outbox demo — "+d.base+"  (Ctrl-C stops)\n\n"+strings.Join(lines, "\n")+"\n")
+		} else {
+			fmt.Fprintln(w, strings.Join(lines[:2], " | "))
+		}
+	}
+}
+
+// verify waits until every committed event reached every consumer, then
+// checks the topics against the outbox with the checker.
+func (d *demo) verify(ctx context.Context, w io.Writer) error {
+	if d.failed.Load() > 0 {
+		return fmt.Errorf("%d API requests failed", d.failed.Load())
+	}
+	want := int64(d.opts.orders * 3)
+	deadline := time.Now().Add(2*d.app.cfg.BreakerTimeout + 60*time.Second)
+	for {
+		done := true
+		for _, c := range d.consumers {
+			if n, _, _ := c.counts(); n < want {
+				done = false
+			}
+		}
+		if done && (!d.opts.chaos || len(d.poison) > 0 && d.app.relay.Stats().DeadLettered > 0) {
+			break
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return fmt.Errorf("not every event reached every consumer in time")
+		}
+		t := time.NewTimer(100 * time.Millisecond)
+		select {
+		case <-ctx.Done():
+		case <-t.C:
+		}
+	}
+	recs, err := d.app.store.Fetch(ctx, "", 1<<30)
+	if err != nil {
+		return err
+	}
+	var history []checker.Event
+	for _, r := range recs {
+		history = append(history, checker.Event{Op: checker.OpCommit, ID: r.Message.ID.String(), Aggregate: r.Message.Key().String(), Sequence: r.Message.Sequence})
+	}
+	rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	got, err := kafka.ReadAll(rctx, d.app.brokers, d.topics)
+	if err != nil {
+		return err
+	}
+	obs, err := checker.FromKafka(got)
+	if err != nil {
+		return err
+	}
+	dead, err := d.app.store.ListDeadLetters(ctx, outbox.DeadLetterFilter{Limit: -1})
+	if err != nil {
+		return err
+	}
+	var deadIDs []string
+	for _, dl := range dead {
+		deadIDs = append(deadIDs, dl.Message.ID.String())
+	}
+	rep := checker.Check(history, obs, deadIDs)
+	var cons []string
+	var consumerErr error
+	for _, c := range d.consumers {
+		n, _, bad := c.counts()
+		cons = append(cons, fmt.Sprintf("%s %d", c.name, n))
+		if n != want || bad != 0 {
+			consumerErr = errors.Join(consumerErr, fmt.Errorf("consumer %s: %d events of %d, %d out of order", c.name, n, want, bad))
+		}
+	}
+	sort.Strings(cons)
+	if !rep.OK() || consumerErr != nil || (d.opts.chaos && !sameIDs(deadIDs, d.poison)) {
+		return errors.Join(fmt.Errorf("%s", rep), consumerErr)
+	}
+	extra := ""
+	if d.opts.chaos {
+		st := d.app.relay.Stats()
+		extra = fmt.Sprintf("; chaos: breaker opened %d time(s), %d retries, nothing dead-lettered but the poison event, which is parked",
+			d.breakerOpened.Load(), st.Retried)
+	}
+	fmt.Fprintf(w, "verdict: OK: %d orders, %d events; lost %d, phantom %d, order %d, dup %d; consumers %s%s\n",
+		d.opts.orders, want, rep.Lost, rep.Phantom, rep.Order, rep.Dup, strings.Join(cons, ", "), extra)
+	return nil
+}
+
+func sameIDs(a, b []string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	set := map[string]bool{}
+	for _, x := range a {
+		set[x] = true
+	}
+	for _, y := range b {
+		if !set[y] {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,32 @@
+package main
+
+import (
+	"context"
+	"os"
+
+	"github.com/outbox-dev/outbox/store/sqlite"
+)
+
+// storeHandle is the store opened by the CLI's one-shot commands.
+type storeHandle struct{ store *sqlite.Store }
+
+func (h *storeHandle) Close() error { return h.store.Close() }
+
+func openHandle(ctx context.Context, cfg config) (*storeHandle, error) {
+	path, err := parseStoreURL(cfg.Store)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := os.Stat(path); err != nil {
+		return nil, usagef("--store %s: %v (run outbox migrate or outbox serve first)", cfg.Store, err)
+	}
+	s, err := openStore(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	return &storeHandle{store: s}, nil
+}
+
+func openStoreNoMigrate(ctx context.Context, path string) (*sqlite.Store, error) {
+	return sqlite.Open(ctx, path, sqlite.Options{})
+}
