@@ -37,6 +37,14 @@ OUTBOX_ALERT_WEBHOOK_URL_FILE.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
+	// Without Args, cobra reports an unknown command as a plain error.
+	root.Args = func(cmd *cobra.Command, args []string) error {
+		if len(args) > 0 {
+			return usagef("unknown command %q", args[0])
+		}
+		return nil
+	}
+	root.RunE = func(cmd *cobra.Command, _ []string) error { return cmd.Help() }
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })

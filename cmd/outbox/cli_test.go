@@ -1,0 +1,142 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/outbox-dev/outbox/outbox"
+	"github.com/outbox-dev/outbox/store/sqlite"
+)
+
+func runCLI(t *testing.T, args ...string) (int, string, string) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	defer cancel()
+	code := run(ctx, args, &out, &errb)
+	return code, out.String(), errb.String()
+}
+
+func TestUsageErrorsExit2WithAMessage(t *testing.T) {
+	dir := t.TempDir()
+	badConfig := filepath.Join(dir, "bad.json")
+	os.WriteFile(badConfig, []byte(`{"colour": "red"}`), 0o600)
+	for _, tc := range []struct {
+		name string
+		env  map[string]string
+		args []string
+		want string
+	}{
+		{"unknown flag", nil, []string{"serve", "--bogus"}, "unknown flag: --bogus"},
+		{"unknown command", nil, []string{"frobnicate"}, `unknown command "frobnicate"`},
+		{"bad duration", nil, []string{"relay", "--poll-interval", "soon"}, "poll-interval"},
+		{"negative duration", nil, []string{"relay", "--poll-interval", "-1s"}, "--poll-interval must be positive"},
+		{"bad env", map[string]string{"OUTBOX_LOG_LEVEL": "loud"}, []string{"relay"}, "--log-level"},
+		{"bad env type", map[string]string{"OUTBOX_BROKER_PORT": "ninety"}, []string{"relay"}, "OUTBOX_BROKER_PORT"},
+		{"unknown config key", nil, []string{"relay", "--config", badConfig}, `unknown setting "colour"`},
+		{"missing config", nil, []string{"relay", "--config", filepath.Join(dir, "none.json")}, "config file"},
+		{"unsupported store", nil, []string{"relay", "--store", "postgres://db/x"}, "not available in this build"},
+		{"store without scheme", nil, []string{"relay", "--store", "outbox.db"}, "must be a URL"},
+		{"open listen without token", nil, []string{"serve", "--http", "0.0.0.0:8080", "--store", "sqlite://" + filepath.Join(dir, "x.db")}, "OUTBOX_ADMIN_TOKEN"},
+		{"args to serve", nil, []string{"serve", "extra"}, "takes no arguments"},
+		{"dlq show without id", nil, []string{"dlq", "show"}, "one dead-letter ID"},
+		{"dlq show bad id", nil, []string{"dlq", "show", "x"}, "positive integer"},
+		{"demo bad orders", nil, []string{"demo", "--orders", "-5"}, "--orders"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			for k, v := range tc.env {
+				t.Setenv(k, v)
+			}
+			code, _, stderr := runCLI(t, tc.args...)
+			if code != 2 || !strings.Contains(stderr, tc.want) {
+				t.Fatalf("exit %d, stderr %q; want 2 and %q", code, stderr, tc.want)
+			}
+		})
+	}
+}
+
+func TestFlagBeatsEnvBeatsConfigFile(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "outbox.json")
+	os.WriteFile(file, []byte(`{"store": "sqlite://`+filepath.Join(dir, "from-file.db")+`"}`), 0o600)
+	code, out, errs := runCLI(t, "migrate", "--config", file)
+	if code != 0 || !strings.Contains(out, "from-file.db") {
+		t.Fatalf("config file: exit %d %q %q", code, out, errs)
+	}
+	t.Setenv("OUTBOX_STORE", "sqlite://"+filepath.Join(dir, "from-env.db"))
+	if _, out, _ := runCLI(t, "migrate", "--config", file); !strings.Contains(out, "from-env.db") {
+		t.Fatalf("environment must beat the config file: %q", out)
+	}
+	if _, out, _ := runCLI(t, "migrate", "--config", file, "--store", "sqlite://"+filepath.Join(dir, "from-flag.db")); !strings.Contains(out, "from-flag.db") {
+		t.Fatalf("flag must beat the environment: %q", out)
+	}
+}
+
+func TestHelpDocumentsEveryFlag(t *testing.T) {
+	code, out, _ := runCLI(t, "serve", "--help")
+	if code != 0 {
+		t.Fatal(code)
+	}
+	for _, flag := range []string{"--store", "--brokers", "--http", "--broker-port", "--topic-template", "--poll-interval", "--breaker-open-timeout", "--order-workers", "--config", "--log-level"} {
+		if !strings.Contains(out, flag) {
+			t.Errorf("serve --help does not document %s", flag)
+		}
+	}
+}
+
+func TestDLQCommands(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "dlq.db")
+	ctx := context.Background()
+	s, err := sqlite.Open(ctx, path, sqlite.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Migrate(ctx)
+	now := time.Now().UTC()
+	for i := range 2 {
+		m, _ := outbox.NewMessage("order", "o7", "OrderUpdated", int64(i+1), map[string]int{"i": i})
+		if _, err := s.AddDeadLetter(ctx, outbox.DeadLetter{Message: m, Error: "MESSAGE_TOO_LARGE", FailureCount: 1, FirstFailedAt: now, LastFailedAt: now}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.Close()
+	store := "--store=sqlite://" + path
+
+	code, out, _ := runCLI(t, "dlq", "list", store)
+	if code != 0 || !strings.Contains(out, "order/o7") || !strings.Contains(out, "MESSAGE_TOO_LARGE") || strings.Count(out, "parked") != 2 {
+		t.Fatalf("list: %d\n%s", code, out)
+	}
+	if code, out, _ = runCLI(t, "dlq", "show", "1", store); code != 0 || !strings.Contains(out, `"aggregateid": "o7"`) {
+		t.Fatalf("show: %d %s", code, out)
+	}
+	if code, _, errs := runCLI(t, "dlq", "show", "99", store); code != 1 || !strings.Contains(errs, "not found") {
+		t.Fatalf("show unknown: %d %s", code, errs)
+	}
+	if code, out, _ = runCLI(t, "dlq", "replay", "2", "--dry-run", store); code != 0 || !strings.Contains(out, "republish 2 in order (dry run") {
+		t.Fatalf("replay dry run: %d %s", code, out)
+	}
+	if code, _, errs := runCLI(t, "dlq", "skip", "2", store); code != 1 || !strings.Contains(errs, "first parked message (1)") {
+		t.Fatalf("skip of a message parked behind another: %d %s", code, errs)
+	}
+	if code, out, _ = runCLI(t, "dlq", "skip", "1", "--reason", "poison", store); code != 0 || !strings.Contains(out, "skip 1, republish 1") {
+		t.Fatalf("skip: %d %s", code, out)
+	}
+	if code, out, _ = runCLI(t, "dlq", "list", "--json", "--status", "parked", store); code != 0 || !strings.Contains(out, `"status": "parked"`) {
+		t.Fatalf("list json: %d %s", code, out)
+	}
+	if code, _, errs := runCLI(t, "dlq", "list", "--store=sqlite://"+filepath.Join(t.TempDir(), "missing.db")); code != 2 || !strings.Contains(errs, "migrate") {
+		t.Fatalf("list on a missing store: %d %s", code, errs)
+	}
+}
+
+func TestDemoVerdict(t *testing.T) {
+	code, out, errs := runCLI(t, "demo", "--orders", "200", "--http", "127.0.0.1:0", "--broker-port", "0")
+	if code != 0 || !strings.Contains(out, "verdict: OK: 200 orders, 600 events; lost 0, phantom 0, order 0") {
+		t.Fatalf("demo: exit %d\n%s\n%s", code, out, errs)
+	}
+}

@@ -1,0 +1,153 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/outbox-dev/outbox/checker"
+	"github.com/outbox-dev/outbox/kafka"
+	"github.com/outbox-dev/outbox/outbox"
+	"github.com/outbox-dev/outbox/relay"
+)
+
+func testConfig(t *testing.T) config {
+	return config{
+		Store: "sqlite://" + filepath.Join(t.TempDir(), "outbox.db"), HTTP: "127.0.0.1:0", BrokerPort: 0,
+		TopicTemplate: kafka.TopicPerAggregateType, PollInterval: 20 * time.Millisecond, BreakerTimeout: time.Second,
+		OrderWorkers: 2, LogLevel: "error", LogFormat: "text",
+	}
+}
+
+// panicOnce panics in the relay's worker the first time an event of the
+// target aggregate is published, after the broker acknowledged it.
+type panicOnce struct {
+	fired  atomic.Bool
+	target atomic.Value // string
+}
+
+func (p *panicOnce) OnPublish(m outbox.Message, _ int, _ time.Duration) {
+	if t, _ := p.target.Load().(string); t == m.AggregateID && p.fired.CompareAndSwap(false, true) {
+		panic("injected relay panic")
+	}
+}
+
+func eventually(t *testing.T, limit time.Duration, what string, cond func() bool) {
+	t.Helper()
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	deadline := time.After(limit)
+	for !cond() {
+		select {
+		case <-tick.C:
+		case <-deadline:
+			t.Fatalf("%s: not within %s", what, limit)
+		}
+	}
+}
+
+func TestPanicsRestartOnlyTheWorkerThatPanicked(t *testing.T) {
+	relayPanic := &panicOnce{}
+	a, err := newApp(t.Context(), testConfig(t), testLog{t}, appOptions{http: true, relayConfig: func(rc *relay.Config) {
+		rc.Hooks = append(rc.Hooks, relayPanic)
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	var orderPanicked atomic.Bool
+	for _, w := range a.workers {
+		w.BeforeCommand = func(name string) {
+			if name == "update" && orderPanicked.CompareAndSwap(false, true) {
+				panic("injected order worker panic")
+			}
+		}
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- a.Serve(ctx) }()
+	base := "http://" + a.listener.Addr().String()
+	client := &client{t: t, base: base}
+
+	var ids []string
+	for i := range 10 {
+		o := client.create(fmt.Sprintf("c%d", i))
+		ids = append(ids, o)
+		if i == 3 {
+			relayPanic.target.Store(o)
+		}
+	}
+	// The order worker panics on the first update: that request fails with
+	// 503 and writes nothing; the relay keeps publishing meanwhile.
+	if code := client.patch(ids[0], `{"address":"x"}`); code != http.StatusServiceUnavailable {
+		t.Fatalf("update during the injected panic answered %d, want 503", code)
+	}
+	for _, id := range ids {
+		if code := client.patch(id, `{"address":"y"}`); code != http.StatusOK {
+			t.Fatalf("update after the order worker restarted answered %d", code)
+		}
+	}
+	eventually(t, 10*time.Second, "both workers restarted", func() bool {
+		r := a.tree.Restarts()
+		var orders int64
+		for name, n := range r {
+			if strings.HasPrefix(name, "order-") {
+				orders += n
+			}
+		}
+		return r["relay"] == 1 && orders == 1
+	})
+	r := a.tree.Restarts()
+	if r["http"] != 0 || r["dlq"] != 0 || r["health"] != 0 {
+		t.Fatalf("restarts %v: only the panicking workers may restart", r)
+	}
+	eventually(t, 10*time.Second, "backlog drained", func() bool {
+		n, _ := a.store.Backlog(ctx, "default")
+		return n == 0 && a.relay.Running()
+	})
+	rep := checkTopics(t, a)
+	if !rep.OK() || rep.Committed != 20 {
+		t.Fatalf("after the panics: %s", rep)
+	}
+	t.Logf("restarts %v; %s", r, rep)
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Serve after shutdown: %v", err)
+	}
+}
+
+// checkTopics compares the outbox with the order topic.
+func checkTopics(t *testing.T, a *app) checker.Report {
+	t.Helper()
+	recs, err := a.store.Fetch(t.Context(), "", 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var history []checker.Event
+	for _, r := range recs {
+		history = append(history, checker.Event{Op: checker.OpCommit, ID: r.Message.ID.String(), Aggregate: r.Message.Key().String(), Sequence: r.Message.Sequence})
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	got, err := kafka.ReadAll(ctx, a.brokers, []string{"outbox.event.order"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	obs, err := checker.FromKafka(got)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return checker.Check(history, obs, nil)
+}
+
+type testLog struct{ t *testing.T }
+
+func (l testLog) Write(p []byte) (int, error) {
+	l.t.Log(strings.TrimSpace(string(p)))
+	return len(p), nil
+}
