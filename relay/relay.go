@@ -324,11 +324,24 @@ func (r *run) publish(ctx context.Context, m outbox.Message) (int, error) {
 			return total, err
 		}
 		n, err := r.cfg.Retry.Do(ctx, func(ctx context.Context) error {
-			return r.br.Do(func() error {
-				actx, cancel := context.WithTimeout(ctx, r.cfg.PublishTimeout)
-				defer cancel()
-				return r.pub.Publish(actx, m)
-			})
+			for {
+				err := r.br.Do(func() error {
+					actx, cancel := context.WithTimeout(ctx, r.cfg.PublishTimeout)
+					defer cancel()
+					return r.pub.Publish(actx, m)
+				})
+				if !errors.Is(err, breaker.ErrOpen) {
+					return err
+				}
+				// Refused without trying: not an attempt. Wait for the
+				// breaker; in half-open others hold the probe quota.
+				if werr := r.br.WaitUntilCallable(ctx); werr != nil {
+					return werr
+				}
+				if werr := retry.Wait(ctx, max(r.cfg.Retry.InitialDelay, 10*time.Millisecond)); werr != nil {
+					return werr
+				}
+			}
 		}, func(a retry.Attempt) {
 			r.stats.retried.Add(1)
 			hooks(r.cfg.Hooks).each(func(h Hook) {
