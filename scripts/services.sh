@@ -1,0 +1,142 @@
+#!/usr/bin/env bash
+# Starts the services the test suite talks to, on loopback, in .tmp/:
+#   - PostgreSQL (Debian package postgresql) with wal_level=logical;
+#   - Apache Kafka 4.x, one KRaft node, from Maven Central jars (Java 17).
+# Source it, call start_services, and it exports OUTBOX_TEST_PG_DSN,
+# OUTBOX_TEST_PG_CTL (a wrapper: stop-immediate | start) and
+# OUTBOX_TEST_KAFKA_BROKERS. stop_services (also run on EXIT) stops both.
+set -uo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+TMP="$ROOT/.tmp"
+mkdir -p "$TMP"
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
+
+wait_port() { # host port seconds
+  for _ in $(seq 1 $(( $3 * 10 ))); do
+    (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null && { exec 3>&- 3<&-; return 0; }
+    sleep 0.1
+  done
+  return 1
+}
+
+pg_bin() {
+  local d
+  for d in /usr/lib/postgresql/*/bin; do [ -x "$d/pg_ctl" ] && { echo "$d"; return 0; }; done
+  return 1
+}
+
+start_postgres() {
+  local bin
+  if ! bin=$(pg_bin); then
+    echo "services: installing PostgreSQL (apt-get install postgresql)"
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null) || return 1
+    bin=$(pg_bin) || return 1
+  fi
+  local data="$TMP/pg/data" port
+  port=$(free_port)
+  rm -rf "$TMP/pg" && mkdir -p "$TMP/pg"
+  chown -R postgres:postgres "$TMP/pg" 2>/dev/null || true
+  local as_pg=()
+  [ "$(id -u)" = 0 ] && as_pg=(runuser -u postgres --)
+  # Parent directories must be traversable by the postgres user.
+  chmod o+x "$ROOT" "$TMP" 2>/dev/null || true
+  "${as_pg[@]}" "$bin/initdb" -D "$data" -U postgres --auth=trust -E UTF8 >"$TMP/pg/initdb.log" 2>&1 || { cat "$TMP/pg/initdb.log"; return 1; }
+  cat >>"$data/postgresql.conf" <<CONF
+listen_addresses = '127.0.0.1'
+port = $port
+unix_socket_directories = '$TMP/pg'
+wal_level = logical
+max_wal_senders = 10
+max_replication_slots = 10
+fsync = off
+full_page_writes = off
+synchronous_commit = on
+max_connections = 100
+shared_buffers = 64MB
+CONF
+  echo "host replication all 127.0.0.1/32 trust" >>"$data/pg_hba.conf"
+  "${as_pg[@]}" "$bin/pg_ctl" -D "$data" -l "$TMP/pg/server.log" -w -t 30 start >/dev/null || { cat "$TMP/pg/server.log"; return 1; }
+  "$bin/psql" -h 127.0.0.1 -p "$port" -U postgres -qc "CREATE DATABASE outbox_test" >/dev/null || return 1
+  cat >"$TMP/pg/ctl.sh" <<CTL
+#!/usr/bin/env bash
+# Test helper: stop-immediate simulates a crash; start brings it back.
+case "\$1" in
+  stop-immediate) exec ${as_pg[*]} "$bin/pg_ctl" -D "$data" -m immediate -w stop ;;
+  start) exec ${as_pg[*]} "$bin/pg_ctl" -D "$data" -l "$TMP/pg/server.log" -w -t 30 start ;;
+  *) echo "usage: \$0 stop-immediate|start" >&2; exit 2 ;;
+esac
+CTL
+  chmod +x "$TMP/pg/ctl.sh"
+  export OUTBOX_TEST_PG_DSN="postgres://postgres@127.0.0.1:$port/outbox_test?sslmode=disable"
+  export OUTBOX_TEST_PG_CTL="$TMP/pg/ctl.sh"
+  PG_STOP=("${as_pg[@]}" "$bin/pg_ctl" -D "$data" -m fast -w stop)
+  echo "services: PostgreSQL on 127.0.0.1:$port"
+}
+
+start_kafka() {
+  command -v java >/dev/null || { echo "services: java is required for Kafka" >&2; return 1; }
+  local libs="$TMP/kafka/libs"
+  if ! ls "$libs"/kafka_2.13-*.jar >/dev/null 2>&1; then
+    echo "services: fetching Apache Kafka jars from Maven Central"
+    command -v mvn >/dev/null || { echo "services: mvn is required to fetch Kafka" >&2; return 1; }
+    mvn -q -B -f "$ROOT/scripts/kafka/pom.xml" dependency:copy-dependencies -DoutputDirectory="$libs" || return 1
+  fi
+  local port cport dir="$TMP/kafka/run"
+  port=$(free_port); cport=$(free_port)
+  rm -rf "$dir" && mkdir -p "$dir/logs"
+  cat >"$dir/server.properties" <<PROPS
+process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@127.0.0.1:$cport
+listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport
+advertised.listeners=PLAINTEXT://127.0.0.1:$port
+controller.listener.names=CONTROLLER
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+log.dirs=$dir/data
+num.partitions=3
+auto.create.topics.enable=true
+offsets.topic.replication.factor=1
+offsets.topic.num.partitions=3
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+group.initial.rebalance.delay.ms=0
+PROPS
+  cat >"$dir/log4j2.properties" <<LOG
+rootLogger.level = WARN
+rootLogger.appenderRef.file.ref = file
+appender.file.type = File
+appender.file.name = file
+appender.file.fileName = $dir/logs/server.log
+appender.file.layout.type = PatternLayout
+appender.file.layout.pattern = [%d] %p %m (%c)%n
+LOG
+  local java=(java -Xms256m -Xmx512m -XX:+UseSerialGC -Dlog4j2.configurationFile="$dir/log4j2.properties" -cp "$libs/*")
+  "${java[@]}" kafka.tools.StorageTool format -t "$(python3 -c 'import uuid,base64;print(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="))')" \
+    -c "$dir/server.properties" >"$dir/logs/format.log" 2>&1 || { cat "$dir/logs/format.log"; return 1; }
+  "${java[@]}" kafka.Kafka "$dir/server.properties" >"$dir/logs/stdout.log" 2>&1 &
+  KAFKA_PID=$!
+  if ! wait_port 127.0.0.1 "$port" 90; then
+    echo "services: Kafka did not listen on $port" >&2
+    tail -30 "$dir/logs/stdout.log" "$dir/logs/server.log" >&2
+    return 1
+  fi
+  export OUTBOX_TEST_KAFKA_BROKERS="127.0.0.1:$port"
+  echo "services: Apache Kafka on 127.0.0.1:$port"
+}
+
+stop_services() {
+  if [ -n "${KAFKA_PID:-}" ]; then kill "$KAFKA_PID" 2>/dev/null; wait "$KAFKA_PID" 2>/dev/null; KAFKA_PID=; fi
+  if [ -n "${PG_STOP:-}" ]; then "${PG_STOP[@]}" >/dev/null 2>&1; PG_STOP=; fi
+}
+
+start_services() {
+  trap stop_services EXIT
+  local failed=0
+  start_postgres || { echo "services: PostgreSQL did not start" >&2; failed=1; }
+  start_kafka || { echo "services: Kafka did not start" >&2; failed=1; }
+  return $failed
+}

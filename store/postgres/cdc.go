@@ -1,0 +1,500 @@
+package postgres
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgproto3"
+	"github.com/jackc/pgx/v5/pgtype"
+
+	"github.com/outbox-dev/outbox/outbox"
+	"github.com/outbox-dev/outbox/relay"
+)
+
+// ErrSlotLost is returned when the replication slot the relay confirmed
+// positions to is missing or its WAL was removed: events may have been
+// missed, so the relay refuses to run until an operator decides
+// (CDCConfig.RecreateSlot).
+var ErrSlotLost = errors.New("replication slot lost")
+
+// CDCConfig configures logical replication. Its zero value works.
+type CDCConfig struct {
+	// Slot is the permanent replication slot (default "outbox_relay").
+	Slot string
+	// Publication covers the outbox table only (default "outbox_pub").
+	Publication string
+	// StatusInterval is how often confirmed positions and keepalives are
+	// sent to the server (default 1 s).
+	StatusInterval time.Duration
+	// RecreateSlot drops and recreates a lost or missing slot. Events
+	// committed while the slot was gone are NOT delivered; the error
+	// says from which position.
+	RecreateSlot bool
+	Logger       *slog.Logger
+}
+
+var identifier = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,62}$`)
+
+func (c *CDCConfig) setDefaults() error {
+	if c.Slot == "" {
+		c.Slot = "outbox_relay"
+	}
+	if c.Publication == "" {
+		c.Publication = "outbox_pub"
+	}
+	if !identifier.MatchString(c.Slot) || !identifier.MatchString(c.Publication) {
+		return fmt.Errorf("postgres: slot and publication names must be lower-case identifiers, got %q and %q", c.Slot, c.Publication)
+	}
+	if c.StatusInterval <= 0 {
+		c.StatusInterval = time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return nil
+}
+
+// CDCSource streams outbox inserts from the write-ahead log with pgoutput.
+type CDCSource struct {
+	s   *Store
+	cfg CDCConfig
+	// confirmed is the last LSN confirmed to the server; lag is measured
+	// against it.
+	confirmed atomic.Uint64
+}
+
+var _ relay.Source = (*CDCSource)(nil)
+
+// CDC builds a logical-replication source over the store's database.
+func (s *Store) CDC(cfg CDCConfig) (*CDCSource, error) {
+	if err := cfg.setDefaults(); err != nil {
+		return nil, err
+	}
+	return &CDCSource{s: s, cfg: cfg}, nil
+}
+
+func (c *CDCSource) checkpointName() string { return "cdc:" + c.cfg.Slot }
+
+// Setup creates the publication and the slot when they do not exist yet,
+// and fails with ErrSlotLost when a slot the relay used is gone or lost.
+func (c *CDCSource) Setup(ctx context.Context) (pglogrepl.LSN, error) {
+	pool := c.s.pool
+	var pubExists bool
+	if err := pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_publication WHERE pubname = $1)`, c.cfg.Publication).Scan(&pubExists); err != nil {
+		return 0, fmt.Errorf("postgres: check publication: %w", err)
+	}
+	if !pubExists {
+		if _, err := pool.Exec(ctx, `CREATE PUBLICATION `+c.cfg.Publication+` FOR TABLE outbox WITH (publish = 'insert')`); err != nil {
+			return 0, fmt.Errorf("postgres: create publication %s: %w", c.cfg.Publication, err)
+		}
+	} else {
+		var tables []string
+		rows, err := pool.Query(ctx, `SELECT tablename FROM pg_publication_tables WHERE pubname = $1`, c.cfg.Publication)
+		if err != nil {
+			return 0, fmt.Errorf("postgres: check publication: %w", err)
+		}
+		tables, err = pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil || len(tables) != 1 || tables[0] != "outbox" {
+			return 0, fmt.Errorf("postgres: publication %s must cover the outbox table only, it covers %v", c.cfg.Publication, tables)
+		}
+	}
+	saved, err := c.s.LoadCheckpoint(ctx, c.checkpointName())
+	if err != nil {
+		return 0, err
+	}
+	var walStatus, confirmed *string
+	err = pool.QueryRow(ctx, `SELECT wal_status, confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1`, c.cfg.Slot).Scan(&walStatus, &confirmed)
+	missing := errors.Is(err, pgx.ErrNoRows)
+	if err != nil && !missing {
+		return 0, fmt.Errorf("postgres: check slot %s: %w", c.cfg.Slot, err)
+	}
+	lost := !missing && walStatus != nil && *walStatus == "lost"
+	if (missing && saved != "") || lost {
+		what := "is missing"
+		if lost {
+			what = "has wal_status 'lost' (its WAL was removed)"
+		}
+		if !c.cfg.RecreateSlot {
+			return 0, fmt.Errorf("postgres: slot %s %s; the relay had confirmed up to %s, and events committed since may be gone. "+
+				"Check the outbox table, then restart with --recreate-slot to continue from now: %w", c.cfg.Slot, what, orNone(saved), ErrSlotLost)
+		}
+		c.cfg.Logger.Error("recreating replication slot: events committed after the last confirmed position and before now are NOT delivered; check the outbox table",
+			"slot", c.cfg.Slot, "was", what, "last_confirmed", orNone(saved))
+		if !missing {
+			if _, err := pool.Exec(ctx, `SELECT pg_drop_replication_slot($1)`, c.cfg.Slot); err != nil {
+				return 0, fmt.Errorf("postgres: drop lost slot %s: %w", c.cfg.Slot, err)
+			}
+		}
+		missing = true
+	}
+	if missing {
+		var lsn string
+		if err := pool.QueryRow(ctx, `SELECT lsn::text FROM pg_create_logical_replication_slot($1, 'pgoutput')`, c.cfg.Slot).Scan(&lsn); err != nil {
+			return 0, fmt.Errorf("postgres: create slot %s: %w", c.cfg.Slot, err)
+		}
+		start, _ := pglogrepl.ParseLSN(lsn)
+		if err := c.s.SaveCheckpoint(ctx, c.checkpointName(), relay.Position(start.String())); err != nil {
+			return 0, err
+		}
+		var before int64
+		if err := pool.QueryRow(ctx, `SELECT count(*) FROM outbox`).Scan(&before); err == nil && before > 0 {
+			c.cfg.Logger.Error("replication slot created after outbox rows were written: those rows are not captured; "+
+				"create the slot before the first write (outbox migrate --source cdc) or drain them with --source poll",
+				"slot", c.cfg.Slot, "rows_before_slot", before)
+		}
+		return start, nil
+	}
+	start, err := pglogrepl.ParseLSN(*confirmed)
+	if err != nil {
+		return 0, fmt.Errorf("postgres: slot %s confirmed position %q: %w", c.cfg.Slot, *confirmed, err)
+	}
+	return start, nil
+}
+
+func orNone(s relay.Position) string {
+	if s == "" {
+		return "nothing"
+	}
+	return string(s)
+}
+
+// SlotLag reports how far the slot's confirmed position is behind the
+// server's WAL, in bytes.
+func (c *CDCSource) SlotLag(ctx context.Context) (int64, error) {
+	var lag *int64
+	err := c.s.pool.QueryRow(ctx, `SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint
+		FROM pg_replication_slots WHERE slot_name = $1`, c.cfg.Slot).Scan(&lag)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return 0, fmt.Errorf("postgres: slot %s: %w", c.cfg.Slot, ErrSlotLost)
+	}
+	if err != nil || lag == nil {
+		return 0, err
+	}
+	return *lag, nil
+}
+
+// Open connects for replication and streams from the slot's confirmed
+// position. A position is "lsnToConfirm": the end of the last transaction
+// that a record completes, so a partly acknowledged transaction is never
+// confirmed.
+func (c *CDCSource) Open(ctx context.Context) (relay.Cursor, error) {
+	start, err := c.Setup(ctx)
+	if err != nil {
+		return nil, err
+	}
+	cfg, err := pgconn.ParseConfig(c.s.dsn)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: parse DSN: %w", redact(err))
+	}
+	cfg.RuntimeParams["replication"] = "database"
+	conn, err := pgconn.ConnectConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: replication connection: %w", err)
+	}
+	err = pglogrepl.StartReplication(ctx, conn, c.cfg.Slot, start, pglogrepl.StartReplicationOptions{
+		PluginArgs: []string{"proto_version '1'", "publication_names '" + c.cfg.Publication + "'"},
+	})
+	if err != nil {
+		conn.Close(context.Background())
+		return nil, fmt.Errorf("postgres: start replication on %s: %w", c.cfg.Slot, err)
+	}
+	c.confirmed.Store(uint64(start))
+	cur := &cdcCursor{
+		src: c, conn: conn, out: make(chan cdcBatch, 16), done: make(chan struct{}),
+		relations: map[uint32]*pglogrepl.RelationMessage{}, types: pgtype.NewMap(),
+		lastCommitEnd: start, serverEnd: start,
+	}
+	cur.ackedLSN.Store(uint64(start))
+	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	cur.cancel = cancel
+	go cur.run(runCtx)
+	return cur, nil
+}
+
+type cdcBatch struct {
+	recs []relay.Record
+	err  error
+}
+
+type cdcCursor struct {
+	src    *CDCSource
+	conn   *pgconn.PgConn
+	out    chan cdcBatch
+	done   chan struct{}
+	cancel context.CancelFunc
+	once   sync.Once
+
+	// Owned by run.
+	relations     map[uint32]*pglogrepl.RelationMessage
+	types         *pgtype.Map
+	pending       []outbox.Message
+	lastCommitEnd pglogrepl.LSN
+	serverEnd     pglogrepl.LSN
+
+	// ackedLSN: what the relay acknowledged (set by Commit).
+	ackedLSN atomic.Uint64
+	// emittedLSN: the end of the last transaction handed to the relay.
+	emittedLSN atomic.Uint64
+	pending0   []relay.Record // carried over from a batch larger than max
+}
+
+func (c *cdcCursor) Next(ctx context.Context, max int) ([]relay.Record, error) {
+	if len(c.pending0) == 0 {
+		idle := time.NewTimer(250 * time.Millisecond)
+		defer idle.Stop()
+		select {
+		case <-ctx.Done():
+			return nil, nil
+		case <-idle.C:
+			return nil, nil // idle: let the relay look around
+		case b, ok := <-c.out:
+			if !ok {
+				return nil, errors.New("postgres: replication stream ended")
+			}
+			if b.err != nil {
+				return nil, b.err
+			}
+			c.pending0 = b.recs
+		}
+	}
+	n := min(max, len(c.pending0))
+	recs := c.pending0[:n:n]
+	c.pending0 = c.pending0[n:]
+	return recs, nil
+}
+
+// Commit records that everything up to pos was acknowledged; the stream
+// goroutine confirms it to the server with its next status update.
+func (c *cdcCursor) Commit(ctx context.Context, pos relay.Position) error {
+	lsn, err := pglogrepl.ParseLSN(string(pos))
+	if err != nil {
+		return fmt.Errorf("postgres: bad CDC position %q", pos)
+	}
+	for {
+		cur := c.ackedLSN.Load()
+		if uint64(lsn) <= cur || c.ackedLSN.CompareAndSwap(cur, uint64(lsn)) {
+			break
+		}
+	}
+	return c.src.s.SaveCheckpoint(ctx, c.src.checkpointName(), pos)
+}
+
+// Close stops the stream, confirms what was acknowledged, and
+// disconnects; it is safe to call more than once.
+func (c *cdcCursor) Close() error {
+	c.once.Do(func() {
+		c.cancel()
+		<-c.done
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		c.sendStatus(ctx)
+		c.conn.Close(ctx)
+	})
+	return nil
+}
+
+// run owns the replication connection: it receives WAL, hands complete
+// transactions to Next, and sends status updates.
+func (c *cdcCursor) run(ctx context.Context) {
+	defer close(c.done)
+	defer close(c.out)
+	fail := func(err error) {
+		select {
+		case c.out <- cdcBatch{err: err}:
+		case <-ctx.Done():
+		}
+	}
+	nextStatus := time.Now()
+	for ctx.Err() == nil {
+		if !time.Now().Before(nextStatus) {
+			if err := c.sendStatus(ctx); err != nil {
+				fail(err)
+				return
+			}
+			nextStatus = time.Now().Add(c.src.cfg.StatusInterval)
+		}
+		rctx, cancel := context.WithDeadline(ctx, nextStatus)
+		raw, err := c.conn.ReceiveMessage(rctx)
+		cancel()
+		if err != nil {
+			if pgconn.Timeout(err) || ctx.Err() != nil {
+				continue
+			}
+			fail(fmt.Errorf("postgres: receive WAL: %w", err))
+			return
+		}
+		switch msg := raw.(type) {
+		case *pgproto3.ErrorResponse:
+			fail(fmt.Errorf("postgres: replication error: %w", pgconn.ErrorResponseToPgError(msg)))
+			return
+		case *pgproto3.CopyData:
+			if err := c.handleCopyData(ctx, msg.Data, &nextStatus); err != nil {
+				fail(err)
+				return
+			}
+		}
+	}
+}
+
+func (c *cdcCursor) handleCopyData(ctx context.Context, data []byte, nextStatus *time.Time) error {
+	if len(data) == 0 {
+		return nil
+	}
+	switch data[0] {
+	case pglogrepl.PrimaryKeepaliveMessageByteID:
+		ka, err := pglogrepl.ParsePrimaryKeepaliveMessage(data[1:])
+		if err != nil {
+			return fmt.Errorf("postgres: keepalive: %w", err)
+		}
+		if ka.ServerWALEnd > c.serverEnd {
+			c.serverEnd = ka.ServerWALEnd
+		}
+		if ka.ReplyRequested {
+			*nextStatus = time.Time{}
+		}
+	case pglogrepl.XLogDataByteID:
+		xld, err := pglogrepl.ParseXLogData(data[1:])
+		if err != nil {
+			return fmt.Errorf("postgres: XLogData: %w", err)
+		}
+		return c.handleLogical(ctx, xld.WALData)
+	}
+	return nil
+}
+
+func (c *cdcCursor) handleLogical(ctx context.Context, data []byte) error {
+	msg, err := pglogrepl.Parse(data)
+	if err != nil {
+		return fmt.Errorf("postgres: pgoutput: %w", err)
+	}
+	switch m := msg.(type) {
+	case *pglogrepl.RelationMessage:
+		c.relations[m.RelationID] = m
+	case *pglogrepl.BeginMessage:
+		c.pending = c.pending[:0]
+	case *pglogrepl.InsertMessage:
+		rel, ok := c.relations[m.RelationID]
+		if !ok {
+			return fmt.Errorf("postgres: insert for unknown relation %d", m.RelationID)
+		}
+		om, err := c.decode(rel, m.Tuple)
+		if err != nil {
+			return err
+		}
+		c.pending = append(c.pending, om)
+	case *pglogrepl.CommitMessage:
+		end := m.TransactionEndLSN
+		if len(c.pending) > 0 {
+			recs := make([]relay.Record, len(c.pending))
+			for i, om := range c.pending {
+				// Only the transaction's last record completes it.
+				pos := c.lastCommitEnd
+				if i == len(c.pending)-1 {
+					pos = end
+				}
+				recs[i] = relay.Record{Message: om, Position: relay.Position(pos.String())}
+			}
+			select {
+			case c.out <- cdcBatch{recs: recs}:
+			case <-ctx.Done():
+				return nil
+			}
+			c.emittedLSN.Store(uint64(end))
+		}
+		c.pending = c.pending[:0]
+		c.lastCommitEnd = end
+		if end > c.serverEnd {
+			c.serverEnd = end
+		}
+	}
+	return nil
+}
+
+// sendStatus confirms what the relay acknowledged. When everything handed
+// to the relay was acknowledged, it confirms up to the server's WAL end,
+// so an idle outbox does not pin WAL written for other tables.
+func (c *cdcCursor) sendStatus(ctx context.Context) error {
+	acked := pglogrepl.LSN(c.ackedLSN.Load())
+	if emitted := pglogrepl.LSN(c.emittedLSN.Load()); acked >= emitted && len(c.pending) == 0 && c.serverEnd > acked && c.lastCommitEnd <= acked {
+		acked = c.serverEnd
+	}
+	err := pglogrepl.SendStandbyStatusUpdate(ctx, c.conn, pglogrepl.StandbyStatusUpdate{
+		WALWritePosition: acked, WALFlushPosition: acked, WALApplyPosition: acked,
+	})
+	if err != nil && ctx.Err() == nil {
+		return fmt.Errorf("postgres: standby status: %w", err)
+	}
+	c.src.confirmed.Store(uint64(acked))
+	return nil
+}
+
+// decode turns an outbox insert into a Message.
+func (c *cdcCursor) decode(rel *pglogrepl.RelationMessage, tuple *pglogrepl.TupleData) (outbox.Message, error) {
+	var m outbox.Message
+	if tuple == nil || len(tuple.Columns) != len(rel.Columns) {
+		return m, fmt.Errorf("postgres: insert into %s has %d columns, relation has %d", rel.RelationName, len(tuple.Columns), len(rel.Columns))
+	}
+	var payload, headers []byte
+	for i, col := range tuple.Columns {
+		if col.DataType != pglogrepl.TupleDataTypeText {
+			continue
+		}
+		text := string(col.Data)
+		var err error
+		switch rel.Columns[i].Name {
+		case "id":
+			m.ID, err = uuid.Parse(text)
+		case "aggregatetype":
+			m.AggregateType = text
+		case "aggregateid":
+			m.AggregateID = text
+		case "type":
+			m.Type = text
+		case "sequence":
+			m.Sequence, err = strconv.ParseInt(text, 10, 64)
+		case "payload":
+			payload = col.Data
+		case "headers":
+			headers = col.Data
+		case "timestamp":
+			typ, ok := c.types.TypeForOID(rel.Columns[i].DataType)
+			if !ok {
+				return m, fmt.Errorf("postgres: outbox.timestamp has unknown type %d", rel.Columns[i].DataType)
+			}
+			var v any
+			v, err = typ.Codec.DecodeValue(c.types, rel.Columns[i].DataType, pgtype.TextFormatCode, col.Data)
+			if t, ok := v.(time.Time); ok {
+				m.Timestamp = t.UTC()
+			}
+		}
+		if err != nil {
+			return m, fmt.Errorf("postgres: decode outbox column %s: %w", rel.Columns[i].Name, err)
+		}
+	}
+	m.Payload = json.RawMessage(append([]byte(nil), payload...))
+	if len(headers) > 0 && strings.TrimSpace(string(headers)) != "{}" {
+		if err := json.Unmarshal(headers, &m.Headers); err != nil {
+			return m, fmt.Errorf("postgres: decode headers of %s: %w", m.ID, err)
+		}
+	}
+	return m, nil
+}
+
+// ConfirmedLSN is the last position confirmed to the server.
+func (c *CDCSource) ConfirmedLSN() pglogrepl.LSN { return pglogrepl.LSN(c.confirmed.Load()) }
+
+// CheckpointName is where the source records its confirmed position.
+func (c *CDCSource) CheckpointName() string { return c.checkpointName() }

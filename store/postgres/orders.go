@@ -1,0 +1,113 @@
+package postgres
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/outbox-dev/outbox/order"
+	"github.com/outbox-dev/outbox/outbox"
+)
+
+// Orders is the order repository on this store.
+type Orders struct{ s *Store }
+
+var _ order.Repository = Orders{}
+
+// Orders returns the order repository.
+func (s *Store) Orders() Orders { return Orders{s} }
+
+const orderColumns = `id, customer_id, items, currency, address, status, total, version, created_at, updated_at`
+
+func scanOrder(row pgx.Row) (order.Order, error) {
+	var o order.Order
+	var items []byte
+	if err := row.Scan(&o.ID, &o.CustomerID, &items, &o.Currency, &o.Address, &o.Status, &o.Total, &o.Version, &o.CreatedAt, &o.UpdatedAt); err != nil {
+		return o, err
+	}
+	o.CreatedAt, o.UpdatedAt = o.CreatedAt.UTC(), o.UpdatedAt.UTC()
+	return o, json.Unmarshal(items, &o.Items)
+}
+
+// Create implements order.Repository.
+func (r Orders) Create(ctx context.Context, o order.Order, ev outbox.Message, key, hash string) (order.Order, bool, error) {
+	items, err := json.Marshal(o.Items)
+	if err != nil {
+		return o, false, err
+	}
+	replayed := false
+	err = r.s.Transact(ctx, func(tx pgx.Tx) error {
+		if key != "" {
+			// Serialise requests that share a key: the second waits, then
+			// finds the first's order.
+			if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtext($1))`, key); err != nil {
+				return err
+			}
+			var seenHash, orderID string
+			err := tx.QueryRow(ctx, `SELECT request_hash, order_id FROM order_idempotency_keys WHERE key = $1`, key).Scan(&seenHash, &orderID)
+			switch {
+			case err == nil && seenHash != hash:
+				return order.ErrIdempotencyKey
+			case err == nil:
+				replayed = true
+				o, err = scanOrder(tx.QueryRow(ctx, `SELECT `+orderColumns+` FROM orders WHERE id = $1`, orderID))
+				return err
+			case !errors.Is(err, pgx.ErrNoRows):
+				return err
+			}
+		}
+		if _, err := tx.Exec(ctx, `INSERT INTO orders (`+orderColumns+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`,
+			o.ID, o.CustomerID, items, o.Currency, o.Address, string(o.Status), o.Total, o.Version, o.CreatedAt, o.UpdatedAt); err != nil {
+			return err
+		}
+		if key != "" {
+			if _, err := tx.Exec(ctx, `INSERT INTO order_idempotency_keys (key, request_hash, order_id, created_at) VALUES ($1, $2, $3, $4)`,
+				key, hash, o.ID, o.CreatedAt); err != nil {
+				return err
+			}
+		}
+		return r.s.Append(ctx, tx, ev)
+	})
+	if err != nil {
+		return order.Order{}, false, fmt.Errorf("postgres: create order: %w", err)
+	}
+	return o, replayed, nil
+}
+
+// Get implements order.Repository.
+func (r Orders) Get(ctx context.Context, id string) (order.Order, error) {
+	o, err := scanOrder(r.s.pool.QueryRow(ctx, `SELECT `+orderColumns+` FROM orders WHERE id = $1`, id))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return o, fmt.Errorf("postgres: order %s: %w", id, order.ErrNotFound)
+	}
+	if err != nil {
+		return o, fmt.Errorf("postgres: order %s: %w", id, err)
+	}
+	return o, nil
+}
+
+// Update implements order.Repository: compare-and-set on the version.
+func (r Orders) Update(ctx context.Context, o order.Order, ev outbox.Message) error {
+	items, err := json.Marshal(o.Items)
+	if err != nil {
+		return err
+	}
+	err = r.s.Transact(ctx, func(tx pgx.Tx) error {
+		tag, err := tx.Exec(ctx, `UPDATE orders SET items = $1, address = $2, status = $3, total = $4, version = $5, updated_at = $6
+			WHERE id = $7 AND version = $8`, items, o.Address, string(o.Status), o.Total, o.Version, o.UpdatedAt, o.ID, o.Version-1)
+		if err != nil {
+			return err
+		}
+		if tag.RowsAffected() == 0 {
+			return order.ErrConflict
+		}
+		return r.s.Append(ctx, tx, ev)
+	})
+	if err != nil {
+		return fmt.Errorf("postgres: update order %s to version %d: %w", o.ID, o.Version, err)
+	}
+	return nil
+}

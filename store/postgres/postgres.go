@@ -1,0 +1,177 @@
+// Package postgres is the PostgreSQL store (pgx v5): outbox rows appended
+// in the caller's transaction, two sources (logical replication with
+// pgoutput, the way Debezium captures, and polling for databases where
+// the relay has no replication rights), dead letters, checkpoints, orders
+// and cleanup of acknowledged rows.
+package postgres
+
+import (
+	"context"
+	"embed"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/outbox-dev/outbox/outbox"
+)
+
+//go:embed migrations/*.sql
+var migrations embed.FS
+
+// Store is safe for concurrent use.
+type Store struct {
+	pool *pgxpool.Pool
+	dsn  string
+	wake chan struct{}
+	once sync.Once
+}
+
+// Open connects to dsn (a postgres:// URL or key=value string).
+func Open(ctx context.Context, dsn string) (*Store, error) {
+	cfg, err := pgxpool.ParseConfig(dsn)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: parse DSN: %w", redact(err))
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: connect: %w", err)
+	}
+	if err := pool.Ping(ctx); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("postgres: connect to %s:%d: %w", cfg.ConnConfig.Host, cfg.ConnConfig.Port, err)
+	}
+	return &Store{pool: pool, dsn: dsn, wake: make(chan struct{}, 1)}, nil
+}
+
+// redact keeps a DSN's password out of parse errors.
+func redact(err error) error { return errors.New(strings.SplitN(err.Error(), "(", 2)[0]) }
+
+// Pool exposes the pool for domain tables that share the database.
+func (s *Store) Pool() *pgxpool.Pool { return s.pool }
+
+// Ping checks the database answers.
+func (s *Store) Ping(ctx context.Context) error { return s.pool.Ping(ctx) }
+
+// Close closes the pool; it is safe to call more than once.
+func (s *Store) Close() error {
+	s.once.Do(s.pool.Close)
+	return nil
+}
+
+// Migrate applies the embedded migrations not yet applied, under an
+// advisory lock so concurrent starts do not race, and reports how many.
+func (s *Store) Migrate(ctx context.Context) (int, error) {
+	conn, err := s.pool.Acquire(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("postgres: migrate: %w", err)
+	}
+	defer conn.Release()
+	if _, err := conn.Exec(ctx, `SELECT pg_advisory_lock(7261535)`); err != nil {
+		return 0, fmt.Errorf("postgres: migrate: %w", err)
+	}
+	defer conn.Exec(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock(7261535)`)
+	if _, err := conn.Exec(ctx, `CREATE TABLE IF NOT EXISTS outbox_schema_migrations (
+		version INT PRIMARY KEY, name TEXT NOT NULL, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())`); err != nil {
+		return 0, fmt.Errorf("postgres: migrate: %w", err)
+	}
+	entries, err := fs.ReadDir(migrations, "migrations")
+	if err != nil {
+		return 0, err
+	}
+	sort.Slice(entries, func(i, j int) bool { return entries[i].Name() < entries[j].Name() })
+	applied := 0
+	for _, e := range entries {
+		version, err := strconv.Atoi(strings.SplitN(e.Name(), "_", 2)[0])
+		if err != nil {
+			return applied, fmt.Errorf("postgres: migration %s has no numeric prefix", e.Name())
+		}
+		body, err := fs.ReadFile(migrations, "migrations/"+e.Name())
+		if err != nil {
+			return applied, err
+		}
+		err = pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+			var n int
+			if err := tx.QueryRow(ctx, `SELECT count(*) FROM outbox_schema_migrations WHERE version = $1`, version).Scan(&n); err != nil || n > 0 {
+				return err
+			}
+			if _, err := tx.Exec(ctx, string(body)); err != nil {
+				return err
+			}
+			applied++
+			_, err := tx.Exec(ctx, `INSERT INTO outbox_schema_migrations (version, name) VALUES ($1, $2)`, version, e.Name())
+			return err
+		})
+		if err != nil {
+			return applied, fmt.Errorf("postgres: migration %s: %w", e.Name(), err)
+		}
+	}
+	return applied, nil
+}
+
+// Transact runs fn in a transaction (commit on nil, roll back on error)
+// and then wakes the polling source.
+func (s *Store) Transact(ctx context.Context, fn func(pgx.Tx) error) error {
+	if err := pgx.BeginFunc(ctx, s.pool, fn); err != nil {
+		return err
+	}
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+	return nil
+}
+
+// Wake is signalled after each Transact commit.
+func (s *Store) Wake() <-chan struct{} { return s.wake }
+
+func headersJSON(h map[string]string) ([]byte, error) {
+	if len(h) == 0 {
+		return []byte("{}"), nil
+	}
+	return json.Marshal(h)
+}
+
+// Append inserts messages into the outbox inside the caller's transaction.
+func (s *Store) Append(ctx context.Context, tx pgx.Tx, msgs ...outbox.Message) error {
+	for _, m := range msgs {
+		if err := m.Validate(); err != nil {
+			return err
+		}
+		headers, err := headersJSON(m.Headers)
+		if err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, `INSERT INTO outbox (id, aggregatetype, aggregateid, type, sequence, payload, headers, timestamp)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
+			m.ID, m.AggregateType, m.AggregateID, m.Type, m.Sequence, []byte(m.Payload), headers, m.Timestamp); err != nil {
+			return fmt.Errorf("postgres: append outbox message %s: %w", m.ID, err)
+		}
+	}
+	return nil
+}
+
+func scanMessage(m *outbox.Message, payload, headers []byte, ts time.Time) error {
+	m.Payload = payload
+	if len(headers) > 0 && string(headers) != "{}" {
+		if err := json.Unmarshal(headers, &m.Headers); err != nil {
+			return fmt.Errorf("headers of %s: %w", m.ID, err)
+		}
+	}
+	m.Timestamp = ts.UTC()
+	return nil
+}
+
+// CountRows reports the rows in the order and outbox tables.
+func (s *Store) CountRows(ctx context.Context) (orders, events int64, err error) {
+	err = s.pool.QueryRow(ctx, `SELECT (SELECT count(*) FROM orders), (SELECT count(*) FROM outbox)`).Scan(&orders, &events)
+	return orders, events, err
+}
