@@ -191,7 +191,7 @@ func TestPublishKeyHeadersAndRouting(t *testing.T) {
 
 func TestPermanentAndTransientBrokerAnswers(t *testing.T) {
 	e := embedded(t)
-	p := publisher(t, e.Addrs(), kafka.Config{TopicTemplate: kafka.TopicPerAggregateType, MaxRecordBytes: 4096})
+	p := publisher(t, e.Addrs(), kafka.Config{TopicTemplate: kafka.TopicPerAggregateType, MaxRecordBytes: 4096, RecordRetries: kafka.NoRecordRetries})
 	if err := p.Publish(ctx(t), msg(t, "order", "warm", "X", 1, "x")); err != nil {
 		t.Fatal(err)
 	}
@@ -248,7 +248,7 @@ func TestPublisherConfigErrors(t *testing.T) {
 		{"no brokers", kafka.Config{}, "Brokers"},
 		{"unknown variable", kafka.Config{Brokers: []string{"x:1"}, TopicTemplate: "{nope}"}, "TopicTemplate"},
 		{"negative linger", kafka.Config{Brokers: []string{"x:1"}, Linger: -1}, "Linger"},
-		{"negative retries", kafka.Config{Brokers: []string{"x:1"}, RecordRetries: -1}, "RecordRetries"},
+		{"negative retries", kafka.Config{Brokers: []string{"x:1"}, RecordRetries: -2}, "RecordRetries"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if _, err := kafka.NewPublisher(tc.cfg); err == nil || !strings.Contains(err.Error(), tc.field) {

@@ -21,8 +21,11 @@ type Config struct {
 	// Linger is how long franz-go waits to fill a batch. The relay waits on
 	// every acknowledgement, so the default is 0: latency over batching.
 	Linger time.Duration
-	// RecordRetries is how often franz-go retries a record by itself before
-	// the relay's own policy and breaker see the failure (default 0).
+	// RecordRetries is how often franz-go retries a record by itself
+	// before the relay's own policy and breaker see the failure (default
+	// 3: enough to ride out a topic being auto-created, which answers
+	// UNKNOWN_TOPIC_OR_PARTITION for a moment, without hiding an outage).
+	// NoRecordRetries surfaces every failure at once.
 	RecordRetries int
 	// MaxRecordBytes bounds one record batch (default 1 MiB, Kafka's own).
 	// Larger records fail permanently before being sent.
@@ -35,6 +38,9 @@ type Config struct {
 	// Opts are appended last, for TLS, SASL, a dialer or hooks.
 	Opts []kgo.Opt
 }
+
+// NoRecordRetries as Config.RecordRetries leaves every retry to the relay.
+const NoRecordRetries = -1
 
 // Publisher implements relay.Publisher with an idempotent producer and
 // acks from all in-sync replicas.
@@ -62,8 +68,13 @@ func NewPublisher(cfg Config) (*Publisher, error) {
 	if cfg.Linger < 0 {
 		return nil, fmt.Errorf("kafka: Linger must not be negative, got %s", cfg.Linger)
 	}
-	if cfg.RecordRetries < 0 {
-		return nil, fmt.Errorf("kafka: RecordRetries must not be negative, got %d", cfg.RecordRetries)
+	switch {
+	case cfg.RecordRetries == NoRecordRetries:
+		cfg.RecordRetries = 0
+	case cfg.RecordRetries < 0:
+		return nil, fmt.Errorf("kafka: RecordRetries must not be negative (or NoRecordRetries), got %d", cfg.RecordRetries)
+	case cfg.RecordRetries == 0:
+		cfg.RecordRetries = 3
 	}
 	if cfg.MaxRecordBytes < 0 {
 		return nil, fmt.Errorf("kafka: MaxRecordBytes must not be negative, got %d", cfg.MaxRecordBytes)

@@ -73,6 +73,8 @@ func newRig(t *testing.T, pubCfg kafka.Config) *rig {
 		t.Fatal(err)
 	}
 	pubCfg.Brokers = b.Addrs()
+	// Fault tests see every injected failure at the relay.
+	pubCfg.RecordRetries = kafka.NoRecordRetries
 	if pubCfg.TopicTemplate == "" {
 		pubCfg.TopicTemplate = kafka.TopicPerAggregateType
 	}

@@ -171,6 +171,9 @@ func (r *run) serve(ctx context.Context) error {
 	wg.Go(func() { r.actionPoller(ctx) })
 
 	err := r.read(ctx)
+	if err != nil {
+		cancelRun(err) // the workers stop; in-flight publishes get DrainTimeout
+	}
 	wg.Wait()
 	<-committerDone
 	if cause := context.Cause(ctx); err == nil && cause != nil && !errors.Is(cause, context.Canceled) {

@@ -379,3 +379,42 @@ func TestWorkerPanicEndsServeWithAnErrorAndLosesNothing(t *testing.T) {
 		}
 	})
 }
+
+// failingSource fails its reads after the first batch.
+type failingSource struct{ relay.Source }
+
+func (s failingSource) Open(ctx context.Context) (relay.Cursor, error) {
+	c, err := s.Source.Open(ctx)
+	return &failingCursor{Cursor: c}, err
+}
+
+type failingCursor struct {
+	relay.Cursor
+	reads int
+}
+
+func (c *failingCursor) Next(ctx context.Context, max int) ([]relay.Record, error) {
+	if c.reads++; c.reads > 1 {
+		return nil, errors.New("connection reset")
+	}
+	return c.Cursor.Next(ctx, max)
+}
+
+func TestSourceFailureEndsServeWithoutWaitingForItsContext(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		s := memstore.New()
+		w := newWriter(t, s)
+		w.write("order", "o1", 1)
+		pub := &fakePublisher{}
+		r := newRelay(t, failingSource{memSource(t, s)}, pub, s, relay.Config{})
+		err := r.Serve(t.Context()) // t.Context() stays alive: Serve must return on its own
+		if err == nil || !strings.Contains(err.Error(), "connection reset") {
+			t.Fatalf("Serve() = %v, want the source's error", err)
+		}
+		// A record read but not yet started is not published: it was not
+		// checkpointed either, so the restarted relay reads it again.
+		if pos, _ := s.LoadCheckpoint(t.Context(), "default"); pos != "" && len(pub.published()) == 0 {
+			t.Fatalf("checkpoint moved to %q past a record never published", pos)
+		}
+	})
+}

@@ -47,7 +47,9 @@ func parsePollPos(p relay.Position) (pollPos, error) {
 	return pollPos{a, b}, nil
 }
 
-func (p pollPos) String() string { return strconv.FormatUint(p.txid, 10) + ":" + strconv.FormatInt(p.position, 10) }
+func (p pollPos) String() string {
+	return strconv.FormatUint(p.txid, 10) + ":" + strconv.FormatInt(p.position, 10)
+}
 
 const messageColumns = `position, txid::text, id, aggregatetype, aggregateid, type, sequence, payload, headers, timestamp`
 
