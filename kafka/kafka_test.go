@@ -3,6 +3,7 @@ package kafka_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -12,6 +13,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
+	"github.com/outbox-dev/outbox/internal/testenv"
 	"github.com/outbox-dev/outbox/kafka"
 	"github.com/outbox-dev/outbox/outbox"
 )
@@ -120,11 +122,26 @@ func TestClassify(t *testing.T) {
 	}
 }
 
+// brokerTargets are the brokers the publisher is tested against: the
+// embedded one always, Apache Kafka when the environment provides it.
+func brokerTargets(t *testing.T) map[string][]string {
+	targets := map[string][]string{"kfake": embedded(t).Addrs()}
+	t.Run("apache-kafka-available", func(t *testing.T) { targets["apache-kafka"] = testenv.KafkaBrokers(t) })
+	return targets
+}
+
 func TestPublishKeyHeadersAndRouting(t *testing.T) {
-	e := embedded(t)
+	for name, brokers := range brokerTargets(t) {
+		t.Run(name, func(t *testing.T) { testPublishKeyHeadersAndRouting(t, brokers) })
+	}
+}
+
+func testPublishKeyHeadersAndRouting(t *testing.T, brokers []string) {
+	run := fmt.Sprint(time.Now().UnixNano())
 	for _, template := range []string{kafka.TopicPerEventType, kafka.TopicPerAggregateType} {
 		t.Run(template, func(t *testing.T) {
-			p := publisher(t, e.Addrs(), kafka.Config{TopicTemplate: template})
+			template := "t" + run + "." + template // topics of this run's own
+			p := publisher(t, brokers, kafka.Config{TopicTemplate: template})
 			agg := "order-" + strings.ReplaceAll(template, "{", "")
 			ms := []outbox.Message{
 				msg(t, "order", agg, "OrderCreated", 1, map[string]int{"v": 1}),
@@ -145,7 +162,7 @@ func TestPublishKeyHeadersAndRouting(t *testing.T) {
 			for n := range topics {
 				names = append(names, n)
 			}
-			recs, err := kafka.ReadAll(ctx(t), e.Addrs(), names)
+			recs, err := kafka.ReadAll(ctx(t), brokers, names)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -175,7 +192,7 @@ func TestPublishKeyHeadersAndRouting(t *testing.T) {
 					t.Fatalf("traceparent %q, want %q", r.Headers["traceparent"], want)
 				}
 			}
-			if template == kafka.TopicPerAggregateType {
+			if strings.HasSuffix(template, kafka.TopicPerAggregateType) {
 				if len(topics) != 1 || mine[0].Partition != mine[2].Partition {
 					t.Fatal("one topic per aggregate type must keep an aggregate in one partition")
 				}

@@ -18,6 +18,7 @@ import (
 
 	"github.com/outbox-dev/outbox/breaker"
 	"github.com/outbox-dev/outbox/checker"
+	"github.com/outbox-dev/outbox/internal/testenv"
 	"github.com/outbox-dev/outbox/kafka"
 	"github.com/outbox-dev/outbox/outbox"
 	"github.com/outbox-dev/outbox/poll"
@@ -46,15 +47,17 @@ func eventually(t *testing.T, limit time.Duration, what string, cond func() bool
 }
 
 type rig struct {
-	t      *testing.T
-	broker *kafka.Embedded
-	store  *sqlite.Store
-	pub    *kafka.Publisher
-	rec    *checker.Recorder
-	mu     sync.Mutex
-	seq    map[string]int64
-	locks  map[string]*sync.Mutex
-	topics map[string]bool
+	t       *testing.T
+	broker  *kafka.Embedded
+	brokers []string
+	prefix  string // topics of this rig's own, on a shared broker
+	store   *sqlite.Store
+	pub     *kafka.Publisher
+	rec     *checker.Recorder
+	mu      sync.Mutex
+	seq     map[string]int64
+	locks   map[string]*sync.Mutex
+	topics  map[string]bool
 }
 
 func newRig(t *testing.T, pubCfg kafka.Config) *rig {
@@ -64,6 +67,15 @@ func newRig(t *testing.T, pubCfg kafka.Config) *rig {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { b.Close() })
+	// Fault tests see every injected failure at the relay.
+	pubCfg.RecordRetries = kafka.NoRecordRetries
+	return newRigOn(t, b, b.Addrs(), pubCfg)
+}
+
+// newRigOn runs against brokers; broker is the embedded one when faults
+// are to be injected, nil for a real broker.
+func newRigOn(t *testing.T, b *kafka.Embedded, brokers []string, pubCfg kafka.Config) *rig {
+	t.Helper()
 	s, err := sqlite.Open(t.Context(), filepath.Join(t.TempDir(), "outbox.db"), sqlite.Options{Synchronous: "NORMAL"})
 	if err != nil {
 		t.Fatal(err)
@@ -72,9 +84,7 @@ func newRig(t *testing.T, pubCfg kafka.Config) *rig {
 	if _, err := s.Migrate(t.Context()); err != nil {
 		t.Fatal(err)
 	}
-	pubCfg.Brokers = b.Addrs()
-	// Fault tests see every injected failure at the relay.
-	pubCfg.RecordRetries = kafka.NoRecordRetries
+	pubCfg.Brokers = brokers
 	if pubCfg.TopicTemplate == "" {
 		pubCfg.TopicTemplate = kafka.TopicPerAggregateType
 	}
@@ -83,7 +93,7 @@ func newRig(t *testing.T, pubCfg kafka.Config) *rig {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { p.Close() })
-	return &rig{t: t, broker: b, store: s, pub: p, rec: checker.NewRecorder(nil), seq: map[string]int64{}, locks: map[string]*sync.Mutex{}, topics: map[string]bool{}}
+	return &rig{t: t, broker: b, brokers: brokers, store: s, pub: p, rec: checker.NewRecorder(nil), seq: map[string]int64{}, locks: map[string]*sync.Mutex{}, topics: map[string]bool{}}
 }
 
 func (r *rig) source() *countingSource {
@@ -110,9 +120,9 @@ func (r *rig) write(aggType, agg string, payload any) outbox.Message {
 	r.mu.Lock()
 	r.seq[aggType+"/"+agg]++
 	seq := r.seq[aggType+"/"+agg]
-	r.topics["outbox.event."+aggType] = true
+	r.topics["outbox.event."+r.prefix+aggType] = true
 	r.mu.Unlock()
-	m, err := outbox.NewMessage(aggType, agg, "Changed", seq, payload)
+	m, err := outbox.NewMessage(r.prefix+aggType, agg, "Changed", seq, payload)
 	if err != nil {
 		r.t.Error(err)
 		return m
@@ -137,7 +147,7 @@ func (r *rig) check() checker.Report {
 	r.mu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	recs, err := kafka.ReadAll(ctx, r.broker.Addrs(), topics)
+	recs, err := kafka.ReadAll(ctx, r.brokers, topics)
 	if err != nil {
 		r.t.Fatal(err)
 	}
@@ -295,7 +305,17 @@ func TestKfakePermanentFailuresParkOnlyTheirAggregateAndReplayRestoresOrder(t *t
 // The relay is cut off mid-stream three times, its last checkpoints
 // dropped as if the process was killed, and restarted from the store.
 func TestKfakeAbruptStopAndRestartFromCheckpointLosesNothing(t *testing.T) {
-	rg := newRig(t, kafka.Config{})
+	testAbruptStops(t, newRig(t, kafka.Config{}))
+}
+
+// The same on Apache Kafka: no fault injection, real acknowledgements.
+func TestApacheKafkaAbruptStopAndRestartFromCheckpointLosesNothing(t *testing.T) {
+	rg := newRigOn(t, nil, testenv.KafkaBrokers(t), kafka.Config{})
+	rg.prefix = fmt.Sprintf("r%d", time.Now().UnixNano())
+	testAbruptStops(t, rg)
+}
+
+func testAbruptStops(t *testing.T, rg *rig) {
 	var wg sync.WaitGroup
 	const writers, perWriter = 4, 250
 	for w := range writers {

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite: vet, then every package with the race detector.
-# It installs and starts what the tests need; with OUTBOX_REQUIRE_SERVICES=1
+# It installs and starts what the tests need (PostgreSQL from Debian's
+# packages, Apache Kafka from Maven Central, both on loopback, stopped on
+# exit); with OUTBOX_REQUIRE_SERVICES=1
 # (as CI sets it) a service that cannot be started fails the run instead of
 # skipping its tests.
 set -euo pipefail
@@ -20,5 +22,16 @@ if [ -n "$unformatted" ]; then
   exit 1
 fi
 
+echo "== services"
+# shellcheck source=services.sh
+source scripts/services.sh
+if ! start_services; then
+  if [ "${OUTBOX_REQUIRE_SERVICES:-}" = 1 ]; then
+    echo "test.sh: a required service did not start (OUTBOX_REQUIRE_SERVICES=1)" >&2
+    exit 1
+  fi
+  echo "test.sh: continuing; tests that need the missing service will skip" >&2
+fi
+
 echo "== go test -race"
-go test -race -count=1 -timeout 20m ./... "$@"
+go test -race -count=1 -timeout 25m ./... "$@"

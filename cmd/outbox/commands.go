@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net/url"
+	"os"
 	"runtime/debug"
 	"strconv"
 	"strings"
@@ -155,8 +157,11 @@ func migrateCmd(stdout io.Writer) *cobra.Command {
 			if err := cfg.resolve(cmd); err != nil {
 				return err
 			}
-			path, _ := parseStoreURL(cfg.Store)
-			s, err := openStoreNoMigrate(cmd.Context(), path)
+			if _, err := parseStoreURL(cfg.Store); err != nil {
+				return err
+			}
+			log := newLogger(cfg, os.Stderr)
+			s, err := openBackend(cmd.Context(), cfg, log)
 			if err != nil {
 				return err
 			}
@@ -165,7 +170,12 @@ func migrateCmd(stdout io.Writer) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(stdout, "%s: %d migration(s) applied\n", cfg.Store, n)
+			fmt.Fprintf(stdout, "%s: %d migration(s) applied\n", redactURL(cfg.Store), n)
+			// Set up the source too: for CDC this creates the publication
+			// and slot before the first write, so no event predates them.
+			if _, err := s.source(cmd.Context(), cfg, log); err != nil {
+				return err
+			}
 			return nil
 		},
 	}
@@ -377,4 +387,13 @@ func printJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	return enc.Encode(v)
+}
+
+// redactURL hides a password in a store URL before it is printed.
+func redactURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil || u.User == nil {
+		return raw
+	}
+	return u.Redacted()
 }

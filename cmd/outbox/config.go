@@ -16,6 +16,10 @@ import (
 // of the optional JSON config file, in that order of precedence.
 type config struct {
 	Store          string
+	Source         string
+	Slot           string
+	RecreateSlot   bool
+	Retention      time.Duration
 	Brokers        string
 	HTTP           string
 	BrokerPort     int
@@ -33,7 +37,11 @@ type config struct {
 }
 
 func addCommonFlags(fs *pflag.FlagSet, c *config) {
-	fs.StringVar(&c.Store, "store", "sqlite://outbox.db", "store URL: sqlite://PATH (postgres:// and scylla:// are not built yet)")
+	fs.StringVar(&c.Store, "store", "sqlite://outbox.db", "store URL: sqlite://PATH or postgres://user@host:port/db (scylla:// is not built yet)")
+	fs.StringVar(&c.Source, "source", "", "how the relay captures events: cdc (PostgreSQL logical replication, its default) or poll")
+	fs.StringVar(&c.Slot, "slot", "outbox_relay", "PostgreSQL replication slot of the cdc source")
+	fs.BoolVar(&c.RecreateSlot, "recreate-slot", false, "recreate a missing or lost replication slot; events committed while it was gone are NOT delivered")
+	fs.DurationVar(&c.Retention, "retention", 24*time.Hour, "PostgreSQL: delete acknowledged outbox rows older than this (0 keeps them)")
 	fs.StringVar(&c.Brokers, "brokers", "", "Kafka brokers host:port,...; empty runs the embedded broker")
 	fs.IntVar(&c.BrokerPort, "broker-port", 9092, "port of the embedded broker on 127.0.0.1 (0: any free port)")
 	fs.StringVar(&c.TopicTemplate, "topic-template", "outbox.event.{aggregatetype}", "topic routing: {aggregatetype} and {type} are replaced; {type} is the design's topic per event type")
@@ -138,6 +146,14 @@ func (c *config) validate() error {
 	default:
 		return usagef("--log-format must be text or json, got %q", c.LogFormat)
 	}
+	if c.Retention < 0 {
+		return usagef("--retention must not be negative, got %s", c.Retention)
+	}
+	switch c.Source {
+	case "", "cdc", "poll":
+	default:
+		return usagef("--source must be cdc or poll, got %q", c.Source)
+	}
 	if _, err := parseStoreURL(c.Store); err != nil {
 		return err
 	}
@@ -154,7 +170,8 @@ func (c *config) brokerList() []string {
 	return out
 }
 
-// parseStoreURL returns the SQLite path of a sqlite:// URL.
+// parseStoreURL checks a store URL and returns the SQLite path of a
+// sqlite:// one.
 func parseStoreURL(raw string) (string, error) {
 	scheme, rest, ok := strings.Cut(raw, "://")
 	if !ok {
@@ -166,9 +183,11 @@ func parseStoreURL(raw string) (string, error) {
 			return "", usagef("--store %q names no file", raw)
 		}
 		return rest, nil
-	case "postgres", "postgresql", "scylla":
-		return "", usagef("--store %s:// is not available in this build yet; use sqlite://PATH", scheme)
+	case "postgres", "postgresql":
+		return "", nil
+	case "scylla":
+		return "", usagef("--store scylla:// is not available in this build yet; use sqlite:// or postgres://")
 	default:
-		return "", usagef("--store scheme %q is unknown; use sqlite://PATH", scheme)
+		return "", usagef("--store scheme %q is unknown; use sqlite://PATH or postgres://...", scheme)
 	}
 }

@@ -146,8 +146,12 @@ func runDemo(ctx context.Context, cfg config, opts demoOptions, stdout, stderr i
 			d.topics = append(d.topics, t)
 		}
 	}
-	path, _ := parseStoreURL(cfg.Store)
-	inbox, err := sqlite.Open(ctx, filepath.Join(filepath.Dir(path), "inbox.db"), sqlite.Options{Synchronous: "NORMAL"})
+	inboxDir, err := os.MkdirTemp("", "outbox-demo-inbox-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(inboxDir)
+	inbox, err := sqlite.Open(ctx, filepath.Join(inboxDir, "inbox.db"), sqlite.Options{Synchronous: "NORMAL"})
 	if err != nil {
 		return err
 	}
@@ -417,7 +421,7 @@ func (d *demo) chaos(ctx context.Context) {
 	poison, err := outbox.NewMessage(order.AggregateType, "poison-1", order.EventUpdated, 1,
 		map[string]string{"note": "larger than the broker accepts", "blob": strings.Repeat("x", 2<<20)})
 	if err == nil {
-		err = d.app.store.Transact(ctx, func(tx *sql.Tx) error { return d.app.store.Append(ctx, tx, poison) })
+		err = d.app.store.appendEvents(ctx, poison)
 	}
 	if err == nil {
 		d.poison = append(d.poison, poison.ID.String())
@@ -493,13 +497,9 @@ func (d *demo) verify(ctx context.Context, w io.Writer) error {
 		case <-t.C:
 		}
 	}
-	recs, err := d.app.store.Fetch(ctx, "", 1<<30)
+	history, err := d.app.store.committed(ctx)
 	if err != nil {
 		return err
-	}
-	var history []checker.Event
-	for _, r := range recs {
-		history = append(history, checker.Event{Op: checker.OpCommit, ID: r.Message.ID.String(), Aggregate: r.Message.Key().String(), Sequence: r.Message.Sequence})
 	}
 	rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()

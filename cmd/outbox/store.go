@@ -3,12 +3,11 @@ package main
 import (
 	"context"
 	"os"
-
-	"github.com/outbox-dev/outbox/store/sqlite"
+	"strings"
 )
 
 // storeHandle is the store opened by the CLI's one-shot commands.
-type storeHandle struct{ store *sqlite.Store }
+type storeHandle struct{ store backend }
 
 func (h *storeHandle) Close() error { return h.store.Close() }
 
@@ -17,16 +16,14 @@ func openHandle(ctx context.Context, cfg config) (*storeHandle, error) {
 	if err != nil {
 		return nil, err
 	}
-	if _, err := os.Stat(path); err != nil {
-		return nil, usagef("--store %s: %v (run outbox migrate or outbox serve first)", cfg.Store, err)
+	if strings.HasPrefix(cfg.Store, "sqlite://") {
+		if _, err := os.Stat(path); err != nil {
+			return nil, usagef("--store %s: %v (run outbox migrate or outbox serve first)", cfg.Store, err)
+		}
 	}
-	s, err := openStore(ctx, cfg)
+	s, err := openStore(ctx, cfg, newLogger(cfg, os.Stderr))
 	if err != nil {
 		return nil, err
 	}
 	return &storeHandle{store: s}, nil
-}
-
-func openStoreNoMigrate(ctx context.Context, path string) (*sqlite.Store, error) {
-	return sqlite.Open(ctx, path, sqlite.Options{})
 }

@@ -22,9 +22,7 @@ import (
 	"github.com/outbox-dev/outbox/kafka"
 	"github.com/outbox-dev/outbox/metrics"
 	"github.com/outbox-dev/outbox/order"
-	"github.com/outbox-dev/outbox/poll"
 	"github.com/outbox-dev/outbox/relay"
-	"github.com/outbox-dev/outbox/store/sqlite"
 	"github.com/outbox-dev/outbox/supervise"
 )
 
@@ -40,7 +38,7 @@ type appOptions struct {
 type app struct {
 	cfg      config
 	log      *slog.Logger
-	store    *sqlite.Store
+	store    backend
 	embedded *kafka.Embedded
 	brokers  []string
 	pub      *kafka.Publisher
@@ -65,12 +63,11 @@ func newLogger(cfg config, w io.Writer) *slog.Logger {
 	return slog.New(slog.NewTextHandler(w, opts))
 }
 
-func openStore(ctx context.Context, cfg config) (*sqlite.Store, error) {
-	path, err := parseStoreURL(cfg.Store)
-	if err != nil {
+func openStore(ctx context.Context, cfg config, log *slog.Logger) (backend, error) {
+	if _, err := parseStoreURL(cfg.Store); err != nil {
 		return nil, err
 	}
-	s, err := sqlite.Open(ctx, path, sqlite.Options{})
+	s, err := openBackend(ctx, cfg, log)
 	if err != nil {
 		return nil, err
 	}
@@ -94,7 +91,7 @@ func newApp(ctx context.Context, cfg config, logOut io.Writer, opts appOptions) 
 			return nil, usagef("--http %s listens beyond loopback: set OUTBOX_ADMIN_TOKEN to protect the dead-letter endpoints", cfg.HTTP)
 		}
 	}
-	if a.store, err = openStore(ctx, cfg); err != nil {
+	if a.store, err = openStore(ctx, cfg, a.log); err != nil {
 		return nil, err
 	}
 	a.closers = append(a.closers, a.store.Close)
@@ -128,9 +125,9 @@ func newApp(ctx context.Context, cfg config, logOut io.Writer, opts appOptions) 
 	}
 	a.dlq = dlq.New(a.store, notifier, a.metrics, a.log.With("worker", "dlq"))
 
-	src, err := poll.NewSource(a.store, poll.Config{Interval: cfg.PollInterval, Wake: a.store.Wake()})
+	src, err := a.store.source(ctx, cfg, a.log.With("worker", "relay"))
 	if err != nil {
-		return nil, usageError{err}
+		return nil, err
 	}
 	rcfg := relay.Config{
 		Breaker: breaker.Config{OpenTimeout: cfg.BreakerTimeout},
@@ -168,9 +165,12 @@ func newApp(ctx context.Context, cfg config, logOut io.Writer, opts appOptions) 
 	a.tree.Add("health", a.health)
 	a.tree.Add("dlq", a.dlq)
 	a.tree.Add("relay", a.relay)
+	for name, w := range a.store.workers(cfg, a.log.With("worker", "cleanup")) {
+		a.tree.Add(name, w)
+	}
 	if opts.http {
 		a.mailbox = order.NewMailbox(64)
-		svc := order.NewService(a.store.Orders())
+		svc := order.NewService(a.store.orders())
 		for i := range max(cfg.OrderWorkers, 1) {
 			w := order.NewWorker(svc, a.mailbox)
 			a.workers = append(a.workers, w)
@@ -220,11 +220,12 @@ type statusDoc struct {
 	Restarts     map[string]int64         `json:"restarts"`
 	Health       map[string]health.Result `json:"health"`
 	Brokers      []string                 `json:"brokers"`
+	Store        map[string]any           `json:"store"`
 }
 
 func (a *app) status(ctx context.Context) statusDoc {
 	st := a.relay.Stats()
-	backlog, _ := a.store.Backlog(ctx, "default")
+	backlog, _ := a.store.backlog(ctx)
 	parked := st.Parked
 	if p, err := a.store.ParkedAggregates(ctx); err == nil {
 		parked = int64(len(p))
@@ -234,6 +235,7 @@ func (a *app) status(ctx context.Context) statusDoc {
 		LagEvents: max(st.LagEvents, backlog), LagSeconds: st.LagAge.Seconds(), Backlog: backlog,
 		Published: st.Published, Retried: st.Retried, FailedRounds: st.Failed, DeadLettered: st.DeadLettered,
 		Parked: parked, Alerts: a.dlq.Stats(), Restarts: a.tree.Restarts(), Health: a.health.Report(), Brokers: a.brokers,
+		Store: a.store.details(ctx),
 	}
 }
 

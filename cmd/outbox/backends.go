@@ -1,0 +1,177 @@
+package main
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"log/slog"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/thejerf/suture/v4"
+
+	"github.com/outbox-dev/outbox/checker"
+	"github.com/outbox-dev/outbox/httpapi"
+	"github.com/outbox-dev/outbox/order"
+	"github.com/outbox-dev/outbox/outbox"
+	"github.com/outbox-dev/outbox/poll"
+	"github.com/outbox-dev/outbox/relay"
+	"github.com/outbox-dev/outbox/store/postgres"
+	"github.com/outbox-dev/outbox/store/sqlite"
+)
+
+// backend is a store as the command sees it: the adapters below pick the
+// source, the repository and the extra workers each store needs.
+type backend interface {
+	relay.DeadLetterStore
+	httpapi.DeadLetters
+	Ping(ctx context.Context) error
+	Migrate(ctx context.Context) (int, error)
+	Close() error
+	orders() order.Repository
+	// source builds the relay's source (and sets up what it needs).
+	source(ctx context.Context, cfg config, log *slog.Logger) (relay.Source, error)
+	// backlog counts events not yet acknowledged, when the store knows.
+	backlog(ctx context.Context) (int64, error)
+	// workers are extra supervised services (cleanup).
+	workers(cfg config, log *slog.Logger) map[string]suture.Service
+	// details adds store-specific figures to /status.
+	details(ctx context.Context) map[string]any
+	// appendEvents commits events outside any order (the demo's poison).
+	appendEvents(ctx context.Context, msgs ...outbox.Message) error
+	// committed lists every event in the outbox, for the checker.
+	committed(ctx context.Context) ([]checker.Event, error)
+}
+
+func openBackend(ctx context.Context, cfg config, log *slog.Logger) (backend, error) {
+	scheme, _, _ := strings.Cut(cfg.Store, "://")
+	switch scheme {
+	case "sqlite":
+		path, _ := parseStoreURL(cfg.Store)
+		s, err := sqlite.Open(ctx, path, sqlite.Options{})
+		if err != nil {
+			return nil, err
+		}
+		return &sqliteBackend{Store: s}, nil
+	case "postgres", "postgresql":
+		s, err := postgres.Open(ctx, cfg.Store)
+		if err != nil {
+			return nil, err
+		}
+		return &postgresBackend{Store: s}, nil
+	}
+	return nil, usagef("--store scheme %q is unknown", scheme)
+}
+
+type sqliteBackend struct{ *sqlite.Store }
+
+func (b *sqliteBackend) orders() order.Repository { return b.Store.Orders() }
+func (b *sqliteBackend) source(_ context.Context, cfg config, _ *slog.Logger) (relay.Source, error) {
+	if cfg.Source != "" && cfg.Source != "poll" {
+		return nil, usagef("--source %s: SQLite is read by polling; use --source poll", cfg.Source)
+	}
+	return poll.NewSource(b.Store, poll.Config{Interval: cfg.PollInterval, Wake: b.Wake()})
+}
+func (b *sqliteBackend) backlog(ctx context.Context) (int64, error)             { return b.Backlog(ctx, "default") }
+func (b *sqliteBackend) workers(config, *slog.Logger) map[string]suture.Service { return nil }
+func (b *sqliteBackend) details(context.Context) map[string]any {
+	return map[string]any{"store": "sqlite", "source": "poll"}
+}
+func (b *sqliteBackend) appendEvents(ctx context.Context, msgs ...outbox.Message) error {
+	return b.Transact(ctx, func(tx *sql.Tx) error { return b.Append(ctx, tx, msgs...) })
+}
+func (b *sqliteBackend) committed(ctx context.Context) ([]checker.Event, error) {
+	recs, err := b.Fetch(ctx, "", 1<<30)
+	return historyOf(recs), err
+}
+
+func historyOf(recs []relay.Record) []checker.Event {
+	out := make([]checker.Event, 0, len(recs))
+	for _, r := range recs {
+		out = append(out, checker.Event{Op: checker.OpCommit, ID: r.Message.ID.String(), Aggregate: r.Message.Key().String(), Sequence: r.Message.Sequence})
+	}
+	return out
+}
+
+type postgresBackend struct {
+	*postgres.Store
+	cdc  *postgres.CDCSource
+	kind string
+}
+
+func (b *postgresBackend) orders() order.Repository { return b.Store.Orders() }
+
+func (b *postgresBackend) source(ctx context.Context, cfg config, log *slog.Logger) (relay.Source, error) {
+	switch cfg.Source {
+	case "", "cdc":
+		src, err := b.CDC(postgres.CDCConfig{Slot: cfg.Slot, RecreateSlot: cfg.RecreateSlot, Logger: log})
+		if err != nil {
+			return nil, usageError{err}
+		}
+		// Create the publication and slot now, before any write, so no
+		// event commits before the slot exists.
+		if _, err := src.Setup(ctx); err != nil {
+			return nil, err
+		}
+		b.cdc, b.kind = src, "cdc"
+		return src, nil
+	case "poll":
+		b.kind = "poll"
+		return poll.NewSource(b.Store, poll.Config{Interval: cfg.PollInterval, Wake: b.Wake()})
+	}
+	return nil, usagef("--source must be cdc or poll, got %q", cfg.Source)
+}
+
+func (b *postgresBackend) backlog(ctx context.Context) (int64, error) {
+	if b.kind == "poll" {
+		return b.Backlog(ctx, "default")
+	}
+	return 0, nil // CDC: the slot's lag in bytes is in details
+}
+
+func (b *postgresBackend) workers(cfg config, log *slog.Logger) map[string]suture.Service {
+	if cfg.Retention <= 0 {
+		return nil
+	}
+	horizon := b.PollCleanupHorizon("default")
+	if b.cdc != nil {
+		horizon = b.cdc.CleanupHorizon()
+	}
+	return map[string]suture.Service{"cleanup": b.NewCleaner(horizon, postgres.CleanupConfig{Retention: cfg.Retention, Logger: log})}
+}
+
+func (b *postgresBackend) details(ctx context.Context) map[string]any {
+	d := map[string]any{"store": "postgres", "source": b.kind}
+	if b.cdc != nil {
+		if lag, err := b.cdc.SlotLag(ctx); err == nil {
+			d["slot_lag_bytes"] = lag
+		} else {
+			d["slot_error"] = err.Error()
+		}
+		d["confirmed_lsn"] = b.cdc.ConfirmedLSN().String()
+	}
+	return d
+}
+
+func (b *postgresBackend) appendEvents(ctx context.Context, msgs ...outbox.Message) error {
+	return b.Transact(ctx, func(tx pgx.Tx) error { return b.Append(ctx, tx, msgs...) })
+}
+
+func (b *postgresBackend) committed(ctx context.Context) ([]checker.Event, error) {
+	rows, err := b.Pool().Query(ctx, `SELECT id::text, aggregatetype, aggregateid, sequence FROM outbox ORDER BY position`)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: read outbox: %w", err)
+	}
+	defer rows.Close()
+	var out []checker.Event
+	for rows.Next() {
+		var e checker.Event
+		var typ, agg string
+		if err := rows.Scan(&e.ID, &typ, &agg, &e.Sequence); err != nil {
+			return nil, err
+		}
+		e.Op, e.Aggregate = checker.OpCommit, typ+"/"+agg
+		out = append(out, e)
+	}
+	return out, rows.Err()
+}
