@@ -18,7 +18,7 @@ type Config struct {
 	Retry retry.Policy
 	// Breaker guards the broker (default: 5 failures, 30 s, 3 successes).
 	Breaker breaker.Config
-	// Workers is how many aggregates publish at once (default 64).
+	// Workers is how many aggregates publish at once (default 256).
 	Workers int
 	// MaxInFlight bounds records read but not yet checkpointed; reading
 	// stops at the bound (default 4096).
@@ -43,7 +43,7 @@ type Config struct {
 func (c *Config) setDefaults() {
 	c.Retry = c.Retry.WithDefaults()
 	if c.Workers == 0 {
-		c.Workers = 64
+		c.Workers = 256
 	}
 	if c.MaxInFlight == 0 {
 		c.MaxInFlight = 4096

@@ -8,8 +8,10 @@
 set -uo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-TMP="$ROOT/.tmp"
-mkdir -p "$TMP"
+# Each run gets its own directory, so two runs never share a cluster.
+mkdir -p "$ROOT/.tmp"
+TMP="$(mktemp -d "$ROOT/.tmp/run-XXXXXX")"
+KAFKA_LIBS="$ROOT/.tmp/kafka/libs" # shared: fetched once
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
 
@@ -77,7 +79,7 @@ CTL
 
 start_kafka() {
   command -v java >/dev/null || { echo "services: java is required for Kafka" >&2; return 1; }
-  local libs="$TMP/kafka/libs"
+  local libs="$KAFKA_LIBS"
   if ! ls "$libs"/kafka_2.13-*.jar >/dev/null 2>&1; then
     echo "services: fetching Apache Kafka jars from Maven Central"
     command -v mvn >/dev/null || { echo "services: mvn is required to fetch Kafka" >&2; return 1; }
@@ -131,6 +133,7 @@ LOG
 stop_services() {
   if [ -n "${KAFKA_PID:-}" ]; then kill "$KAFKA_PID" 2>/dev/null; wait "$KAFKA_PID" 2>/dev/null; KAFKA_PID=; fi
   if [ -n "${PG_STOP:-}" ]; then "${PG_STOP[@]}" >/dev/null 2>&1; PG_STOP=; fi
+  rm -rf "$TMP"
 }
 
 start_services() {

@@ -41,6 +41,11 @@ type backend interface {
 	appendEvents(ctx context.Context, msgs ...outbox.Message) error
 	// committed lists every event in the outbox, for the checker.
 	committed(ctx context.Context) ([]checker.Event, error)
+	// insertPlain writes an order row without its event (a benchmark's
+	// baseline).
+	insertPlain(ctx context.Context, o order.Order) error
+	// durability describes the settings that decide what a commit costs.
+	durability(ctx context.Context) map[string]string
 }
 
 func openBackend(ctx context.Context, cfg config, log *slog.Logger) (backend, error) {
@@ -79,6 +84,12 @@ func (b *sqliteBackend) details(context.Context) map[string]any {
 }
 func (b *sqliteBackend) appendEvents(ctx context.Context, msgs ...outbox.Message) error {
 	return b.Transact(ctx, func(tx *sql.Tx) error { return b.Append(ctx, tx, msgs...) })
+}
+func (b *sqliteBackend) insertPlain(ctx context.Context, o order.Order) error {
+	return b.Store.Orders().InsertPlain(ctx, o)
+}
+func (b *sqliteBackend) durability(context.Context) map[string]string {
+	return map[string]string{"sqlite_journal_mode": "WAL", "sqlite_synchronous": "FULL"}
 }
 func (b *sqliteBackend) committed(ctx context.Context) ([]checker.Event, error) {
 	recs, err := b.Fetch(ctx, "", 1<<30)
@@ -156,6 +167,11 @@ func (b *postgresBackend) details(ctx context.Context) map[string]any {
 func (b *postgresBackend) appendEvents(ctx context.Context, msgs ...outbox.Message) error {
 	return b.Transact(ctx, func(tx pgx.Tx) error { return b.Append(ctx, tx, msgs...) })
 }
+
+func (b *postgresBackend) insertPlain(ctx context.Context, o order.Order) error {
+	return b.Store.Orders().InsertPlain(ctx, o)
+}
+func (b *postgresBackend) durability(ctx context.Context) map[string]string { return b.Settings(ctx) }
 
 func (b *postgresBackend) committed(ctx context.Context) ([]checker.Event, error) {
 	rows, err := b.Pool().Query(ctx, `SELECT id::text, aggregatetype, aggregateid, sequence FROM outbox ORDER BY position`)

@@ -51,7 +51,7 @@ OUTBOX_ALERT_WEBHOOK_URL_FILE.`,
 	root.SetErr(stderr)
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	root.AddCommand(serveCmd(stderr), relayCmd(stderr), brokerCmd(stdout, stderr), demoCmd(stdout, stderr),
-		dlqCmd(stdout), migrateCmd(stdout), versionCmd(stdout))
+		dlqCmd(stdout), migrateCmd(stdout), versionCmd(stdout), benchCmd(stdout, stderr))
 	for _, c := range root.Commands() {
 		c.SetFlagErrorFunc(root.FlagErrorFunc())
 	}

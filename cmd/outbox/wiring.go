@@ -130,7 +130,7 @@ func newApp(ctx context.Context, cfg config, logOut io.Writer, opts appOptions) 
 		return nil, err
 	}
 	rcfg := relay.Config{
-		Breaker: breaker.Config{OpenTimeout: cfg.BreakerTimeout},
+		Breaker: breakerConfig(cfg),
 		Hooks:   []relay.Hook{a.metrics},
 		Logger:  a.log.With("worker", "relay"),
 	}
@@ -282,4 +282,8 @@ func (h *httpService) Serve(ctx context.Context) error {
 		<-errc
 		return nil
 	}
+}
+
+func breakerConfig(cfg config) breaker.Config {
+	return breaker.Config{OpenTimeout: cfg.BreakerTimeout}
 }
