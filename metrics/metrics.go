@@ -28,6 +28,7 @@ type Metrics struct {
 	latency      prometheus.Histogram
 	restarts     *prometheus.CounterVec
 	alerts       *prometheus.CounterVec
+	slotLag      prometheus.Gauge
 }
 
 var (
@@ -59,9 +60,10 @@ func New(reg prometheus.Registerer) *Metrics {
 		}),
 		restarts: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "outbox_worker_restarts_total", Help: "Supervised restarts, by worker."}, []string{"worker"}),
 		alerts:   prometheus.NewCounterVec(prometheus.CounterOpts{Name: "outbox_alerts_total", Help: "Dead-letter alerts, by outcome."}, []string{"outcome"}),
+		slotLag:  prometheus.NewGauge(prometheus.GaugeOpts{Name: "outbox_replication_slot_lag_bytes", Help: "WAL the PostgreSQL replication slot holds behind the server's current position."}),
 	}
 	for _, c := range []prometheus.Collector{m.published, m.retried, m.failedRounds, m.deadLettered, m.parked,
-		m.breakerState, m.transitions, m.lagEvents, m.lagSeconds, m.latency, m.restarts, m.alerts} {
+		m.breakerState, m.transitions, m.lagEvents, m.lagSeconds, m.latency, m.restarts, m.alerts, m.slotLag} {
 		f(c)
 	}
 	return m
@@ -97,3 +99,6 @@ func (m *Metrics) Restarted(worker string) { m.restarts.WithLabelValues(worker).
 
 // Alert counts a dead-letter alert by outcome (sent, failed, dropped).
 func (m *Metrics) Alert(outcome string) { m.alerts.WithLabelValues(outcome).Inc() }
+
+// SetSlotLag records the replication slot's lag in bytes.
+func (m *Metrics) SetSlotLag(bytes int64) { m.slotLag.Set(float64(bytes)) }

@@ -46,6 +46,9 @@ type backend interface {
 	insertPlain(ctx context.Context, o order.Order) error
 	// durability describes the settings that decide what a commit costs.
 	durability(ctx context.Context) map[string]string
+	// slotLag reports the replication slot's lag in bytes (ok false when
+	// the source has no slot).
+	slotLag(ctx context.Context) (bytes int64, ok bool, err error)
 }
 
 func openBackend(ctx context.Context, cfg config, log *slog.Logger) (backend, error) {
@@ -91,6 +94,7 @@ func (b *sqliteBackend) insertPlain(ctx context.Context, o order.Order) error {
 func (b *sqliteBackend) durability(context.Context) map[string]string {
 	return map[string]string{"sqlite_journal_mode": "WAL", "sqlite_synchronous": "FULL"}
 }
+func (b *sqliteBackend) slotLag(context.Context) (int64, bool, error) { return 0, false, nil }
 func (b *sqliteBackend) committed(ctx context.Context) ([]checker.Event, error) {
 	recs, err := b.Fetch(ctx, "", 1<<30)
 	return historyOf(recs), err
@@ -149,6 +153,14 @@ func (b *postgresBackend) workers(cfg config, log *slog.Logger) map[string]sutur
 		horizon = b.cdc.CleanupHorizon()
 	}
 	return map[string]suture.Service{"cleanup": b.NewCleaner(horizon, postgres.CleanupConfig{Retention: cfg.Retention, Logger: log})}
+}
+
+func (b *postgresBackend) slotLag(ctx context.Context) (int64, bool, error) {
+	if b.cdc == nil {
+		return 0, false, nil
+	}
+	lag, err := b.cdc.SlotLag(ctx)
+	return lag, true, err
 }
 
 func (b *postgresBackend) details(ctx context.Context) map[string]any {

@@ -153,6 +153,13 @@ func newApp(ctx context.Context, cfg config, logOut io.Writer, opts appOptions) 
 			return nil
 		}},
 		health.Check{Name: "broker", Run: a.pub.Ping},
+		health.Check{Name: "replication-slot", Run: func(ctx context.Context) error {
+			lag, ok, err := a.store.slotLag(ctx)
+			if ok && err == nil {
+				a.metrics.SetSlotLag(lag)
+			}
+			return err
+		}},
 		health.Check{Name: "breaker", Run: func(context.Context) error {
 			if s := a.relay.BreakerState(); s != breaker.Closed {
 				return fmt.Errorf("circuit breaker %s", s)
