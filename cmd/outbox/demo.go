@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -110,7 +111,14 @@ type demo struct {
 	brokerDown                          atomic.Bool
 	breakerOpened                       atomic.Int64
 	chaosNote                           atomic.Value // string
-	poison                              []string
+	poisonMu                            sync.Mutex
+	poison                              []string // written by chaos, read by verify
+}
+
+func (d *demo) poisonIDs() []string {
+	d.poisonMu.Lock()
+	defer d.poisonMu.Unlock()
+	return slices.Clone(d.poison)
 }
 
 func runDemo(ctx context.Context, cfg config, opts demoOptions, stdout, stderr io.Writer) error {
@@ -197,13 +205,14 @@ func runDemo(ctx context.Context, cfg config, opts demoOptions, stdout, stderr i
 		return nil
 	}
 	d.traffic(runCtx, opts.orders)
-	err = d.verify(runCtx, stdout)
+	verdict, err := d.verify(runCtx)
 	stopView()
-	viewWG.Wait()
+	viewWG.Wait() // the view and the verdict share stdout
 	if err != nil {
 		fmt.Fprintln(stdout, "verdict: FAIL:", err)
 		return exitCode(1)
 	}
+	fmt.Fprintln(stdout, verdict)
 	return nil
 }
 
@@ -424,7 +433,9 @@ func (d *demo) chaos(ctx context.Context) {
 		err = d.app.store.appendEvents(ctx, poison)
 	}
 	if err == nil {
+		d.poisonMu.Lock()
 		d.poison = append(d.poison, poison.ID.String())
+		d.poisonMu.Unlock()
 	}
 }
 
@@ -472,9 +483,9 @@ func (d *demo) view(ctx context.Context, w io.Writer) {
 
 // verify waits until every committed event reached every consumer, then
 // checks the topics against the outbox with the checker.
-func (d *demo) verify(ctx context.Context, w io.Writer) error {
+func (d *demo) verify(ctx context.Context) (string, error) {
 	if d.failed.Load() > 0 {
-		return fmt.Errorf("%d API requests failed", d.failed.Load())
+		return "", fmt.Errorf("%d API requests failed", d.failed.Load())
 	}
 	want := int64(d.opts.orders * 3)
 	deadline := time.Now().Add(2*d.app.cfg.BreakerTimeout + 60*time.Second)
@@ -485,11 +496,11 @@ func (d *demo) verify(ctx context.Context, w io.Writer) error {
 				done = false
 			}
 		}
-		if done && (!d.opts.chaos || len(d.poison) > 0 && d.app.relay.Stats().DeadLettered > 0) {
+		if done && (!d.opts.chaos || len(d.poisonIDs()) > 0 && d.app.relay.Stats().DeadLettered > 0) {
 			break
 		}
 		if time.Now().After(deadline) || ctx.Err() != nil {
-			return fmt.Errorf("not every event reached every consumer in time")
+			return "", fmt.Errorf("not every event reached every consumer in time")
 		}
 		t := time.NewTimer(100 * time.Millisecond)
 		select {
@@ -499,21 +510,21 @@ func (d *demo) verify(ctx context.Context, w io.Writer) error {
 	}
 	history, err := d.app.store.committed(ctx)
 	if err != nil {
-		return err
+		return "", err
 	}
 	rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	got, err := kafka.ReadAll(rctx, d.app.brokers, d.topics)
 	if err != nil {
-		return err
+		return "", err
 	}
 	obs, err := checker.FromKafka(got)
 	if err != nil {
-		return err
+		return "", err
 	}
 	dead, err := d.app.store.ListDeadLetters(ctx, outbox.DeadLetterFilter{Limit: -1})
 	if err != nil {
-		return err
+		return "", err
 	}
 	var deadIDs []string
 	for _, dl := range dead {
@@ -530,8 +541,8 @@ func (d *demo) verify(ctx context.Context, w io.Writer) error {
 		}
 	}
 	sort.Strings(cons)
-	if !rep.OK() || consumerErr != nil || (d.opts.chaos && !sameIDs(deadIDs, d.poison)) {
-		return errors.Join(fmt.Errorf("%s", rep), consumerErr)
+	if !rep.OK() || consumerErr != nil || (d.opts.chaos && !sameIDs(deadIDs, d.poisonIDs())) {
+		return "", errors.Join(fmt.Errorf("%s", rep), consumerErr)
 	}
 	extra := ""
 	if d.opts.chaos {
@@ -539,9 +550,8 @@ func (d *demo) verify(ctx context.Context, w io.Writer) error {
 		extra = fmt.Sprintf("; chaos: breaker opened %d time(s), %d retries, nothing dead-lettered but the poison event, which is parked",
 			d.breakerOpened.Load(), st.Retried)
 	}
-	fmt.Fprintf(w, "verdict: OK: %d orders, %d events; lost %d, phantom %d, order %d, dup %d; consumers %s%s\n",
-		d.opts.orders, want, rep.Lost, rep.Phantom, rep.Order, rep.Dup, strings.Join(cons, ", "), extra)
-	return nil
+	return fmt.Sprintf("verdict: OK: %d orders, %d events; lost %d, phantom %d, order %d, dup %d; consumers %s%s",
+		d.opts.orders, want, rep.Lost, rep.Phantom, rep.Order, rep.Dup, strings.Join(cons, ", "), extra), nil
 }
 
 func sameIDs(a, b []string) bool {
