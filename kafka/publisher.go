@@ -2,15 +2,18 @@ package kafka
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"sync"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/outbox-dev/outbox/outbox"
 	"github.com/outbox-dev/outbox/relay"
+	"github.com/outbox-dev/outbox/retry"
 )
 
 // Config configures the publisher. Its zero value needs only Brokers.
@@ -22,10 +25,9 @@ type Config struct {
 	// every acknowledgement, so the default is 0: latency over batching.
 	Linger time.Duration
 	// RecordRetries is how often franz-go retries a record by itself
-	// before the relay's own policy and breaker see the failure (default
-	// 3: enough to ride out a topic being auto-created, which answers
-	// UNKNOWN_TOPIC_OR_PARTITION for a moment, without hiding an outage).
-	// NoRecordRetries surfaces every failure at once.
+	// before the relay's own policy and breaker see the failure (default:
+	// none, so the breaker hears of an outage at once). A topic being
+	// auto-created is waited for separately.
 	RecordRetries int
 	// MaxRecordBytes bounds one record batch (default 1 MiB, Kafka's own).
 	// Larger records fail permanently before being sent.
@@ -73,8 +75,6 @@ func NewPublisher(cfg Config) (*Publisher, error) {
 		cfg.RecordRetries = 0
 	case cfg.RecordRetries < 0:
 		return nil, fmt.Errorf("kafka: RecordRetries must not be negative (or NoRecordRetries), got %d", cfg.RecordRetries)
-	case cfg.RecordRetries == 0:
-		cfg.RecordRetries = 3
 	}
 	if cfg.MaxRecordBytes < 0 {
 		return nil, fmt.Errorf("kafka: MaxRecordBytes must not be negative, got %d", cfg.MaxRecordBytes)
@@ -91,6 +91,11 @@ func NewPublisher(cfg Config) (*Publisher, error) {
 		kgo.RequiredAcks(kgo.AllISRAcks()),
 		kgo.ProducerLinger(cfg.Linger),
 		kgo.RecordRetries(cfg.RecordRetries),
+		// Short, bounded client retries: longer waits belong to the relay,
+		// whose breaker must hear about an outage within a second.
+		kgo.RetryBackoffFn(func(tries int) time.Duration {
+			return min(time.Duration(tries)*50*time.Millisecond, 250*time.Millisecond)
+		}),
 		kgo.ProducerBatchMaxBytes(cfg.MaxRecordBytes),
 		// Same partitioner as the Java client, so keys land where other
 		// producers of the same topic put them.
@@ -134,7 +139,18 @@ func (p *Publisher) Publish(ctx context.Context, m outbox.Message) error {
 	if err != nil {
 		return err
 	}
-	if err := p.client.ProduceSync(ctx, Record(m, topic)).FirstErr(); err != nil {
+	rec := Record(m, topic)
+	err = p.client.ProduceSync(ctx, rec).FirstErr()
+	// A topic the broker is auto-creating answers UNKNOWN_TOPIC_OR_PARTITION
+	// for a moment: wait for it here (up to a second) rather than let the
+	// first event of a new type count as a broker failure.
+	for wait := 0; errors.Is(err, kerr.UnknownTopicOrPartition) && wait < 20; wait++ {
+		if retry.Wait(ctx, 50*time.Millisecond) != nil {
+			break
+		}
+		err = p.client.ProduceSync(ctx, rec).FirstErr()
+	}
+	if err != nil {
 		return Classify(fmt.Errorf("kafka: publish %s to %s: %w", m.ID, topic, err))
 	}
 	return nil

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
@@ -140,5 +141,36 @@ func TestDemoVerdict(t *testing.T) {
 	code, out, errs := runCLI(t, "demo", "--orders", "200", "--http", "127.0.0.1:0", "--broker-port", "0")
 	if code != 0 || !strings.Contains(out, "verdict: OK: 200 orders, 600 events; lost 0, phantom 0, order 0") {
 		t.Fatalf("demo: exit %d\n%s\n%s", code, out, errs)
+	}
+}
+
+func TestDemoChaosParksThePoisonAndLosesNothing(t *testing.T) {
+	code, out, errs := runCLI(t, "demo", "--orders", "40", "--chaos", "--breaker-open-timeout", "1s", "--http", "127.0.0.1:0", "--broker-port", "0")
+	if code != 0 || !strings.Contains(out, "verdict: OK: 40 orders, 120 events; lost 0, phantom 0, order 0") ||
+		!strings.Contains(out, "poison event, which is parked") || strings.Contains(out, "breaker opened 0 time") {
+		t.Fatalf("demo --chaos: exit %d\n%s\n%s", code, out, errs)
+	}
+}
+
+func TestBenchJSONHasEveryFigure(t *testing.T) {
+	code, out, errs := runCLI(t, "bench", "--json", "--events", "300", "--stage-seconds", "0.5s", "--writers", "2", "--broker-port", "0")
+	if code != 0 {
+		t.Fatalf("bench: exit %d\n%s", code, errs)
+	}
+	var rep map[string]any
+	if err := json.Unmarshal([]byte(out), &rep); err != nil {
+		t.Fatalf("bench --json printed no JSON object: %v\n%s", err, out)
+	}
+	for _, field := range []string{"drain_ratio", "e2e_p50_ms", "e2e_p99_ms", "keepup_ratio", "overhead_ratio", "cpu_ratio", "isolation_ratio"} {
+		v, ok := rep[field].(float64)
+		if !ok || v <= 0 {
+			t.Errorf("%s = %v, want a positive number", field, rep[field])
+		}
+	}
+	cond, _ := rep["conditions"].(map[string]any)
+	for _, field := range []string{"store", "source", "broker", "payload_bytes", "durability"} {
+		if cond[field] == nil {
+			t.Errorf("conditions.%s missing", field)
+		}
 	}
 }
