@@ -20,8 +20,9 @@ type Config struct {
 	Breaker breaker.Config
 	// Workers is how many aggregates publish at once (default 256).
 	Workers int
-	// MaxInFlight bounds records read but not yet checkpointed; reading
-	// stops at the bound (default 4096).
+	// MaxInFlight bounds records read but not yet acknowledged or
+	// dead-lettered; reading stops at the bound (default 1024: four per
+	// worker, and little reading wasted while the broker does not answer).
 	MaxInFlight int
 	// BatchSize bounds the records asked of the source at once (default 512).
 	BatchSize int
@@ -46,7 +47,7 @@ func (c *Config) setDefaults() {
 		c.Workers = 256
 	}
 	if c.MaxInFlight == 0 {
-		c.MaxInFlight = 4096
+		c.MaxInFlight = 1024
 	}
 	if c.BatchSize == 0 {
 		c.BatchSize = 512

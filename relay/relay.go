@@ -117,7 +117,7 @@ type run struct {
 	actions map[outbox.AggregateKey]bool // requests queued in a lane
 	window  []*entry                     // read, not yet checkpointed, in read order
 
-	slots chan struct{} // one per window entry: the in-flight bound
+	slots chan struct{} // one per record read and not yet settled: the in-flight bound
 	work  chan *lane
 }
 
@@ -292,6 +292,9 @@ func (r *run) drainLane(ctx, drainCtx context.Context, l *lane) {
 			delete(r.actions, l.key)
 		}
 		r.mu.Unlock()
+		if it.entry != nil {
+			<-r.slots // settled: room to read one more
+		}
 	}
 }
 
@@ -464,9 +467,6 @@ func (r *run) commit(ctx context.Context) error {
 	clear(r.window[:n])
 	r.window = r.window[n:]
 	r.mu.Unlock()
-	for range n {
-		<-r.slots
-	}
 	r.stats.setLag(lag)
 	hooks(r.cfg.Hooks).each(func(h Hook) {
 		if ch, ok := h.(CheckpointHook); ok {

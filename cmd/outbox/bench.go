@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"slices"
 	"strings"
 	"sync"
@@ -42,6 +43,7 @@ type benchOptions struct {
 	rate       int
 	quick      bool
 	json       bool
+	cpuProfile string
 }
 
 // benchReport is the --json document; its top-level *_ratio and e2e
@@ -168,6 +170,17 @@ named by --store, dropped afterwards) and topics of its own.`,
 			case opts.rate < 0:
 				return usagef("--rate must not be negative")
 			}
+			if opts.cpuProfile != "" {
+				f, err := os.Create(opts.cpuProfile)
+				if err != nil {
+					return usagef("--cpuprofile: %v", err)
+				}
+				defer f.Close()
+				if err := pprof.StartCPUProfile(f); err != nil {
+					return err
+				}
+				defer pprof.StopCPUProfile()
+			}
 			rep, err := runBench(cmd.Context(), cfg, opts, stderr, strings.Join(os.Args, " "))
 			if err != nil {
 				return err
@@ -188,6 +201,7 @@ named by --store, dropped afterwards) and topics of its own.`,
 	cmd.Flags().IntVar(&opts.rate, "rate", 0, "offered event rate of the e2e stage (default: half the measured maximum write rate)")
 	cmd.Flags().BoolVar(&opts.quick, "quick", false, "small sizes: finishes in under a minute on 2 cores")
 	cmd.Flags().BoolVar(&opts.json, "json", false, "print one JSON object instead of the table")
+	cmd.Flags().StringVar(&opts.cpuProfile, "cpuprofile", "", "write a CPU profile of the run to this file (go tool pprof)")
 	return cmd
 }
 

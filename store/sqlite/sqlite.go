@@ -45,6 +45,32 @@ type Store struct {
 	wake  chan struct{}
 	once  sync.Once
 	close error
+
+	// The hot statements, prepared once: parsing them on every call
+	// cost more than running them (see the benchmark notes).
+	stmtMu    sync.Mutex
+	fetchStmt *sql.Stmt
+}
+
+const fetchSQL = `SELECT position, id, aggregatetype, aggregateid, type, sequence, payload, headers, timestamp
+		FROM outbox WHERE position > ? ORDER BY position LIMIT ?`
+
+const appendSQL = `INSERT INTO outbox (id, aggregatetype, aggregateid, type, sequence, payload, headers, timestamp)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?)`
+
+// fetch returns the prepared fetch statement, preparing it on first use
+// (after migrations created the table).
+func (s *Store) fetch(ctx context.Context) (*sql.Stmt, error) {
+	s.stmtMu.Lock()
+	defer s.stmtMu.Unlock()
+	if s.fetchStmt == nil {
+		st, err := s.db.PrepareContext(ctx, fetchSQL)
+		if err != nil {
+			return nil, err
+		}
+		s.fetchStmt = st
+	}
+	return s.fetchStmt, nil
 }
 
 // Open opens (creating if needed) the database at path. ":memory:" is not
@@ -91,7 +117,12 @@ func (s *Store) DB() *sql.DB { return s.db }
 
 // Close closes the database; it is safe to call more than once.
 func (s *Store) Close() error {
-	s.once.Do(func() { s.close = s.db.Close() })
+	s.once.Do(func() {
+		if s.fetchStmt != nil {
+			s.fetchStmt.Close()
+		}
+		s.close = s.db.Close()
+	})
 	return s.close
 }
 
@@ -186,9 +217,7 @@ func (s *Store) Append(ctx context.Context, tx *sql.Tx, msgs ...outbox.Message) 
 		if err != nil {
 			return err
 		}
-		if _, err := tx.ExecContext(ctx, `INSERT INTO outbox
-			(id, aggregatetype, aggregateid, type, sequence, payload, headers, timestamp)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+		if _, err := tx.ExecContext(ctx, appendSQL,
 			m.ID.String(), m.AggregateType, m.AggregateID, m.Type, m.Sequence,
 			string(m.Payload), headers, m.Timestamp.UnixMicro()); err != nil {
 			return fmt.Errorf("sqlite: append outbox message %s: %w", m.ID, err)
@@ -203,8 +232,11 @@ func (s *Store) Fetch(ctx context.Context, after relay.Position, max int) ([]rel
 	if err != nil {
 		return nil, err
 	}
-	rows, err := s.db.QueryContext(ctx, `SELECT position, id, aggregatetype, aggregateid, type, sequence, payload, headers, timestamp
-		FROM outbox WHERE position > ? ORDER BY position LIMIT ?`, from, max)
+	stmt, err := s.fetch(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: fetch after %d: %w", from, err)
+	}
+	rows, err := stmt.QueryContext(ctx, from, max)
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: fetch after %d: %w", from, err)
 	}
