@@ -32,11 +32,52 @@ func scanOrder(row pgx.Row) (order.Order, error) {
 	return o, json.Unmarshal(items, &o.Items)
 }
 
+// insertWithEvent writes the order row and its event in one statement: a
+// data-modifying CTE is atomic and costs one round trip instead of four
+// (BEGIN, two INSERTs, COMMIT).
+const insertWithEvent = `WITH o AS (
+	INSERT INTO orders (` + orderColumns + `) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+)
+INSERT INTO outbox (id, aggregatetype, aggregateid, type, sequence, payload, headers, timestamp)
+VALUES ($11, $12, $13, $14, $15, $16, $17, $18)`
+
+// updateWithEvent changes the order if it is still at the expected version
+// and, in the same statement, writes the event only if it did.
+const updateWithEvent = `WITH u AS (
+	UPDATE orders SET items = $1, address = $2, status = $3, total = $4, version = $5, updated_at = $6
+	WHERE id = $7 AND version = $8 RETURNING id
+)
+INSERT INTO outbox (id, aggregatetype, aggregateid, type, sequence, payload, headers, timestamp)
+SELECT $9, $10, $11, $12, $13, $14, $15, $16 FROM u`
+
+func eventArgs(m outbox.Message) ([]any, error) {
+	if err := m.Validate(); err != nil {
+		return nil, err
+	}
+	headers, err := headersJSON(m.Headers)
+	if err != nil {
+		return nil, err
+	}
+	return []any{m.ID, m.AggregateType, m.AggregateID, m.Type, m.Sequence, []byte(m.Payload), headers, m.Timestamp}, nil
+}
+
 // Create implements order.Repository.
 func (r Orders) Create(ctx context.Context, o order.Order, ev outbox.Message, key, hash string) (order.Order, bool, error) {
 	items, err := json.Marshal(o.Items)
 	if err != nil {
 		return o, false, err
+	}
+	if key == "" {
+		evArgs, err := eventArgs(ev)
+		if err != nil {
+			return o, false, err
+		}
+		args := append([]any{o.ID, o.CustomerID, items, o.Currency, o.Address, string(o.Status), o.Total, o.Version, o.CreatedAt, o.UpdatedAt}, evArgs...)
+		if _, err := r.s.pool.Exec(ctx, insertWithEvent, args...); err != nil {
+			return order.Order{}, false, fmt.Errorf("postgres: create order: %w", err)
+		}
+		r.s.poke()
+		return o, false, nil
 	}
 	replayed := false
 	err = r.s.Transact(ctx, func(tx pgx.Tx) error {
@@ -89,26 +130,26 @@ func (r Orders) Get(ctx context.Context, id string) (order.Order, error) {
 	return o, nil
 }
 
-// Update implements order.Repository: compare-and-set on the version.
+// Update implements order.Repository: compare-and-set on the version, the
+// event written in the same statement only when the update matched.
 func (r Orders) Update(ctx context.Context, o order.Order, ev outbox.Message) error {
 	items, err := json.Marshal(o.Items)
 	if err != nil {
 		return err
 	}
-	err = r.s.Transact(ctx, func(tx pgx.Tx) error {
-		tag, err := tx.Exec(ctx, `UPDATE orders SET items = $1, address = $2, status = $3, total = $4, version = $5, updated_at = $6
-			WHERE id = $7 AND version = $8`, items, o.Address, string(o.Status), o.Total, o.Version, o.UpdatedAt, o.ID, o.Version-1)
-		if err != nil {
-			return err
-		}
-		if tag.RowsAffected() == 0 {
-			return order.ErrConflict
-		}
-		return r.s.Append(ctx, tx, ev)
-	})
+	evArgs, err := eventArgs(ev)
+	if err != nil {
+		return err
+	}
+	args := append([]any{items, o.Address, string(o.Status), o.Total, o.Version, o.UpdatedAt, o.ID, o.Version - 1}, evArgs...)
+	tag, err := r.s.pool.Exec(ctx, updateWithEvent, args...)
 	if err != nil {
 		return fmt.Errorf("postgres: update order %s to version %d: %w", o.ID, o.Version, err)
 	}
+	if tag.RowsAffected() == 0 {
+		return fmt.Errorf("postgres: update order %s to version %d: %w", o.ID, o.Version, order.ErrConflict)
+	}
+	r.s.poke()
 	return nil
 }
 

@@ -123,11 +123,16 @@ func (s *Store) Transact(ctx context.Context, fn func(pgx.Tx) error) error {
 	if err := pgx.BeginFunc(ctx, s.pool, fn); err != nil {
 		return err
 	}
+	s.poke()
+	return nil
+}
+
+// poke wakes the polling source after an in-process commit.
+func (s *Store) poke() {
 	select {
 	case s.wake <- struct{}{}:
 	default:
 	}
-	return nil
 }
 
 // Wake is signalled after each Transact commit.

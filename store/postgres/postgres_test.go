@@ -14,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/outbox-dev/outbox/internal/testenv"
+	"github.com/outbox-dev/outbox/order"
 	"github.com/outbox-dev/outbox/outbox"
 	"github.com/outbox-dev/outbox/poll"
 	"github.com/outbox-dev/outbox/relay"
@@ -303,8 +304,17 @@ func TestLostSlotFailsLoudlyAndIsRecreatedOnlyOnRequest(t *testing.T) {
 	}
 	cur.Close()
 	slot := "lost_" + strings.TrimPrefix(src.CheckpointName(), "cdc:lost_")
-	if _, err := s.Pool().Exec(ctx, `SELECT pg_drop_replication_slot($1)`, slot); err != nil {
-		t.Fatal(err)
+	// The server releases the slot a moment after the client disconnects.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		_, err := s.Pool().Exec(ctx, `SELECT pg_drop_replication_slot($1)`, slot)
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal(err)
+		}
+		<-time.After(50 * time.Millisecond)
 	}
 	_, err = src.Open(ctx)
 	if !errors.Is(err, postgres.ErrSlotLost) || !strings.Contains(err.Error(), "--recreate-slot") {
@@ -360,5 +370,45 @@ func TestCleanupDeletesOnlyAcknowledgedRowsPastRetention(t *testing.T) {
 	keep := s.NewCleaner(s.PollCleanupHorizon("clean"), postgres.CleanupConfig{Retention: time.Hour})
 	if n, _ := keep.RunOnce(ctx); n != 0 {
 		t.Fatalf("cleanup deleted %d rows inside their retention", n)
+	}
+}
+
+func TestOrderWritesAreAtomicAndVersionChecked(t *testing.T) {
+	s, _ := newDB(t)
+	ctx := t.Context()
+	svc := order.NewService(s.Orders())
+	o, _, err := svc.Create(ctx, order.CreateInput{CustomerID: "c", Currency: "EUR", Items: []order.Item{{SKU: "a", Quantity: 1, UnitPrice: 5}}}, order.Meta{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A writer that read version 1 after another moved it to 2 must fail
+	// and write neither the row nor an event.
+	addr := "x"
+	if _, err := svc.Update(ctx, o.ID, order.UpdateInput{Address: &addr}, 1, order.Meta{}); err != nil {
+		t.Fatal(err)
+	}
+	stale := o
+	stale.Version, stale.Address = 2, "stale"
+	ev, _ := outbox.NewMessage(order.AggregateType, o.ID, order.EventUpdated, 2, map[string]string{"a": "stale"})
+	if err := s.Orders().Update(ctx, stale, ev); !errors.Is(err, order.ErrConflict) {
+		t.Fatalf("stale update: %v, want ErrConflict", err)
+	}
+	orders, events, _ := s.CountRows(ctx)
+	got, _ := svc.Get(ctx, o.ID)
+	if orders != 1 || events != 2 || got.Address != "x" || got.Version != 2 {
+		t.Fatalf("after a refused update: %d orders, %d events, order %+v", orders, events, got)
+	}
+	// Idempotency keys take the transactional path.
+	in := order.CreateInput{CustomerID: "k", Currency: "EUR", Items: []order.Item{{SKU: "a", Quantity: 1, UnitPrice: 5}}}
+	a, _, err := svc.Create(ctx, in, order.Meta{IdempotencyKey: "key"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, replayed, err := svc.Create(ctx, in, order.Meta{IdempotencyKey: "key"})
+	if err != nil || !replayed || b.ID != a.ID {
+		t.Fatalf("replayed create: %v %v %v", b.ID, replayed, err)
+	}
+	if _, events, _ := s.CountRows(ctx); events != 3 {
+		t.Fatalf("%d events after a create and its replay, want 3", events)
 	}
 }

@@ -21,7 +21,12 @@ var _ order.Repository = Orders{}
 // Orders returns the order repository.
 func (s *Store) Orders() Orders { return Orders{s} }
 
-const orderColumns = `id, customer_id, items, currency, address, status, total, version, created_at, updated_at`
+const (
+	orderColumns   = `id, customer_id, items, currency, address, status, total, version, created_at, updated_at`
+	insertOrderSQL = `INSERT INTO orders (` + orderColumns + `) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
+	updateOrderSQL = `UPDATE orders SET items = ?, address = ?, status = ?, total = ?, version = ?, updated_at = ?
+		WHERE id = ? AND version = ?`
+)
 
 func scanOrder(sc interface{ Scan(...any) error }) (order.Order, error) {
 	var o order.Order
@@ -59,7 +64,7 @@ func (r Orders) Create(ctx context.Context, o order.Order, ev outbox.Message, ke
 				return err
 			}
 		}
-		if _, err := tx.ExecContext(ctx, `INSERT INTO orders (`+orderColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		if _, err := r.s.execTx(ctx, tx, insertOrderSQL,
 			o.ID, o.CustomerID, string(items), o.Currency, o.Address, o.Status, o.Total, o.Version,
 			o.CreatedAt.UnixMicro(), o.UpdatedAt.UnixMicro()); err != nil {
 			return err
@@ -97,8 +102,7 @@ func (r Orders) Update(ctx context.Context, o order.Order, ev outbox.Message) er
 		return err
 	}
 	err = r.s.Transact(ctx, func(tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, `UPDATE orders SET items = ?, address = ?, status = ?, total = ?, version = ?, updated_at = ?
-			WHERE id = ? AND version = ?`, string(items), o.Address, o.Status, o.Total, o.Version, o.UpdatedAt.UnixMicro(), o.ID, o.Version-1)
+		res, err := r.s.execTx(ctx, tx, updateOrderSQL, string(items), o.Address, o.Status, o.Total, o.Version, o.UpdatedAt.UnixMicro(), o.ID, o.Version-1)
 		if err != nil {
 			return err
 		}
@@ -128,7 +132,7 @@ func (r Orders) InsertPlain(ctx context.Context, o order.Order) error {
 		return err
 	}
 	return r.s.Transact(ctx, func(tx *sql.Tx) error {
-		_, err := tx.ExecContext(ctx, `INSERT INTO orders (`+orderColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		_, err := r.s.execTx(ctx, tx, insertOrderSQL,
 			o.ID, o.CustomerID, string(items), o.Currency, o.Address, o.Status, o.Total, o.Version, o.CreatedAt.UnixMicro(), o.UpdatedAt.UnixMicro())
 		return err
 	})

@@ -48,8 +48,8 @@ type Store struct {
 
 	// The hot statements, prepared once: parsing them on every call
 	// cost more than running them (see the benchmark notes).
-	stmtMu    sync.Mutex
-	fetchStmt *sql.Stmt
+	stmtMu sync.Mutex
+	stmts  map[string]*sql.Stmt
 }
 
 const fetchSQL = `SELECT position, id, aggregatetype, aggregateid, type, sequence, payload, headers, timestamp
@@ -58,19 +58,32 @@ const fetchSQL = `SELECT position, id, aggregatetype, aggregateid, type, sequenc
 const appendSQL = `INSERT INTO outbox (id, aggregatetype, aggregateid, type, sequence, payload, headers, timestamp)
 			VALUES (?, ?, ?, ?, ?, ?, ?, ?)`
 
-// fetch returns the prepared fetch statement, preparing it on first use
-// (after migrations created the table).
-func (s *Store) fetch(ctx context.Context) (*sql.Stmt, error) {
+// stmt returns query prepared, preparing it on first use (after the
+// migrations created its tables).
+func (s *Store) stmt(ctx context.Context, query string) (*sql.Stmt, error) {
 	s.stmtMu.Lock()
 	defer s.stmtMu.Unlock()
-	if s.fetchStmt == nil {
-		st, err := s.db.PrepareContext(ctx, fetchSQL)
-		if err != nil {
-			return nil, err
-		}
-		s.fetchStmt = st
+	if st := s.stmts[query]; st != nil {
+		return st, nil
 	}
-	return s.fetchStmt, nil
+	st, err := s.db.PrepareContext(ctx, query)
+	if err != nil {
+		return nil, err
+	}
+	if s.stmts == nil {
+		s.stmts = map[string]*sql.Stmt{}
+	}
+	s.stmts[query] = st
+	return st, nil
+}
+
+// execTx runs a prepared statement inside tx.
+func (s *Store) execTx(ctx context.Context, tx *sql.Tx, query string, args ...any) (sql.Result, error) {
+	st, err := s.stmt(ctx, query)
+	if err != nil {
+		return nil, err
+	}
+	return tx.StmtContext(ctx, st).ExecContext(ctx, args...)
 }
 
 // Open opens (creating if needed) the database at path. ":memory:" is not
@@ -118,9 +131,11 @@ func (s *Store) DB() *sql.DB { return s.db }
 // Close closes the database; it is safe to call more than once.
 func (s *Store) Close() error {
 	s.once.Do(func() {
-		if s.fetchStmt != nil {
-			s.fetchStmt.Close()
+		s.stmtMu.Lock()
+		for _, st := range s.stmts {
+			st.Close()
 		}
+		s.stmtMu.Unlock()
 		s.close = s.db.Close()
 	})
 	return s.close
@@ -217,7 +232,7 @@ func (s *Store) Append(ctx context.Context, tx *sql.Tx, msgs ...outbox.Message) 
 		if err != nil {
 			return err
 		}
-		if _, err := tx.ExecContext(ctx, appendSQL,
+		if _, err := s.execTx(ctx, tx, appendSQL,
 			m.ID.String(), m.AggregateType, m.AggregateID, m.Type, m.Sequence,
 			string(m.Payload), headers, m.Timestamp.UnixMicro()); err != nil {
 			return fmt.Errorf("sqlite: append outbox message %s: %w", m.ID, err)
@@ -232,7 +247,7 @@ func (s *Store) Fetch(ctx context.Context, after relay.Position, max int) ([]rel
 	if err != nil {
 		return nil, err
 	}
-	stmt, err := s.fetch(ctx)
+	stmt, err := s.stmt(ctx, fetchSQL)
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: fetch after %d: %w", from, err)
 	}
