@@ -131,13 +131,14 @@ LOG
 }
 
 stop_services() {
-  if [ -n "${KAFKA_PID:-}" ]; then kill "$KAFKA_PID" 2>/dev/null; wait "$KAFKA_PID" 2>/dev/null; KAFKA_PID=; fi
-  if [ -n "${PG_STOP:-}" ]; then "${PG_STOP[@]}" >/dev/null 2>&1; PG_STOP=; fi
-  rm -rf "$TMP"
+  if [ -n "${KAFKA_PID:-}" ]; then kill "$KAFKA_PID" 2>/dev/null || true; wait "$KAFKA_PID" 2>/dev/null || true; KAFKA_PID=; fi
+  if [ -n "${PG_STOP:-}" ]; then "${PG_STOP[@]}" >/dev/null 2>&1 || true; PG_STOP=; fi
+  rm -rf "$TMP" || true
 }
 
 start_services() {
-  trap stop_services EXIT
+  # Stop both on exit, keeping the run's own exit status.
+  trap 'rc=$?; stop_services; exit $rc' EXIT
   local failed=0
   start_postgres || { echo "services: PostgreSQL did not start" >&2; failed=1; }
   start_kafka || { echo "services: Kafka did not start" >&2; failed=1; }
