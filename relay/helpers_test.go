@@ -10,6 +10,7 @@ import (
 
 	"github.com/outbox-dev/outbox/breaker"
 	"github.com/outbox-dev/outbox/checker"
+	"github.com/outbox-dev/outbox/internal/testenv"
 	"github.com/outbox-dev/outbox/outbox"
 	"github.com/outbox-dev/outbox/poll"
 	"github.com/outbox-dev/outbox/relay"
@@ -122,19 +123,7 @@ func memSource(t testing.TB, s *memstore.Store) *countingSource {
 }
 
 // serve runs r until the returned stop is called; stop waits for Serve.
-func serve(t testing.TB, r *relay.Relay) (stop func() error) {
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- r.Serve(ctx) }()
-	var once sync.Once
-	var err error
-	stop = func() error {
-		once.Do(func() { cancel(); err = <-done })
-		return err
-	}
-	t.Cleanup(func() { stop() })
-	return stop
-}
+func serve(t testing.TB, r *relay.Relay) (stop func() error) { return testenv.Serve(t, r) }
 
 // deadLetteredIDs lists event ids still in the dead-letter store as parked
 // or skipped: the ones the checker must not count as lost.

@@ -31,20 +31,7 @@ import (
 // protocol broker in-process, and inject faults by intercepting requests.
 // They wait in real time (short breaker timeouts), polling with a ticker.
 
-func eventually(t *testing.T, limit time.Duration, what string, cond func() bool) {
-	t.Helper()
-	tick := time.NewTicker(5 * time.Millisecond)
-	defer tick.Stop()
-	deadline := time.NewTimer(limit)
-	defer deadline.Stop()
-	for !cond() {
-		select {
-		case <-tick.C:
-		case <-deadline.C:
-			t.Fatalf("%s: not within %s", what, limit)
-		}
-	}
-}
+var eventually = testenv.Eventually
 
 type rig struct {
 	t       *testing.T
@@ -158,24 +145,6 @@ func (r *rig) check() checker.Report {
 	return checker.Check(r.rec.History(), obs, deadLetteredIDs(r.t, r.store))
 }
 
-// failProduce answers a produce request with code on every partition,
-// without applying it.
-func failProduce(req kmsg.Request, code int16) kmsg.Response {
-	r := req.(*kmsg.ProduceRequest)
-	resp := r.ResponseKind().(*kmsg.ProduceResponse)
-	for _, tp := range r.Topics {
-		rt := kmsg.NewProduceResponseTopic()
-		rt.Topic, rt.TopicID = tp.Topic, tp.TopicID
-		for _, p := range tp.Partitions {
-			rp := kmsg.NewProduceResponseTopicPartition()
-			rp.Partition, rp.ErrorCode = p.Partition, code
-			rt.Partitions = append(rt.Partitions, rp)
-		}
-		resp.Topics = append(resp.Topics, rt)
-	}
-	return resp
-}
-
 func fastRetry() retry.Policy {
 	return retry.Policy{MaxAttempts: 5, InitialDelay: 5 * time.Millisecond, Multiplier: 2, MaxDelay: 25 * time.Millisecond}
 }
@@ -194,7 +163,7 @@ func TestKfakeTransientOutageOpensBreakerStopsReadingAndRecovers(t *testing.T) {
 			return nil, nil, false
 		}
 		failed.Add(1)
-		return failProduce(req, kerr.NotEnoughReplicas.Code), nil, true
+		return kafka.FailProduce(req, kerr.NotEnoughReplicas.Code), nil, true
 	})
 	src := rg.source()
 	log := &transitionLog{src: src}

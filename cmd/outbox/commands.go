@@ -72,15 +72,7 @@ func serveCmd(stderr io.Writer) *cobra.Command {
 		Short: "Run the order API and the relay under one supervisor",
 		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := cfg.resolve(cmd); err != nil {
-				return err
-			}
-			a, err := newApp(cmd.Context(), cfg, stderr, appOptions{http: true})
-			if err != nil {
-				return err
-			}
-			defer a.Close()
-			return a.Serve(cmd.Context())
+			return serveApp(cmd, &cfg, stderr, appOptions{http: true})
 		},
 	}
 	addCommonFlags(cmd.Flags(), &cfg)
@@ -95,19 +87,25 @@ func relayCmd(stderr io.Writer) *cobra.Command {
 		Short: "Run only the relay (with its health checker and dead-letter worker)",
 		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := cfg.resolve(cmd); err != nil {
-				return err
-			}
-			a, err := newApp(cmd.Context(), cfg, stderr, appOptions{})
-			if err != nil {
-				return err
-			}
-			defer a.Close()
-			return a.Serve(cmd.Context())
+			return serveApp(cmd, &cfg, stderr, appOptions{})
 		},
 	}
 	addCommonFlags(cmd.Flags(), &cfg)
 	return cmd
+}
+
+// serveApp resolves the configuration, builds the app and runs it until
+// the command's context ends.
+func serveApp(cmd *cobra.Command, cfg *config, logOut io.Writer, opts appOptions) error {
+	if err := cfg.resolve(cmd); err != nil {
+		return err
+	}
+	a, err := newApp(cmd.Context(), *cfg, logOut, opts)
+	if err != nil {
+		return err
+	}
+	defer a.Close()
+	return a.Serve(cmd.Context())
 }
 
 func brokerCmd(stdout, stderr io.Writer) *cobra.Command {

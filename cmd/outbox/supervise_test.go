@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/outbox-dev/outbox/checker"
+	"github.com/outbox-dev/outbox/internal/testenv"
 	"github.com/outbox-dev/outbox/kafka"
 	"github.com/outbox-dev/outbox/outbox"
 	"github.com/outbox-dev/outbox/relay"
@@ -37,19 +38,7 @@ func (p *panicOnce) OnPublish(m outbox.Message, _ int, _ time.Duration) {
 	}
 }
 
-func eventually(t *testing.T, limit time.Duration, what string, cond func() bool) {
-	t.Helper()
-	tick := time.NewTicker(10 * time.Millisecond)
-	defer tick.Stop()
-	deadline := time.After(limit)
-	for !cond() {
-		select {
-		case <-tick.C:
-		case <-deadline:
-			t.Fatalf("%s: not within %s", what, limit)
-		}
-	}
-}
+var eventually = testenv.Eventually
 
 func TestPanicsRestartOnlyTheWorkerThatPanicked(t *testing.T) {
 	relayPanic := &panicOnce{}

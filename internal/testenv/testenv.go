@@ -4,9 +4,12 @@
 package testenv
 
 import (
+	"context"
 	"os"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 )
 
 func need(t testing.TB, env, what string) string {
@@ -31,4 +34,37 @@ func PostgresCtl(t testing.TB) string { return need(t, "OUTBOX_TEST_PG_CTL", "Po
 // KafkaBrokers returns OUTBOX_TEST_KAFKA_BROKERS, split on commas.
 func KafkaBrokers(t testing.TB) []string {
 	return strings.Split(need(t, "OUTBOX_TEST_KAFKA_BROKERS", "Apache Kafka"), ",")
+}
+
+// Eventually polls cond every 10 ms until it holds, failing the test
+// after limit. It waits on a ticker, never sleeps.
+func Eventually(t testing.TB, limit time.Duration, what string, cond func() bool) {
+	t.Helper()
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	deadline := time.NewTimer(limit)
+	defer deadline.Stop()
+	for !cond() {
+		select {
+		case <-tick.C:
+		case <-deadline.C:
+			t.Fatalf("%s: not within %s", what, limit)
+		}
+	}
+}
+
+// Serve runs svc until the returned stop is called (or the test ends);
+// stop returns what Serve returned.
+func Serve(t testing.TB, svc interface{ Serve(context.Context) error }) (stop func() error) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- svc.Serve(ctx) }()
+	var once sync.Once
+	var err error
+	stop = func() error {
+		once.Do(func() { cancel(); err = <-done })
+		return err
+	}
+	t.Cleanup(func() { stop() })
+	return stop
 }

@@ -28,19 +28,7 @@ import (
 
 // These tests run the relay on real PostgreSQL and real Apache Kafka.
 
-func eventually(t *testing.T, limit time.Duration, what string, cond func() bool) {
-	t.Helper()
-	tick := time.NewTicker(20 * time.Millisecond)
-	defer tick.Stop()
-	deadline := time.After(limit)
-	for !cond() {
-		select {
-		case <-tick.C:
-		case <-deadline:
-			t.Fatalf("%s: not within %s", what, limit)
-		}
-	}
-}
+var eventually = testenv.Eventually
 
 func uniqueType(t *testing.T) string {
 	return fmt.Sprintf("it%d", time.Now().UnixNano()%1e12)
@@ -89,19 +77,7 @@ func publisher(t *testing.T, brokers []string) *kafka.Publisher {
 	return p
 }
 
-func serveRelay(t *testing.T, r *relay.Relay) (stop func() error) {
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- r.Serve(ctx) }()
-	var once sync.Once
-	var err error
-	stop = func() error {
-		once.Do(func() { cancel(); err = <-done })
-		return err
-	}
-	t.Cleanup(func() { stop() })
-	return stop
-}
+func serveRelay(t *testing.T, r *relay.Relay) (stop func() error) { return testenv.Serve(t, r) }
 
 func TestOrdersReachKafkaInOrder(t *testing.T) {
 	brokers := testenv.KafkaBrokers(t)
