@@ -1,0 +1,67 @@
+package scylla
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/gocql/gocql"
+	scyllacdc "github.com/scylladb/scylla-cdc-go"
+)
+
+// progressStore keeps per-stream progress; every write carries the lease
+// epoch and is refused (applied false) when the stored epoch is newer.
+type progressStore interface {
+	generation(ctx context.Context) (time.Time, error)
+	setGeneration(ctx context.Context, gen time.Time, epoch int64) (bool, error)
+	get(ctx context.Context, gen time.Time, table, stream string) (gocql.UUID, error)
+	save(ctx context.Context, gen time.Time, table, stream string, last gocql.UUID, epoch int64) (bool, error)
+}
+
+// fencedProgress is the scylla-cdc-go ProgressManager: progress is saved
+// only by the lease holder, and storage refuses a stale holder's write.
+type fencedProgress struct {
+	store progressStore
+	lease *Lease
+}
+
+var _ scyllacdc.ProgressManager = (*fencedProgress)(nil)
+
+func (p *fencedProgress) GetCurrentGeneration(ctx context.Context) (time.Time, error) {
+	return p.store.generation(ctx)
+}
+
+func (p *fencedProgress) StartGeneration(ctx context.Context, gen time.Time) error {
+	epoch, err := p.lease.Epoch()
+	if err != nil {
+		return err
+	}
+	applied, err := p.store.setGeneration(ctx, gen, epoch)
+	if err != nil {
+		return err
+	}
+	if !applied {
+		return fmt.Errorf("scylla: generation write refused for epoch %d: %w", epoch, ErrLeaseLost)
+	}
+	return nil
+}
+
+func (p *fencedProgress) GetProgress(ctx context.Context, gen time.Time, table string, stream scyllacdc.StreamID) (scyllacdc.Progress, error) {
+	last, err := p.store.get(ctx, gen, table, string(stream))
+	return scyllacdc.Progress{LastProcessedRecordTime: last}, err
+}
+
+func (p *fencedProgress) SaveProgress(ctx context.Context, gen time.Time, table string, stream scyllacdc.StreamID, progress scyllacdc.Progress) error {
+	epoch, err := p.lease.Epoch()
+	if err != nil {
+		return err
+	}
+	applied, err := p.store.save(ctx, gen, table, string(stream), progress.LastProcessedRecordTime, epoch)
+	if err != nil {
+		return fmt.Errorf("scylla: save progress: %w", err)
+	}
+	if !applied {
+		return fmt.Errorf("scylla: progress write refused for epoch %d (a newer relay owns the table): %w", epoch, ErrLeaseLost)
+	}
+	return nil
+}

@@ -1,0 +1,376 @@
+package scylla
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gocql/gocql"
+	scyllacdc "github.com/scylladb/scylla-cdc-go"
+
+	"github.com/outbox-dev/outbox/outbox"
+	"github.com/outbox-dev/outbox/relay"
+)
+
+// fakeRow stands in for scylla-cdc-go's ChangeRow, with the value
+// representation the library documents: scalars as pointers, maps flat.
+type fakeRow struct {
+	op     scyllacdc.OperationType
+	values map[string]any
+}
+
+func (r fakeRow) GetOperation() scyllacdc.OperationType { return r.op }
+func (r fakeRow) GetValue(c string) (any, bool) {
+	v, ok := r.values[c]
+	return v, ok
+}
+
+func ptr[T any](v T) *T { return &v }
+
+func insertRow(t *testing.T, agg string, seq int64) (fakeRow, outbox.Message) {
+	m, err := outbox.NewMessage("order", agg, "OrderUpdated", seq, map[string]int64{"v": seq})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Headers = map[string]string{outbox.HeaderTraceParent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}
+	id := gocql.UUID(m.ID)
+	return fakeRow{op: scyllacdc.Insert, values: map[string]any{
+		"aggregatetype": ptr(m.AggregateType), "aggregateid": ptr(m.AggregateID), "type": ptr(m.Type),
+		"id": &id, "sequence": ptr(m.Sequence), "payload": ptr(string(m.Payload)),
+		"headers": m.Headers, "timestamp": ptr(m.Timestamp), "event_time": ptr(eventTime(m)),
+	}}, m
+}
+
+func TestDecodeEveryColumnAndIgnoreNonInserts(t *testing.T) {
+	row, want := insertRow(t, "o1", 3)
+	got, ok, err := decodeRow(row)
+	if !ok || err != nil {
+		t.Fatalf("insert: ok=%v err=%v", ok, err)
+	}
+	if got.ID != want.ID || got.AggregateID != "o1" || got.Type != want.Type || got.Sequence != 3 ||
+		string(got.Payload) != string(want.Payload) || !got.Timestamp.Equal(want.Timestamp) ||
+		got.Headers[outbox.HeaderTraceParent] != want.Headers[outbox.HeaderTraceParent] {
+		t.Fatalf("decoded %+v, want %+v", got, want)
+	}
+	for _, op := range []scyllacdc.OperationType{scyllacdc.PreImage, scyllacdc.PostImage, scyllacdc.Update, scyllacdc.RowDelete, scyllacdc.PartitionDelete, scyllacdc.RangeDeleteStartInclusive} {
+		row.op = op
+		if _, ok, err := decodeRow(row); ok || err != nil {
+			t.Errorf("%s row: ok=%v err=%v, want ignored", op, ok, err)
+		}
+	}
+	for _, tc := range []struct {
+		col string
+		val any
+	}{
+		{"aggregateid", (*string)(nil)},
+		{"id", ptr("not a uuid")},
+		{"sequence", ptr(int32(1))},
+		{"timestamp", ptr("yesterday")},
+		{"headers", []string{"x"}},
+		{"payload", ptr("{not json")},
+	} {
+		bad, _ := insertRow(t, "o1", 1)
+		bad.values[tc.col] = tc.val
+		if _, ok, err := decodeRow(bad); !ok || err == nil {
+			t.Errorf("malformed %s (%T): ok=%v err=%v, want an error", tc.col, tc.val, ok, err)
+		}
+	}
+	noHeaders, _ := insertRow(t, "o1", 1)
+	delete(noHeaders.values, "headers")
+	if m, _, err := decodeRow(noHeaders); err != nil || m.Headers != nil {
+		t.Fatalf("row without headers: %v %v", m.Headers, err)
+	}
+}
+
+// fakeReporter records the progress marked for one stream.
+type fakeReporter struct {
+	mu    sync.Mutex
+	marks []gocql.UUID
+}
+
+func (r *fakeReporter) MarkProgress(_ context.Context, p scyllacdc.Progress) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.marks = append(r.marks, p.LastProcessedRecordTime)
+	return nil
+}
+
+func (r *fakeReporter) last() (gocql.UUID, int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.marks) == 0 {
+		return gocql.UUID{}, 0
+	}
+	return r.marks[len(r.marks)-1], len(r.marks)
+}
+
+func TestTrackerKeepsStreamOrderAndReportsProgressOnlyAfterAcks(t *testing.T) {
+	ctx := t.Context()
+	tr := newTracker(64, nil)
+	repA, repB := &fakeReporter{}, &fakeReporter{}
+	times := []gocql.UUID{gocql.TimeUUID(), gocql.TimeUUID(), gocql.TimeUUID()}
+	var wantA []outbox.Message
+	for i, at := range times {
+		rowA, mA := insertRow(t, "a", int64(i+1))
+		rowB, _ := insertRow(t, "b", int64(i+1))
+		wantA = append(wantA, mA)
+		// A change may carry pre-images and rows that are not events.
+		pre := rowA
+		pre.op = scyllacdc.PreImage
+		if err := tr.consume(ctx, "streamA", at, []changeRow{pre, rowA}, repA); err != nil {
+			t.Fatal(err)
+		}
+		if err := tr.consume(ctx, "streamB", at, []changeRow{rowB}, repB); err != nil {
+			t.Fatal(err)
+		}
+	}
+	recs, err := tr.Next(ctx, 100)
+	if err != nil || len(recs) != 6 {
+		t.Fatalf("next: %d records, %v", len(recs), err)
+	}
+	var gotA []outbox.Message
+	for _, r := range recs {
+		if r.Message.AggregateID == "a" {
+			gotA = append(gotA, r.Message)
+		}
+	}
+	for i := range wantA {
+		if gotA[i].ID != wantA[i].ID {
+			t.Fatalf("stream A out of order at %d", i)
+		}
+	}
+	if _, n := repA.last(); n != 0 {
+		t.Fatal("progress reported before any acknowledgement")
+	}
+	// The relay acknowledged the first three records (A1, B1, A2).
+	if err := tr.Commit(ctx, recs[2].Position); err != nil {
+		t.Fatal(err)
+	}
+	if last, _ := repA.last(); last != times[1] {
+		t.Fatalf("stream A progress %v, want the second change's time", last)
+	}
+	if last, _ := repB.last(); last != times[0] {
+		t.Fatalf("stream B progress %v, want the first change's time only", last)
+	}
+	if err := tr.Commit(ctx, recs[5].Position); err != nil {
+		t.Fatal(err)
+	}
+	if last, _ := repB.last(); last != times[2] {
+		t.Fatal("stream B progress not moved to its last acknowledged change")
+	}
+	if err := tr.Commit(ctx, "x"); err == nil {
+		t.Fatal("a malformed position was accepted")
+	}
+}
+
+func TestConsumerNeverFailsOnABadRow(t *testing.T) {
+	tr := newTracker(8, nil)
+	bad, _ := insertRow(t, "a", 1)
+	bad.values["id"] = ptr("garbage")
+	good, m := insertRow(t, "a", 2)
+	if err := tr.consume(t.Context(), "s", gocql.TimeUUID(), []changeRow{bad, good}, &fakeReporter{}); err != nil {
+		t.Fatalf("consume returned %v: the library would stop every stream", err)
+	}
+	recs, _ := tr.Next(t.Context(), 10)
+	if len(recs) != 1 || recs[0].Message.ID != m.ID || tr.Skipped() != 1 {
+		t.Fatalf("got %d records, skipped %d; want the good row and one skipped", len(recs), tr.Skipped())
+	}
+	f := consumerFactory{tr}
+	c, err := f.CreateChangeConsumer(t.Context(), scyllacdc.CreateChangeConsumerInput{StreamID: scyllacdc.StreamID("s")})
+	if err != nil || c == nil {
+		t.Fatal("the factory must always return a consumer")
+	}
+}
+
+func TestEndWaitsForTheStreamsAcknowledgements(t *testing.T) {
+	tr := newTracker(8, nil)
+	row, _ := insertRow(t, "a", 1)
+	tr.consume(t.Context(), "s", gocql.TimeUUID(), []changeRow{row}, &fakeReporter{})
+	c := &consumer{t: tr, stream: "s", reporter: &fakeReporter{}}
+	ended := make(chan struct{})
+	go func() { c.End(); close(ended) }()
+	select {
+	case <-ended:
+		t.Fatal("End returned while the stream had an unacknowledged event: the next generation could start past it")
+	case <-time.After(50 * time.Millisecond):
+	}
+	recs, _ := tr.Next(t.Context(), 10)
+	tr.Commit(t.Context(), recs[0].Position)
+	select {
+	case <-ended:
+	case <-time.After(5 * time.Second):
+		t.Fatal("End did not return after the acknowledgement")
+	}
+}
+
+// memLease is the lease table with lightweight-transaction semantics.
+type memLease struct {
+	mu  sync.Mutex
+	row map[string]leaseRecord
+}
+
+func (m *memLease) read(_ context.Context, name string) (leaseRecord, bool, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	r, ok := m.row[name]
+	return r, ok, nil
+}
+func (m *memLease) create(_ context.Context, name string, rec leaseRecord) (bool, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if _, ok := m.row[name]; ok {
+		return false, nil
+	}
+	m.row[name] = rec
+	return true, nil
+}
+func (m *memLease) take(_ context.Context, name string, prev, next leaseRecord, now time.Time) (bool, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	cur := m.row[name]
+	if cur.Epoch != prev.Epoch || !cur.Expires.Before(now) {
+		return false, nil
+	}
+	m.row[name] = next
+	return true, nil
+}
+func (m *memLease) renew(_ context.Context, name string, rec leaseRecord) (bool, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	cur := m.row[name]
+	if cur.Owner != rec.Owner || cur.Epoch != rec.Epoch {
+		return false, nil
+	}
+	m.row[name] = rec
+	return true, nil
+}
+
+// memProgress refuses a write whose epoch is older than the stored one.
+type memProgress struct {
+	mu    sync.Mutex
+	epoch map[string]int64
+	last  map[string]gocql.UUID
+}
+
+func (m *memProgress) generation(context.Context) (time.Time, error) { return time.Time{}, nil }
+func (m *memProgress) setGeneration(context.Context, time.Time, int64) (bool, error) {
+	return true, nil
+}
+func (m *memProgress) get(_ context.Context, _ time.Time, _, stream string) (gocql.UUID, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.last[stream], nil
+}
+func (m *memProgress) save(_ context.Context, _ time.Time, _, stream string, last gocql.UUID, epoch int64) (bool, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if epoch < m.epoch[stream] {
+		return false, nil
+	}
+	m.epoch[stream], m.last[stream] = epoch, last
+	return true, nil
+}
+
+type fakeClock struct{ t time.Time }
+
+func (c *fakeClock) now() time.Time          { return c.t }
+func (c *fakeClock) advance(d time.Duration) { c.t = c.t.Add(d) }
+
+func TestLeaseFencesAStaleRelay(t *testing.T) {
+	ctx := t.Context()
+	clock := &fakeClock{t: time.Date(2026, 11, 29, 12, 0, 0, 0, time.UTC)}
+	leases := &memLease{row: map[string]leaseRecord{}}
+	store := &memProgress{epoch: map[string]int64{}, last: map[string]gocql.UUID{}}
+	a := newLease(leases, "outbox_messages", "relay-a", 10*time.Second, clock.now)
+	b := newLease(leases, "outbox_messages", "relay-b", 10*time.Second, clock.now)
+	if err := a.Acquire(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Acquire(ctx); !errors.Is(err, ErrLeaseHeld) {
+		t.Fatalf("second relay acquired a held lease: %v", err)
+	}
+	pa := &fencedProgress{store: store, lease: a}
+	pb := &fencedProgress{store: store, lease: b}
+	if err := pa.SaveProgress(ctx, time.Time{}, "outbox_messages", scyllacdc.StreamID("s"), scyllacdc.Progress{LastProcessedRecordTime: gocql.TimeUUID()}); err != nil {
+		t.Fatal(err)
+	}
+	clock.advance(5 * time.Second)
+	if err := a.Renew(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// Relay A stalls (a long GC pause, a partition) past its lease.
+	clock.advance(11 * time.Second)
+	if err := b.Acquire(ctx); err != nil {
+		t.Fatalf("standby did not take over an expired lease: %v", err)
+	}
+	if e, _ := b.Epoch(); e != 2 {
+		t.Fatalf("takeover epoch %d, want 2", e)
+	}
+	newer := gocql.TimeUUID()
+	if err := pb.SaveProgress(ctx, time.Time{}, "outbox_messages", scyllacdc.StreamID("s"), scyllacdc.Progress{LastProcessedRecordTime: newer}); err != nil {
+		t.Fatal(err)
+	}
+	// A wakes up: its lease is gone and its progress writes are refused.
+	if err := a.Renew(ctx); !errors.Is(err, ErrLeaseLost) {
+		t.Fatalf("stale relay renewed: %v", err)
+	}
+	if err := pa.SaveProgress(ctx, time.Time{}, "outbox_messages", scyllacdc.StreamID("s"), scyllacdc.Progress{LastProcessedRecordTime: gocql.TimeUUID()}); !errors.Is(err, ErrLeaseLost) {
+		t.Fatalf("stale relay's progress write: %v, want ErrLeaseLost", err)
+	}
+	// Even a stale holder that still believes its lease is valid is fenced
+	// by the stored epoch.
+	stale := &fencedProgress{store: store, lease: &Lease{name: "x", now: clock.now, ok: true, held: leaseRecord{Epoch: 1, Expires: clock.t.Add(time.Hour)}}}
+	if err := stale.SaveProgress(ctx, time.Time{}, "outbox_messages", scyllacdc.StreamID("s"), scyllacdc.Progress{}); !errors.Is(err, ErrLeaseLost) {
+		t.Fatalf("epoch-1 write over epoch-2 progress: %v", err)
+	}
+	if p, _ := pb.GetProgress(ctx, time.Time{}, "outbox_messages", scyllacdc.StreamID("s")); p.LastProcessedRecordTime != newer {
+		t.Fatal("the stale relay overwrote the new owner's progress")
+	}
+}
+
+func TestSchemaAndEventKeys(t *testing.T) {
+	stmts, err := Schema("shop", SchemaOptions{})
+	if err != nil || len(stmts) != 7 {
+		t.Fatalf("schema: %d statements, %v", len(stmts), err)
+	}
+	var outboxTable string
+	for _, s := range stmts {
+		if containsAll(s, "outbox_messages (") {
+			outboxTable = s
+		}
+	}
+	if !containsAll(outboxTable, "PRIMARY KEY ((aggregatetype, aggregateid), event_time)", "cdc = {'enabled': true") {
+		t.Fatalf("outbox table must be partitioned by aggregate with CDC on:\n%s", outboxTable)
+	}
+	plain, _ := Schema("shop", SchemaOptions{WithoutCDC: true, Replication: "{'class': 'SimpleStrategy', 'replication_factor': 1}"})
+	if containsAll(plain[2], "cdc") || !containsAll(plain[0], "SimpleStrategy") {
+		t.Fatal("WithoutCDC and Replication not applied")
+	}
+	if _, err := Schema("Bad-Name", SchemaOptions{}); err == nil {
+		t.Fatal("an invalid keyspace name was accepted")
+	}
+	// The same event always maps to the same clustering key (a retried
+	// batch overwrites), and keys sort by event time.
+	_, m1 := insertRow(t, "a", 1)
+	_, m2 := insertRow(t, "a", 2)
+	if eventTime(m1) != eventTime(m1) || eventTime(m1).Time().After(eventTime(m2).Time()) {
+		t.Fatal("event keys are not stable or not time-ordered")
+	}
+	if eventTime(m1).Version() != 1 {
+		t.Fatalf("event key is a version %d UUID, want a timeuuid", eventTime(m1).Version())
+	}
+}
+
+func containsAll(s string, parts ...string) bool {
+	for _, p := range parts {
+		if !strings.Contains(s, p) {
+			return false
+		}
+	}
+	return true
+}
+
+var _ relay.Cursor = (*tracker)(nil)

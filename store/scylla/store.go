@@ -1,0 +1,108 @@
+package scylla
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/gocql/gocql"
+
+	"github.com/outbox-dev/outbox/order"
+	"github.com/outbox-dev/outbox/outbox"
+)
+
+// Config connects to a cluster. Its zero value needs Hosts and Keyspace.
+type Config struct {
+	Hosts    []string
+	Keyspace string
+	// Consistency of writes (default LOCAL_QUORUM). A LOGGED BATCH at
+	// LOCAL_QUORUM that times out may or may not have applied: see
+	// DESIGN.md for which writes are safe to retry.
+	Consistency gocql.Consistency
+	Timeout     time.Duration
+}
+
+// Store writes orders and outbox rows.
+type Store struct {
+	session  *gocql.Session
+	keyspace string
+	cl       gocql.Consistency
+}
+
+// Open connects.
+func Open(cfg Config) (*Store, error) {
+	if len(cfg.Hosts) == 0 || cfg.Keyspace == "" {
+		return nil, fmt.Errorf("scylla: Hosts and Keyspace are required")
+	}
+	if !keyspaceName.MatchString(cfg.Keyspace) {
+		return nil, fmt.Errorf("scylla: keyspace %q must be a lower-case identifier", cfg.Keyspace)
+	}
+	c := gocql.NewCluster(cfg.Hosts...)
+	if cfg.Consistency == 0 {
+		cfg.Consistency = gocql.LocalQuorum
+	}
+	c.Consistency = cfg.Consistency
+	if cfg.Timeout > 0 {
+		c.Timeout = cfg.Timeout
+	}
+	s, err := c.CreateSession()
+	if err != nil {
+		return nil, fmt.Errorf("scylla: connect to %v: %w", cfg.Hosts, err)
+	}
+	return &Store{session: s, keyspace: cfg.Keyspace, cl: cfg.Consistency}, nil
+}
+
+// Session exposes the session (the CDC reader needs it).
+func (s *Store) Session() *gocql.Session { return s.session }
+
+// Close closes the session; it is safe to call more than once.
+func (s *Store) Close() error {
+	s.session.Close()
+	return nil
+}
+
+// outboxInsert is the CQL of one outbox row; the event_time timeuuid is
+// built from the event's own time so a retried batch writes the same row.
+func (s *Store) outboxInsert() string {
+	return `INSERT INTO ` + s.keyspace + `.outbox_messages
+		(aggregatetype, aggregateid, event_time, id, type, sequence, payload, headers, timestamp)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`
+}
+
+func outboxArgs(m outbox.Message) []any {
+	return []any{m.AggregateType, m.AggregateID, eventTime(m), gocql.UUID(m.ID), m.Type, m.Sequence, string(m.Payload), m.Headers, m.Timestamp}
+}
+
+// eventTime derives the clustering timeuuid from the event id: UUIDv7
+// ids sort by time, and the same event always gets the same key, so a
+// batch retried after a timeout overwrites instead of duplicating.
+func eventTime(m outbox.Message) gocql.UUID {
+	u := gocql.UUIDFromTime(m.Timestamp)
+	copy(u[8:], m.ID[8:]) // clock sequence and node from the event id
+	u[8] = u[8]&0x3f | 0x80
+	return u
+}
+
+// AppendWithOrder writes the order row and its events in one LOGGED BATCH.
+func (s *Store) AppendWithOrder(ctx context.Context, o order.Order, msgs ...outbox.Message) error {
+	items, err := json.Marshal(o.Items)
+	if err != nil {
+		return err
+	}
+	b := s.session.NewBatch(gocql.LoggedBatch).WithContext(ctx)
+	b.SetConsistency(s.cl)
+	b.Query(`INSERT INTO `+s.keyspace+`.orders (id, customer_id, items, currency, address, status, total, version, created_at, updated_at)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		o.ID, o.CustomerID, string(items), o.Currency, o.Address, string(o.Status), o.Total, o.Version, o.CreatedAt, o.UpdatedAt)
+	for _, m := range msgs {
+		if err := m.Validate(); err != nil {
+			return err
+		}
+		b.Query(s.outboxInsert(), outboxArgs(m)...)
+	}
+	if err := s.session.ExecuteBatch(b); err != nil {
+		return fmt.Errorf("scylla: logged batch for order %s: %w", o.ID, err)
+	}
+	return nil
+}
