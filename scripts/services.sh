@@ -2,9 +2,12 @@
 # Starts the services the test suite talks to, on loopback, in .tmp/:
 #   - PostgreSQL (Debian package postgresql) with wal_level=logical;
 #   - Apache Kafka 4.x, one KRaft node, from Maven Central jars (Java 17).
+#   - Apache Cassandra 5 (one node, Maven Central jars): CQL for the
+#     ScyllaDB store's parts that need no Scylla CDC.
 # Source it, call start_services, and it exports OUTBOX_TEST_PG_DSN,
-# OUTBOX_TEST_PG_CTL (a wrapper: stop-immediate | start) and
-# OUTBOX_TEST_KAFKA_BROKERS. stop_services (also run on EXIT) stops both.
+# OUTBOX_TEST_PG_CTL (a wrapper: stop-immediate | start),
+# OUTBOX_TEST_KAFKA_BROKERS and OUTBOX_TEST_CASSANDRA_HOSTS.
+# stop_services (also run on EXIT) stops them all.
 set -uo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -12,6 +15,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 mkdir -p "$ROOT/.tmp"
 TMP="$(mktemp -d "$ROOT/.tmp/run-XXXXXX")"
 KAFKA_LIBS="$ROOT/.tmp/kafka/libs" # shared: fetched once
+CASSANDRA_LIBS="$ROOT/.tmp/cassandra/libs"
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
 
@@ -130,7 +134,64 @@ LOG
   echo "services: Apache Kafka on 127.0.0.1:$port"
 }
 
+start_cassandra() {
+  command -v java >/dev/null || { echo "services: java is required for Cassandra" >&2; return 1; }
+  if ! ls "$CASSANDRA_LIBS"/cassandra-all-*.jar >/dev/null 2>&1; then
+    echo "services: fetching Apache Cassandra jars from Maven Central"
+    mvn -q -B -f "$ROOT/scripts/cassandra/pom.xml" dependency:copy-dependencies -DoutputDirectory="$CASSANDRA_LIBS" || return 1
+  fi
+  local dir="$TMP/cassandra" port sport jport
+  port=$(free_port); sport=$(free_port); jport=$(free_port)
+  mkdir -p "$dir"
+  cat >"$dir/cassandra.yaml" <<YAML
+cluster_name: outbox-test
+num_tokens: 1
+partitioner: org.apache.cassandra.dht.Murmur3Partitioner
+data_file_directories: [$dir/data]
+commitlog_directory: $dir/commitlog
+saved_caches_directory: $dir/caches
+hints_directory: $dir/hints
+commitlog_sync: periodic
+commitlog_sync_period: 10000ms
+seed_provider:
+  - class_name: org.apache.cassandra.locator.SimpleSeedProvider
+    parameters:
+      - seeds: "127.0.0.1:$sport"
+listen_address: 127.0.0.1
+storage_port: $sport
+native_transport_port: $port
+rpc_address: 127.0.0.1
+endpoint_snitch: SimpleSnitch
+start_native_transport: true
+YAML
+  cat >"$dir/logback.xml" <<LOG
+<configuration><appender name="F" class="ch.qos.logback.core.FileAppender"><file>$dir/system.log</file>
+<encoder><pattern>%d %level %msg%n</pattern></encoder></appender><root level="WARN"><appender-ref ref="F"/></root></configuration>
+LOG
+  # Java 17 needs Cassandra's module openings (from its jvm17-server.options).
+  local opens=() m
+  for m in java.base/jdk.internal.misc java.base/jdk.internal.ref java.base/sun.nio.ch java.management.rmi/com.sun.jmx.remote.internal.rmi \
+           java.rmi/sun.rmi.registry java.rmi/sun.rmi.server java.sql/java.sql; do opens+=(--add-exports "$m=ALL-UNNAMED"); done
+  for m in java.base/java.lang.module java.base/jdk.internal.loader java.base/jdk.internal.ref java.base/jdk.internal.reflect \
+           java.base/jdk.internal.math java.base/jdk.internal.module java.base/jdk.internal.util.jar jdk.management/com.sun.management.internal \
+           java.base/java.io java.base/java.nio java.base/sun.nio.ch java.base/java.lang java.base/java.util java.base/java.util.concurrent \
+           java.base/java.util.concurrent.atomic java.base/java.lang.reflect java.base/java.net; do opens+=(--add-opens "$m=ALL-UNNAMED"); done
+  java -Xms512m -Xmx1g -XX:+UseSerialGC "${opens[@]}" -Dcassandra.config="file://$dir/cassandra.yaml" \
+    -Dlogback.configurationFile="$dir/logback.xml" -Dcassandra-foreground=yes -Dcassandra.skip_wait_for_gossip_to_settle=0 \
+    -Dcassandra.ring_delay_ms=100 -Dcassandra.jmx.local.port="$jport" -Dcassandra.storagedir="$dir" \
+    -cp "$CASSANDRA_LIBS/*" org.apache.cassandra.service.CassandraDaemon >"$dir/stdout.log" 2>&1 &
+  CASSANDRA_PID=$!
+  if ! wait_port 127.0.0.1 "$port" 120; then
+    echo "services: Cassandra did not listen on $port" >&2
+    tail -30 "$dir/stdout.log" "$dir/system.log" >&2
+    return 1
+  fi
+  export OUTBOX_TEST_CASSANDRA_HOSTS="127.0.0.1:$port"
+  echo "services: Apache Cassandra on 127.0.0.1:$port"
+}
+
 stop_services() {
+  if [ -n "${CASSANDRA_PID:-}" ]; then kill "$CASSANDRA_PID" 2>/dev/null || true; wait "$CASSANDRA_PID" 2>/dev/null || true; CASSANDRA_PID=; fi
   if [ -n "${KAFKA_PID:-}" ]; then kill "$KAFKA_PID" 2>/dev/null || true; wait "$KAFKA_PID" 2>/dev/null || true; KAFKA_PID=; fi
   if [ -n "${PG_STOP:-}" ]; then "${PG_STOP[@]}" >/dev/null 2>&1 || true; PG_STOP=; fi
   rm -rf "$TMP" || true
@@ -142,5 +203,6 @@ start_services() {
   local failed=0
   start_postgres || { echo "services: PostgreSQL did not start" >&2; failed=1; }
   start_kafka || { echo "services: Kafka did not start" >&2; failed=1; }
+  start_cassandra || { echo "services: Cassandra did not start" >&2; failed=1; }
   return $failed
 }

@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
+	"strconv"
 	"time"
 
 	"github.com/gocql/gocql"
@@ -21,6 +23,9 @@ type Config struct {
 	// DESIGN.md for which writes are safe to retry.
 	Consistency gocql.Consistency
 	Timeout     time.Duration
+	// ProtoVersion pins the native protocol (0: negotiate; Apache
+	// Cassandra 5 needs 4 with this driver).
+	ProtoVersion int
 }
 
 // Store writes orders and outbox rows.
@@ -39,12 +44,22 @@ func Open(cfg Config) (*Store, error) {
 		return nil, fmt.Errorf("scylla: keyspace %q must be a lower-case identifier", cfg.Keyspace)
 	}
 	c := gocql.NewCluster(cfg.Hosts...)
+	// Discovered peers are dialled on the cluster's port: take it from the
+	// hosts when they name one, or a non-default port is lost.
+	if _, port, err := net.SplitHostPort(cfg.Hosts[0]); err == nil {
+		if p, err := strconv.Atoi(port); err == nil {
+			c.Port = p
+		}
+	}
 	if cfg.Consistency == 0 {
 		cfg.Consistency = gocql.LocalQuorum
 	}
 	c.Consistency = cfg.Consistency
 	if cfg.Timeout > 0 {
 		c.Timeout = cfg.Timeout
+	}
+	if cfg.ProtoVersion > 0 {
+		c.ProtoVersion = cfg.ProtoVersion
 	}
 	s, err := c.CreateSession()
 	if err != nil {
