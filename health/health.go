@@ -8,6 +8,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"maps"
 	"sync"
 	"time"
 )
@@ -104,11 +105,7 @@ func (c *Checker) run(ctx context.Context, ch Check) (err error) {
 func (c *Checker) Report() map[string]Result {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	out := make(map[string]Result, len(c.results))
-	for k, v := range c.results {
-		out[k] = v
-	}
-	return out
+	return maps.Clone(c.results)
 }
 
 // Ready reports whether every critical check has run and passed.

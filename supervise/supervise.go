@@ -14,7 +14,8 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"sort"
+	"maps"
+	"slices"
 	"sync"
 	"time"
 
@@ -110,23 +111,14 @@ func (t *Tree) restarted(name string) {
 func (t *Tree) Restarts() map[string]int64 {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	out := make(map[string]int64, len(t.restarts))
-	for k, v := range t.restarts {
-		out[k] = v
-	}
-	return out
+	return maps.Clone(t.restarts)
 }
 
 // Workers lists the worker names, sorted.
 func (t *Tree) Workers() []string {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	out := make([]string, 0, len(t.restarts))
-	for k := range t.restarts {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
+	return slices.Sorted(maps.Keys(t.restarts))
 }
 
 // Serve runs the tree until ctx ends, then stops every worker, each
