@@ -75,7 +75,7 @@ func appendFunc(s *postgres.Store) func(context.Context, []outbox.Message, bool)
 }
 
 func TestConformancePolling(t *testing.T) {
-	storetest.Run(t, storetest.Features{ConcurrentWriters: true}, func(t *testing.T) storetest.Harness {
+	storetest.Run(t, storetest.Features{ConcurrentWriters: true, UniqueEventIDs: true}, func(t *testing.T) storetest.Harness {
 		s, _ := newDB(t)
 		src, err := poll.NewSource(s, poll.Config{Interval: 5 * time.Millisecond, Wake: s.Wake()})
 		if err != nil {
@@ -102,7 +102,7 @@ func cdc(t testing.TB, s *postgres.Store, cfg postgres.CDCConfig) *postgres.CDCS
 }
 
 func TestConformanceCDC(t *testing.T) {
-	storetest.Run(t, storetest.Features{ConcurrentWriters: true}, func(t *testing.T) storetest.Harness {
+	storetest.Run(t, storetest.Features{ConcurrentWriters: true, UniqueEventIDs: true}, func(t *testing.T) storetest.Harness {
 		s, _ := newDB(t)
 		src := cdc(t, s, postgres.CDCConfig{})
 		// The slot captures what commits after it exists: create it before

@@ -1,9 +1,11 @@
 package scylla
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -13,6 +15,7 @@ import (
 
 	"github.com/outbox-dev/outbox/order"
 	"github.com/outbox-dev/outbox/outbox"
+	"github.com/outbox-dev/outbox/store/storetest"
 )
 
 // Apache Cassandra speaks CQL but has no Scylla CDC: the parts that need
@@ -117,5 +120,131 @@ func TestCassandraLeaseAndFencedProgress(t *testing.T) {
 	}
 	if p, _ := pb.GetProgress(ctx, gen, "outbox_messages", scyllacdc.StreamID("s1")); p.LastProcessedRecordTime != newer {
 		t.Fatal("the fenced write moved progress")
+	}
+}
+
+func TestCassandraDeadLetterConformance(t *testing.T) {
+	storetest.RunDeadLetters(t, func(t *testing.T) storetest.Store {
+		s, _ := cassandra(t)
+		return s
+	})
+}
+
+func outboxSequences(t *testing.T, s *Store, id string) []int64 {
+	t.Helper()
+	var seqs []int64
+	var seq int64
+	iter := s.session.Query(`SELECT sequence FROM `+s.keyspace+`.outbox_messages WHERE aggregatetype = 'order' AND aggregateid = ?`, id).Iter()
+	for iter.Scan(&seq) {
+		seqs = append(seqs, seq)
+	}
+	if err := iter.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return seqs
+}
+
+func TestCassandraOrdersWriteAheadIntent(t *testing.T) {
+	s, _ := cassandra(t)
+	ctx := t.Context()
+	repo := s.Orders()
+	now := time.Now().UTC().Truncate(time.Microsecond)
+	o := order.Order{ID: "o1", CustomerID: "c1", Currency: "EUR", Items: []order.Item{{SKU: "a", Quantity: 2, UnitPrice: 5}},
+		Status: order.StatusPending, Total: 10, Version: 1, CreatedAt: now, UpdatedAt: now}
+	event := func(o order.Order) outbox.Message {
+		m, err := outbox.NewMessage(order.AggregateType, o.ID, order.EventUpdated, o.Version, map[string]int64{"version": o.Version})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+	if _, replayed, err := repo.Create(ctx, o, event(o), "key-1", "hash-1"); err != nil || replayed {
+		t.Fatalf("create: replayed=%v err=%v", replayed, err)
+	}
+	got, err := repo.Get(ctx, "o1")
+	if err != nil || got.Total != 10 || !got.CreatedAt.Equal(now) || len(got.Items) != 1 || got.Version != 1 {
+		t.Fatalf("get after create: %+v %v", got, err)
+	}
+	if _, replayed, err := repo.Create(ctx, o, event(o), "key-1", "hash-1"); err != nil || !replayed {
+		t.Fatalf("same key and request: replayed=%v err=%v, want a replay", replayed, err)
+	}
+	if _, _, err := repo.Create(ctx, o, event(o), "key-1", "hash-2"); !errors.Is(err, order.ErrIdempotencyKey) {
+		t.Fatalf("same key, other request: %v", err)
+	}
+	if got := outboxSequences(t, s, "o1"); len(got) != 1 {
+		t.Fatalf("replays wrote events: %v", got)
+	}
+	if _, err := repo.Get(ctx, "nope"); !errors.Is(err, order.ErrNotFound) {
+		t.Fatalf("unknown order: %v", err)
+	}
+
+	next := func(o order.Order) order.Order {
+		o.Version++
+		o.Total += 1
+		o.UpdatedAt = o.UpdatedAt.Add(time.Second)
+		return o
+	}
+	v2 := next(o)
+	if err := repo.Update(ctx, v2, event(v2)); err != nil {
+		t.Fatal(err)
+	}
+	if err := repo.Update(ctx, v2, event(v2)); !errors.Is(err, order.ErrConflict) {
+		t.Fatalf("a stale update: %v, want ErrConflict", err)
+	}
+
+	// The writer dies after its LWT: the order is at version 3, its event
+	// is only an intent.
+	v3 := next(v2)
+	crashing := Orders{s: s, crashAfterClaim: true}
+	if err := crashing.Update(ctx, v3, event(v3)); !errors.Is(err, errSimulatedCrash) {
+		t.Fatal(err)
+	}
+	if got, _ := repo.Get(ctx, "o1"); got.Version != 3 {
+		t.Fatalf("version after the LWT: %d", got.Version)
+	}
+	if got := outboxSequences(t, s, "o1"); len(got) != 2 {
+		t.Fatalf("events before roll-forward: %v", got)
+	}
+	// The next update publishes version 3's event before its own.
+	v4 := next(v3)
+	if err := repo.Update(ctx, v4, event(v4)); err != nil {
+		t.Fatal(err)
+	}
+	if got := outboxSequences(t, s, "o1"); !slices.Equal(got, []int64{1, 2, 3, 4}) {
+		t.Fatalf("events after an update over a pending one: %v, want 1..4 in order", got)
+	}
+
+	// Or, when nobody touches the order again, the sweeper does.
+	v5 := next(v4)
+	if err := crashing.Update(ctx, v5, event(v5)); !errors.Is(err, errSimulatedCrash) {
+		t.Fatal(err)
+	}
+	if n, err := repo.RollForward(ctx, time.Hour); err != nil || n != 0 {
+		t.Fatalf("the sweeper touched a young intent: %d %v", n, err)
+	}
+	if n, err := repo.RollForward(ctx, 0); err != nil || n != 1 {
+		t.Fatalf("sweeper: %d %v, want 1", n, err)
+	}
+	if got := outboxSequences(t, s, "o1"); !slices.Equal(got, []int64{1, 2, 3, 4, 5}) {
+		t.Fatalf("events after the sweeper: %v", got)
+	}
+	if _, pending, _ := repo.get(ctx, "o1"); pending != nil {
+		t.Fatalf("pending event left after roll-forward: %+v", pending)
+	}
+
+	// A create whose batch never ran after its key was claimed is
+	// finished by its retry.
+	o2 := o
+	o2.ID = "o2"
+	intent, _ := json.Marshal(createIntent{o2, event(o2)})
+	if err := s.session.Query(`INSERT INTO `+s.keyspace+`.order_idempotency_keys (key, request_hash, order_id, intent, done) VALUES (?, ?, ?, ?, false)`,
+		"key-2", "h", "o2", string(intent)).Exec(); err != nil {
+		t.Fatal(err)
+	}
+	if got, replayed, err := repo.Create(ctx, o2, event(o2), "key-2", "h"); err != nil || !replayed || got.ID != "o2" {
+		t.Fatalf("retry of a half-done create: %+v replayed=%v err=%v", got, replayed, err)
+	}
+	if got := outboxSequences(t, s, "o2"); len(got) != 1 {
+		t.Fatalf("rolled-forward create wrote %d events, want 1", len(got))
 	}
 }

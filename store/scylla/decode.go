@@ -66,13 +66,13 @@ func decodeRow(r changeRow) (m outbox.Message, ok bool, err error) {
 	default:
 		return m, true, fmt.Errorf("column sequence: want bigint, got %T", v)
 	}
-	switch v, _ := r.GetValue("timestamp"); ts := v.(type) {
-	case *time.Time:
-		if ts != nil {
-			m.Timestamp = ts.UTC()
+	switch v, _ := r.GetValue("timestamp"); us := v.(type) {
+	case *int64:
+		if us != nil {
+			m.Timestamp = time.UnixMicro(*us).UTC()
 		}
 	default:
-		return m, true, fmt.Errorf("column timestamp: want timestamp, got %T", v)
+		return m, true, fmt.Errorf("column timestamp: want bigint microseconds, got %T", v)
 	}
 	if v, present := r.GetValue("headers"); present && v != nil {
 		h, isMap := v.(map[string]string)

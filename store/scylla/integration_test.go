@@ -13,7 +13,7 @@ import (
 	"github.com/outbox-dev/outbox/order"
 	"github.com/outbox-dev/outbox/outbox"
 	"github.com/outbox-dev/outbox/relay"
-	"github.com/outbox-dev/outbox/store/memstore"
+	"github.com/outbox-dev/outbox/store/storetest"
 	"github.com/outbox-dev/outbox/store/scylla"
 )
 
@@ -39,26 +39,47 @@ func (r *recorder) count() int {
 	return len(r.got)
 }
 
-func TestScyllaBatchAndCDCEndToEnd(t *testing.T) {
+// cluster opens a fresh keyspace on the cluster, or skips.
+func cluster(t *testing.T) *scylla.Store {
+	t.Helper()
 	hosts := os.Getenv("OUTBOX_TEST_SCYLLA_HOSTS")
 	if hosts == "" {
 		t.Skip("OUTBOX_TEST_SCYLLA_HOSTS is not set")
 	}
-	ctx := t.Context()
 	ks := fmt.Sprintf("outbox_it_%d", time.Now().UnixNano()%1e9)
 	s, err := scylla.Open(scylla.Config{Hosts: strings.Split(hosts, ","), Keyspace: ks})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer s.Close()
-	if err := scylla.Migrate(ctx, s.Session(), ks, scylla.SchemaOptions{Replication: "{'class': 'SimpleStrategy', 'replication_factor': 1}"}); err != nil {
+	t.Cleanup(func() {
+		s.Session().Query("DROP KEYSPACE IF EXISTS " + ks).Exec()
+		s.Close()
+	})
+	if err := scylla.Migrate(t.Context(), s.Session(), ks, scylla.SchemaOptions{Replication: "{'class': 'SimpleStrategy', 'replication_factor': 1}"}); err != nil {
 		t.Fatal(err)
 	}
-	defer s.Session().Query("DROP KEYSPACE IF EXISTS " + ks).Exec()
+	return s
+}
+
+// The conformance suite through CDC: per-aggregate order only, rows
+// upserted rather than rejected by id, and records that arrive after the
+// confidence window.
+func TestScyllaConformance(t *testing.T) {
+	storetest.Run(t, storetest.Features{ConcurrentWriters: true, PerAggregateOrder: true, ReadIdle: 8 * time.Second},
+		func(t *testing.T) storetest.Harness {
+			s := cluster(t)
+			return storetest.Harness{Store: s, Source: s.CDC(scylla.LowLatency()), Append: func(ctx context.Context, msgs []outbox.Message, fail bool) error {
+				return s.AppendBatch(ctx, msgs, fail)
+			}}
+		})
+}
+
+func TestScyllaBatchAndCDCEndToEnd(t *testing.T) {
+	s := cluster(t)
+	ctx := t.Context()
 	src := s.CDC(scylla.LowLatency())
 	pub := &recorder{}
-	dlq := memstore.New() // the ScyllaDB dead-letter store is not built yet
-	r, err := relay.New(src, pub, dlq, relay.Config{})
+	r, err := relay.New(src, pub, s, relay.Config{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -35,21 +35,40 @@ func Schema(keyspace string, opts SchemaOptions) ([]string, error) {
 	ks := keyspace + "."
 	return []string{
 		`CREATE KEYSPACE IF NOT EXISTS ` + keyspace + ` WITH replication = ` + opts.Replication,
+		// Times are bigint microseconds: CQL's timestamp keeps only
+		// milliseconds, and events carry microseconds everywhere else.
+		// pending_event is the write-ahead intent of an update (see
+		// orders.go): set by the LWT that bumps the version, cleared once
+		// the outbox row is written.
 		`CREATE TABLE IF NOT EXISTS ` + ks + `orders (
 			id text PRIMARY KEY, customer_id text, items text, currency text, address text,
-			status text, total bigint, version bigint, created_at timestamp, updated_at timestamp)`,
+			status text, total bigint, version bigint, created_at bigint, updated_at bigint,
+			pending_event text, pending_event_id uuid)`,
+		// Updates whose outbox row may not be written yet, for the sweeper.
+		`CREATE TABLE IF NOT EXISTS ` + ks + `order_intents (
+			bucket int, order_id text, version bigint, created_at bigint,
+			PRIMARY KEY ((bucket), order_id, version))`,
+		`CREATE TABLE IF NOT EXISTS ` + ks + `order_idempotency_keys (
+			key text PRIMARY KEY, request_hash text, order_id text, intent text, done boolean, created_at bigint)`,
 		// One partition per aggregate: its events land in one CDC stream,
 		// in clustering (commit) order.
 		`CREATE TABLE IF NOT EXISTS ` + ks + `outbox_messages (
 			aggregatetype text, aggregateid text, event_time timeuuid,
-			id uuid, type text, sequence bigint, payload text, headers map<text, text>, timestamp timestamp,
+			id uuid, type text, sequence bigint, payload text, headers map<text, text>, timestamp bigint,
 			PRIMARY KEY ((aggregatetype, aggregateid), event_time))` + cdc,
+		// Dead letters are rare and listed by id: one partition, clustered
+		// by an id drawn from an LWT sequence.
 		`CREATE TABLE IF NOT EXISTS ` + ks + `dead_letter_queue (
-			aggregatetype text, aggregateid text, id timeuuid, event_id uuid, type text, sequence bigint,
-			payload text, headers map<text, text>, timestamp timestamp, error text, failure_count int,
-			first_failed_at timestamp, last_failed_at timestamp, status text, parked_behind text,
-			replay_count int, resolved_at timestamp, resolution text,
-			PRIMARY KEY ((aggregatetype, aggregateid), id))`,
+			bucket int, id bigint, event_id uuid, aggregatetype text, aggregateid text, type text, sequence bigint,
+			payload text, headers map<text, text>, timestamp bigint, error text, failure_count int,
+			first_failed_at bigint, last_failed_at bigint, status text, parked_behind text,
+			replay_count int, resolved_at bigint, resolution text,
+			PRIMARY KEY ((bucket), id))`,
+		`CREATE TABLE IF NOT EXISTS ` + ks + `parked_aggregates (
+			aggregatetype text, aggregateid text, parked_at bigint, pending_action text, reason text,
+			requested_at bigint, last_error text,
+			PRIMARY KEY ((aggregatetype, aggregateid)))`,
+		`CREATE TABLE IF NOT EXISTS ` + ks + `outbox_sequences (name text PRIMARY KEY, next bigint)`,
 		// Progress per CDC stream, with the lease epoch that wrote it.
 		`CREATE TABLE IF NOT EXISTS ` + ks + `outbox_cdc_progress (
 			generation timestamp, table_name text, stream_id blob, last_timeuuid timeuuid, epoch bigint,

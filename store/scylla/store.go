@@ -2,7 +2,6 @@ package scylla
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"net"
 	"strconv"
@@ -86,7 +85,7 @@ func (s *Store) outboxInsert() string {
 }
 
 func outboxArgs(m outbox.Message) []any {
-	return []any{m.AggregateType, m.AggregateID, eventTime(m), gocql.UUID(m.ID), m.Type, m.Sequence, string(m.Payload), m.Headers, m.Timestamp}
+	return []any{m.AggregateType, m.AggregateID, eventTime(m), gocql.UUID(m.ID), m.Type, m.Sequence, string(m.Payload), m.Headers, m.Timestamp.UnixMicro()}
 }
 
 // eventTime derives the clustering timeuuid from the event id: UUIDv7
@@ -101,15 +100,11 @@ func eventTime(m outbox.Message) gocql.UUID {
 
 // AppendWithOrder writes the order row and its events in one LOGGED BATCH.
 func (s *Store) AppendWithOrder(ctx context.Context, o order.Order, msgs ...outbox.Message) error {
-	items, err := json.Marshal(o.Items)
-	if err != nil {
-		return err
-	}
 	b := s.session.NewBatch(gocql.LoggedBatch).WithContext(ctx)
 	b.SetConsistency(s.cl)
-	b.Query(`INSERT INTO `+s.keyspace+`.orders (id, customer_id, items, currency, address, status, total, version, created_at, updated_at)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-		o.ID, o.CustomerID, string(items), o.Currency, o.Address, string(o.Status), o.Total, o.Version, o.CreatedAt, o.UpdatedAt)
+	if err := s.Orders().insertOrderQuery(b, o); err != nil {
+		return err
+	}
 	for _, m := range msgs {
 		if err := m.Validate(); err != nil {
 			return err

@@ -34,7 +34,7 @@ func open(t testing.TB) *sqlite.Store {
 }
 
 func TestConformance(t *testing.T) {
-	storetest.Run(t, storetest.Features{ConcurrentWriters: true}, func(t *testing.T) storetest.Harness {
+	storetest.Run(t, storetest.Features{ConcurrentWriters: true, UniqueEventIDs: true}, func(t *testing.T) storetest.Harness {
 		s := open(t)
 		src, err := poll.NewSource(s, poll.Config{Interval: time.Millisecond, Wake: s.Wake()})
 		if err != nil {

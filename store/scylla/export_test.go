@@ -1,0 +1,23 @@
+package scylla
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/outbox-dev/outbox/order"
+	"github.com/outbox-dev/outbox/outbox"
+)
+
+// AppendBatch is the conformance suite's append: a domain row and msgs in
+// one LOGGED BATCH. A failing append abandons the batch unsent, which is
+// the only way a LOGGED BATCH fails: whole.
+func (s *Store) AppendBatch(ctx context.Context, msgs []outbox.Message, fail bool) error {
+	if fail {
+		return errors.New("storetest: abandoned batch")
+	}
+	now := time.Now().UTC()
+	return s.AppendWithOrder(ctx, order.Order{ID: "storetest-" + uuid.NewString(), Status: order.StatusPending, CreatedAt: now, UpdatedAt: now}, msgs...)
+}
