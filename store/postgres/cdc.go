@@ -186,6 +186,9 @@ func (c *CDCSource) SlotLag(ctx context.Context) (int64, error) {
 	return *lag, nil
 }
 
+// objectInUse is SQLSTATE 55006: the slot is active for another session.
+const objectInUse = "55006"
+
 // Open connects for replication and streams from the slot's confirmed
 // position. A position is "lsnToConfirm": the end of the last transaction
 // that a record completes, so a partly acknowledged transaction is never
@@ -200,13 +203,28 @@ func (c *CDCSource) Open(ctx context.Context) (relay.Cursor, error) {
 		return nil, fmt.Errorf("postgres: parse DSN: %w", redact(err))
 	}
 	cfg.RuntimeParams["replication"] = "database"
-	conn, err := pgconn.ConnectConfig(ctx, cfg)
-	if err != nil {
-		return nil, fmt.Errorf("postgres: replication connection: %w", err)
+	var conn *pgconn.PgConn
+	// A slot stays active until the server notices its previous session
+	// (a restarted relay's, or one just closed) has gone: wait for that
+	// briefly rather than fail the restart.
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		if conn, err = pgconn.ConnectConfig(ctx, cfg); err != nil {
+			return nil, fmt.Errorf("postgres: replication connection: %w", err)
+		}
+		err = pglogrepl.StartReplication(ctx, conn, c.cfg.Slot, start, pglogrepl.StartReplicationOptions{
+			PluginArgs: []string{"proto_version '1'", "publication_names '" + c.cfg.Publication + "'"},
+		})
+		var pgErr *pgconn.PgError
+		if err == nil || !errors.As(err, &pgErr) || pgErr.Code != objectInUse || time.Now().After(deadline) {
+			break
+		}
+		conn.Close(context.Background())
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
 	}
-	err = pglogrepl.StartReplication(ctx, conn, c.cfg.Slot, start, pglogrepl.StartReplicationOptions{
-		PluginArgs: []string{"proto_version '1'", "publication_names '" + c.cfg.Publication + "'"},
-	})
 	if err != nil {
 		conn.Close(context.Background())
 		return nil, fmt.Errorf("postgres: start replication on %s: %w", c.cfg.Slot, err)
