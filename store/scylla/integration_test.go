@@ -13,8 +13,8 @@ import (
 	"github.com/outbox-dev/outbox/order"
 	"github.com/outbox-dev/outbox/outbox"
 	"github.com/outbox-dev/outbox/relay"
-	"github.com/outbox-dev/outbox/store/storetest"
 	"github.com/outbox-dev/outbox/store/scylla"
+	"github.com/outbox-dev/outbox/store/storetest"
 )
 
 // These run against a real ScyllaDB cluster named by
