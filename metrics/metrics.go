@@ -29,6 +29,8 @@ type Metrics struct {
 	restarts     *prometheus.CounterVec
 	alerts       *prometheus.CounterVec
 	slotLag      prometheus.Gauge
+	cdcLag       prometheus.Gauge
+	cdcTTL       prometheus.Gauge
 }
 
 var (
@@ -61,9 +63,11 @@ func New(reg prometheus.Registerer) *Metrics {
 		restarts: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "outbox_worker_restarts_total", Help: "Supervised restarts, by worker."}, []string{"worker"}),
 		alerts:   prometheus.NewCounterVec(prometheus.CounterOpts{Name: "outbox_alerts_total", Help: "Dead-letter alerts, by outcome."}, []string{"outcome"}),
 		slotLag:  prometheus.NewGauge(prometheus.GaugeOpts{Name: "outbox_replication_slot_lag_bytes", Help: "WAL the PostgreSQL replication slot holds behind the server's current position."}),
+		cdcLag:   prometheus.NewGauge(prometheus.GaugeOpts{Name: "outbox_cdc_lag_seconds", Help: "Age of the oldest ScyllaDB CDC change read and not yet acknowledged."}),
+		cdcTTL:   prometheus.NewGauge(prometheus.GaugeOpts{Name: "outbox_cdc_log_ttl_seconds", Help: "TTL of the ScyllaDB CDC log: changes older than this are deleted unread."}),
 	}
 	for _, c := range []prometheus.Collector{m.published, m.retried, m.failedRounds, m.deadLettered, m.parked,
-		m.breakerState, m.transitions, m.lagEvents, m.lagSeconds, m.latency, m.restarts, m.alerts, m.slotLag} {
+		m.breakerState, m.transitions, m.lagEvents, m.lagSeconds, m.latency, m.restarts, m.alerts, m.slotLag, m.cdcLag, m.cdcTTL} {
 		f(c)
 	}
 	return m
@@ -99,6 +103,12 @@ func (m *Metrics) Restarted(worker string) { m.restarts.WithLabelValues(worker).
 
 // Alert counts a dead-letter alert by outcome (sent, failed, dropped).
 func (m *Metrics) Alert(outcome string) { m.alerts.WithLabelValues(outcome).Inc() }
+
+// SetCDCLag records the CDC reader's lag and its log's TTL.
+func (m *Metrics) SetCDCLag(lag, ttl time.Duration) {
+	m.cdcLag.Set(lag.Seconds())
+	m.cdcTTL.Set(ttl.Seconds())
+}
 
 // SetSlotLag records the replication slot's lag in bytes.
 func (m *Metrics) SetSlotLag(bytes int64) { m.slotLag.Set(float64(bytes)) }

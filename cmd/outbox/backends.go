@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/thejerf/suture/v4"
@@ -49,6 +50,9 @@ type backend interface {
 	// slotLag reports the replication slot's lag in bytes (ok false when
 	// the source has no slot).
 	slotLag(ctx context.Context) (bytes int64, ok bool, err error)
+	// cdcLag reports how long the oldest unacknowledged change has waited
+	// and the CDC log's TTL (ok false when the source keeps no such log).
+	cdcLag() (lag, ttl time.Duration, ok bool)
 }
 
 func openBackend(ctx context.Context, cfg config, log *slog.Logger) (backend, error) {
@@ -67,8 +71,14 @@ func openBackend(ctx context.Context, cfg config, log *slog.Logger) (backend, er
 			return nil, err
 		}
 		return &postgresBackend{Store: s}, nil
+	case "scylla":
+		b, err := openScylla(cfg.Store)
+		if err != nil {
+			return nil, err
+		}
+		return b, nil
 	}
-	return nil, usagef("--store scheme %q is unknown", scheme)
+	return nil, usagef("--store scheme %q is unknown (sqlite, postgres or scylla)", scheme)
 }
 
 type sqliteBackend struct{ *sqlite.Store }
@@ -95,6 +105,7 @@ func (b *sqliteBackend) durability(context.Context) map[string]string {
 	return map[string]string{"sqlite_journal_mode": "WAL", "sqlite_synchronous": "FULL"}
 }
 func (b *sqliteBackend) slotLag(context.Context) (int64, bool, error) { return 0, false, nil }
+func (b *sqliteBackend) cdcLag() (time.Duration, time.Duration, bool) { return 0, 0, false }
 func (b *sqliteBackend) committed(ctx context.Context) ([]checker.Event, error) {
 	recs, err := b.Fetch(ctx, "", 1<<30)
 	return historyOf(recs), err
@@ -154,6 +165,8 @@ func (b *postgresBackend) workers(cfg config, log *slog.Logger) map[string]sutur
 	}
 	return map[string]suture.Service{"cleanup": b.NewCleaner(horizon, postgres.CleanupConfig{Retention: cfg.Retention, Logger: log})}
 }
+
+func (b *postgresBackend) cdcLag() (time.Duration, time.Duration, bool) { return 0, 0, false }
 
 func (b *postgresBackend) slotLag(ctx context.Context) (int64, bool, error) {
 	if b.cdc == nil {

@@ -10,6 +10,8 @@ import (
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
+
+	"github.com/outbox-dev/outbox/store/scylla"
 )
 
 // config is every setting. Each is a flag, an OUTBOX_* variable and a key
@@ -157,6 +159,10 @@ func (c *config) validate() error {
 	if _, err := parseStoreURL(c.Store); err != nil {
 		return err
 	}
+	// Caught here, before a connection is attempted.
+	if strings.HasPrefix(c.Store, "scylla://") && c.Source == "poll" {
+		return usagef("--source poll: ScyllaDB is read through CDC; use --source cdc")
+	}
 	return nil
 }
 
@@ -186,8 +192,11 @@ func parseStoreURL(raw string) (string, error) {
 	case "postgres", "postgresql":
 		return "", nil
 	case "scylla":
-		return "", usagef("--store scylla:// is not available in this build yet; use sqlite:// or postgres://")
+		if _, err := scylla.ParseURL(raw); err != nil {
+			return "", usageError{err}
+		}
+		return "", nil
 	default:
-		return "", usagef("--store scheme %q is unknown; use sqlite://PATH or postgres://...", scheme)
+		return "", usagef("--store scheme %q is unknown; use sqlite://PATH, postgres://... or scylla://HOST,HOST/KEYSPACE", scheme)
 	}
 }

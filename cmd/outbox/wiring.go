@@ -160,6 +160,19 @@ func newApp(ctx context.Context, cfg config, logOut io.Writer, opts appOptions) 
 			}
 			return err
 		}},
+		// Changes older than the CDC log's TTL are deleted unread: alert
+		// (degraded health, an error log, the gauges) at half of it.
+		health.Check{Name: "cdc-log-ttl", Run: func(context.Context) error {
+			lag, ttl, ok := a.store.cdcLag()
+			if !ok {
+				return nil
+			}
+			a.metrics.SetCDCLag(lag, ttl)
+			if lag > ttl/2 {
+				return fmt.Errorf("CDC lag %s is past half the CDC log's TTL %s: changes older than the TTL are lost", lag.Round(time.Second), ttl)
+			}
+			return nil
+		}},
 		health.Check{Name: "breaker", Run: func(context.Context) error {
 			if s := a.relay.BreakerState(); s != breaker.Closed {
 				return fmt.Errorf("circuit breaker %s", s)

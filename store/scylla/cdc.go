@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"strconv"
 	"sync"
+	"time"
 
 	"github.com/gocql/gocql"
 	scyllacdc "github.com/scylladb/scylla-cdc-go"
@@ -49,6 +50,20 @@ func newTracker(buffer int, log *slog.Logger) *tracker {
 	t := &tracker{out: make(chan relay.Record, buffer), log: log, open: map[string]int{}}
 	t.cond = sync.NewCond(&t.mu)
 	return t
+}
+
+// oldestPending is the CDC time of the oldest change read and not yet
+// acknowledged (zero when none): how far the relay is behind the log.
+func (t *tracker) oldestPending() time.Time {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var oldest time.Time
+	for _, e := range t.pending {
+		if at := e.time.Time(); oldest.IsZero() || at.Before(oldest) {
+			oldest = at
+		}
+	}
+	return oldest
 }
 
 // consume hands one change's outbox inserts to the relay, in order. It

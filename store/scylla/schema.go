@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"regexp"
 	"strings"
+	"time"
 
 	"github.com/gocql/gocql"
 )
@@ -16,7 +17,13 @@ type SchemaOptions struct {
 	Replication string
 	// WithoutCDC leaves CDC off, for Cassandra, which has no Scylla CDC.
 	WithoutCDC bool
+	// CDCTTL is how long the CDC log keeps a change (default 24 h, as
+	// ScyllaDB's). Give the relay's CDCConfig.LogTTL the same value.
+	CDCTTL time.Duration
 }
+
+// DefaultCDCTTL is ScyllaDB's default CDC log TTL.
+const DefaultCDCTTL = 24 * time.Hour
 
 var keyspaceName = regexp.MustCompile(`^[a-z][a-z0-9_]{0,47}$`)
 
@@ -28,7 +35,10 @@ func Schema(keyspace string, opts SchemaOptions) ([]string, error) {
 	if opts.Replication == "" {
 		opts.Replication = `{'class': 'NetworkTopologyStrategy', 'replication_factor': 3}`
 	}
-	cdc := ` WITH cdc = {'enabled': true, 'preimage': false, 'postimage': false}`
+	if opts.CDCTTL <= 0 {
+		opts.CDCTTL = DefaultCDCTTL
+	}
+	cdc := fmt.Sprintf(` WITH cdc = {'enabled': true, 'preimage': false, 'postimage': false, 'ttl': %d}`, int64(opts.CDCTTL/time.Second))
 	if opts.WithoutCDC {
 		cdc = ""
 	}

@@ -374,3 +374,29 @@ func containsAll(s string, parts ...string) bool {
 }
 
 var _ relay.Cursor = (*tracker)(nil)
+
+func TestLagIsTheOldestUnacknowledgedChange(t *testing.T) {
+	src := (&Store{}).CDC(CDCConfig{})
+	written := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
+	clock := written.Add(3 * time.Hour)
+	src.now = func() time.Time { return clock }
+	if lag, ttl := src.Lag(); lag != 0 || ttl != 24*time.Hour {
+		t.Fatalf("before any read: lag %s, ttl %s", lag, ttl)
+	}
+	tr := newTracker(8, nil)
+	src.current.Store(tr)
+	older, _ := insertRow(t, "a", 1)
+	newer, _ := insertRow(t, "b", 1)
+	tr.consume(t.Context(), "s2", gocql.UUIDFromTime(written.Add(time.Hour)), []changeRow{newer}, &fakeReporter{})
+	tr.consume(t.Context(), "s1", gocql.UUIDFromTime(written), []changeRow{older}, &fakeReporter{})
+	if lag, _ := src.Lag(); lag != 3*time.Hour {
+		t.Fatalf("lag %s, want 3h (the older change, though read second)", lag)
+	}
+	recs, _ := tr.Next(t.Context(), 10)
+	if err := tr.Commit(t.Context(), recs[len(recs)-1].Position); err != nil {
+		t.Fatal(err)
+	}
+	if lag, _ := src.Lag(); lag != 0 {
+		t.Fatalf("lag after every change was acknowledged: %s", lag)
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"sync/atomic"
 	"time"
 
 	scyllacdc "github.com/scylladb/scylla-cdc-go"
@@ -29,6 +30,10 @@ type CDCConfig struct {
 	// LeaseTTL: a standby takes over this long after the holder stopped
 	// renewing (default 30 s; renewed every third of it).
 	LeaseTTL time.Duration
+	// LogTTL is the CDC log's time to live (the table's cdc 'ttl',
+	// default 24 h): a change not read within it is deleted unread, so
+	// lag is alerted on as it approaches it.
+	LogTTL time.Duration
 	// Owner names this relay in the lease (default hostname:pid).
 	Owner  string
 	Logger *slog.Logger
@@ -58,6 +63,9 @@ func (c *CDCConfig) setDefaults() {
 	if c.LeaseTTL <= 0 {
 		c.LeaseTTL = 30 * time.Second
 	}
+	if c.LogTTL <= 0 {
+		c.LogTTL = DefaultCDCTTL
+	}
 	if c.Owner == "" {
 		host, _ := os.Hostname()
 		c.Owner = fmt.Sprintf("%s:%d", host, os.Getpid())
@@ -69,8 +77,10 @@ func (c *CDCConfig) setDefaults() {
 
 // Source is the relay source over the outbox table's CDC log.
 type Source struct {
-	s   *Store
-	cfg CDCConfig
+	s       *Store
+	cfg     CDCConfig
+	current atomic.Pointer[tracker]
+	now     func() time.Time
 }
 
 var _ relay.Source = (*Source)(nil)
@@ -78,7 +88,7 @@ var _ relay.Source = (*Source)(nil)
 // CDC builds the source.
 func (s *Store) CDC(cfg CDCConfig) *Source {
 	cfg.setDefaults()
-	return &Source{s: s, cfg: cfg}
+	return &Source{s: s, cfg: cfg, now: time.Now}
 }
 
 // Open takes the table's lease and starts the reader; the cursor fails
@@ -90,6 +100,7 @@ func (src *Source) Open(ctx context.Context) (relay.Cursor, error) {
 		return nil, err
 	}
 	tr := newTracker(1024, src.cfg.Logger)
+	src.current.Store(tr)
 	reader, err := scyllacdc.NewReader(ctx, &scyllacdc.ReaderConfig{
 		Session:               src.s.session,
 		TableNames:            []string{table},
@@ -128,6 +139,18 @@ func (src *Source) Open(ctx context.Context) (relay.Cursor, error) {
 		}
 	}()
 	return cur, nil
+}
+
+// Lag is how long the oldest change read and not yet acknowledged has
+// waited since it was written (0 when the relay has caught up), and the
+// log's TTL it must stay well below.
+func (src *Source) Lag() (lag, ttl time.Duration) {
+	if tr := src.current.Load(); tr != nil {
+		if oldest := tr.oldestPending(); !oldest.IsZero() {
+			lag = max(src.now().Sub(oldest), 0)
+		}
+	}
+	return lag, src.cfg.LogTTL
 }
 
 // cursor adds the reader's lifecycle to the tracker.

@@ -1,0 +1,121 @@
+package scylla
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/gocql/gocql"
+)
+
+// Settings is everything a scylla:// URL configures.
+type Settings struct {
+	Config Config
+	Schema SchemaOptions
+	CDC    CDCConfig
+}
+
+// ParseURL reads scylla://host1,host2[:port]/keyspace with the options
+// consistency (default local_quorum), rf (replication factor for
+// migrate, NetworkTopologyStrategy, default 3), cdc_ttl (default 24h)
+// and profile=low-latency for the CDC reader's low-latency profile.
+func ParseURL(raw string) (Settings, error) {
+	var st Settings
+	u, err := url.Parse(raw)
+	if err != nil || u.Scheme != "scylla" {
+		return st, fmt.Errorf("scylla: %q is not a scylla://host,host/keyspace URL", raw)
+	}
+	if u.Host == "" {
+		return st, fmt.Errorf("scylla: the URL names no host")
+	}
+	st.Config.Hosts = strings.Split(u.Host, ",")
+	st.Config.Keyspace = strings.Trim(u.Path, "/")
+	if !keyspaceName.MatchString(st.Config.Keyspace) {
+		return st, fmt.Errorf("scylla: keyspace %q must be a lower-case identifier", st.Config.Keyspace)
+	}
+	q := u.Query()
+	for k := range q {
+		switch k {
+		case "consistency", "rf", "cdc_ttl", "profile":
+		default:
+			return st, fmt.Errorf("scylla: unknown URL option %q", k)
+		}
+	}
+	if c := q.Get("consistency"); c != "" {
+		if err := st.Config.Consistency.UnmarshalText([]byte(strings.ToUpper(c))); err != nil {
+			return st, fmt.Errorf("scylla: consistency %q: %w", c, err)
+		}
+	}
+	rf := 3
+	if v := q.Get("rf"); v != "" {
+		if rf, err = strconv.Atoi(v); err != nil || rf < 1 || rf > 9 {
+			return st, fmt.Errorf("scylla: rf must be 1 to 9, got %q", v)
+		}
+	}
+	st.Schema.Replication = fmt.Sprintf("{'class': 'NetworkTopologyStrategy', 'replication_factor': %d}", rf)
+	if v := q.Get("cdc_ttl"); v != "" {
+		if st.Schema.CDCTTL, err = time.ParseDuration(v); err != nil || st.Schema.CDCTTL < time.Minute {
+			return st, fmt.Errorf("scylla: cdc_ttl must be a duration of at least 1m, got %q", v)
+		}
+	}
+	switch p := q.Get("profile"); p {
+	case "":
+	case "low-latency":
+		st.CDC = LowLatency()
+	default:
+		return st, fmt.Errorf("scylla: profile must be low-latency, got %q", p)
+	}
+	st.CDC.LogTTL = st.Schema.CDCTTL
+	return st, nil
+}
+
+// Migrate applies the schema and reports how many statements ran.
+func (s *Store) Migrate(ctx context.Context, opts SchemaOptions) (int, error) {
+	stmts, err := Schema(s.keyspace, opts)
+	if err != nil {
+		return 0, err
+	}
+	return len(stmts), Migrate(ctx, s.session, s.keyspace, opts)
+}
+
+// Ping checks the cluster answers.
+func (s *Store) Ping(ctx context.Context) error {
+	return s.session.Query(`SELECT release_version FROM system.local`).WithContext(ctx).Consistency(gocql.One).Exec()
+}
+
+// Sweeper finishes order updates whose writer died between its LWT and
+// its outbox row (see Orders).
+type Sweeper struct {
+	orders   Orders
+	interval time.Duration
+	log      *slog.Logger
+}
+
+// NewSweeper sweeps every interval; intents younger than interval are
+// left to their writers.
+func (s *Store) NewSweeper(interval time.Duration, log *slog.Logger) *Sweeper {
+	return &Sweeper{orders: s.Orders(), interval: interval, log: log}
+}
+
+// Serve runs until ctx ends.
+func (w *Sweeper) Serve(ctx context.Context) error {
+	t := time.NewTicker(w.interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+			n, err := w.orders.RollForward(ctx, w.interval)
+			if err != nil {
+				w.log.Warn("order intent sweep failed", "err", err)
+			} else if n > 0 {
+				w.log.Info("finished interrupted order updates", "count", n)
+			}
+		}
+	}
+}
