@@ -469,7 +469,7 @@ func (e *benchEnv) drain(ctx context.Context, rep *benchReport) error {
 	relayDur, relayCPU := time.Since(t0), cpuTime()-cpu0
 	n := float64(len(msgs))
 	rep.Drain = drainFigures{RelayPerSec: round(n / relayDur.Seconds()), RawPerSec: round(n / rawDur.Seconds())}
-	rep.CPU = cpuFigures{RelayMsPer1000: round(float64(relayCPU.Milliseconds()) / n * 1000), RawMsPer1000: round(float64(rawCPU.Milliseconds()) / n * 1000)}
+	rep.CPU = cpuFigures{RelayMsPer1000: round(float64(relayCPU.Microseconds()) / n), RawMsPer1000: round(float64(rawCPU.Microseconds()) / n)}
 	rep.Conditions.Durability = st.store.durability(ctx)
 	if e.embedded != nil {
 		rep.Conditions.Durability["broker"] = "kfake in memory, no fsync"
