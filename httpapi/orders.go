@@ -45,7 +45,7 @@ func (a *api) orderProblem(w http.ResponseWriter, r *http.Request, err error) {
 			"this Idempotency-Key was used with a different request body"))
 	case errors.Is(err, order.ErrUnavailable):
 		w.Header().Set("Retry-After", "1")
-		writeProblem(w, r, problem(http.StatusServiceUnavailable, "unavailable", "Service unavailable", "the order service is restarting; retry shortly"))
+		writeProblem(w, r, problem(http.StatusServiceUnavailable, "unavailable", "Service unavailable", "the order service or its database is unavailable; retry shortly (with If-Match or Idempotency-Key the retry is safe)"))
 	default:
 		a.internal(w, r, err)
 	}

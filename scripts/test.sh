@@ -35,3 +35,17 @@ fi
 
 echo "== go test -race"
 go test -race -count=1 -timeout 25m ./... "$@"
+
+# The fault matrix against the real binary, after the tests: it stops
+# PostgreSQL hard (R6), which must not happen under another package's test.
+echo "== outbox chaos --quick"
+mkdir -p .tmp
+go build -o .tmp/outbox ./cmd/outbox
+chaos_args=(chaos --quick --history .tmp/chaos)
+if [ -n "${OUTBOX_TEST_PG_DSN:-}" ] && [ -n "${OUTBOX_TEST_KAFKA_BROKERS:-}" ]; then
+  chaos_args+=(--postgres "$OUTBOX_TEST_PG_DSN" --kafka "$OUTBOX_TEST_KAFKA_BROKERS" --pg-ctl "${OUTBOX_TEST_PG_CTL:-}")
+elif [ "${OUTBOX_REQUIRE_SERVICES:-}" = 1 ]; then
+  echo "test.sh: chaos needs PostgreSQL and Kafka (OUTBOX_REQUIRE_SERVICES=1)" >&2
+  exit 1
+fi
+.tmp/outbox "${chaos_args[@]}"

@@ -53,6 +53,9 @@ type backend interface {
 	// cdcLag reports how long the oldest unacknowledged change has waited
 	// and the CDC log's TTL (ok false when the source keeps no such log).
 	cdcLag() (lag, ttl time.Duration, ok bool)
+	// CountRows counts order and outbox rows (chaos: a refused request
+	// must change neither).
+	CountRows(ctx context.Context) (orders, events int64, err error)
 }
 
 func openBackend(ctx context.Context, cfg config, log *slog.Logger) (backend, error) {

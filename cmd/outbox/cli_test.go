@@ -52,6 +52,8 @@ func TestUsageErrorsExit2WithAMessage(t *testing.T) {
 		{"dlq show without id", nil, []string{"dlq", "show"}, "one dead-letter ID"},
 		{"dlq show bad id", nil, []string{"dlq", "show", "x"}, "positive integer"},
 		{"demo bad orders", nil, []string{"demo", "--orders", "-5"}, "--orders"},
+		{"chaos unknown scenario", nil, []string{"chaos", "--scenario", "R99"}, "names no scenario"},
+		{"chaos postgres without kafka", nil, []string{"chaos", "--postgres", "postgres://x/y"}, "go together"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			for k, v := range tc.env {

@@ -50,7 +50,7 @@ OUTBOX_ALERT_WEBHOOK_URL_FILE.`,
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
-	root.AddCommand(serveCmd(stderr), relayCmd(stderr), brokerCmd(stdout, stderr), demoCmd(stdout, stderr),
+	root.AddCommand(serveCmd(stderr), relayCmd(stderr), brokerCmd(stdout, stderr), demoCmd(stdout, stderr), chaosCmd(stdout, stderr),
 		dlqCmd(stdout), migrateCmd(stdout), versionCmd(stdout), benchCmd(stdout, stderr))
 	for _, c := range root.Commands() {
 		c.SetFlagErrorFunc(root.FlagErrorFunc())
@@ -101,6 +101,9 @@ func serveApp(cmd *cobra.Command, cfg *config, logOut io.Writer, opts appOptions
 		return err
 	}
 	a, err := newApp(cmd.Context(), *cfg, logOut, opts)
+	if err != nil && cmd.Context().Err() != nil {
+		return nil // stopped (SIGTERM) while starting: a clean shutdown
+	}
 	if err != nil {
 		return err
 	}

@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/http"
 	"os/exec"
 	"path/filepath"
@@ -28,14 +27,13 @@ func buildBinary(t *testing.T) string {
 	return bin
 }
 
-func freePort(t *testing.T) int {
+func mustFreePort(t *testing.T) int {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	p, err := freePort()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
+	return p
 }
 
 func TestBinaryEndToEnd(t *testing.T) {
@@ -43,7 +41,7 @@ func TestBinaryEndToEnd(t *testing.T) {
 		t.Skip("builds and runs the binary")
 	}
 	bin := buildBinary(t)
-	httpPort, brokerPort := freePort(t), freePort(t)
+	httpPort, brokerPort := mustFreePort(t), mustFreePort(t)
 	var stderr bytes.Buffer
 	cmd := exec.Command(bin, "serve", "--store", "sqlite://"+filepath.Join(t.TempDir(), "e2e.db"),
 		"--http", fmt.Sprintf("127.0.0.1:%d", httpPort), "--broker-port", strconv.Itoa(brokerPort))

@@ -37,7 +37,8 @@ type CDCConfig struct {
 	// Publication covers the outbox table only (default "outbox_pub").
 	Publication string
 	// StatusInterval is how often confirmed positions and keepalives are
-	// sent to the server (default 1 s).
+	// sent to the server (default 200 ms). What a crashed relay re-reads
+	// (and publishes again) is what it acknowledged since the last one.
 	StatusInterval time.Duration
 	// RecreateSlot drops and recreates a lost or missing slot. Events
 	// committed while the slot was gone are NOT delivered; the error
@@ -59,7 +60,7 @@ func (c *CDCConfig) setDefaults() error {
 		return fmt.Errorf("postgres: slot and publication names must be lower-case identifiers, got %q and %q", c.Slot, c.Publication)
 	}
 	if c.StatusInterval <= 0 {
-		c.StatusInterval = time.Second
+		c.StatusInterval = 200 * time.Millisecond
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)

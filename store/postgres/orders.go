@@ -5,8 +5,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"net"
+	"strings"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/outbox-dev/outbox/order"
 	"github.com/outbox-dev/outbox/outbox"
@@ -74,7 +78,7 @@ func (r Orders) Create(ctx context.Context, o order.Order, ev outbox.Message, ke
 		}
 		args := append([]any{o.ID, o.CustomerID, items, o.Currency, o.Address, string(o.Status), o.Total, o.Version, o.CreatedAt, o.UpdatedAt}, evArgs...)
 		if _, err := r.s.pool.Exec(ctx, insertWithEvent, args...); err != nil {
-			return order.Order{}, false, fmt.Errorf("postgres: create order: %w", err)
+			return order.Order{}, false, fmt.Errorf("postgres: create order: %w", unavailable(err))
 		}
 		r.s.poke()
 		return o, false, nil
@@ -113,7 +117,7 @@ func (r Orders) Create(ctx context.Context, o order.Order, ev outbox.Message, ke
 		return r.s.Append(ctx, tx, ev)
 	})
 	if err != nil {
-		return order.Order{}, false, fmt.Errorf("postgres: create order: %w", err)
+		return order.Order{}, false, fmt.Errorf("postgres: create order: %w", unavailable(err))
 	}
 	return o, replayed, nil
 }
@@ -125,7 +129,7 @@ func (r Orders) Get(ctx context.Context, id string) (order.Order, error) {
 		return o, fmt.Errorf("postgres: order %s: %w", id, order.ErrNotFound)
 	}
 	if err != nil {
-		return o, fmt.Errorf("postgres: order %s: %w", id, err)
+		return o, fmt.Errorf("postgres: order %s: %w", id, unavailable(err))
 	}
 	return o, nil
 }
@@ -144,7 +148,7 @@ func (r Orders) Update(ctx context.Context, o order.Order, ev outbox.Message) er
 	args := append([]any{items, o.Address, string(o.Status), o.Total, o.Version, o.UpdatedAt, o.ID, o.Version - 1}, evArgs...)
 	tag, err := r.s.pool.Exec(ctx, updateWithEvent, args...)
 	if err != nil {
-		return fmt.Errorf("postgres: update order %s to version %d: %w", o.ID, o.Version, err)
+		return fmt.Errorf("postgres: update order %s to version %d: %w", o.ID, o.Version, unavailable(err))
 	}
 	if tag.RowsAffected() == 0 {
 		return fmt.Errorf("postgres: update order %s to version %d: %w", o.ID, o.Version, order.ErrConflict)
@@ -163,4 +167,29 @@ func (r Orders) InsertPlain(ctx context.Context, o order.Order) error {
 	_, err = r.s.pool.Exec(ctx, `INSERT INTO orders (`+orderColumns+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`,
 		o.ID, o.CustomerID, items, o.Currency, o.Address, string(o.Status), o.Total, o.Version, o.CreatedAt, o.UpdatedAt)
 	return err
+}
+
+// unavailable marks errors that say the database cannot be reached (a
+// refused or broken connection, a server shutting down or starting) as
+// order.ErrUnavailable, so the API answers 503 and the client retries,
+// instead of 500. Such a write may or may not have committed; If-Match
+// and Idempotency-Key make the retry safe.
+func unavailable(err error) error {
+	if err == nil || errors.Is(err, order.ErrUnavailable) {
+		return err
+	}
+	var pgErr *pgconn.PgError
+	var connErr *pgconn.ConnectError
+	var netErr net.Error
+	switch {
+	case errors.As(err, &pgErr):
+		if !strings.HasPrefix(pgErr.Code, "08") && !strings.HasPrefix(pgErr.Code, "57P") {
+			return err
+		}
+	case errors.As(err, &connErr), errors.As(err, &netErr), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, io.EOF),
+		pgconn.SafeToRetry(err):
+	default:
+		return err
+	}
+	return fmt.Errorf("%w: %w", order.ErrUnavailable, err)
 }

@@ -154,3 +154,12 @@ func (s *Store) ScanOutbox(ctx context.Context) ([]outbox.Message, error) {
 	}
 	return out, nil
 }
+
+// CountRows counts order and outbox rows: full scans, for tests.
+func (s *Store) CountRows(ctx context.Context) (orders, events int64, err error) {
+	if err = s.session.Query(`SELECT count(*) FROM ` + s.keyspace + `.orders`).WithContext(ctx).Scan(&orders); err != nil {
+		return 0, 0, err
+	}
+	err = s.session.Query(`SELECT count(*) FROM ` + s.keyspace + `.outbox_messages`).WithContext(ctx).Scan(&events)
+	return orders, events, err
+}

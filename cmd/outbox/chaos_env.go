@@ -1,0 +1,669 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	toxiproxy "github.com/Shopify/toxiproxy/v2"
+	"github.com/jackc/pgx/v5"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rs/zerolog"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/outbox-dev/outbox/checker"
+	"github.com/outbox-dev/outbox/kafka"
+	"github.com/outbox-dev/outbox/order"
+	"github.com/outbox-dev/outbox/outbox"
+)
+
+// chaosTarget is the store and broker a chaos run works against.
+type chaosTarget struct {
+	name string // "sqlite+kfake" or "postgres+kafka"
+	// pgDSN and brokers are set for PostgreSQL + Apache Kafka.
+	pgDSN   string
+	pgCtl   string // script taking stop-immediate|start, for R6
+	brokers []string
+}
+
+func (t chaosTarget) embedded() bool { return t.pgDSN == "" }
+
+// chaosRun is one scenario's world: a fresh store, a broker (the
+// in-process one behind a TCP proxy, or Apache Kafka), fresh topics, and
+// the real binary as child processes.
+type chaosRun struct {
+	ctx    context.Context
+	target chaosTarget
+	name   string
+	id     string
+	exe    string
+	dir    string
+	rng    *rand.Rand
+	quick  bool
+	logOut io.Writer
+
+	store    string // URL
+	slot     string
+	pgDB     string
+	db       backend // the run's own connection, for writes and checks
+	broker   *kafka.Embedded
+	direct   string // kfake's own address, behind the proxy
+	proxy    *toxiproxy.Proxy
+	brokers  []string // what the relay dials
+	topicTpl string
+
+	faults brokerFaults
+
+	mu    sync.Mutex
+	acked []ackedWrite // writes the store acknowledged
+	kids  []*child
+}
+
+type ackedWrite struct {
+	order    string
+	sequence int64
+}
+
+// brokerFaults are switched on and off by scenarios; one kfake control
+// function consults them for every produce request.
+type brokerFaults struct {
+	down     atomic.Bool  // answer NOT_ENOUGH_REPLICAS (retryable)
+	loseAcks atomic.Int64 // apply this many produce requests but drop the reply
+	lost     atomic.Int64
+	inFlight atomic.Bool // forwarding a request whose ack will be lost
+	produces atomic.Int64
+	rng      *rand.Rand
+	rngMu    sync.Mutex
+	loseProb float64
+}
+
+func newChaosRun(ctx context.Context, target chaosTarget, name string, seed uint64, quick bool, logOut io.Writer) (*chaosRun, error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	dir, err := os.MkdirTemp("", "outbox-chaos-")
+	if err != nil {
+		return nil, err
+	}
+	r := &chaosRun{ctx: ctx, target: target, name: name, exe: exe, dir: dir, quick: quick, logOut: logOut,
+		rng: rand.New(rand.NewPCG(seed, 0x0b0c)),
+		id:  fmt.Sprintf("%s_%d_%d", strings.ToLower(name), time.Now().Unix()%100000, os.Getpid()%1000)}
+	r.faults.rng = rand.New(rand.NewPCG(seed, 0xacc))
+	r.topicTpl = "chaos-" + strings.ReplaceAll(r.id, "_", "-") + "-{aggregatetype}"
+	if err := r.setup(); err != nil {
+		r.Close()
+		return nil, err
+	}
+	return r, nil
+}
+
+func (r *chaosRun) setup() error {
+	if r.target.embedded() {
+		r.store = "sqlite://" + filepath.Join(r.dir, "outbox.db")
+		if err := r.startBroker(); err != nil {
+			return err
+		}
+	} else {
+		r.pgDB, r.slot = "chaos_"+r.id, "chaos_"+r.id
+		admin, err := pgx.Connect(r.ctx, r.target.pgDSN)
+		if err != nil {
+			return fmt.Errorf("chaos: connect to PostgreSQL: %w", err)
+		}
+		defer admin.Close(r.ctx)
+		if _, err := admin.Exec(r.ctx, "CREATE DATABASE "+r.pgDB); err != nil {
+			return fmt.Errorf("chaos: create database: %w", err)
+		}
+		u, _ := url.Parse(r.target.pgDSN)
+		u.Path = "/" + r.pgDB
+		r.store = u.String()
+		r.brokers = r.target.brokers
+	}
+	cfg := r.config()
+	db, err := openStore(r.ctx, cfg, discardLogger())
+	if err != nil {
+		return err
+	}
+	r.db = db
+	// Create the slot before any write (what `outbox migrate` does).
+	if !r.target.embedded() {
+		if _, err := db.source(r.ctx, cfg, discardLogger()); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// startBroker starts kfake behind a toxiproxy proxy. kfake advertises
+// the proxy's address, so every connection a client makes, including
+// those to brokers it learns from metadata, crosses the proxy.
+func (r *chaosRun) startBroker() error {
+	hold, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	port := hold.Addr().(*net.TCPAddr).Port
+	hold.Close()
+	srv := toxiproxy.NewServer(toxiproxy.NewMetricsContainer(prometheus.NewRegistry()), zerolog.Nop())
+	r.proxy = toxiproxy.NewProxy(srv, "kafka", "127.0.0.1:0", fmt.Sprintf("127.0.0.1:%d", port))
+	if err := r.proxy.Start(); err != nil {
+		return fmt.Errorf("chaos: proxy: %w", err)
+	}
+	advertised := r.proxy.Listen
+	r.direct = fmt.Sprintf("127.0.0.1:%d", port)
+	r.broker, err = kafka.StartEmbedded(kafka.EmbeddedConfig{Port: port, Opts: []kfake.Opt{
+		kfake.ListenFn(func(network, addr string) (net.Listener, error) {
+			ln, err := net.Listen(network, addr)
+			return advertisingListener{ln, advertised}, err
+		}),
+	}})
+	if err != nil {
+		return err
+	}
+	r.brokers = []string{advertised}
+	r.installFaults()
+	return nil
+}
+
+type advertisingListener struct {
+	net.Listener
+	addr string
+}
+
+func (l advertisingListener) Addr() net.Addr {
+	a, _ := net.ResolveTCPAddr("tcp", l.addr)
+	return a
+}
+
+// installFaults adds the one produce control function the scenarios
+// steer through r.faults.
+func (r *chaosRun) installFaults() {
+	cl := r.broker.Cluster()
+	// The forwarding client must reach kfake itself: its metadata names
+	// the proxy, so it is pinned to the one broker it was given.
+	fwd, _ := kgo.NewClient(kgo.SeedBrokers(r.direct), kgo.Dialer(func(ctx context.Context, network, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, network, r.direct)
+	}))
+	cl.ControlKey(int16(kmsg.Produce), func(req kmsg.Request) (kmsg.Response, error, bool) {
+		cl.KeepControl()
+		f := &r.faults
+		if f.inFlight.Load() {
+			return nil, nil, false // the forwarded copy, or traffic meanwhile
+		}
+		f.produces.Add(1)
+		if f.down.Load() {
+			return kafka.FailProduce(req, kerr.NotEnoughReplicas.Code), nil, true
+		}
+		if f.loseAcks.Load() > 0 && f.chance() {
+			f.loseAcks.Add(-1)
+			f.inFlight.Store(true)
+			var ferr error
+			cl.SleepControl(func() {
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				defer cancel()
+				_, ferr = fwd.Request(ctx, req)
+			})
+			f.inFlight.Store(false)
+			if ferr == nil {
+				f.lost.Add(1)
+			}
+			// The broker applied the write; closing the connection is the
+			// reply the producer never hears.
+			return nil, errors.New("chaos: acknowledgement lost"), true
+		}
+		return nil, nil, false
+	})
+	go func() { <-r.ctx.Done(); fwd.Close() }()
+}
+
+func (f *brokerFaults) chance() bool {
+	f.rngMu.Lock()
+	defer f.rngMu.Unlock()
+	return f.rng.Float64() < f.loseProb
+}
+
+func (r *chaosRun) config() config {
+	return config{
+		Store: r.store, Source: "", Slot: r.slot, Retention: 0,
+		Brokers: strings.Join(r.brokers, ","), HTTP: "127.0.0.1:0", TopicTemplate: r.topicTpl,
+		PollInterval: 10 * time.Millisecond, BreakerTimeout: r.breakerTimeout(), OrderWorkers: 4,
+		LogLevel: "warn", LogFormat: "text",
+	}
+}
+
+func (r *chaosRun) breakerTimeout() time.Duration {
+	if r.quick {
+		return 2 * time.Second
+	}
+	return 30 * time.Second
+}
+
+// Close stops children, brokers and stores, and drops the run's database.
+func (r *chaosRun) Close() {
+	r.mu.Lock()
+	kids := slices.Clone(r.kids)
+	r.mu.Unlock()
+	for _, k := range kids {
+		k.kill()
+	}
+	if r.db != nil {
+		r.db.Close()
+	}
+	if r.broker != nil {
+		r.broker.Close()
+	}
+	if r.proxy != nil {
+		r.proxy.Stop()
+	}
+	if r.pgDB != "" {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		if admin, err := pgx.Connect(ctx, r.target.pgDSN); err == nil {
+			admin.Exec(ctx, `SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE database = $1 AND active`, r.pgDB)
+			admin.Exec(ctx, `SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database = $1`, r.pgDB)
+			admin.Exec(ctx, "DROP DATABASE IF EXISTS "+r.pgDB+" WITH (FORCE)")
+			admin.Close(ctx)
+		}
+	}
+	os.RemoveAll(r.dir)
+}
+
+// child is the real binary running one subcommand.
+type child struct {
+	cmd    *exec.Cmd
+	done   chan struct{}
+	err    error
+	output *cappedBuffer
+	http   string
+}
+
+type cappedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *cappedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.buf.Len() < 1<<20 {
+		b.buf.Write(p)
+	}
+	return len(p), nil
+}
+
+func (b *cappedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// startChild runs `outbox sub` on the run's store and brokers.
+func (r *chaosRun) startChild(sub string, extra ...string) (*child, error) {
+	args := []string{sub, "--store", r.store, "--brokers", strings.Join(r.brokers, ","), "--topic-template", r.topicTpl,
+		"--poll-interval", "10ms", "--breaker-open-timeout", r.breakerTimeout().String(), "--log-level", "warn"}
+	if r.slot != "" {
+		args = append(args, "--slot", r.slot, "--retention", "0")
+	}
+	c := &child{done: make(chan struct{}), output: &cappedBuffer{}}
+	if sub == "serve" {
+		port, err := freePort()
+		if err != nil {
+			return nil, err
+		}
+		c.http = fmt.Sprintf("127.0.0.1:%d", port)
+		args = append(args, "--http", c.http)
+	}
+	c.cmd = exec.Command(r.exe, append(args, extra...)...)
+	c.cmd.Env = chaosChildEnv()
+	c.cmd.Stdout, c.cmd.Stderr = c.output, c.output
+	if err := c.cmd.Start(); err != nil {
+		return nil, err
+	}
+	go func() { c.err = c.cmd.Wait(); close(c.done) }()
+	r.mu.Lock()
+	r.kids = append(r.kids, c)
+	r.mu.Unlock()
+	if c.http != "" {
+		if err := c.waitReady(r.ctx, 30*time.Second); err != nil {
+			c.kill()
+			return nil, fmt.Errorf("%w; output:\n%s", err, c.output)
+		}
+	}
+	return c, nil
+}
+
+// chaosChildEnv keeps OUTBOX_* settings of the caller away from the
+// children, whose flags say everything.
+func chaosChildEnv() []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "OUTBOX_") {
+			env = append(env, kv)
+		}
+	}
+	return env
+}
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+func (c *child) waitReady(ctx context.Context, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		select {
+		case <-c.done:
+			return fmt.Errorf("chaos: child exited before it was ready: %v", c.err)
+		default:
+		}
+		resp, err := http.Get("http://" + c.http + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+		}
+		if sleepCtx(ctx, 20*time.Millisecond) != nil {
+			return ctx.Err()
+		}
+	}
+	return fmt.Errorf("chaos: child not ready after %s", timeout)
+}
+
+func (c *child) kill() {
+	if c.cmd.Process != nil {
+		c.cmd.Process.Kill()
+	}
+	<-c.done
+}
+
+// stop asks the child to shut down and waits for it.
+func (c *child) stop() error {
+	c.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-c.done:
+		return c.err
+	case <-time.After(15 * time.Second):
+		c.kill()
+		return errors.New("chaos: child ignored SIGTERM for 15 s")
+	}
+}
+
+func (c *child) exited() bool {
+	select {
+	case <-c.done:
+		return true
+	default:
+		return false
+	}
+}
+
+func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
+
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+// writeOrders writes events order by order: aggregates orders, each
+// created and then updated until it has perAgg events, by writers
+// goroutines each owning a share of the orders. Acknowledged writes are
+// remembered; failed ones are retried after pause.
+func (r *chaosRun) writeOrders(ctx context.Context, aggregates, perAgg, writers int, pace time.Duration) error {
+	svc := order.NewService(r.db.orders())
+	var wg sync.WaitGroup
+	errs := make(chan error, writers)
+	for w := range writers {
+		wg.Go(func() {
+			for a := w; a < aggregates; a += writers {
+				if err := r.writeOne(ctx, svc, a, perAgg, pace); err != nil {
+					errs <- err
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	return <-errs
+}
+
+func (r *chaosRun) writeOne(ctx context.Context, svc *order.Service, a, perAgg int, pace time.Duration) error {
+	items := []order.Item{{SKU: fmt.Sprintf("sku-%d", a), Quantity: 1, UnitPrice: 100}}
+	var o order.Order
+	for {
+		var err error
+		if o, _, err = svc.Create(ctx, order.CreateInput{CustomerID: fmt.Sprintf("c%d", a), Currency: "EUR", Items: items}, order.Meta{}); err == nil {
+			break
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		sleepCtx(ctx, 50*time.Millisecond) // the store is down: wait and retry
+	}
+	r.ack(o.ID, o.Version)
+	for o.Version < int64(perAgg) {
+		if pace > 0 {
+			sleepCtx(ctx, pace)
+		}
+		addr := fmt.Sprintf("street %d", o.Version)
+		next, err := svc.Update(ctx, o.ID, order.UpdateInput{Address: &addr}, o.Version, order.Meta{})
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			// A failed commit may still have applied: re-read the version.
+			if cur, gerr := svc.Get(ctx, o.ID); gerr == nil && cur.Version > o.Version {
+				o = cur
+				r.ack(o.ID, o.Version)
+			}
+			sleepCtx(ctx, 50*time.Millisecond)
+			continue
+		}
+		o = next
+		r.ack(o.ID, o.Version)
+	}
+	return nil
+}
+
+func (r *chaosRun) ack(orderID string, seq int64) {
+	r.mu.Lock()
+	r.acked = append(r.acked, ackedWrite{orderID, seq})
+	r.mu.Unlock()
+}
+
+// topics lists the run's topics on the broker.
+func (r *chaosRun) topics(ctx context.Context) ([]string, error) {
+	cl, err := kgo.NewClient(kgo.SeedBrokers(r.brokers...))
+	if err != nil {
+		return nil, err
+	}
+	defer cl.Close()
+	td, err := kadm.NewClient(cl).ListTopics(ctx)
+	if err != nil {
+		return nil, err
+	}
+	prefix := strings.TrimSuffix(r.topicTpl, "{aggregatetype}")
+	var out []string
+	for _, t := range td.Names() {
+		if strings.HasPrefix(t, prefix) {
+			out = append(out, t)
+		}
+	}
+	return out, nil
+}
+
+// published counts the records on the run's topics.
+func (r *chaosRun) published(ctx context.Context) (int64, error) {
+	topics, err := r.topics(ctx)
+	if err != nil || len(topics) == 0 {
+		return 0, err
+	}
+	cl, err := kgo.NewClient(kgo.SeedBrokers(r.brokers...))
+	if err != nil {
+		return 0, err
+	}
+	defer cl.Close()
+	ends, err := kadm.NewClient(cl).ListEndOffsets(ctx, topics...)
+	if err != nil {
+		return 0, err
+	}
+	var n int64
+	ends.Each(func(o kadm.ListedOffset) { n += max(o.Offset, 0) })
+	return n, nil
+}
+
+// settle waits until every committed event is on a topic or in the
+// dead-letter store (or timeout), then checks the history.
+func (r *chaosRun) settle(ctx context.Context, timeout time.Duration) (checker.Report, []checker.Observed, error) {
+	deadline := time.Now().Add(timeout)
+	for {
+		committed, err := r.db.committed(ctx)
+		if err != nil {
+			return checker.Report{}, nil, err
+		}
+		dead, err := r.deadLettered(ctx)
+		if err != nil {
+			return checker.Report{}, nil, err
+		}
+		n, err := r.published(ctx)
+		if err == nil && n >= int64(len(committed)-len(dead)) || time.Now().After(deadline) {
+			obs, err := r.observe(ctx)
+			if err != nil {
+				return checker.Report{}, nil, err
+			}
+			rep := checker.Check(committed, obs, dead)
+			if rep.Lost == 0 || time.Now().After(deadline) {
+				return rep, obs, nil
+			}
+		}
+		if err := sleepCtx(ctx, 100*time.Millisecond); err != nil {
+			return checker.Report{}, nil, err
+		}
+	}
+}
+
+func (r *chaosRun) observe(ctx context.Context) ([]checker.Observed, error) {
+	topics, err := r.topics(ctx)
+	if err != nil {
+		return nil, err
+	}
+	recs, err := kafka.ReadAll(ctx, r.brokers, topics)
+	if err != nil {
+		return nil, err
+	}
+	return checker.FromKafka(recs)
+}
+
+func (r *chaosRun) deadLettered(ctx context.Context) ([]string, error) {
+	var ids []string
+	var after int64
+	for {
+		page, err := r.db.ListDeadLetters(ctx, outbox.DeadLetterFilter{AfterID: after, Limit: 500})
+		if err != nil {
+			return nil, err
+		}
+		for _, d := range page {
+			ids = append(ids, d.Message.ID.String())
+			after = d.ID
+		}
+		if len(page) < 500 {
+			return ids, nil
+		}
+	}
+}
+
+// ackedMissing counts acknowledged writes with no outbox row: a 2xx (or
+// a returned commit) whose event the store does not hold.
+func (r *chaosRun) ackedMissing(committed []checker.Event) int {
+	have := map[string]bool{}
+	for _, e := range committed {
+		have[fmt.Sprintf("%s#%d", e.Aggregate, e.Sequence)] = true
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	missing := 0
+	for _, a := range r.acked {
+		if !have[fmt.Sprintf("%s#%d", outbox.AggregateKey{Type: order.AggregateType, ID: a.order}, a.sequence)] {
+			missing++
+		}
+	}
+	return missing
+}
+
+// readModelMismatches rebuilds each order from its published events (the
+// last version wins) and compares it with the store's row.
+func (r *chaosRun) readModelMismatches(ctx context.Context) (int, error) {
+	topics, err := r.topics(ctx)
+	if err != nil {
+		return 0, err
+	}
+	recs, err := kafka.ReadAll(ctx, r.brokers, topics)
+	if err != nil {
+		return 0, err
+	}
+	latest := map[string]int64{}
+	for _, rec := range recs {
+		if rec.Headers[outbox.HeaderAggregateType] != order.AggregateType {
+			continue
+		}
+		seq, err := rec.Sequence()
+		if err != nil {
+			return 0, err
+		}
+		id := rec.Headers[outbox.HeaderAggregateID]
+		latest[id] = max(latest[id], seq)
+	}
+	svc := order.NewService(r.db.orders())
+	bad := 0
+	for id, v := range latest {
+		o, err := svc.Get(ctx, id)
+		if err != nil || o.Version != v {
+			bad++
+		}
+	}
+	r.mu.Lock()
+	orders := map[string]bool{}
+	for _, a := range r.acked {
+		orders[a.order] = true
+	}
+	r.mu.Unlock()
+	for id := range orders {
+		if _, ok := latest[id]; !ok {
+			bad++
+		}
+	}
+	return bad, nil
+}

@@ -1,0 +1,894 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os/exec"
+	"runtime"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/outbox-dev/outbox/breaker"
+	"github.com/outbox-dev/outbox/checker"
+	"github.com/outbox-dev/outbox/order"
+	"github.com/outbox-dev/outbox/outbox"
+	"github.com/outbox-dev/outbox/relay"
+)
+
+// scenarioResult is one row of the chaos table.
+type scenarioResult struct {
+	ID       string         `json:"id"`
+	Name     string         `json:"name"`
+	Target   string         `json:"target"`
+	Seed     uint64         `json:"seed"`
+	Report   checker.Report `json:"report"`
+	Acked    int            `json:"acknowledged_writes"`
+	Missing  int            `json:"acknowledged_without_event"`
+	ReadModl int            `json:"read_model_mismatches"`
+	Figures  map[string]any `json:"figures"`
+	Failures []string       `json:"failures,omitempty"`
+	Skipped  string         `json:"skipped,omitempty"`
+	Seconds  float64        `json:"seconds"`
+}
+
+func (s *scenarioResult) fail(format string, args ...any) {
+	s.Failures = append(s.Failures, fmt.Sprintf(format, args...))
+}
+
+// OK is the verdict: the invariants hold and the scenario's own checks
+// passed.
+func (s *scenarioResult) OK() bool { return s.Skipped != "" || len(s.Failures) == 0 }
+
+type scenario struct {
+	id, name string
+	// pgOnly/embeddedOnly say where a scenario can run, and why not.
+	needsEmbedded string
+	run           func(r *chaosRun, res *scenarioResult) error
+}
+
+func scenarios() []scenario {
+	return []scenario{
+		{id: "R1", name: "baseline", run: runBaseline},
+		{id: "R2", name: "relay SIGKILLed at random moments", run: runKills},
+		{id: "R3", name: "relay worker panics", run: runPanics},
+		{id: "R4", name: "broker outages", run: runOutages,
+			needsEmbedded: "outages are injected into the in-process broker's produce path"},
+		{id: "R5", name: "lost acknowledgements", run: runLostAcks,
+			needsEmbedded: "a lost ack is forged inside the in-process broker (applied, reply dropped)"},
+		{id: "R6", name: "database stopped hard during writes", run: runDatabaseStop},
+		{id: "R7", name: "slow broker (latency, bandwidth)", run: runSlowBroker,
+			needsEmbedded: "toxiproxy sits in front of the in-process broker, which advertises the proxy"},
+		{id: "R8", name: "1% poison events", run: runPoison},
+		{id: "R9", name: "relay stopped, then position lost", run: runRetention},
+		{id: "R10", name: "fuzzed HTTP input", run: runFuzzHTTP},
+	}
+}
+
+// size scales a figure for --quick.
+func (r *chaosRun) size(quick, full int) int {
+	if r.quick {
+		return quick
+	}
+	return full
+}
+
+// finish settles the run and fills the invariant figures.
+func (r *chaosRun) finish(res *scenarioResult, timeout time.Duration) error {
+	rep, _, err := r.settle(r.ctx, timeout)
+	if err != nil {
+		return err
+	}
+	res.Report = rep
+	committed, err := r.db.committed(r.ctx)
+	if err != nil {
+		return err
+	}
+	r.mu.Lock()
+	res.Acked = len(r.acked)
+	r.mu.Unlock()
+	res.Missing = r.ackedMissing(committed)
+	if res.ReadModl, err = r.readModelMismatches(r.ctx); err != nil {
+		return err
+	}
+	if !rep.OK() {
+		res.fail("invariants broken: %s", rep)
+	}
+	if res.Missing > 0 {
+		res.fail("%d acknowledged writes have no event", res.Missing)
+	}
+	if res.ReadModl > 0 {
+		res.fail("read model from the topics differs from the store for %d orders", res.ReadModl)
+	}
+	return nil
+}
+
+func runBaseline(r *chaosRun, res *scenarioResult) error {
+	kid, err := r.startChild("relay")
+	if err != nil {
+		return err
+	}
+	aggs, per := 100, r.size(10, 100)
+	start := time.Now()
+	if err := r.writeOrders(r.ctx, aggs, per, 4, 0); err != nil {
+		return err
+	}
+	if err := r.finish(res, 2*time.Minute); err != nil {
+		return err
+	}
+	res.Figures["events"] = aggs * per
+	res.Figures["events_per_sec"] = round(float64(aggs*per) / time.Since(start).Seconds())
+	if res.Report.Dup != 0 {
+		res.fail("%d duplicates without any fault", res.Report.Dup)
+	}
+	return kid.stop()
+}
+
+// runKills SIGKILLs the relay child at seeded random moments while the
+// writers run, restarting it each time, and times how long each new
+// child takes to publish again.
+func runKills(r *chaosRun, res *scenarioResult) error {
+	kills := r.size(5, 20)
+	aggs, per := 100, r.size(40, 100)
+	ctx, cancel := context.WithCancel(r.ctx)
+	defer cancel()
+	writeErr := make(chan error, 1)
+	go func() { writeErr <- r.writeOrders(ctx, aggs, per, 4, 5*time.Millisecond) }()
+	kid, err := r.startChild("relay")
+	if err != nil {
+		return err
+	}
+	var recoveries []time.Duration
+	for range kills {
+		sleepCtx(r.ctx, time.Duration(200+r.rng.IntN(800))*time.Millisecond)
+		kid.kill()
+		before, _ := r.published(r.ctx)
+		restarted := time.Now()
+		if kid, err = r.startChild("relay"); err != nil {
+			return err
+		}
+		for time.Since(restarted) < 30*time.Second {
+			if n, _ := r.published(r.ctx); n > before {
+				recoveries = append(recoveries, time.Since(restarted))
+				break
+			}
+			sleepCtx(r.ctx, 10*time.Millisecond)
+		}
+	}
+	if err := <-writeErr; err != nil {
+		return err
+	}
+	if err := r.finish(res, 2*time.Minute); err != nil {
+		return err
+	}
+	slices.Sort(recoveries)
+	res.Figures["kills"] = kills
+	res.Figures["events"] = aggs * per
+	if len(recoveries) > 0 {
+		res.Figures["recovery_p50_ms"] = recoveries[len(recoveries)/2].Milliseconds()
+		res.Figures["recovery_max_ms"] = recoveries[len(recoveries)-1].Milliseconds()
+	}
+	res.Figures["dup_bound"] = "records published but not checkpointed at a kill (≤ 1,024 in flight)"
+	return kid.stop()
+}
+
+// startApp runs the relay in this process, for scenarios that need its
+// insides (hooks, the supervision tree).
+func (r *chaosRun) startApp(relayConfig func(*relay.Config)) (*app, func() error, error) {
+	a, err := newApp(r.ctx, r.config(), io.Discard, appOptions{relayConfig: relayConfig})
+	if err != nil {
+		return nil, nil, err
+	}
+	ctx, cancel := context.WithCancel(r.ctx)
+	done := make(chan error, 1)
+	go func() { done <- a.Serve(ctx) }()
+	var once sync.Once
+	var err2 error
+	return a, func() error { // idempotent: scenarios also defer it
+		once.Do(func() {
+			cancel()
+			err2 = <-done
+			a.Close()
+			if errors.Is(err2, context.Canceled) {
+				err2 = nil
+			}
+		})
+		return err2
+	}, nil
+}
+
+// panicker panics in the relay's worker on chosen publishes, at most
+// once per relay run: two workers panicking in one run cost one restart,
+// and the figure to prove is one supervised restart per panic.
+type panicker struct {
+	at       map[int64]bool
+	restarts func() int64
+	mu       sync.Mutex
+	count    int64
+	due      int
+	fired    int64
+}
+
+func (p *panicker) OnPublish(outbox.Message, int, time.Duration) {
+	p.mu.Lock()
+	p.count++
+	if p.at[p.count] {
+		p.due++
+	}
+	fire := p.due > 0 && p.restarts() == p.fired
+	if fire {
+		p.due--
+		p.fired++
+	}
+	n := p.count
+	p.mu.Unlock()
+	if fire {
+		panic(fmt.Sprintf("chaos: injected relay panic at publish %d", n))
+	}
+}
+
+func (p *panicker) firedCount() int64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.fired
+}
+
+func runPanics(r *chaosRun, res *scenarioResult) error {
+	panics := r.size(10, 50)
+	aggs, per := 100, r.size(20, 100)
+	p := &panicker{at: map[int64]bool{}}
+	for len(p.at) < panics {
+		p.at[int64(1+r.rng.IntN(aggs*per*3/4))] = true
+	}
+	goroutinesBefore := runtime.NumGoroutine()
+	var running atomic.Pointer[app]
+	p.restarts = func() int64 {
+		if a := running.Load(); a != nil {
+			return a.tree.Restarts()["relay"]
+		}
+		return -1 // not started yet: no panic
+	}
+	a, stop, err := r.startApp(func(c *relay.Config) { c.Hooks = append(c.Hooks, p) })
+	if err != nil {
+		return err
+	}
+	running.Store(a)
+	if err := r.writeOrders(r.ctx, aggs, per, 4, 0); err != nil {
+		stop()
+		return err
+	}
+	// Panics still due fire on later publishes: keep some coming.
+	svc := order.NewService(r.db.orders())
+	for extra := 0; p.firedCount() < int64(panics) && extra < 3000; extra++ {
+		if err := r.writeOne(r.ctx, svc, aggs+extra, 1, 0); err != nil {
+			stop()
+			return err
+		}
+		sleepCtx(r.ctx, 5*time.Millisecond)
+	}
+	if err := r.finish(res, 2*time.Minute); err != nil {
+		stop()
+		return err
+	}
+	restarts := a.tree.Restarts()
+	if err := stop(); err != nil {
+		return err
+	}
+	leaked := 0
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); sleepCtx(r.ctx, 50*time.Millisecond) {
+		if leaked = runtime.NumGoroutine() - goroutinesBefore; leaked <= 0 {
+			break
+		}
+	}
+	res.Figures["panics"] = p.firedCount()
+	res.Figures["relay_restarts"] = restarts["relay"]
+	res.Figures["leaked_goroutines"] = max(leaked, 0)
+	if p.firedCount() != int64(panics) || restarts["relay"] != int64(panics) {
+		res.fail("%d panics fired, %d relay restarts; want %d each", p.firedCount(), restarts["relay"], panics)
+	}
+	for name, n := range restarts {
+		if name != "relay" && n > 0 {
+			res.fail("%s restarted %d times: only the relay may", name, n)
+		}
+	}
+	if leaked > 0 {
+		res.fail("%d goroutines leaked", leaked)
+	}
+	return nil
+}
+
+// breakerLog records the breaker's transitions.
+type breakerLog struct {
+	mu   sync.Mutex
+	seen []string
+}
+
+func (b *breakerLog) OnBreakerStateChange(from, to breaker.State) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.seen = append(b.seen, fmt.Sprintf("%s→%s", from, to))
+}
+
+func (b *breakerLog) count(to string) int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	n := 0
+	for _, s := range b.seen {
+		if strings.HasSuffix(s, "→"+to) {
+			n++
+		}
+	}
+	return n
+}
+
+func runOutages(r *chaosRun, res *scenarioResult) error {
+	outages := []time.Duration{time.Second, 5 * time.Second, 35 * time.Second}
+	if r.quick {
+		outages = []time.Duration{time.Second, 2 * time.Second, 3 * time.Second} // breaker opens for 2 s here
+	}
+	bl := &breakerLog{}
+	a, stop, err := r.startApp(func(c *relay.Config) { c.Hooks = append(c.Hooks, bl) })
+	if err != nil {
+		return err
+	}
+	defer stop()
+	ctx, cancel := context.WithCancel(r.ctx)
+	defer cancel()
+	writeErr := make(chan error, 1)
+	go func() { writeErr <- r.writeOrders(ctx, 50, 1000, 4, 20*time.Millisecond) }()
+	var drains []string
+	for _, d := range outages {
+		sleepCtx(r.ctx, time.Second)
+		r.faults.down.Store(true)
+		sleepCtx(r.ctx, d)
+		r.faults.down.Store(false)
+		healed := time.Now()
+		for time.Since(healed) < time.Minute {
+			if s := a.relay.Stats(); s.LagEvents == 0 && s.Breaker == breaker.Closed.String() {
+				break
+			}
+			sleepCtx(r.ctx, 10*time.Millisecond)
+		}
+		drains = append(drains, fmt.Sprintf("%s→%dms", d, time.Since(healed).Milliseconds()))
+	}
+	cancel()
+	if err := <-writeErr; err != nil && !errors.Is(err, context.Canceled) {
+		return err
+	}
+	if err := r.finish(res, 2*time.Minute); err != nil {
+		return err
+	}
+	stats := a.relay.Stats()
+	res.Figures["outages"] = fmt.Sprint(outages)
+	res.Figures["breaker_opened"] = bl.count("open")
+	res.Figures["breaker_closed"] = bl.count("closed")
+	res.Figures["dead_lettered"] = stats.DeadLettered
+	res.Figures["drain_after_outage"] = strings.Join(drains, " ")
+	if stats.DeadLettered != 0 || res.Report.DeadLettered != 0 {
+		res.fail("%d events dead-lettered for transient errors", stats.DeadLettered)
+	}
+	if bl.count("open") == 0 {
+		res.fail("the breaker never opened")
+	}
+	return stop()
+}
+
+func runLostAcks(r *chaosRun, res *scenarioResult) error {
+	want := r.size(20, 100)
+	r.faults.loseProb = 0.05
+	r.faults.loseAcks.Store(int64(want))
+	_, stop, err := r.startApp(nil)
+	if err != nil {
+		return err
+	}
+	defer stop()
+	if err := r.writeOrders(r.ctx, 100, r.size(10, 100), 4, time.Millisecond); err != nil {
+		return err
+	}
+	if err := r.finish(res, 2*time.Minute); err != nil {
+		return err
+	}
+	res.Figures["lost_acks"] = r.faults.lost.Load()
+	res.Figures["dup_bound"] = "≤ 1 extra copy per lost ack"
+	if r.faults.lost.Load() == 0 {
+		res.fail("no acknowledgement was lost: the fault did not fire")
+	}
+	if int64(res.Report.Dup) > r.faults.lost.Load() {
+		res.fail("%d duplicates from %d lost acks", res.Report.Dup, r.faults.lost.Load())
+	}
+	return stop()
+}
+
+// httpWriter drives the serve child's API and remembers what it answered.
+type httpWriter struct {
+	r        *chaosRun
+	base     func() string
+	client   *http.Client
+	ok, s503 atomic.Int64
+	refused  atomic.Int64
+	other    atomic.Int64
+	pace     time.Duration
+	mu       sync.Mutex
+	others   map[string]int
+}
+
+func (h *httpWriter) do(method, path string, body any, hdr map[string]string) (int, []byte, error) {
+	b, _ := json.Marshal(body)
+	req, err := http.NewRequestWithContext(h.r.ctx, method, h.base()+path, bytes.NewReader(b))
+	if err != nil {
+		return 0, nil, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	for k, v := range hdr {
+		req.Header.Set(k, v)
+	}
+	resp, err := h.client.Do(req)
+	if err != nil {
+		h.refused.Add(1)
+		return 0, nil, err
+	}
+	defer resp.Body.Close()
+	out, _ := io.ReadAll(resp.Body)
+	switch {
+	case resp.StatusCode < 300:
+		h.ok.Add(1)
+	case resp.StatusCode == http.StatusServiceUnavailable:
+		h.s503.Add(1)
+	default:
+		h.other.Add(1)
+		h.mu.Lock()
+		if h.others == nil {
+			h.others = map[string]int{}
+		}
+		if len(h.others) < 20 {
+			h.others[fmt.Sprintf("%s %d %.80s", method, resp.StatusCode, out)]++
+		}
+		h.mu.Unlock()
+	}
+	return resp.StatusCode, out, nil
+}
+
+// orders creates n orders and updates each twice, through HTTP, retrying
+// what failed; every 2xx is remembered as acknowledged.
+func (h *httpWriter) orders(from, n int) error {
+	for i := from; i < from+n; i++ {
+		var o order.Order
+		for {
+			code, body, err := h.do("POST", "/orders", order.CreateInput{CustomerID: fmt.Sprintf("c%d", i), Currency: "EUR",
+				Items: []order.Item{{SKU: "a", Quantity: 1, UnitPrice: 100}}}, map[string]string{"Idempotency-Key": fmt.Sprintf("%s-%d", h.r.id, i)})
+			if err == nil && code == http.StatusCreated || code == http.StatusOK {
+				json.Unmarshal(body, &o)
+				h.r.ack(o.ID, o.Version)
+				break
+			}
+			if h.r.ctx.Err() != nil {
+				return h.r.ctx.Err()
+			}
+			sleepCtx(h.r.ctx, 20*time.Millisecond)
+		}
+		for o.Version < 3 {
+			sleepCtx(h.r.ctx, h.pace)
+			addr := fmt.Sprintf("street %d", o.Version)
+			code, body, err := h.do("PATCH", "/orders/"+o.ID, order.UpdateInput{Address: &addr}, map[string]string{"If-Match": fmt.Sprintf(`"%d"`, o.Version)})
+			switch {
+			case err == nil && code == http.StatusOK:
+				json.Unmarshal(body, &o)
+				h.r.ack(o.ID, o.Version)
+			case code == http.StatusConflict: // an earlier attempt applied
+				_, body, _ := h.do("GET", "/orders/"+o.ID, nil, nil)
+				json.Unmarshal(body, &o)
+			default:
+				if h.r.ctx.Err() != nil {
+					return h.r.ctx.Err()
+				}
+				sleepCtx(h.r.ctx, 20*time.Millisecond)
+			}
+		}
+	}
+	return nil
+}
+
+// runDatabaseStop stops the database hard while `outbox serve` takes
+// writes. On PostgreSQL: pg_ctl stop -m immediate, then start. On SQLite
+// the database lives in the serve process, so the hard stop is SIGKILL
+// of that process (and a new one).
+func runDatabaseStop(r *chaosRun, res *scenarioResult) error {
+	if !r.target.embedded() && r.target.pgCtl == "" {
+		res.Skipped = "no PostgreSQL control script (OUTBOX_TEST_PG_CTL)"
+		return nil
+	}
+	kid, err := r.startChild("serve")
+	if err != nil {
+		return err
+	}
+	var mu sync.Mutex
+	current := kid
+	base := func() string { mu.Lock(); defer mu.Unlock(); return "http://" + current.http }
+	h := &httpWriter{r: r, base: base, client: &http.Client{Timeout: 5 * time.Second}, pace: 5 * time.Millisecond}
+	stops := r.size(1, 3)
+	n := r.size(400, 1200)
+	writeErr := make(chan error, 4)
+	var wg sync.WaitGroup
+	for w := range 4 {
+		wg.Go(func() { writeErr <- h.orders(w*n/4, n/4) })
+	}
+	var downtimes []string
+	for range stops {
+		sleepCtx(r.ctx, time.Duration(300+r.rng.IntN(700))*time.Millisecond)
+		stopped := time.Now()
+		if r.target.embedded() {
+			current.kill()
+			next, err := r.startChild("serve")
+			if err != nil {
+				return err
+			}
+			mu.Lock()
+			current = next
+			mu.Unlock()
+		} else {
+			if out, err := exec.Command(r.target.pgCtl, "stop-immediate").CombinedOutput(); err != nil {
+				return fmt.Errorf("pg_ctl stop: %v: %s", err, out)
+			}
+			sleepCtx(r.ctx, 2*time.Second)
+			if out, err := exec.Command(r.target.pgCtl, "start").CombinedOutput(); err != nil {
+				return fmt.Errorf("pg_ctl start: %v: %s", err, out)
+			}
+		}
+		downtimes = append(downtimes, fmt.Sprintf("%dms", time.Since(stopped).Milliseconds()))
+	}
+	wg.Wait()
+	close(writeErr)
+	for err := range writeErr {
+		if err != nil {
+			return err
+		}
+	}
+	if !r.target.embedded() {
+		// The store connection of this run saw the restart too.
+		for deadline := time.Now().Add(30 * time.Second); r.db.Ping(r.ctx) != nil && time.Now().Before(deadline); {
+			sleepCtx(r.ctx, 100*time.Millisecond)
+		}
+	}
+	if err := r.finish(res, 2*time.Minute); err != nil {
+		return err
+	}
+	res.Figures["hard_stops"] = stops
+	res.Figures["2xx"] = h.ok.Load()
+	res.Figures["503"] = h.s503.Load()
+	res.Figures["refused_connections"] = h.refused.Load()
+	res.Figures["other_errors"] = h.other.Load()
+	if len(h.others) > 0 {
+		res.Figures["other_examples"] = fmt.Sprint(h.others)
+	}
+	for k := range h.others {
+		if strings.Contains(k, " 5") {
+			res.fail("a 5xx other than 503 while the database was down: %s", k)
+		}
+	}
+	res.Figures["downtime"] = strings.Join(downtimes, " ")
+	mu.Lock()
+	defer mu.Unlock()
+	return current.stop()
+}
+
+func runSlowBroker(r *chaosRun, res *scenarioResult) error {
+	if !r.target.embedded() {
+		res.Skipped = "toxiproxy fronts the in-process broker only (Apache Kafka advertises its own address)"
+		return nil
+	}
+	for _, t := range []string{
+		`{"name": "latency", "type": "latency", "stream": "downstream", "toxicity": 1, "attributes": {"latency": 25, "jitter": 10}}`,
+		`{"name": "bandwidth", "type": "bandwidth", "stream": "upstream", "toxicity": 1, "attributes": {"rate": 256}}`,
+	} {
+		if _, err := r.proxy.Toxics.AddToxicJson(strings.NewReader(t)); err != nil {
+			return fmt.Errorf("toxic: %w", err)
+		}
+	}
+	a, stop, err := r.startApp(nil)
+	if err != nil {
+		return err
+	}
+	defer stop()
+	var peakBacklog, peakHeap atomic.Int64
+	sampleCtx, stopSampling := context.WithCancel(r.ctx)
+	go func() {
+		var ms runtime.MemStats
+		for sleepCtx(sampleCtx, 50*time.Millisecond) == nil {
+			runtime.ReadMemStats(&ms)
+			peakHeap.Store(max(peakHeap.Load(), int64(ms.HeapInuse)))
+			peakBacklog.Store(max(peakBacklog.Load(), a.relay.Stats().LagEvents))
+		}
+	}()
+	aggs, per := 100, r.size(10, 50)
+	start := time.Now()
+	if err := r.writeOrders(r.ctx, aggs, per, 4, 0); err != nil {
+		stopSampling()
+		return err
+	}
+	err = r.finish(res, 3*time.Minute)
+	stopSampling()
+	if err != nil {
+		return err
+	}
+	stats := a.relay.Stats()
+	res.Figures["toxics"] = "latency 25±10 ms, 256 KB/s"
+	res.Figures["events_per_sec"] = round(float64(aggs*per) / time.Since(start).Seconds())
+	res.Figures["peak_in_flight"] = peakBacklog.Load()
+	res.Figures["peak_heap_mb"] = round(float64(peakHeap.Load()) / (1 << 20))
+	res.Figures["dead_lettered"] = stats.DeadLettered
+	if stats.DeadLettered != 0 {
+		res.fail("%d events dead-lettered by a slow broker", stats.DeadLettered)
+	}
+	return stop()
+}
+
+// runPoison mixes 1% poison events (too large for the broker, or routed
+// to an illegal topic) into ordinary traffic, each in an aggregate of its
+// own: the dead-lettered set must equal the poison set, and the other
+// aggregates must not wait for them.
+func runPoison(r *chaosRun, res *scenarioResult) error {
+	aggs, per := 100, r.size(10, 100)
+	poisonN := aggs * per / 100
+	var poison []string
+	for i := range poisonN {
+		var m outbox.Message
+		var err error
+		if i%2 == 0 {
+			m, err = outbox.NewMessage(order.AggregateType, fmt.Sprintf("poison-%d", i), order.EventUpdated, 1,
+				map[string]string{"blob": strings.Repeat("x", 2<<20)})
+		} else {
+			m, err = outbox.NewMessage("bad type!", fmt.Sprintf("poison-%d", i), order.EventUpdated, 1, map[string]int{"n": i})
+		}
+		if err != nil {
+			return err
+		}
+		poison = append(poison, m.ID.String())
+		if err := r.db.appendEvents(r.ctx, m); err != nil {
+			return err
+		}
+	}
+	kid, err := r.startChild("relay")
+	if err != nil {
+		return err
+	}
+	start := time.Now()
+	if err := r.writeOrders(r.ctx, aggs, per, 4, 0); err != nil {
+		return err
+	}
+	if err := r.finish(res, 2*time.Minute); err != nil {
+		return err
+	}
+	dead, err := r.deadLettered(r.ctx)
+	if err != nil {
+		return err
+	}
+	slices.Sort(dead)
+	slices.Sort(poison)
+	res.Figures["poison"] = poisonN
+	res.Figures["dead_lettered"] = len(dead)
+	res.Figures["normal_drain_s"] = round(time.Since(start).Seconds())
+	if !slices.Equal(dead, poison) {
+		res.fail("dead-lettered %d events, poison %d: the sets differ", len(dead), len(poison))
+	}
+	return kid.stop()
+}
+
+// runRetention stops the relay while writes continue (the backlog must be
+// visible), restarts it (it must drain), then loses its position: on
+// PostgreSQL the slot is dropped, as max_slot_wal_keep_size would, and
+// the relay must refuse to start rather than skip silently.
+func runRetention(r *chaosRun, res *scenarioResult) error {
+	kid, err := r.startChild("relay")
+	if err != nil {
+		return err
+	}
+	if err := r.writeOrders(r.ctx, 10, 5, 2, 0); err != nil {
+		return err
+	}
+	for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); sleepCtx(r.ctx, 20*time.Millisecond) {
+		if n, _ := r.published(r.ctx); n >= 50 {
+			break
+		}
+	}
+	if err := kid.stop(); err != nil {
+		return fmt.Errorf("relay did not stop cleanly: %w: %s", err, kid.output)
+	}
+	before, _ := r.published(r.ctx)
+	svc := order.NewService(r.db.orders())
+	n := r.size(200, 2000)
+	for range n {
+		o, _, err := svc.Create(r.ctx, order.CreateInput{CustomerID: "c", Currency: "EUR", Items: []order.Item{{SKU: "a", Quantity: 1, UnitPrice: 1}}}, order.Meta{})
+		if err != nil {
+			return err
+		}
+		r.ack(o.ID, o.Version)
+	}
+	if after, _ := r.published(r.ctx); after != before {
+		res.fail("%d events published with the relay stopped", after-before)
+	}
+	backlog, err := r.db.backlog(r.ctx)
+	if err != nil {
+		return err
+	}
+	lag, slot, _ := r.db.slotLag(r.ctx)
+	switch {
+	case slot:
+		res.Figures["slot_lag_bytes"] = lag
+		if lag <= 0 {
+			res.fail("slot lag %d bytes with %d events waiting: the backlog is invisible", lag, n)
+		}
+	default:
+		res.Figures["backlog_events"] = backlog
+		if backlog < int64(n) {
+			res.fail("backlog %d with %d events waiting: the backlog is invisible", backlog, n)
+		}
+	}
+	if kid, err = r.startChild("relay"); err != nil {
+		return err
+	}
+	if err := r.finish(res, 2*time.Minute); err != nil {
+		return err
+	}
+	if err := kid.stop(); err != nil {
+		return err
+	}
+	if r.target.embedded() {
+		res.Figures["position_loss"] = "n/a: SQLite keeps outbox rows until acknowledged; nothing expires"
+		return nil
+	}
+	admin, err := pgx.Connect(r.ctx, r.target.pgDSN)
+	if err != nil {
+		return err
+	}
+	defer admin.Close(r.ctx)
+	if _, err := admin.Exec(r.ctx, `SELECT pg_drop_replication_slot($1)`, r.slot); err != nil {
+		return fmt.Errorf("drop slot: %w", err)
+	}
+	kid, err = r.startChild("relay")
+	if err != nil {
+		return err
+	}
+	select {
+	case <-kid.done:
+	case <-time.After(30 * time.Second):
+		kid.kill()
+		res.fail("the relay kept running after its slot was lost")
+		return nil
+	}
+	res.Figures["position_loss"] = "relay exited: " + firstLine(kid.output.String(), "slot")
+	if kid.err == nil || !strings.Contains(kid.output.String(), "slot") {
+		res.fail("the relay did not fail loudly on a lost slot (exit %v)", kid.err)
+	}
+	return nil
+}
+
+func firstLine(s, containing string) string {
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, containing) {
+			if len(l) > 160 {
+				l = l[:160] + "…"
+			}
+			return strings.TrimSpace(l)
+		}
+	}
+	return ""
+}
+
+// runFuzzHTTP sends seeded random requests to `outbox serve`: none may
+// answer 5xx, and none answered 4xx may change the store.
+func runFuzzHTTP(r *chaosRun, res *scenarioResult) error {
+	kid, err := r.startChild("serve")
+	if err != nil {
+		return err
+	}
+	h := &httpWriter{r: r, base: func() string { return "http://" + kid.http }, client: &http.Client{Timeout: 10 * time.Second}}
+	// One real order to aim at.
+	if err := h.orders(0, 1); err != nil {
+		return err
+	}
+	r.mu.Lock()
+	known := r.acked[0].order
+	r.mu.Unlock()
+	n := r.size(300, 3000)
+	statuses := map[int]int{}
+	for range n {
+		method, path, body, hdr := fuzzRequest(r, known)
+		o1, e1, err := r.counts()
+		if err != nil {
+			return err
+		}
+		req, _ := http.NewRequestWithContext(r.ctx, method, h.base()+path, bytes.NewReader(body))
+		for k, v := range hdr {
+			req.Header.Set(k, v)
+		}
+		resp, err := h.client.Do(req)
+		if err != nil {
+			res.fail("%s %s: %v", method, path, err)
+			continue
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		statuses[resp.StatusCode]++
+		if resp.StatusCode >= 500 {
+			res.fail("%s %s answered %d", method, path, resp.StatusCode)
+		}
+		if resp.StatusCode >= 400 {
+			if o2, e2, _ := r.counts(); o2 != o1 || e2 != e1 {
+				res.fail("%s %s answered %d but changed the store (orders %d→%d, events %d→%d)", method, path, resp.StatusCode, o1, o2, e1, e2)
+			}
+		}
+		if len(res.Failures) > 5 {
+			break
+		}
+	}
+	res.Figures["requests"] = n
+	res.Figures["statuses"] = fmt.Sprint(statuses)
+	if err := r.finish(res, time.Minute); err != nil {
+		return err
+	}
+	return kid.stop()
+}
+
+func (r *chaosRun) counts() (orders, events int64, err error) {
+	return r.db.CountRows(r.ctx)
+}
+
+// fuzzRequest mutates valid requests: random bytes, truncation, huge and
+// negative numbers, unknown fields, wrong types, bad headers and paths.
+func fuzzRequest(r *chaosRun, known string) (method, path string, body []byte, hdr map[string]string) {
+	valid := []struct {
+		method, path, body string
+	}{
+		{"POST", "/orders", `{"customer_id":"c1","currency":"EUR","items":[{"sku":"a","quantity":1,"unit_price":100}]}`},
+		{"PATCH", "/orders/" + known, `{"address":"1 Main St"}`},
+		{"POST", "/orders/" + known + "/cancel", ``},
+		{"GET", "/orders/" + known, ``},
+		{"POST", "/dlq/1/replay", `{"reason":"x"}`},
+	}
+	v := valid[r.rng.IntN(len(valid))]
+	method, path, body = v.method, v.path, []byte(v.body)
+	hdr = map[string]string{"Content-Type": "application/json"}
+	switch r.rng.IntN(12) {
+	case 0: // flip bytes
+		for range 1 + r.rng.IntN(4) {
+			if len(body) > 0 {
+				body[r.rng.IntN(len(body))] = byte(r.rng.IntN(256))
+			}
+		}
+	case 1: // truncate
+		if len(body) > 0 {
+			body = body[:r.rng.IntN(len(body))]
+		}
+	case 2:
+		body = []byte(strings.Replace(string(body), `"quantity":1`, `"quantity":1e400`, 1))
+		body = []byte(strings.Replace(string(body), `"address":"1 Main St"`, `"address":-1`, 1))
+	case 3:
+		body = []byte(strings.Replace(string(body), `{`, `{"admin":true,`, 1))
+	case 4:
+		body = append(body, []byte(`{"trailing":1}`)...)
+	case 5:
+		body = bytes.Repeat([]byte("["), 1+r.rng.IntN(100000))
+	case 6:
+		hdr["Content-Type"] = []string{"text/plain", "", "application/json; charset=latin1", "application/xml"}[r.rng.IntN(4)]
+	case 7:
+		hdr["If-Match"] = []string{`"x"`, `"-1"`, `"99999999999999999999"`, `*`, `W/"1"`}[r.rng.IntN(5)]
+	case 8:
+		hdr["Idempotency-Key"] = strings.Repeat("k", 1+r.rng.IntN(4096))
+	case 9:
+		method = []string{"PUT", "DELETE", "OPTIONS", "TRACE", "PROPFIND"}[r.rng.IntN(5)]
+	case 10:
+		path = []string{"/orders/%00", "/orders/" + strings.Repeat("a", 5000), "/../etc/passwd", "/orders//cancel", "/dlq?limit=-1", "/dlq/0"}[r.rng.IntN(6)]
+	case 11:
+		body = bytes.Repeat([]byte(`{"customer_id":"`), 1+r.rng.IntN(200000))
+	}
+	return method, path, body, hdr
+}
