@@ -37,7 +37,9 @@ type Config struct {
 	DisableAutoTopicCreation bool
 	// ClientID names the client to the broker (default "outbox-relay").
 	ClientID string
-	// Opts are appended last, for TLS, SASL, a dialer or hooks.
+	// Security: TLS and SASL.
+	Security Security
+	// Opts are appended last, for a dialer or hooks.
 	Opts []kgo.Opt
 }
 
@@ -104,6 +106,11 @@ func NewPublisher(cfg Config) (*Publisher, error) {
 	if !cfg.DisableAutoTopicCreation {
 		opts = append(opts, kgo.AllowAutoTopicCreation())
 	}
+	sec, err := cfg.Security.Opts()
+	if err != nil {
+		return nil, err
+	}
+	opts = append(opts, sec...)
 	client, err := kgo.NewClient(append(opts, cfg.Opts...)...)
 	if err != nil {
 		return nil, fmt.Errorf("kafka: new client: %w", err)

@@ -63,8 +63,31 @@ max_connections = 100
 shared_buffers = 64MB
 CONF
   echo "host replication all 127.0.0.1/32 trust" >>"$data/pg_hba.conf"
+  # TLS with a throwaway CA, and a password user that may only connect over
+  # it: the tests check sslmode=verify-full and that passwords stay secret.
+  local tls="$TMP/pg/tls"
+  mkdir -p "$tls"
+  openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=outbox test CA" \
+    -keyout "$tls/ca.key" -out "$tls/ca.pem" >/dev/null 2>&1 || return 1
+  openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" -keyout "$tls/server.key" -out "$tls/server.csr" >/dev/null 2>&1 || return 1
+  printf 'subjectAltName=DNS:localhost\n' >"$tls/san.ext"
+  openssl x509 -req -in "$tls/server.csr" -CA "$tls/ca.pem" -CAkey "$tls/ca.key" -CAcreateserial -days 2 \
+    -extfile "$tls/san.ext" -out "$tls/server.pem" >/dev/null 2>&1 || return 1
+  chown -R postgres:postgres "$tls" 2>/dev/null || true
+  chmod 600 "$tls/server.key"
+  cat >>"$data/postgresql.conf" <<CONF
+ssl = on
+ssl_cert_file = '$tls/server.pem'
+ssl_key_file = '$tls/server.key'
+CONF
+  local tls_password
+  tls_password=$(openssl rand -hex 16)
+  { printf 'hostssl all outbox_tls 127.0.0.1/32 scram-sha-256\nhostnossl all outbox_tls 127.0.0.1/32 reject\n'; cat "$data/pg_hba.conf"; } >"$data/pg_hba.new"
+  mv "$data/pg_hba.new" "$data/pg_hba.conf"
+  chown postgres:postgres "$data/pg_hba.conf" 2>/dev/null || true
   "${as_pg[@]}" "$bin/pg_ctl" -D "$data" -l "$TMP/pg/server.log" -w -t 30 start >/dev/null || { cat "$TMP/pg/server.log"; return 1; }
   "$bin/psql" -h 127.0.0.1 -p "$port" -U postgres -qc "CREATE DATABASE outbox_test" >/dev/null || return 1
+  "$bin/psql" -h 127.0.0.1 -p "$port" -U postgres -qc "CREATE ROLE outbox_tls LOGIN SUPERUSER PASSWORD '$tls_password'" >/dev/null || return 1
   cat >"$TMP/pg/ctl.sh" <<CTL
 #!/usr/bin/env bash
 # Test helper: stop-immediate simulates a crash; start brings it back.
@@ -77,6 +100,7 @@ CTL
   chmod +x "$TMP/pg/ctl.sh"
   export OUTBOX_TEST_PG_DSN="postgres://postgres@127.0.0.1:$port/outbox_test?sslmode=disable"
   export OUTBOX_TEST_PG_CTL="$TMP/pg/ctl.sh"
+  export OUTBOX_TEST_PG_TLS_DSN="postgres://outbox_tls:$tls_password@localhost:$port/outbox_test?sslmode=verify-full&sslrootcert=$tls/ca.pem"
   PG_STOP=("${as_pg[@]}" "$bin/pg_ctl" -D "$data" -m fast -w stop)
   echo "services: PostgreSQL on 127.0.0.1:$port"
 }

@@ -52,6 +52,9 @@ func TestUsageErrorsExit2WithAMessage(t *testing.T) {
 		{"dlq show without id", nil, []string{"dlq", "show"}, "one dead-letter ID"},
 		{"dlq show bad id", nil, []string{"dlq", "show", "x"}, "positive integer"},
 		{"demo bad orders", nil, []string{"demo", "--orders", "-5"}, "--orders"},
+		{"kafka tls without brokers", nil, []string{"relay", "--kafka-tls"}, "need --brokers"},
+		{"kafka plain without tls", map[string]string{"OUTBOX_KAFKA_SASL_PASSWORD": "pw"}, []string{"relay", "--brokers", "k:9092", "--kafka-sasl-mechanism", "PLAIN", "--kafka-sasl-user", "u"}, "clear text"},
+		{"kafka bad ca", nil, []string{"relay", "--brokers", "k:9092", "--kafka-ca-file", "/nonexistent.pem"}, "CA file"},
 		{"chaos unknown scenario", nil, []string{"chaos", "--scenario", "R99"}, "names no scenario"},
 		{"chaos postgres without kafka", nil, []string{"chaos", "--postgres", "postgres://x/y"}, "go together"},
 	} {

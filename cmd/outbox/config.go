@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"github.com/outbox-dev/outbox/kafka"
 	"github.com/outbox-dev/outbox/store/scylla"
 )
 
@@ -34,17 +35,31 @@ type config struct {
 	ConfigFile     string
 	// Secrets come from the environment (or *_FILE) only, never a flag:
 	// flags show in ps and shell history.
-	AdminToken   string
-	AlertWebhook string
+	AdminToken        string
+	AlertWebhook      string
+	KafkaSASLPassword string
+
+	KafkaTLS      bool
+	KafkaCAFile   string
+	KafkaCertFile string
+	KafkaKeyFile  string
+	KafkaSASL     string
+	KafkaSASLUser string
 }
 
 func addCommonFlags(fs *pflag.FlagSet, c *config) {
-	fs.StringVar(&c.Store, "store", "sqlite://outbox.db", "store URL: sqlite://PATH or postgres://user@host:port/db (scylla:// is not built yet)")
+	fs.StringVar(&c.Store, "store", "sqlite://outbox.db", "store URL: sqlite://PATH, postgres://user@host:port/db?sslmode=verify-full or scylla://host,host/keyspace")
 	fs.StringVar(&c.Source, "source", "", "how the relay captures events: cdc (PostgreSQL logical replication, its default) or poll")
 	fs.StringVar(&c.Slot, "slot", "outbox_relay", "PostgreSQL replication slot of the cdc source")
 	fs.BoolVar(&c.RecreateSlot, "recreate-slot", false, "recreate a missing or lost replication slot; events committed while it was gone are NOT delivered")
 	fs.DurationVar(&c.Retention, "retention", 24*time.Hour, "PostgreSQL: delete acknowledged outbox rows older than this (0 keeps them)")
 	fs.StringVar(&c.Brokers, "brokers", "", "Kafka brokers host:port,...; empty runs the embedded broker")
+	fs.BoolVar(&c.KafkaTLS, "kafka-tls", false, "TLS to the brokers, verifying their certificates and host names")
+	fs.StringVar(&c.KafkaCAFile, "kafka-ca-file", "", "PEM CA to verify the brokers with (implies --kafka-tls; default: system roots)")
+	fs.StringVar(&c.KafkaCertFile, "kafka-cert-file", "", "PEM client certificate for mutual TLS (with --kafka-key-file)")
+	fs.StringVar(&c.KafkaKeyFile, "kafka-key-file", "", "PEM client key for mutual TLS")
+	fs.StringVar(&c.KafkaSASL, "kafka-sasl-mechanism", "", "SASL mechanism: SCRAM-SHA-256, SCRAM-SHA-512 or PLAIN (TLS only); the password comes from OUTBOX_KAFKA_SASL_PASSWORD or _FILE")
+	fs.StringVar(&c.KafkaSASLUser, "kafka-sasl-user", "", "SASL user")
 	fs.IntVar(&c.BrokerPort, "broker-port", 9092, "port of the embedded broker on 127.0.0.1 (0: any free port)")
 	fs.StringVar(&c.TopicTemplate, "topic-template", "outbox.event.{aggregatetype}", "topic routing: {aggregatetype} and {type} are replaced; {type} is the design's topic per event type")
 	fs.DurationVar(&c.PollInterval, "poll-interval", 100*time.Millisecond, "how often the relay polls an idle outbox")
@@ -112,6 +127,9 @@ func (c *config) resolve(cmd *cobra.Command) error {
 	if c.AlertWebhook, err = secret("OUTBOX_ALERT_WEBHOOK_URL"); err != nil {
 		return err
 	}
+	if c.KafkaSASLPassword, err = secret("OUTBOX_KAFKA_SASL_PASSWORD"); err != nil {
+		return err
+	}
 	return c.validate()
 }
 
@@ -159,11 +177,33 @@ func (c *config) validate() error {
 	if _, err := parseStoreURL(c.Store); err != nil {
 		return err
 	}
+	if _, err := c.kafkaSecurity(); err != nil {
+		return err
+	}
+	if c.Brokers == "" && (c.KafkaTLS || c.KafkaCAFile != "" || c.KafkaCertFile != "" || c.KafkaSASL != "") {
+		return usagef("Kafka TLS and SASL settings need --brokers (the embedded broker is plaintext on loopback)")
+	}
 	// Caught here, before a connection is attempted.
 	if strings.HasPrefix(c.Store, "scylla://") && c.Source == "poll" {
 		return usagef("--source poll: ScyllaDB is read through CDC; use --source cdc")
 	}
 	return nil
+}
+
+// kafkaSecurity builds the brokers' TLS and SASL settings.
+func (c *config) kafkaSecurity() (kafka.Security, error) {
+	sec := kafka.Security{SASLMechanism: strings.ToUpper(c.KafkaSASL), SASLUser: c.KafkaSASLUser, SASLPassword: c.KafkaSASLPassword}
+	if c.KafkaTLS || c.KafkaCAFile != "" || c.KafkaCertFile != "" {
+		tlsCfg, err := kafka.TLSConfig(c.KafkaCAFile, c.KafkaCertFile, c.KafkaKeyFile, "")
+		if err != nil {
+			return sec, usageError{err}
+		}
+		sec.TLS = tlsCfg
+	}
+	if _, err := sec.Opts(); err != nil {
+		return sec, usageError{err}
+	}
+	return sec, nil
 }
 
 func (c *config) brokerList() []string {

@@ -106,7 +106,14 @@ func newApp(ctx context.Context, cfg config, logOut io.Writer, opts appOptions) 
 		a.brokers = a.embedded.Addrs()
 		a.log.Info("embedded Kafka-protocol broker listening", "addr", a.brokers[0])
 	}
-	if a.pub, err = kafka.NewPublisher(kafka.Config{Brokers: a.brokers, TopicTemplate: cfg.TopicTemplate}); err != nil {
+	sec, err := cfg.kafkaSecurity()
+	if err != nil {
+		return nil, err
+	}
+	if a.embedded != nil {
+		sec = kafka.Security{} // the embedded broker is plaintext on loopback
+	}
+	if a.pub, err = kafka.NewPublisher(kafka.Config{Brokers: a.brokers, TopicTemplate: cfg.TopicTemplate, Security: sec}); err != nil {
 		return nil, usageError{err}
 	}
 	a.closers = append([]func() error{a.pub.Close}, a.closers...)

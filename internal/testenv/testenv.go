@@ -27,6 +27,12 @@ func need(t testing.TB, env, what string) string {
 // PostgresDSN returns OUTBOX_TEST_PG_DSN.
 func PostgresDSN(t testing.TB) string { return need(t, "OUTBOX_TEST_PG_DSN", "PostgreSQL") }
 
+// PostgresTLSDSN returns OUTBOX_TEST_PG_TLS_DSN: a password user that
+// may connect only over TLS, with sslmode=verify-full and the test CA.
+func PostgresTLSDSN(t testing.TB) string {
+	return need(t, "OUTBOX_TEST_PG_TLS_DSN", "PostgreSQL over TLS")
+}
+
 // PostgresCtl returns OUTBOX_TEST_PG_CTL, a script taking stop-immediate
 // or start.
 func PostgresCtl(t testing.TB) string { return need(t, "OUTBOX_TEST_PG_CTL", "PostgreSQL control") }

@@ -1,0 +1,132 @@
+package kafka_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/outbox-dev/outbox/internal/testcert"
+	"github.com/outbox-dev/outbox/kafka"
+	"github.com/outbox-dev/outbox/outbox"
+)
+
+const (
+	saslUser     = "outbox"
+	saslPassword = "correct-horse-battery-staple"
+	wrongPass    = "tr0ub4dor&3-wrong"
+)
+
+// secureBroker is kfake with TLS and SASL/SCRAM on.
+func secureBroker(t *testing.T) (addr string, ca string) {
+	t.Helper()
+	pair := testcert.New(t)
+	b, err := kafka.StartEmbedded(kafka.EmbeddedConfig{Opts: []kfake.Opt{
+		kfake.TLS(pair.Server), kfake.EnableSASL(), kfake.Superuser("SCRAM-SHA-256", saslUser, saslPassword),
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	return b.Addrs()[0], pair.CAFile
+}
+
+func TestTLSAndSCRAMAgainstABrokerThatRequiresThem(t *testing.T) {
+	addr, caFile := secureBroker(t)
+	tlsCfg, err := kafka.TLSConfig(caFile, "", "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	publish := func(sec kafka.Security) error {
+		p, err := kafka.NewPublisher(kafka.Config{Brokers: []string{addr}, TopicTemplate: "secure.{aggregatetype}", Security: sec})
+		if err != nil {
+			return err
+		}
+		defer p.Close()
+		ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+		defer cancel()
+		m, _ := outbox.NewMessage("order", "o1", "OrderCreated", 1, map[string]int{"n": 1})
+		return p.Publish(ctx, m)
+	}
+	good := kafka.Security{TLS: tlsCfg, SASLMechanism: "SCRAM-SHA-256", SASLUser: saslUser, SASLPassword: saslPassword}
+	if err := publish(good); err != nil {
+		t.Fatalf("right password over TLS: %v", err)
+	}
+	recs, err := kafka.ReadAll(t.Context(), []string{addr}, []string{"secure.order"}, mustOpts(t, good)...)
+	if err != nil || len(recs) != 1 {
+		t.Fatalf("read back over TLS and SASL: %d records, %v", len(recs), err)
+	}
+
+	wrong := good
+	wrong.SASLPassword = wrongPass
+	err = publish(wrong)
+	if err == nil {
+		t.Fatal("a wrong password published")
+	}
+	if strings.Contains(err.Error(), wrongPass) || strings.Contains(err.Error(), saslPassword) {
+		t.Fatalf("the error shows a password: %v", err)
+	}
+	if outbox.IsPermanent(kafka.Classify(err)) {
+		t.Fatalf("an authentication failure would dead-letter every event: %v", err)
+	}
+
+	noTLS := good
+	noTLS.TLS = nil
+	if err := publish(noTLS); err == nil {
+		t.Fatal("plaintext reached a TLS listener")
+	}
+	systemRoots, _ := kafka.TLSConfig("", "", "", "")
+	untrusted := good
+	untrusted.TLS = systemRoots
+	if err := publish(untrusted); err == nil {
+		t.Fatal("a certificate from an unknown CA was trusted")
+	}
+	wrongName, _ := kafka.TLSConfig(caFile, "", "", "kafka.example.com")
+	misnamed := good
+	misnamed.TLS = wrongName
+	if err := publish(misnamed); err == nil {
+		t.Fatal("a certificate for another host name was accepted")
+	}
+}
+
+func mustOpts(t *testing.T, s kafka.Security) []kgo.Opt {
+	t.Helper()
+	opts, err := s.Opts()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return opts
+}
+
+func TestSecuritySettingsThatCannotWork(t *testing.T) {
+	tlsCfg, _ := kafka.TLSConfig("", "", "", "")
+	for _, tc := range []struct {
+		name string
+		sec  kafka.Security
+	}{
+		{"plain without TLS", kafka.Security{SASLMechanism: "PLAIN", SASLUser: "u", SASLPassword: "p"}},
+		{"password without mechanism", kafka.Security{SASLPassword: "p"}},
+		{"mechanism without password", kafka.Security{SASLMechanism: "SCRAM-SHA-512", SASLUser: "u"}},
+		{"unknown mechanism", kafka.Security{TLS: tlsCfg, SASLMechanism: "GSSAPI", SASLUser: "u", SASLPassword: "secret-value"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := tc.sec.Opts()
+			if !errors.Is(err, kafka.ErrSecurity) {
+				t.Fatalf("err %v, want ErrSecurity", err)
+			}
+			if strings.Contains(err.Error(), "secret-value") {
+				t.Fatalf("the error shows the password: %v", err)
+			}
+		})
+	}
+	if _, err := kafka.TLSConfig("/nonexistent/ca.pem", "", "", ""); !errors.Is(err, kafka.ErrSecurity) {
+		t.Fatalf("missing CA file: %v", err)
+	}
+	if _, err := kafka.TLSConfig("", "cert.pem", "", ""); !errors.Is(err, kafka.ErrSecurity) {
+		t.Fatalf("certificate without key: %v", err)
+	}
+}
