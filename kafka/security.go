@@ -2,14 +2,14 @@ package kafka
 
 import (
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
-	"os"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/sasl/plain"
 	"github.com/twmb/franz-go/pkg/sasl/scram"
+
+	"github.com/outbox-dev/outbox/internal/tlsconfig"
 )
 
 // Security is how the client encrypts and authenticates. The zero value
@@ -63,27 +63,9 @@ func (s Security) Opts() ([]kgo.Opt, error) {
 // system roots; certFile and keyFile add a client certificate (mutual
 // TLS). serverName overrides the name checked (default: the host dialled).
 func TLSConfig(caFile, certFile, keyFile, serverName string) (*tls.Config, error) {
-	cfg := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: serverName}
-	if caFile != "" {
-		pem, err := os.ReadFile(caFile)
-		if err != nil {
-			return nil, fmt.Errorf("%w: CA file: %w", ErrSecurity, err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("%w: CA file %s holds no PEM certificate", ErrSecurity, caFile)
-		}
-		cfg.RootCAs = pool
-	}
-	if (certFile == "") != (keyFile == "") {
-		return nil, fmt.Errorf("%w: a client certificate needs both its certificate and key files", ErrSecurity)
-	}
-	if certFile != "" {
-		cert, err := tls.LoadX509KeyPair(certFile, keyFile)
-		if err != nil {
-			return nil, fmt.Errorf("%w: client certificate: %w", ErrSecurity, err)
-		}
-		cfg.Certificates = []tls.Certificate{cert}
+	cfg, err := tlsconfig.Client(caFile, certFile, keyFile, serverName)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrSecurity, err)
 	}
 	return cfg, nil
 }

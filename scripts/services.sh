@@ -66,13 +66,7 @@ CONF
   # TLS with a throwaway CA, and a password user that may only connect over
   # it: the tests check sslmode=verify-full and that passwords stay secret.
   local tls="$TMP/pg/tls"
-  mkdir -p "$tls"
-  openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=outbox test CA" \
-    -keyout "$tls/ca.key" -out "$tls/ca.pem" >/dev/null 2>&1 || return 1
-  openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" -keyout "$tls/server.key" -out "$tls/server.csr" >/dev/null 2>&1 || return 1
-  printf 'subjectAltName=DNS:localhost\n' >"$tls/san.ext"
-  openssl x509 -req -in "$tls/server.csr" -CA "$tls/ca.pem" -CAkey "$tls/ca.key" -CAcreateserial -days 2 \
-    -extfile "$tls/san.ext" -out "$tls/server.pem" >/dev/null 2>&1 || return 1
+  make_certs "$tls" || return 1
   chown -R postgres:postgres "$tls" 2>/dev/null || true
   chmod 600 "$tls/server.key"
   cat >>"$data/postgresql.conf" <<CONF
@@ -103,6 +97,21 @@ CTL
   export OUTBOX_TEST_PG_TLS_DSN="postgres://outbox_tls:$tls_password@localhost:$port/outbox_test?sslmode=verify-full&sslrootcert=$tls/ca.pem"
   PG_STOP=("${as_pg[@]}" "$bin/pg_ctl" -D "$data" -m fast -w stop)
   echo "services: PostgreSQL on 127.0.0.1:$port"
+}
+
+# make_certs DIR: a throwaway CA (ca.pem) and a server certificate for
+# DNS:localhost only (server.pem, server.key, and both in keystore.pem), so
+# tests can check both verification and a host-name mismatch (127.0.0.1).
+make_certs() {
+  local dir=$1
+  mkdir -p "$dir"
+  openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=outbox test CA" \
+    -keyout "$dir/ca.key" -out "$dir/ca.pem" >/dev/null 2>&1 || return 1
+  openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" -keyout "$dir/server.key" -out "$dir/server.csr" >/dev/null 2>&1 || return 1
+  printf 'subjectAltName=DNS:localhost\n' >"$dir/san.ext"
+  openssl x509 -req -in "$dir/server.csr" -CA "$dir/ca.pem" -CAkey "$dir/ca.key" -CAcreateserial -days 2 \
+    -extfile "$dir/san.ext" -out "$dir/server.pem" >/dev/null 2>&1 || return 1
+  cat "$dir/server.key" "$dir/server.pem" >"$dir/keystore.pem"
 }
 
 start_kafka() {
@@ -145,7 +154,9 @@ appender.file.layout.type = PatternLayout
 appender.file.layout.pattern = [%d] %p %m (%c)%n
 LOG
   local java=(java -Xms256m -Xmx512m -XX:+UseSerialGC -Dlog4j2.configurationFile="$dir/log4j2.properties" -cp "$libs/*")
-  "${java[@]}" kafka.tools.StorageTool format -t "$(python3 -c 'import uuid,base64;print(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="))')" \
+  # --cluster-id=ID: a random ID may begin with "-", which a separate
+  # argument would make look like an option.
+  "${java[@]}" kafka.tools.StorageTool format --cluster-id="$(python3 -c 'import uuid,base64;print(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="))')" \
     -c "$dir/server.properties" >"$dir/logs/format.log" 2>&1 || { cat "$dir/logs/format.log"; return 1; }
   "${java[@]}" kafka.Kafka "$dir/server.properties" >"$dir/logs/stdout.log" 2>&1 &
   KAFKA_PID=$!
@@ -167,6 +178,7 @@ start_cassandra() {
   local dir="$TMP/cassandra" port sport jport
   port=$(free_port); sport=$(free_port); jport=$(free_port)
   mkdir -p "$dir"
+  make_certs "$dir/tls" || return 1
   cat >"$dir/cassandra.yaml" <<YAML
 cluster_name: outbox-test
 num_tokens: 1
@@ -187,6 +199,14 @@ native_transport_port: $port
 rpc_address: 127.0.0.1
 endpoint_snitch: SimpleSnitch
 start_native_transport: true
+# TLS is optional on the one port: plaintext tests keep working, and the
+# TLS test connects with verification.
+client_encryption_options:
+  enabled: true
+  optional: true
+  ssl_context_factory:
+    class_name: org.apache.cassandra.security.PEMBasedSslContextFactory
+  keystore: $dir/tls/keystore.pem
 YAML
   cat >"$dir/logback.xml" <<LOG
 <configuration><appender name="F" class="ch.qos.logback.core.FileAppender"><file>$dir/system.log</file>
@@ -211,6 +231,7 @@ LOG
     return 1
   fi
   export OUTBOX_TEST_CASSANDRA_HOSTS="127.0.0.1:$port"
+  export OUTBOX_TEST_CASSANDRA_TLS_CA="$dir/tls/ca.pem"
   echo "services: Apache Cassandra on 127.0.0.1:$port"
 }
 

@@ -24,10 +24,15 @@ type scyllaBackend struct {
 	cdc      *scylla.Source
 }
 
-func openScylla(raw string) (*scyllaBackend, error) {
+// openScylla connects; a URL with a user but no password takes it from
+// OUTBOX_SCYLLA_PASSWORD (or _FILE), which keeps it out of ps and logs.
+func openScylla(raw, password string) (*scyllaBackend, error) {
 	st, err := scylla.ParseURL(raw)
 	if err != nil {
 		return nil, usageError{err}
+	}
+	if st.Config.Username != "" && st.Config.Password == "" {
+		st.Config.Password = password
 	}
 	s, err := scylla.Open(st.Config)
 	if err != nil {

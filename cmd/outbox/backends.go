@@ -75,7 +75,7 @@ func openBackend(ctx context.Context, cfg config, log *slog.Logger) (backend, er
 		}
 		return &postgresBackend{Store: s}, nil
 	case "scylla":
-		b, err := openScylla(cfg.Store)
+		b, err := openScylla(cfg.Store, cfg.ScyllaPassword)
 		if err != nil {
 			return nil, err
 		}

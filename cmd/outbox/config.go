@@ -38,6 +38,7 @@ type config struct {
 	AdminToken        string
 	AlertWebhook      string
 	KafkaSASLPassword string
+	ScyllaPassword    string
 
 	KafkaTLS      bool
 	KafkaCAFile   string
@@ -128,6 +129,9 @@ func (c *config) resolve(cmd *cobra.Command) error {
 		return err
 	}
 	if c.KafkaSASLPassword, err = secret("OUTBOX_KAFKA_SASL_PASSWORD"); err != nil {
+		return err
+	}
+	if c.ScyllaPassword, err = secret("OUTBOX_SCYLLA_PASSWORD"); err != nil {
 		return err
 	}
 	return c.validate()

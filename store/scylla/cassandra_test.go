@@ -13,6 +13,7 @@ import (
 	"github.com/gocql/gocql"
 	scyllacdc "github.com/scylladb/scylla-cdc-go"
 
+	"github.com/outbox-dev/outbox/internal/testcert"
 	"github.com/outbox-dev/outbox/order"
 	"github.com/outbox-dev/outbox/outbox"
 	"github.com/outbox-dev/outbox/store/storetest"
@@ -248,3 +249,44 @@ func TestCassandraOrdersWriteAheadIntent(t *testing.T) {
 		t.Fatalf("rolled-forward create wrote %d events, want 1", len(got))
 	}
 }
+
+// The test Cassandra accepts TLS and plaintext on one port; its
+// certificate names localhost only, and nodes are dialled by IP, so the
+// name to verify is given with server_name.
+func TestCassandraTLSVerifiesTheNode(t *testing.T) {
+	hosts := os.Getenv("OUTBOX_TEST_CASSANDRA_HOSTS")
+	ca := os.Getenv("OUTBOX_TEST_CASSANDRA_TLS_CA")
+	if hosts == "" || ca == "" {
+		if os.Getenv("OUTBOX_REQUIRE_SERVICES") == "1" {
+			t.Fatal("OUTBOX_TEST_CASSANDRA_HOSTS and OUTBOX_TEST_CASSANDRA_TLS_CA are required (OUTBOX_REQUIRE_SERVICES=1)")
+		}
+		t.Skip("Cassandra with TLS is not available")
+	}
+	open := func(query string) error {
+		st, err := ParseURL("scylla://" + hosts + "/system?" + query)
+		if err != nil {
+			return err
+		}
+		st.Config.ProtoVersion, st.Config.Timeout = 4, 10*time.Second
+		s, err := Open(st.Config)
+		if err != nil {
+			return err
+		}
+		defer s.Close()
+		return s.Ping(t.Context())
+	}
+	if err := open("ca_file=" + ca + "&server_name=localhost"); err != nil {
+		t.Fatalf("TLS with the node's CA: %v", err)
+	}
+	for name, query := range map[string]string{
+		"the dialled IP is not in the certificate": "ca_file=" + ca,
+		"another CA":   "ca_file=" + testcertCA(t) + "&server_name=localhost",
+		"system roots": "tls=true&server_name=localhost",
+	} {
+		if err := open(query); err == nil || !strings.Contains(err.Error(), "certificate") {
+			t.Errorf("%s: %v, want a certificate verification failure", name, err)
+		}
+	}
+}
+
+func testcertCA(t *testing.T) string { return testcert.New(t).CAFile }

@@ -2,6 +2,7 @@ package scylla
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"net"
 	"strconv"
@@ -26,6 +27,12 @@ type Config struct {
 	// ProtoVersion pins the native protocol (0: negotiate; Apache
 	// Cassandra 5 needs 4 with this driver).
 	ProtoVersion int
+	// TLS encrypts client connections, always verifying the node's
+	// certificate and host name. Nodes are dialled by IP: certificates
+	// need IP SANs, or set TLS.ServerName.
+	TLS *tls.Config
+	// Username and Password use the PasswordAuthenticator.
+	Username, Password string
 }
 
 // Store writes orders and outbox rows.
@@ -60,6 +67,12 @@ func Open(cfg Config) (*Store, error) {
 	}
 	if cfg.ProtoVersion > 0 {
 		c.ProtoVersion = cfg.ProtoVersion
+	}
+	if cfg.TLS != nil {
+		c.SslOpts = &gocql.SslOptions{Config: cfg.TLS.Clone(), EnableHostVerification: true}
+	}
+	if cfg.Username != "" {
+		c.Authenticator = gocql.PasswordAuthenticator{Username: cfg.Username, Password: cfg.Password}
 	}
 	s, err := c.CreateSession()
 	if err != nil {

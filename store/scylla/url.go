@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/gocql/gocql"
+
+	"github.com/outbox-dev/outbox/internal/tlsconfig"
 )
 
 // Settings is everything a scylla:// URL configures.
@@ -19,15 +21,24 @@ type Settings struct {
 	CDC    CDCConfig
 }
 
-// ParseURL reads scylla://host1,host2[:port]/keyspace with the options
-// consistency (default local_quorum), rf (replication factor for
-// migrate, NetworkTopologyStrategy, default 3), cdc_ttl (default 24h)
-// and profile=low-latency for the CDC reader's low-latency profile.
+// ParseURL reads scylla://[user[:password]@]host1,host2[:port]/keyspace
+// with the options consistency (default local_quorum), rf (replication
+// factor for migrate, NetworkTopologyStrategy, default 3), cdc_ttl
+// (default 24h), profile=low-latency for the CDC reader's low-latency
+// profile, and tls=true with ca_file, cert_file, key_file and
+// server_name. Errors never repeat the password.
 func ParseURL(raw string) (Settings, error) {
 	var st Settings
 	u, err := url.Parse(raw)
-	if err != nil || u.Scheme != "scylla" {
-		return st, fmt.Errorf("scylla: %q is not a scylla://host,host/keyspace URL", raw)
+	if err != nil {
+		return st, fmt.Errorf("scylla: the store URL does not parse as scylla://host,host/keyspace")
+	}
+	if u.Scheme != "scylla" {
+		return st, fmt.Errorf("scylla: %q is not a scylla://host,host/keyspace URL", u.Redacted())
+	}
+	if u.User != nil {
+		st.Config.Username = u.User.Username()
+		st.Config.Password, _ = u.User.Password()
 	}
 	if u.Host == "" {
 		return st, fmt.Errorf("scylla: the URL names no host")
@@ -40,7 +51,7 @@ func ParseURL(raw string) (Settings, error) {
 	q := u.Query()
 	for k := range q {
 		switch k {
-		case "consistency", "rf", "cdc_ttl", "profile":
+		case "consistency", "rf", "cdc_ttl", "profile", "tls", "ca_file", "cert_file", "key_file", "server_name":
 		default:
 			return st, fmt.Errorf("scylla: unknown URL option %q", k)
 		}
@@ -70,6 +81,17 @@ func ParseURL(raw string) (Settings, error) {
 		return st, fmt.Errorf("scylla: profile must be low-latency, got %q", p)
 	}
 	st.CDC.LogTTL = st.Schema.CDCTTL
+	useTLS := q.Get("ca_file") != "" || q.Get("cert_file") != "" || q.Get("server_name") != ""
+	if v := q.Get("tls"); v != "" {
+		if useTLS, err = strconv.ParseBool(v); err != nil {
+			return st, fmt.Errorf("scylla: tls must be true or false, got %q", v)
+		}
+	}
+	if useTLS {
+		if st.Config.TLS, err = tlsconfig.Client(q.Get("ca_file"), q.Get("cert_file"), q.Get("key_file"), q.Get("server_name")); err != nil {
+			return st, fmt.Errorf("scylla: tls: %w", err)
+		}
+	}
 	return st, nil
 }
 

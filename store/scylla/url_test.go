@@ -1,6 +1,7 @@
 package scylla
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -16,6 +17,21 @@ func TestParseURL(t *testing.T) {
 		st.Config.Consistency != gocql.Quorum || st.Schema.CDCTTL != 2*time.Hour || st.CDC.LogTTL != 2*time.Hour ||
 		st.CDC.ConfidenceWindow != LowLatency().ConfidenceWindow || st.Schema.Replication != "{'class': 'NetworkTopologyStrategy', 'replication_factor': 1}" {
 		t.Fatalf("parsed %+v", st)
+	}
+	auth, err := ParseURL("scylla://app:topsecret@a/shop?tls=true&server_name=db.internal")
+	if err != nil || auth.Config.Username != "app" || auth.Config.Password != "topsecret" || auth.Config.TLS == nil ||
+		auth.Config.TLS.ServerName != "db.internal" || auth.Config.TLS.InsecureSkipVerify {
+		t.Fatalf("user, password and TLS: %+v %v", auth.Config, err)
+	}
+	if plain, _ := ParseURL("scylla://a/shop?tls=false"); plain.Config.TLS != nil {
+		t.Fatal("tls=false enabled TLS")
+	}
+	for _, bad := range []string{"ftp://app:topsecret@a/shop", "scylla://app:topsecret@a/shop?rf=0", "scylla://app:topsecret@a/shop?ca_file=/nonexistent",
+		"scylla://app:topsecret@a/shop?tls=maybe", "scylla://app:topsecret@a:x:y/shop%zz"} {
+		_, err := ParseURL(bad)
+		if err == nil || strings.Contains(err.Error(), "topsecret") {
+			t.Errorf("%s: %v (want an error without the password)", bad, err)
+		}
 	}
 	for _, bad := range []string{
 		"postgres://a/shop", "scylla:///shop", "scylla://a/Shop-1", "scylla://a/", "scylla://a/shop?consistency=most",
