@@ -571,7 +571,7 @@ func runDatabaseStop(r *chaosRun, res *scenarioResult) error {
 	}
 	for k := range h.others {
 		if strings.Contains(k, " 5") {
-			res.fail("a 5xx other than 503 while the database was down: %s", k)
+			res.fail("a 5xx other than 503 while the database was down: %s (server: %s)", k, firstLine(current.output.String(), "request failed"))
 		}
 	}
 	res.Figures["downtime"] = strings.Join(downtimes, " ")
@@ -774,8 +774,8 @@ func runRetention(r *chaosRun, res *scenarioResult) error {
 func firstLine(s, containing string) string {
 	for _, l := range strings.Split(s, "\n") {
 		if strings.Contains(l, containing) {
-			if len(l) > 160 {
-				l = l[:160] + "…"
+			if len(l) > 400 {
+				l = l[:400] + "…"
 			}
 			return strings.TrimSpace(l)
 		}

@@ -187,6 +187,7 @@ func unavailable(err error) error {
 			return err
 		}
 	case errors.As(err, &connErr), errors.As(err, &netErr), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, io.EOF),
+		errors.Is(err, pgconn.ErrConnClosed),
 		pgconn.SafeToRetry(err):
 	default:
 		return err

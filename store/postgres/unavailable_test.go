@@ -2,6 +2,7 @@ package postgres
 
 import (
 	"errors"
+	"fmt"
 	"net"
 	"testing"
 
@@ -22,6 +23,7 @@ func TestUnavailableClassifiesByBehaviour(t *testing.T) {
 		{"refused", &net.OpError{Op: "dial", Err: errors.New("connection refused")}, true},
 		{"unique violation", &pgconn.PgError{Code: "23505"}, false},
 		{"serialization failure", &pgconn.PgError{Code: "40001"}, false},
+		{"closed connection", fmt.Errorf("create order: %w", pgconn.ErrConnClosed), true},
 		{"other", errors.New("boom"), false},
 		{"conflict", order.ErrConflict, false},
 	} {
