@@ -69,6 +69,7 @@ type chaosRun struct {
 	broker   *kafka.Embedded
 	direct   string // kfake's own address, behind the proxy
 	proxy    *toxiproxy.Proxy
+	dialer   func(ctx context.Context, network, addr string) (net.Conn, error)
 	brokers  []string // what the relay dials
 	topicTpl string
 
@@ -138,6 +139,9 @@ func (r *chaosRun) setup() error {
 		u.Path = "/" + r.pgDB
 		r.store = u.String()
 		r.brokers = r.target.brokers
+		if err := r.proxyRealBroker(); err != nil {
+			return err
+		}
 	}
 	cfg := r.config()
 	db, err := openStore(r.ctx, cfg, discardLogger())
@@ -183,6 +187,49 @@ func (r *chaosRun) startBroker() error {
 	r.brokers = []string{advertised}
 	r.installFaults()
 	return nil
+}
+
+// proxyRealBroker puts toxiproxy in front of Apache Kafka. The broker
+// advertises its own address, so in-process relays get a dialer that
+// sends that address to the proxy (one broker, as the test cluster has).
+func (r *chaosRun) proxyRealBroker() error {
+	srv := toxiproxy.NewServer(toxiproxy.NewMetricsContainer(prometheus.NewRegistry()), zerolog.Nop())
+	r.proxy = toxiproxy.NewProxy(srv, "kafka", "127.0.0.1:0", r.target.brokers[0])
+	if err := r.proxy.Start(); err != nil {
+		return fmt.Errorf("chaos: proxy: %w", err)
+	}
+	real, via := r.target.brokers[0], r.proxy.Listen
+	r.dialer = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		if addr == real {
+			addr = via
+		}
+		var d net.Dialer
+		return d.DialContext(ctx, network, addr)
+	}
+	return nil
+}
+
+// kafkaOpts are the in-process relay's client options: through the proxy.
+func (r *chaosRun) kafkaOpts() []kgo.Opt {
+	if r.dialer == nil {
+		return nil // kfake already advertises the proxy
+	}
+	return []kgo.Opt{kgo.Dialer(r.dialer)}
+}
+
+// setBrokerDown cuts the relay off the broker or restores it: in kfake by
+// failing produce requests (NOT_ENOUGH_REPLICAS), in front of Apache
+// Kafka by a toxic that drops every byte and closes connections.
+func (r *chaosRun) setBrokerDown(down bool) error {
+	if r.target.embedded() {
+		r.faults.down.Store(down)
+		return nil
+	}
+	if down {
+		_, err := r.proxy.Toxics.AddToxicJson(strings.NewReader(`{"name": "down", "type": "timeout", "stream": "upstream", "toxicity": 1, "attributes": {"timeout": 100}}`))
+		return err
+	}
+	return r.proxy.Toxics.RemoveToxic(r.ctx, "down")
 }
 
 type advertisingListener struct {

@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/outbox-dev/outbox/breaker"
 	"github.com/outbox-dev/outbox/dlq"
@@ -32,6 +33,7 @@ import (
 type appOptions struct {
 	http        bool        // serve the API and run order workers
 	brokerOpts  []kfake.Opt // extra options for the embedded broker
+	kafkaOpts   []kgo.Opt   // extra client options (chaos: a dialer through a proxy)
 	relayConfig func(*relay.Config)
 }
 
@@ -113,7 +115,7 @@ func newApp(ctx context.Context, cfg config, logOut io.Writer, opts appOptions) 
 	if a.embedded != nil {
 		sec = kafka.Security{} // the embedded broker is plaintext on loopback
 	}
-	if a.pub, err = kafka.NewPublisher(kafka.Config{Brokers: a.brokers, TopicTemplate: cfg.TopicTemplate, Security: sec}); err != nil {
+	if a.pub, err = kafka.NewPublisher(kafka.Config{Brokers: a.brokers, TopicTemplate: cfg.TopicTemplate, Security: sec, Opts: opts.kafkaOpts}); err != nil {
 		return nil, usageError{err}
 	}
 	a.closers = append([]func() error{a.pub.Close}, a.closers...)
