@@ -35,6 +35,7 @@ import (
 	"github.com/outbox-dev/outbox/kafka"
 	"github.com/outbox-dev/outbox/order"
 	"github.com/outbox-dev/outbox/outbox"
+	"github.com/outbox-dev/outbox/retry"
 )
 
 // chaosTarget is the store and broker a chaos run works against.
@@ -436,7 +437,7 @@ func (c *child) waitReady(ctx context.Context, timeout time.Duration) error {
 				return nil
 			}
 		}
-		if sleepCtx(ctx, 20*time.Millisecond) != nil {
+		if retry.Wait(ctx, 20*time.Millisecond) != nil {
 			return ctx.Err()
 		}
 	}
@@ -473,17 +474,6 @@ func (c *child) exited() bool {
 
 func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
 
-func sleepCtx(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
-}
-
 // writeOrders writes events order by order: aggregates orders, each
 // created and then updated until it has perAgg events, by writers
 // goroutines each owning a share of the orders. Acknowledged writes are
@@ -518,12 +508,12 @@ func (r *chaosRun) writeOne(ctx context.Context, svc *order.Service, a, perAgg i
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		sleepCtx(ctx, 50*time.Millisecond) // the store is down: wait and retry
+		retry.Wait(ctx, 50*time.Millisecond) // the store is down: wait and retry
 	}
 	r.ack(o.ID, o.Version)
 	for o.Version < int64(perAgg) {
 		if pace > 0 {
-			sleepCtx(ctx, pace)
+			retry.Wait(ctx, pace)
 		}
 		addr := fmt.Sprintf("street %d", o.Version)
 		next, err := svc.Update(ctx, o.ID, order.UpdateInput{Address: &addr}, o.Version, order.Meta{})
@@ -536,7 +526,7 @@ func (r *chaosRun) writeOne(ctx context.Context, svc *order.Service, a, perAgg i
 				o = cur
 				r.ack(o.ID, o.Version)
 			}
-			sleepCtx(ctx, 50*time.Millisecond)
+			retry.Wait(ctx, 50*time.Millisecond)
 			continue
 		}
 		o = next
@@ -616,7 +606,7 @@ func (r *chaosRun) settle(ctx context.Context, timeout time.Duration) (checker.R
 				return rep, obs, nil
 			}
 		}
-		if err := sleepCtx(ctx, 100*time.Millisecond); err != nil {
+		if err := retry.Wait(ctx, 100*time.Millisecond); err != nil {
 			return checker.Report{}, nil, err
 		}
 	}

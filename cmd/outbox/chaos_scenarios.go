@@ -23,6 +23,7 @@ import (
 	"github.com/outbox-dev/outbox/order"
 	"github.com/outbox-dev/outbox/outbox"
 	"github.com/outbox-dev/outbox/relay"
+	"github.com/outbox-dev/outbox/retry"
 )
 
 // scenarioResult is one row of the chaos table.
@@ -146,7 +147,7 @@ func runKills(r *chaosRun, res *scenarioResult) error {
 	}
 	var recoveries []time.Duration
 	for range kills {
-		sleepCtx(r.ctx, time.Duration(200+r.rng.IntN(800))*time.Millisecond)
+		retry.Wait(r.ctx, time.Duration(200+r.rng.IntN(800))*time.Millisecond)
 		kid.kill()
 		before, _ := r.published(r.ctx)
 		restarted := time.Now()
@@ -158,7 +159,7 @@ func runKills(r *chaosRun, res *scenarioResult) error {
 				recoveries = append(recoveries, time.Since(restarted))
 				break
 			}
-			sleepCtx(r.ctx, 10*time.Millisecond)
+			retry.Wait(r.ctx, 10*time.Millisecond)
 		}
 	}
 	if err := <-writeErr; err != nil {
@@ -270,7 +271,7 @@ func runPanics(r *chaosRun, res *scenarioResult) error {
 			stop()
 			return err
 		}
-		sleepCtx(r.ctx, 5*time.Millisecond)
+		retry.Wait(r.ctx, 5*time.Millisecond)
 	}
 	if err := r.finish(res, 2*time.Minute); err != nil {
 		stop()
@@ -281,7 +282,7 @@ func runPanics(r *chaosRun, res *scenarioResult) error {
 		return err
 	}
 	leaked := 0
-	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); sleepCtx(r.ctx, 50*time.Millisecond) {
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); retry.Wait(r.ctx, 50*time.Millisecond) {
 		if leaked = runtime.NumGoroutine() - goroutinesBefore; leaked <= 0 {
 			break
 		}
@@ -344,11 +345,11 @@ func runOutages(r *chaosRun, res *scenarioResult) error {
 	go func() { writeErr <- r.writeOrders(ctx, 50, 1000, 4, 20*time.Millisecond) }()
 	var drains []string
 	for _, d := range outages {
-		sleepCtx(r.ctx, time.Second)
+		retry.Wait(r.ctx, time.Second)
 		if err := r.setBrokerDown(true); err != nil {
 			return err
 		}
-		sleepCtx(r.ctx, d)
+		retry.Wait(r.ctx, d)
 		if err := r.setBrokerDown(false); err != nil {
 			return err
 		}
@@ -357,7 +358,7 @@ func runOutages(r *chaosRun, res *scenarioResult) error {
 			if s := a.relay.Stats(); s.LagEvents == 0 && s.Breaker == breaker.Closed.String() {
 				break
 			}
-			sleepCtx(r.ctx, 10*time.Millisecond)
+			retry.Wait(r.ctx, 10*time.Millisecond)
 		}
 		drains = append(drains, fmt.Sprintf("%s→%dms", d, time.Since(healed).Milliseconds()))
 	}
@@ -409,11 +410,11 @@ func runLostAcks(r *chaosRun, res *scenarioResult) error {
 		if r.target.embedded() {
 			return
 		}
-		for sleepCtx(ctx, time.Duration(100+r.rng.IntN(300))*time.Millisecond) == nil && n < want {
+		for retry.Wait(ctx, time.Duration(100+r.rng.IntN(300))*time.Millisecond) == nil && n < want {
 			if _, err := r.proxy.Toxics.AddToxicJson(strings.NewReader(`{"name": "ackloss", "type": "timeout", "stream": "downstream", "toxicity": 1, "attributes": {"timeout": 50}}`)); err != nil {
 				return
 			}
-			sleepCtx(ctx, time.Duration(20+r.rng.IntN(80))*time.Millisecond)
+			retry.Wait(ctx, time.Duration(20+r.rng.IntN(80))*time.Millisecond)
 			r.proxy.Toxics.RemoveToxic(context.Background(), "ackloss")
 			n++
 		}
@@ -510,10 +511,10 @@ func (h *httpWriter) orders(from, n int) error {
 			if h.r.ctx.Err() != nil {
 				return h.r.ctx.Err()
 			}
-			sleepCtx(h.r.ctx, 20*time.Millisecond)
+			retry.Wait(h.r.ctx, 20*time.Millisecond)
 		}
 		for o.Version < 3 {
-			sleepCtx(h.r.ctx, h.pace)
+			retry.Wait(h.r.ctx, h.pace)
 			addr := fmt.Sprintf("street %d", o.Version)
 			code, body, err := h.do("PATCH", "/orders/"+o.ID, order.UpdateInput{Address: &addr}, map[string]string{"If-Match": fmt.Sprintf(`"%d"`, o.Version)})
 			switch {
@@ -527,7 +528,7 @@ func (h *httpWriter) orders(from, n int) error {
 				if h.r.ctx.Err() != nil {
 					return h.r.ctx.Err()
 				}
-				sleepCtx(h.r.ctx, 20*time.Millisecond)
+				retry.Wait(h.r.ctx, 20*time.Millisecond)
 			}
 		}
 	}
@@ -560,7 +561,7 @@ func runDatabaseStop(r *chaosRun, res *scenarioResult) error {
 	}
 	var downtimes []string
 	for range stops {
-		sleepCtx(r.ctx, time.Duration(300+r.rng.IntN(700))*time.Millisecond)
+		retry.Wait(r.ctx, time.Duration(300+r.rng.IntN(700))*time.Millisecond)
 		stopped := time.Now()
 		if r.target.embedded() {
 			current.kill()
@@ -575,7 +576,7 @@ func runDatabaseStop(r *chaosRun, res *scenarioResult) error {
 			if out, err := exec.Command(r.target.pgCtl, "stop-immediate").CombinedOutput(); err != nil {
 				return fmt.Errorf("pg_ctl stop: %v: %s", err, out)
 			}
-			sleepCtx(r.ctx, 2*time.Second)
+			retry.Wait(r.ctx, 2*time.Second)
 			if out, err := exec.Command(r.target.pgCtl, "start").CombinedOutput(); err != nil {
 				return fmt.Errorf("pg_ctl start: %v: %s", err, out)
 			}
@@ -592,7 +593,7 @@ func runDatabaseStop(r *chaosRun, res *scenarioResult) error {
 	if !r.target.embedded() {
 		// The store connection of this run saw the restart too.
 		for deadline := time.Now().Add(30 * time.Second); r.db.Ping(r.ctx) != nil && time.Now().Before(deadline); {
-			sleepCtx(r.ctx, 100*time.Millisecond)
+			retry.Wait(r.ctx, 100*time.Millisecond)
 		}
 	}
 	if err := r.finish(res, 2*time.Minute); err != nil {
@@ -635,7 +636,7 @@ func runSlowBroker(r *chaosRun, res *scenarioResult) error {
 	sampleCtx, stopSampling := context.WithCancel(r.ctx)
 	go func() {
 		var ms runtime.MemStats
-		for sleepCtx(sampleCtx, 50*time.Millisecond) == nil {
+		for retry.Wait(sampleCtx, 50*time.Millisecond) == nil {
 			runtime.ReadMemStats(&ms)
 			peakHeap.Store(max(peakHeap.Load(), int64(ms.HeapInuse)))
 			peakBacklog.Store(max(peakBacklog.Load(), a.relay.Stats().LagEvents))
@@ -727,7 +728,7 @@ func runRetention(r *chaosRun, res *scenarioResult) error {
 	if err := r.writeOrders(r.ctx, 10, 5, 2, 0); err != nil {
 		return err
 	}
-	for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); sleepCtx(r.ctx, 20*time.Millisecond) {
+	for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); retry.Wait(r.ctx, 20*time.Millisecond) {
 		if n, _ := r.published(r.ctx); n >= 50 {
 			break
 		}

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -9,7 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -20,28 +18,11 @@ import (
 	"github.com/outbox-dev/outbox/kafka"
 )
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // serve runs `outbox serve` in this process until the test ends.
-func serveSecure(t *testing.T, args ...string) (base string, logs *syncBuffer) {
+func serveSecure(t *testing.T, args ...string) (base string, logs *cappedBuffer) {
 	t.Helper()
 	port := mustFreePort(t)
-	logs = &syncBuffer{}
+	logs = &cappedBuffer{}
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan int, 1)
 	args = append([]string{"serve", "--http", fmt.Sprintf("127.0.0.1:%d", port), "--log-level", "debug",
