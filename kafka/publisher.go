@@ -98,6 +98,10 @@ func NewPublisher(cfg Config) (*Publisher, error) {
 		kgo.RetryBackoffFn(func(tries int) time.Duration {
 			return min(time.Duration(tries)*50*time.Millisecond, 250*time.Millisecond)
 		}),
+		// A failed metadata load is retried after this, not kgo's 5 s: on
+		// a dead connection each publish attempt would otherwise take 5 s
+		// and five of them (the breaker's threshold) half a minute.
+		kgo.MetadataMinAge(250 * time.Millisecond),
 		kgo.ProducerBatchMaxBytes(cfg.MaxRecordBytes),
 		// Same partitioner as the Java client, so keys land where other
 		// producers of the same topic put them.
