@@ -210,6 +210,7 @@ type benchEnv struct {
 	opts     benchOptions
 	run      string
 	brokers  []string
+	security kafka.Security
 	embedded *kafka.Embedded
 	progress *progress
 	stageSeq int
@@ -219,6 +220,12 @@ func runBench(ctx context.Context, cfg config, opts benchOptions, stderr io.Writ
 	e := &benchEnv{cfg: cfg, opts: opts, run: fmt.Sprintf("b%d", time.Now().UnixNano()%1e10), progress: newProgress(stderr, 7)}
 	defer e.progress.done()
 	e.brokers = cfg.brokerList()
+	if len(e.brokers) > 0 {
+		var err error
+		if e.security, err = cfg.kafkaSecurity(); err != nil {
+			return nil, err
+		}
+	}
 	broker := "kafka " + strings.Join(e.brokers, ",")
 	if len(e.brokers) == 0 {
 		emb, err := kafka.StartEmbedded(kafka.EmbeddedConfig{})
@@ -363,7 +370,7 @@ func (e *benchEnv) startRelay(ctx context.Context, st *stage, brokers []string, 
 	if err != nil {
 		return nil, nil, err
 	}
-	pub, err := kafka.NewPublisher(kafka.Config{Brokers: brokers, TopicTemplate: st.topic})
+	pub, err := kafka.NewPublisher(kafka.Config{Brokers: brokers, TopicTemplate: st.topic, Security: e.security})
 	if err != nil {
 		return nil, nil, err
 	}
@@ -420,7 +427,11 @@ func (e *benchEnv) drain(ctx context.Context, rep *benchReport) error {
 		e.progress.frac(0.3 * float64(i) / float64(len(msgs)))
 	}
 	// Baseline: raw franz-go produce of the same records.
-	raw, err := kgo.NewClient(kgo.SeedBrokers(e.brokers...), kgo.AllowAutoTopicCreation(), kgo.RequiredAcks(kgo.AllISRAcks()), kgo.ProducerLinger(0))
+	sec, err := e.security.Opts()
+	if err != nil {
+		return err
+	}
+	raw, err := kgo.NewClient(append(sec, kgo.SeedBrokers(e.brokers...), kgo.AllowAutoTopicCreation(), kgo.RequiredAcks(kgo.AllISRAcks()), kgo.ProducerLinger(0))...)
 	if err != nil {
 		return err
 	}

@@ -174,7 +174,7 @@ func runDemo(ctx context.Context, cfg config, opts demoOptions, stdout, stderr i
 	var wg sync.WaitGroup
 	wg.Go(func() { a.Serve(runCtx) })
 	for _, name := range []string{"inventory", "email", "analytics"} {
-		c, err := newConsumer(name, a.brokers, d.topics, d.inbox)
+		c, err := newConsumer(name, a.brokers, d.topics, d.inbox, a.clientOpts)
 		if err != nil {
 			stop()
 			wg.Wait()
@@ -320,9 +320,9 @@ type consumer struct {
 	processed map[string]bool
 }
 
-func newConsumer(name string, brokers, topics []string, inbox *sql.DB) (*consumer, error) {
-	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ConsumerGroup("demo-"+name), kgo.ConsumeTopics(topics...),
-		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.AllowAutoTopicCreation(), kgo.FetchMaxWait(100*time.Millisecond))
+func newConsumer(name string, brokers, topics []string, inbox *sql.DB, security []kgo.Opt) (*consumer, error) {
+	cl, err := kgo.NewClient(append(slices.Clone(security), kgo.SeedBrokers(brokers...), kgo.ConsumerGroup("demo-"+name), kgo.ConsumeTopics(topics...),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.AllowAutoTopicCreation(), kgo.FetchMaxWait(100*time.Millisecond))...)
 	if err != nil {
 		return nil, fmt.Errorf("consumer %s: %w", name, err)
 	}
@@ -502,7 +502,7 @@ func (d *demo) verify(ctx context.Context) (string, error) {
 	}
 	rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	got, err := kafka.ReadAll(rctx, d.app.brokers, d.topics)
+	got, err := kafka.ReadAll(rctx, d.app.brokers, d.topics, d.app.clientOpts...)
 	if err != nil {
 		return "", err
 	}

@@ -43,7 +43,10 @@ type app struct {
 	store    backend
 	embedded *kafka.Embedded
 	brokers  []string
-	pub      *kafka.Publisher
+	// clientOpts carry the brokers' TLS and SASL, for other clients (the
+	// demo's consumers).
+	clientOpts []kgo.Opt
+	pub        *kafka.Publisher
 	relay    *relay.Relay
 	dlq      *dlq.Worker
 	health   *health.Checker
@@ -114,6 +117,9 @@ func newApp(ctx context.Context, cfg config, logOut io.Writer, opts appOptions) 
 	}
 	if a.embedded != nil {
 		sec = kafka.Security{} // the embedded broker is plaintext on loopback
+	}
+	if a.clientOpts, err = sec.Opts(); err != nil {
+		return nil, usageError{err}
 	}
 	if a.pub, err = kafka.NewPublisher(kafka.Config{Brokers: a.brokers, TopicTemplate: cfg.TopicTemplate, Security: sec, Opts: opts.kafkaOpts}); err != nil {
 		return nil, usageError{err}
