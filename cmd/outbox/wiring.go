@@ -47,15 +47,15 @@ type app struct {
 	// demo's consumers).
 	clientOpts []kgo.Opt
 	pub        *kafka.Publisher
-	relay    *relay.Relay
-	dlq      *dlq.Worker
-	health   *health.Checker
-	metrics  *metrics.Metrics
-	tree     *supervise.Tree
-	mailbox  *order.Mailbox
-	workers  []*order.Worker
-	listener net.Listener
-	closers  []func() error
+	relay      *relay.Relay
+	dlq        *dlq.Worker
+	health     *health.Checker
+	metrics    *metrics.Metrics
+	tree       *supervise.Tree
+	mailbox    *order.Mailbox
+	workers    []*order.Worker
+	listener   net.Listener
+	closers    []func() error
 }
 
 func newLogger(cfg config, w io.Writer) *slog.Logger {
