@@ -86,6 +86,17 @@ func TestServeOverTLSAndSCRAMKeepsThePasswordSecret(t *testing.T) {
 		}
 	})
 
+	t.Run("demo's consumers over TLS and SCRAM", func(t *testing.T) {
+		t.Setenv("OUTBOX_KAFKA_SASL_PASSWORD", password)
+		code, out, errs := runCLI(t, append([]string{"demo", "--orders", "20", "--http", "127.0.0.1:0"}, secure...)...)
+		if code != 0 || !strings.Contains(out, "verdict: OK: 20 orders, 60 events") {
+			t.Fatalf("demo against the secured broker: exit %d\n%s\n%s", code, out, errs)
+		}
+		if strings.Contains(out+errs, password) {
+			t.Fatal("the password appears in the demo's output")
+		}
+	})
+
 	t.Run("right password from a file: published over TLS", func(t *testing.T) {
 		file := filepath.Join(t.TempDir(), "kafka-password")
 		os.WriteFile(file, []byte(password+"\n"), 0o600)
