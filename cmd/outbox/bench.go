@@ -210,7 +210,6 @@ type benchEnv struct {
 	opts     benchOptions
 	run      string
 	brokers  []string
-	security kafka.Security
 	embedded *kafka.Embedded
 	progress *progress
 	stageSeq int
@@ -220,12 +219,6 @@ func runBench(ctx context.Context, cfg config, opts benchOptions, stderr io.Writ
 	e := &benchEnv{cfg: cfg, opts: opts, run: fmt.Sprintf("b%d", time.Now().UnixNano()%1e10), progress: newProgress(stderr, 7)}
 	defer e.progress.done()
 	e.brokers = cfg.brokerList()
-	if len(e.brokers) > 0 {
-		var err error
-		if e.security, err = cfg.kafkaSecurity(); err != nil {
-			return nil, err
-		}
-	}
 	broker := "kafka " + strings.Join(e.brokers, ",")
 	if len(e.brokers) == 0 {
 		emb, err := kafka.StartEmbedded(kafka.EmbeddedConfig{})
@@ -370,7 +363,7 @@ func (e *benchEnv) startRelay(ctx context.Context, st *stage, brokers []string, 
 	if err != nil {
 		return nil, nil, err
 	}
-	pub, err := kafka.NewPublisher(kafka.Config{Brokers: brokers, TopicTemplate: st.topic, Security: e.security})
+	pub, err := kafka.NewPublisher(kafka.Config{Brokers: brokers, TopicTemplate: st.topic, Security: e.cfg.kafka})
 	if err != nil {
 		return nil, nil, err
 	}
@@ -427,7 +420,7 @@ func (e *benchEnv) drain(ctx context.Context, rep *benchReport) error {
 		e.progress.frac(0.3 * float64(i) / float64(len(msgs)))
 	}
 	// Baseline: raw franz-go produce of the same records.
-	sec, err := e.security.Opts()
+	sec, err := e.cfg.kafka.Opts()
 	if err != nil {
 		return err
 	}

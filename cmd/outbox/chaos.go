@@ -143,10 +143,6 @@ func runScenario(ctx context.Context, t chaosTarget, s scenario, seed uint64, op
 	res = &scenarioResult{ID: s.id, Name: s.name, Target: t.name, Seed: seed, Figures: map[string]any{}}
 	start := time.Now()
 	defer func() { res.Seconds = round(time.Since(start).Seconds()) }()
-	if s.needsEmbedded != "" && !t.embedded() {
-		res.Skipped = "in-process broker only: " + s.needsEmbedded
-		return res
-	}
 	budget := 5 * time.Minute
 	if !opts.quick {
 		budget = 20 * time.Minute

@@ -46,6 +46,9 @@ type config struct {
 	KafkaKeyFile  string
 	KafkaSASL     string
 	KafkaSASLUser string
+
+	// kafka is built from the Kafka settings by validate, once.
+	kafka kafka.Security
 }
 
 func addCommonFlags(fs *pflag.FlagSet, c *config) {
@@ -181,7 +184,8 @@ func (c *config) validate() error {
 	if _, err := parseStoreURL(c.Store); err != nil {
 		return err
 	}
-	if _, err := c.kafkaSecurity(); err != nil {
+	var err error
+	if c.kafka, err = c.kafkaSecurity(); err != nil {
 		return err
 	}
 	if c.Brokers == "" && (c.KafkaTLS || c.KafkaCAFile != "" || c.KafkaCertFile != "" || c.KafkaSASL != "") {

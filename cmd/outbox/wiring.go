@@ -111,17 +111,12 @@ func newApp(ctx context.Context, cfg config, logOut io.Writer, opts appOptions) 
 		a.brokers = a.embedded.Addrs()
 		a.log.Info("embedded Kafka-protocol broker listening", "addr", a.brokers[0])
 	}
-	sec, err := cfg.kafkaSecurity()
-	if err != nil {
-		return nil, err
-	}
-	if a.embedded != nil {
-		sec = kafka.Security{} // the embedded broker is plaintext on loopback
-	}
-	if a.clientOpts, err = sec.Opts(); err != nil {
+	// Validation leaves cfg.kafka empty without --brokers: the embedded
+	// broker is plaintext on loopback.
+	if a.clientOpts, err = cfg.kafka.Opts(); err != nil {
 		return nil, usageError{err}
 	}
-	if a.pub, err = kafka.NewPublisher(kafka.Config{Brokers: a.brokers, TopicTemplate: cfg.TopicTemplate, Security: sec, Opts: opts.kafkaOpts}); err != nil {
+	if a.pub, err = kafka.NewPublisher(kafka.Config{Brokers: a.brokers, TopicTemplate: cfg.TopicTemplate, Security: cfg.kafka, Opts: opts.kafkaOpts}); err != nil {
 		return nil, usageError{err}
 	}
 	a.closers = append([]func() error{a.pub.Close}, a.closers...)

@@ -104,22 +104,25 @@ func (t *tracker) consume(ctx context.Context, stream string, at gocql.UUID, row
 
 // Next implements relay.Cursor.
 func (t *tracker) Next(ctx context.Context, max int) ([]relay.Record, error) {
-	var recs []relay.Record
 	select {
 	case <-ctx.Done():
 		return nil, nil
 	case r := <-t.out:
-		recs = append(recs, r)
+		return t.fill([]relay.Record{r}, max), nil
 	}
+}
+
+// fill adds what is already waiting to recs, up to max, without blocking.
+func (t *tracker) fill(recs []relay.Record, max int) []relay.Record {
 	for len(recs) < max {
 		select {
 		case r := <-t.out:
 			recs = append(recs, r)
 		default:
-			return recs, nil
+			return recs
 		}
 	}
-	return recs, nil
+	return recs
 }
 
 // Commit implements relay.Cursor: every record up to pos was acknowledged,

@@ -130,7 +130,7 @@ func (r Orders) completeCreate(ctx context.Context, key string, ci createIntent)
 		WithContext(ctx).MapScanCAS(map[string]any{}); err != nil {
 		return fmt.Errorf("scylla: roll forward order %s: %w", o.ID, err)
 	}
-	if err := r.s.session.Query(r.s.outboxInsert(), outboxArgs(ci.Event)...).WithContext(ctx).Exec(); err != nil {
+	if err := r.s.writeEvent(ctx, ci.Event); err != nil {
 		return fmt.Errorf("scylla: roll forward event %s: %w", ci.Event.ID, err)
 	}
 	return r.markDone(ctx, key)
@@ -222,7 +222,7 @@ func (r Orders) Update(ctx context.Context, o order.Order, ev outbox.Message) er
 		}
 		r.dropIntent(ctx, o.ID, o.Version-1)
 	}
-	if err := r.s.session.Query(r.s.outboxInsert(), outboxArgs(ev)...).WithContext(ctx).Exec(); err != nil {
+	if err := r.s.writeEvent(ctx, ev); err != nil {
 		return fmt.Errorf("scylla: update order %s: event (the sweeper will finish it): %w", o.ID, err)
 	}
 	if err := r.clearPending(ctx, o.ID, ev); err != nil {
@@ -253,7 +253,7 @@ func (r Orders) rollForward(ctx context.Context, id string) error {
 	if err != nil || ev == nil {
 		return err
 	}
-	if err := r.s.session.Query(r.s.outboxInsert(), outboxArgs(*ev)...).WithContext(ctx).Exec(); err != nil {
+	if err := r.s.writeEvent(ctx, *ev); err != nil {
 		return fmt.Errorf("scylla: roll forward event %s: %w", ev.ID, err)
 	}
 	return r.clearPending(ctx, id, *ev)

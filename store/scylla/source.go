@@ -177,7 +177,6 @@ func (c *cursor) fail(err error) {
 func (c *cursor) Next(ctx context.Context, max int) ([]relay.Record, error) {
 	idle := time.NewTimer(250 * time.Millisecond)
 	defer idle.Stop()
-	var recs []relay.Record
 	select {
 	case err := <-c.failed:
 		return nil, err
@@ -186,17 +185,8 @@ func (c *cursor) Next(ctx context.Context, max int) ([]relay.Record, error) {
 	case <-idle.C:
 		return nil, nil
 	case r := <-c.out:
-		recs = append(recs, r)
+		return c.fill([]relay.Record{r}, max), nil
 	}
-	for len(recs) < max {
-		select {
-		case r := <-c.out:
-			recs = append(recs, r)
-		default:
-			return recs, nil
-		}
-	}
-	return recs, nil
 }
 
 // Close stops the reader; it is safe to call more than once.

@@ -112,21 +112,36 @@ func eventTime(m outbox.Message) gocql.UUID {
 	return u
 }
 
-// AppendWithOrder writes the order row and its events in one LOGGED BATCH.
-func (s *Store) AppendWithOrder(ctx context.Context, o order.Order, msgs ...outbox.Message) error {
+// eventsBatch starts a LOGGED BATCH holding msgs' outbox rows.
+func (s *Store) eventsBatch(ctx context.Context, msgs []outbox.Message) (*gocql.Batch, error) {
 	b := s.session.NewBatch(gocql.LoggedBatch).WithContext(ctx)
 	b.SetConsistency(s.cl)
+	for _, m := range msgs {
+		if err := m.Validate(); err != nil {
+			return nil, err
+		}
+		b.Query(s.outboxInsert(), outboxArgs(m)...)
+	}
+	return b, nil
+}
+
+// writeEvent writes one outbox row on its own: rewriting it is harmless,
+// its key being fixed by the event.
+func (s *Store) writeEvent(ctx context.Context, m outbox.Message) error {
+	return s.session.Query(s.outboxInsert(), outboxArgs(m)...).WithContext(ctx).Exec()
+}
+
+// AppendWithOrder writes the order row and its events in one LOGGED BATCH.
+func (s *Store) AppendWithOrder(ctx context.Context, o order.Order, msgs ...outbox.Message) error {
+	b, err := s.eventsBatch(ctx, msgs)
+	if err != nil {
+		return err
+	}
 	stmt, args, err := s.Orders().orderInsert(o)
 	if err != nil {
 		return err
 	}
 	b.Query(stmt, args...)
-	for _, m := range msgs {
-		if err := m.Validate(); err != nil {
-			return err
-		}
-		b.Query(s.outboxInsert(), outboxArgs(m)...)
-	}
 	if err := s.session.ExecuteBatch(b); err != nil {
 		return fmt.Errorf("scylla: logged batch for order %s: %w", o.ID, err)
 	}
@@ -135,13 +150,9 @@ func (s *Store) AppendWithOrder(ctx context.Context, o order.Order, msgs ...outb
 
 // AppendEvents writes events with no domain row, in one LOGGED BATCH.
 func (s *Store) AppendEvents(ctx context.Context, msgs ...outbox.Message) error {
-	b := s.session.NewBatch(gocql.LoggedBatch).WithContext(ctx)
-	b.SetConsistency(s.cl)
-	for _, m := range msgs {
-		if err := m.Validate(); err != nil {
-			return err
-		}
-		b.Query(s.outboxInsert(), outboxArgs(m)...)
+	b, err := s.eventsBatch(ctx, msgs)
+	if err != nil {
+		return err
 	}
 	if err := s.session.ExecuteBatch(b); err != nil {
 		return fmt.Errorf("scylla: append events: %w", err)
