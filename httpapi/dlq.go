@@ -166,6 +166,8 @@ func (a *api) actionProblem(w http.ResponseWriter, r *http.Request, err error) {
 	switch {
 	case errors.Is(err, relay.ErrNotParked):
 		writeProblem(w, r, problem(http.StatusConflict, "not-parked", "Not parked", "that dead letter's aggregate is no longer parked"))
+	case errors.Is(err, relay.ErrNotFirst):
+		writeProblem(w, r, problem(http.StatusConflict, "not-first", "Not the failed message", err.Error()))
 	case errors.Is(err, relay.ErrReplayLimit):
 		writeProblem(w, r, problem(http.StatusConflict, "replay-limit", "Replay limit reached", err.Error()))
 	default:
@@ -188,20 +190,7 @@ func (a *api) actOnDeadLetter(action outbox.Action) http.HandlerFunc {
 			writeProblem(w, r, problem(http.StatusConflict, "not-parked", "Not parked", fmt.Sprintf("dead letter %d is already %s", dl.ID, dl.Status)))
 			return
 		}
-		if action == outbox.ActionSkip {
-			// Skip discards the aggregate's failed message, the first parked.
-			parked, err := a.DeadLetters.ParkedMessages(r.Context(), dl.Message.Key())
-			if err != nil {
-				a.internal(w, r, err)
-				return
-			}
-			if len(parked) > 0 && parked[0].ID != dl.ID {
-				writeProblem(w, r, problem(http.StatusConflict, "not-first", "Not the failed message",
-					fmt.Sprintf("only the aggregate's first parked message (%d) can be skipped", parked[0].ID)))
-				return
-			}
-		}
-		opts.MaxReplays = a.MaxReplays
+		opts.MaxReplays, opts.Entry = a.MaxReplays, dl.ID
 		plan, err := relay.Request(r.Context(), a.DeadLetters, dl.Message.Key(), action, opts)
 		if err != nil {
 			a.actionProblem(w, r, err)

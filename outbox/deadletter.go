@@ -47,13 +47,26 @@ const (
 // ParkedAggregate is an aggregate whose messages are held in the
 // dead-letter store, and any operator request pending on it.
 type ParkedAggregate struct {
-	Key          AggregateKey `json:"aggregate"`
-	ParkedAt     time.Time    `json:"parked_at"`
-	Pending      Action       `json:"pending_action,omitempty"`
-	Reason       string       `json:"reason,omitempty"`
-	RequestedAt  *time.Time   `json:"requested_at,omitempty"`
-	LastError    string       `json:"last_error,omitempty"`
-	ParkedEvents int          `json:"parked_events"`
+	Key      AggregateKey `json:"aggregate"`
+	ParkedAt time.Time    `json:"parked_at"`
+	Pending  Action       `json:"pending_action,omitempty"`
+	// PendingEntry is the dead-letter entry the pending request was
+	// decided on (the aggregate's first parked entry at the time).
+	PendingEntry int64      `json:"pending_entry,omitempty"`
+	Reason       string     `json:"reason,omitempty"`
+	RequestedAt  *time.Time `json:"requested_at,omitempty"`
+	LastError    string     `json:"last_error,omitempty"`
+	ParkedEvents int        `json:"parked_events"`
+}
+
+// ActionRequest is an operator's replay or skip of a parked aggregate. It
+// names the entry it was decided on, so a request interrupted half-way
+// (a crash, a shutdown, a lost lease) and run again acts on that entry
+// only: a skip never discards whichever entry happens to be first by then.
+type ActionRequest struct {
+	Action Action
+	Entry  int64
+	Reason string
 }
 
 // DeadLetterFilter selects dead letters for listing. Zero fields match all.

@@ -4,9 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/outbox-dev/outbox/outbox"
 )
+
+// ErrNotFirst is returned when a skip names an entry that is not its
+// aggregate's first parked entry: only the failed message can be skipped.
+var ErrNotFirst = errors.New("not the aggregate's first parked message")
 
 // ErrReplayLimit is returned when an aggregate's failed message has been
 // replayed MaxReplays times already: replaying it again would loop.
@@ -21,6 +26,10 @@ type RequestOptions struct {
 	// MaxReplays refuses a replay once the aggregate's first parked message
 	// was replayed this many times (default 3). Skip is never refused.
 	MaxReplays int
+	// Entry, when set, is the dead-letter entry the operator acts on: it
+	// must still be parked, and for a skip it must be the aggregate's
+	// first parked entry (ErrNotFirst otherwise).
+	Entry int64
 }
 
 // Plan is what a request will do, in the order it will do it.
@@ -28,6 +37,10 @@ type Plan struct {
 	Aggregate outbox.AggregateKey `json:"aggregate"`
 	Action    outbox.Action       `json:"action"`
 	DryRun    bool                `json:"dry_run"`
+	// Entry is the entry the request names: the aggregate's first parked
+	// entry when it was made. Run again after an interruption, the
+	// request skips (or first republishes) this entry and no other.
+	Entry     int64               `json:"entry"`
 	Skip      []outbox.DeadLetter `json:"skip"`
 	Republish []outbox.DeadLetter `json:"republish"`
 }
@@ -49,17 +62,28 @@ func Request(ctx context.Context, s ActionRequester, key outbox.AggregateKey, ac
 	if len(entries) == 0 {
 		return Plan{}, fmt.Errorf("relay: %s: %w", key, ErrNotParked)
 	}
-	plan := Plan{Aggregate: key, Action: action, DryRun: opts.DryRun, Republish: entries}
+	head := entries[0]
+	if opts.Entry != 0 {
+		i := slices.IndexFunc(entries, func(d outbox.DeadLetter) bool { return d.ID == opts.Entry })
+		switch {
+		case i < 0:
+			return Plan{}, fmt.Errorf("relay: dead letter %d of %s: %w", opts.Entry, key, ErrNotParked)
+		case i > 0 && action == outbox.ActionSkip:
+			return Plan{}, fmt.Errorf("relay: dead letter %d of %s: only the first parked message (%d) can be skipped: %w",
+				opts.Entry, key, head.ID, ErrNotFirst)
+		}
+	}
+	plan := Plan{Aggregate: key, Action: action, DryRun: opts.DryRun, Entry: head.ID, Republish: entries}
 	if action == outbox.ActionSkip {
 		plan.Skip, plan.Republish = entries[:1], entries[1:]
-	} else if head := entries[0]; head.ReplayCount >= opts.MaxReplays {
+	} else if head.ReplayCount >= opts.MaxReplays {
 		return plan, fmt.Errorf("relay: %s: event %s was replayed %d times; skip it or fix it: %w",
 			key, head.Message.ID, head.ReplayCount, ErrReplayLimit)
 	}
 	if opts.DryRun {
 		return plan, nil
 	}
-	if err := s.RequestAction(ctx, key, action, opts.Reason); err != nil {
+	if err := s.RequestAction(ctx, key, outbox.ActionRequest{Action: action, Entry: head.ID, Reason: opts.Reason}); err != nil {
 		return plan, fmt.Errorf("relay: request %s of %s: %w", action, key, err)
 	}
 	return plan, nil

@@ -63,7 +63,8 @@ type DeadLetterStore interface {
 // ActionRequester is the operator's side of the dead-letter store.
 type ActionRequester interface {
 	ParkedMessages(ctx context.Context, key outbox.AggregateKey) ([]outbox.DeadLetter, error)
-	// RequestAction records a pending replay or skip on a parked aggregate.
+	// RequestAction records a pending replay or skip on a parked
+	// aggregate, with the entry it names, replacing any request pending.
 	// It fails with ErrNotParked when the aggregate is not parked.
-	RequestAction(ctx context.Context, key outbox.AggregateKey, action outbox.Action, reason string) error
+	RequestAction(ctx context.Context, key outbox.AggregateKey, req outbox.ActionRequest) error
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -533,12 +534,28 @@ func (r *run) runAction(ctx context.Context, p outbox.ParkedAggregate) {
 		log.Error("load parked messages", "err", err)
 		return // still pending in the store: picked up again later
 	}
-	if p.Pending == outbox.ActionSkip && len(entries) > 0 {
-		if err := r.dlq.ResolveDeadLetter(ctx, entries[0].ID, outbox.StatusSkipped, p.Reason); err != nil {
-			log.Error("skip dead letter", "id", entries[0].ID, "err", err)
+	if p.Pending == outbox.ActionSkip {
+		// Skip exactly the entry the operator named. When it is no longer
+		// parked, an earlier run of this request skipped it and was
+		// interrupted later on: skip nothing more, republish the rest.
+		switch i := slices.IndexFunc(entries, func(d outbox.DeadLetter) bool { return d.ID == p.PendingEntry }); {
+		case i == 0:
+			if err := r.dlq.ResolveDeadLetter(ctx, entries[0].ID, outbox.StatusSkipped, p.Reason); err != nil {
+				log.Error("skip dead letter", "id", entries[0].ID, "err", err)
+				return
+			}
+			entries = entries[1:]
+		case i > 0 || p.PendingEntry == 0:
+			// Not the failed message, or a request that names none: it
+			// cannot be carried out safely. Refuse it; the aggregate stays
+			// parked for the operator to decide again.
+			cause := fmt.Sprintf("skip request names dead letter %d, which is not the aggregate's first parked entry", p.PendingEntry)
+			log.Error("skip refused", "entry", p.PendingEntry)
+			if err := r.dlq.FailAction(ctx, p.Key, 0, cause); err != nil {
+				log.Error("record refused skip", "err", err)
+			}
 			return
 		}
-		entries = entries[1:]
 	}
 	for _, dl := range entries {
 		_, err := r.publish(ctx, dl.Message)

@@ -306,6 +306,7 @@ func dlqCmd(stdout io.Writer) *cobra.Command {
 			defer h.Close()
 			ctx := cmd.Context()
 			var keys []outbox.AggregateKey
+			var entry int64
 			if all && action == outbox.ActionReplay {
 				parked, err := h.store.ParkedAggregates(ctx)
 				if err != nil {
@@ -320,20 +321,12 @@ func dlqCmd(stdout io.Writer) *cobra.Command {
 				if err != nil {
 					return err
 				}
-				if action == outbox.ActionSkip {
-					parked, err := h.store.ParkedMessages(ctx, d.Message.Key())
-					if err != nil {
-						return err
-					}
-					if len(parked) > 0 && parked[0].ID != d.ID {
-						return fmt.Errorf("only the aggregate's first parked message (%d) can be skipped", parked[0].ID)
-					}
-				}
 				keys = append(keys, d.Message.Key())
+				entry = d.ID
 			}
 			var plans []relay.Plan
 			for _, k := range keys {
-				plan, err := relay.Request(ctx, h.store, k, action, relay.RequestOptions{DryRun: dryRun, Reason: reason})
+				plan, err := relay.Request(ctx, h.store, k, action, relay.RequestOptions{DryRun: dryRun, Reason: reason, Entry: entry})
 				if err != nil {
 					return err
 				}

@@ -224,7 +224,7 @@ func (s *Store) CompleteAction(ctx context.Context, key outbox.AggregateKey) err
 		delete(s.parked, key)
 		return nil
 	}
-	p.Pending, p.Reason, p.RequestedAt = "", "", nil
+	p.Pending, p.PendingEntry, p.Reason, p.RequestedAt = "", 0, "", nil
 	return nil
 }
 
@@ -233,7 +233,7 @@ func (s *Store) FailAction(ctx context.Context, key outbox.AggregateKey, entryID
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if p := s.parked[key]; p != nil {
-		p.Pending, p.Reason, p.RequestedAt, p.LastError = "", "", nil, cause
+		p.Pending, p.PendingEntry, p.Reason, p.RequestedAt, p.LastError = "", 0, "", nil, cause
 	}
 	if entryID >= 1 && int(entryID) <= len(s.dead) {
 		d := &s.dead[entryID-1]
@@ -246,7 +246,7 @@ func (s *Store) FailAction(ctx context.Context, key outbox.AggregateKey, entryID
 }
 
 // RequestAction implements relay.ActionRequester.
-func (s *Store) RequestAction(ctx context.Context, key outbox.AggregateKey, action outbox.Action, reason string) error {
+func (s *Store) RequestAction(ctx context.Context, key outbox.AggregateKey, req outbox.ActionRequest) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	p := s.parked[key]
@@ -254,7 +254,7 @@ func (s *Store) RequestAction(ctx context.Context, key outbox.AggregateKey, acti
 		return fmt.Errorf("memstore: %s: %w", key, relay.ErrNotParked)
 	}
 	now := time.Now().UTC()
-	p.Pending, p.Reason, p.RequestedAt = action, reason, &now
+	p.Pending, p.PendingEntry, p.Reason, p.RequestedAt = req.Action, req.Entry, req.Reason, &now
 	return nil
 }
 

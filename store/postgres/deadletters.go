@@ -89,7 +89,7 @@ func (s *Store) AddDeadLetter(ctx context.Context, dl outbox.DeadLetter) (outbox
 
 // ParkedAggregates implements relay.DeadLetterStore.
 func (s *Store) ParkedAggregates(ctx context.Context) ([]outbox.ParkedAggregate, error) {
-	rows, err := s.pool.Query(ctx, `SELECT p.aggregatetype, p.aggregateid, p.parked_at, p.pending_action, p.reason,
+	rows, err := s.pool.Query(ctx, `SELECT p.aggregatetype, p.aggregateid, p.parked_at, p.pending_action, p.pending_entry, p.reason,
 		p.requested_at, p.last_error,
 		(SELECT count(*) FROM outbox_dead_letters d WHERE d.aggregatetype = p.aggregatetype
 			AND d.aggregateid = p.aggregateid AND d.status = 'parked')
@@ -102,7 +102,7 @@ func (s *Store) ParkedAggregates(ctx context.Context) ([]outbox.ParkedAggregate,
 	for rows.Next() {
 		var p outbox.ParkedAggregate
 		var pending string
-		if err := rows.Scan(&p.Key.Type, &p.Key.ID, &p.ParkedAt, &pending, &p.Reason, &p.RequestedAt, &p.LastError, &p.ParkedEvents); err != nil {
+		if err := rows.Scan(&p.Key.Type, &p.Key.ID, &p.ParkedAt, &pending, &p.PendingEntry, &p.Reason, &p.RequestedAt, &p.LastError, &p.ParkedEvents); err != nil {
 			return nil, fmt.Errorf("postgres: parked aggregates: %w", err)
 		}
 		p.Pending = outbox.Action(pending)
@@ -142,7 +142,7 @@ func (s *Store) CompleteAction(ctx context.Context, key outbox.AggregateKey) err
 			key.Type, key.ID); err != nil {
 			return err
 		}
-		_, err := tx.Exec(ctx, `UPDATE outbox_parked_aggregates SET pending_action = '', reason = '', requested_at = NULL
+		_, err := tx.Exec(ctx, `UPDATE outbox_parked_aggregates SET pending_action = '', pending_entry = 0, reason = '', requested_at = NULL
 			WHERE aggregatetype = $1 AND aggregateid = $2`, key.Type, key.ID)
 		return err
 	})
@@ -155,7 +155,7 @@ func (s *Store) CompleteAction(ctx context.Context, key outbox.AggregateKey) err
 // FailAction implements relay.DeadLetterStore.
 func (s *Store) FailAction(ctx context.Context, key outbox.AggregateKey, entryID int64, cause string) error {
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, `UPDATE outbox_parked_aggregates SET pending_action = '', reason = '', requested_at = NULL,
+		if _, err := tx.Exec(ctx, `UPDATE outbox_parked_aggregates SET pending_action = '', pending_entry = 0, reason = '', requested_at = NULL,
 			last_error = $1 WHERE aggregatetype = $2 AND aggregateid = $3`, cause, key.Type, key.ID); err != nil {
 			return err
 		}
@@ -170,11 +170,11 @@ func (s *Store) FailAction(ctx context.Context, key outbox.AggregateKey, entryID
 }
 
 // RequestAction implements relay.ActionRequester.
-func (s *Store) RequestAction(ctx context.Context, key outbox.AggregateKey, action outbox.Action, reason string) error {
-	tag, err := s.pool.Exec(ctx, `UPDATE outbox_parked_aggregates SET pending_action = $1, reason = $2, requested_at = now()
-		WHERE aggregatetype = $3 AND aggregateid = $4`, string(action), reason, key.Type, key.ID)
+func (s *Store) RequestAction(ctx context.Context, key outbox.AggregateKey, req outbox.ActionRequest) error {
+	tag, err := s.pool.Exec(ctx, `UPDATE outbox_parked_aggregates SET pending_action = $1, pending_entry = $2, reason = $3, requested_at = now()
+		WHERE aggregatetype = $4 AND aggregateid = $5`, string(req.Action), req.Entry, req.Reason, key.Type, key.ID)
 	if err != nil {
-		return fmt.Errorf("postgres: request %s on %s: %w", action, key, err)
+		return fmt.Errorf("postgres: request %s on %s: %w", req.Action, key, err)
 	}
 	if tag.RowsAffected() == 0 {
 		return fmt.Errorf("postgres: %s: %w", key, relay.ErrNotParked)

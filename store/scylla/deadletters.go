@@ -143,8 +143,8 @@ func (s *Store) AddDeadLetter(ctx context.Context, dl outbox.DeadLetter) (outbox
 	// Also when the entry existed: a crash may have come between the two
 	// writes, and parking again is a no-op.
 	if _, err := s.session.Query(`INSERT INTO `+s.keyspace+`.parked_aggregates
-		(aggregatetype, aggregateid, parked_at, pending_action, reason, requested_at, last_error)
-		VALUES (?, ?, ?, '', '', 0, '') IF NOT EXISTS`, m.AggregateType, m.AggregateID, micros(out.FirstFailedAt)).
+		(aggregatetype, aggregateid, parked_at, pending_action, pending_entry, reason, requested_at, last_error)
+		VALUES (?, ?, ?, '', 0, '', 0, '') IF NOT EXISTS`, m.AggregateType, m.AggregateID, micros(out.FirstFailedAt)).
 		WithContext(ctx).MapScanCAS(map[string]any{}); err != nil {
 		return dl, fmt.Errorf("scylla: park %s: %w", m.Key(), err)
 	}
@@ -154,13 +154,13 @@ func (s *Store) AddDeadLetter(ctx context.Context, dl outbox.DeadLetter) (outbox
 // ParkedAggregates implements relay.DeadLetterStore. The table holds
 // only parked aggregates, so a full scan reads little.
 func (s *Store) ParkedAggregates(ctx context.Context) ([]outbox.ParkedAggregate, error) {
-	iter := s.session.Query(`SELECT aggregatetype, aggregateid, parked_at, pending_action, reason, requested_at, last_error
+	iter := s.session.Query(`SELECT aggregatetype, aggregateid, parked_at, pending_action, pending_entry, reason, requested_at, last_error
 		FROM ` + s.keyspace + `.parked_aggregates`).WithContext(ctx).Consistency(gocql.LocalSerial).Iter()
 	var out []outbox.ParkedAggregate
 	var p outbox.ParkedAggregate
 	var parkedAt, requested int64
 	var pending string
-	for iter.Scan(&p.Key.Type, &p.Key.ID, &parkedAt, &pending, &p.Reason, &requested, &p.LastError) {
+	for iter.Scan(&p.Key.Type, &p.Key.ID, &parkedAt, &pending, &p.PendingEntry, &p.Reason, &requested, &p.LastError) {
 		p.ParkedAt, p.Pending, p.RequestedAt = fromMicros(parkedAt), outbox.Action(pending), nil
 		if requested != 0 {
 			t := fromMicros(requested)
@@ -222,7 +222,7 @@ func (s *Store) CompleteAction(ctx context.Context, key outbox.AggregateKey) err
 	if err != nil {
 		return err
 	}
-	q := `UPDATE ` + s.keyspace + `.parked_aggregates SET pending_action = '', reason = '', requested_at = 0
+	q := `UPDATE ` + s.keyspace + `.parked_aggregates SET pending_action = '', pending_entry = 0, reason = '', requested_at = 0
 		WHERE aggregatetype = ? AND aggregateid = ? IF EXISTS`
 	if len(left) == 0 {
 		q = `DELETE FROM ` + s.keyspace + `.parked_aggregates WHERE aggregatetype = ? AND aggregateid = ? IF EXISTS`
@@ -235,10 +235,13 @@ func (s *Store) CompleteAction(ctx context.Context, key outbox.AggregateKey) err
 
 // FailAction implements relay.DeadLetterStore.
 func (s *Store) FailAction(ctx context.Context, key outbox.AggregateKey, entryID int64, cause string) error {
-	if _, err := s.session.Query(`UPDATE `+s.keyspace+`.parked_aggregates SET pending_action = '', reason = '', requested_at = 0,
+	if _, err := s.session.Query(`UPDATE `+s.keyspace+`.parked_aggregates SET pending_action = '', pending_entry = 0, reason = '', requested_at = 0,
 		last_error = ? WHERE aggregatetype = ? AND aggregateid = ? IF EXISTS`, cause, key.Type, key.ID).
 		WithContext(ctx).MapScanCAS(map[string]any{}); err != nil {
 		return fmt.Errorf("scylla: fail action on %s: %w", key, err)
+	}
+	if entryID == 0 {
+		return nil // a refused request charges no entry
 	}
 	d, err := s.GetDeadLetter(ctx, entryID)
 	if err != nil {
@@ -253,12 +256,12 @@ func (s *Store) FailAction(ctx context.Context, key outbox.AggregateKey, entryID
 }
 
 // RequestAction implements relay.ActionRequester.
-func (s *Store) RequestAction(ctx context.Context, key outbox.AggregateKey, action outbox.Action, reason string) error {
-	applied, err := s.session.Query(`UPDATE `+s.keyspace+`.parked_aggregates SET pending_action = ?, reason = ?, requested_at = ?
-		WHERE aggregatetype = ? AND aggregateid = ? IF EXISTS`, string(action), reason, micros(time.Now()), key.Type, key.ID).
+func (s *Store) RequestAction(ctx context.Context, key outbox.AggregateKey, req outbox.ActionRequest) error {
+	applied, err := s.session.Query(`UPDATE `+s.keyspace+`.parked_aggregates SET pending_action = ?, pending_entry = ?, reason = ?, requested_at = ?
+		WHERE aggregatetype = ? AND aggregateid = ? IF EXISTS`, string(req.Action), req.Entry, req.Reason, micros(time.Now()), key.Type, key.ID).
 		WithContext(ctx).MapScanCAS(map[string]any{})
 	if err != nil {
-		return fmt.Errorf("scylla: request %s on %s: %w", action, key, err)
+		return fmt.Errorf("scylla: request %s on %s: %w", req.Action, key, err)
 	}
 	if !applied {
 		return fmt.Errorf("scylla: %s: %w", key, relay.ErrNotParked)

@@ -75,7 +75,7 @@ func Schema(keyspace string, opts SchemaOptions) ([]string, error) {
 			replay_count int, resolved_at bigint, resolution text,
 			PRIMARY KEY ((bucket), id))`,
 		`CREATE TABLE IF NOT EXISTS ` + ks + `parked_aggregates (
-			aggregatetype text, aggregateid text, parked_at bigint, pending_action text, reason text,
+			aggregatetype text, aggregateid text, parked_at bigint, pending_action text, pending_entry bigint, reason text,
 			requested_at bigint, last_error text,
 			PRIMARY KEY ((aggregatetype, aggregateid)))`,
 		`CREATE TABLE IF NOT EXISTS ` + ks + `outbox_sequences (name text PRIMARY KEY, next bigint)`,
@@ -90,6 +90,12 @@ func Schema(keyspace string, opts SchemaOptions) ([]string, error) {
 	}, nil
 }
 
+// addedColumns are columns added after a table was first released:
+// CREATE TABLE IF NOT EXISTS leaves an older table as it was.
+var addedColumns = []struct{ table, column, typ string }{
+	{"parked_aggregates", "pending_entry", "bigint"},
+}
+
 // Migrate applies the schema; every statement is idempotent.
 func Migrate(ctx context.Context, session *gocql.Session, keyspace string, opts SchemaOptions) error {
 	stmts, err := Schema(keyspace, opts)
@@ -99,6 +105,18 @@ func Migrate(ctx context.Context, session *gocql.Session, keyspace string, opts 
 	for _, st := range stmts {
 		if err := session.Query(st).WithContext(ctx).Exec(); err != nil {
 			return fmt.Errorf("scylla: migrate: %s: %w", strings.Fields(st)[2], err)
+		}
+	}
+	for _, c := range addedColumns {
+		var n int
+		if err := session.Query(`SELECT count(*) FROM system_schema.columns WHERE keyspace_name = ? AND table_name = ? AND column_name = ?`,
+			keyspace, c.table, c.column).WithContext(ctx).Scan(&n); err != nil {
+			return fmt.Errorf("scylla: migrate: look for %s.%s: %w", c.table, c.column, err)
+		}
+		if n == 0 {
+			if err := session.Query(`ALTER TABLE ` + keyspace + `.` + c.table + ` ADD ` + c.column + ` ` + c.typ).WithContext(ctx).Exec(); err != nil {
+				return fmt.Errorf("scylla: migrate: add %s.%s: %w", c.table, c.column, err)
+			}
 		}
 	}
 	return nil

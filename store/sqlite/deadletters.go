@@ -128,7 +128,7 @@ func (s *Store) AddDeadLetter(ctx context.Context, dl outbox.DeadLetter) (outbox
 // ParkedAggregates implements relay.DeadLetterStore.
 func (s *Store) ParkedAggregates(ctx context.Context) ([]outbox.ParkedAggregate, error) {
 	rows, err := s.db.QueryContext(ctx, `SELECT p.aggregatetype, p.aggregateid, p.parked_at, p.pending_action,
-		p.reason, p.requested_at, p.last_error,
+		p.pending_entry, p.reason, p.requested_at, p.last_error,
 		(SELECT count(*) FROM outbox_dead_letters d WHERE d.aggregatetype = p.aggregatetype
 			AND d.aggregateid = p.aggregateid AND d.status = 'parked')
 		FROM outbox_parked_aggregates p ORDER BY p.parked_at, p.aggregatetype, p.aggregateid`)
@@ -141,7 +141,7 @@ func (s *Store) ParkedAggregates(ctx context.Context) ([]outbox.ParkedAggregate,
 		var p outbox.ParkedAggregate
 		var parkedAt int64
 		var requested sql.NullInt64
-		if err := rows.Scan(&p.Key.Type, &p.Key.ID, &parkedAt, &p.Pending, &p.Reason, &requested, &p.LastError, &p.ParkedEvents); err != nil {
+		if err := rows.Scan(&p.Key.Type, &p.Key.ID, &parkedAt, &p.Pending, &p.PendingEntry, &p.Reason, &requested, &p.LastError, &p.ParkedEvents); err != nil {
 			return nil, fmt.Errorf("sqlite: parked aggregates: %w", err)
 		}
 		p.ParkedAt = time.UnixMicro(parkedAt).UTC()
@@ -185,7 +185,7 @@ func (s *Store) CompleteAction(ctx context.Context, key outbox.AggregateKey) err
 			key.Type, key.ID, key.Type, key.ID); err != nil {
 			return err
 		}
-		_, err := tx.ExecContext(ctx, `UPDATE outbox_parked_aggregates SET pending_action = '', reason = '', requested_at = NULL
+		_, err := tx.ExecContext(ctx, `UPDATE outbox_parked_aggregates SET pending_action = '', pending_entry = 0, reason = '', requested_at = NULL
 			WHERE aggregatetype = ? AND aggregateid = ?`, key.Type, key.ID)
 		return err
 	})
@@ -198,7 +198,7 @@ func (s *Store) CompleteAction(ctx context.Context, key outbox.AggregateKey) err
 // FailAction implements relay.DeadLetterStore.
 func (s *Store) FailAction(ctx context.Context, key outbox.AggregateKey, entryID int64, cause string) error {
 	err := transact(ctx, s.db, func(tx *sql.Tx) error {
-		if _, err := tx.ExecContext(ctx, `UPDATE outbox_parked_aggregates SET pending_action = '', reason = '',
+		if _, err := tx.ExecContext(ctx, `UPDATE outbox_parked_aggregates SET pending_action = '', pending_entry = 0, reason = '',
 			requested_at = NULL, last_error = ? WHERE aggregatetype = ? AND aggregateid = ?`, cause, key.Type, key.ID); err != nil {
 			return err
 		}
@@ -213,11 +213,11 @@ func (s *Store) FailAction(ctx context.Context, key outbox.AggregateKey, entryID
 }
 
 // RequestAction implements relay.ActionRequester.
-func (s *Store) RequestAction(ctx context.Context, key outbox.AggregateKey, action outbox.Action, reason string) error {
-	res, err := s.db.ExecContext(ctx, `UPDATE outbox_parked_aggregates SET pending_action = ?, reason = ?, requested_at = ?
-		WHERE aggregatetype = ? AND aggregateid = ?`, action, reason, time.Now().UnixMicro(), key.Type, key.ID)
+func (s *Store) RequestAction(ctx context.Context, key outbox.AggregateKey, req outbox.ActionRequest) error {
+	res, err := s.db.ExecContext(ctx, `UPDATE outbox_parked_aggregates SET pending_action = ?, pending_entry = ?, reason = ?, requested_at = ?
+		WHERE aggregatetype = ? AND aggregateid = ?`, req.Action, req.Entry, req.Reason, time.Now().UnixMicro(), key.Type, key.ID)
 	if err != nil {
-		return fmt.Errorf("sqlite: request %s on %s: %w", action, key, err)
+		return fmt.Errorf("sqlite: request %s on %s: %w", req.Action, key, err)
 	}
 	if n, _ := res.RowsAffected(); n == 0 {
 		return fmt.Errorf("sqlite: %s: %w", key, relay.ErrNotParked)

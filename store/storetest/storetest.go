@@ -345,17 +345,25 @@ func testActions(t *testing.T, h Harness) {
 	c := ctx(t)
 	s := h.Store
 	a1, a2 := Msg(t, "a", 1), Msg(t, "a", 2)
-	if err := s.RequestAction(c, a1.Key(), outbox.ActionReplay, "x"); !errors.Is(err, relay.ErrNotParked) {
+	if err := s.RequestAction(c, a1.Key(), outbox.ActionRequest{Action: outbox.ActionReplay, Entry: 1, Reason: "x"}); !errors.Is(err, relay.ErrNotParked) {
 		t.Fatalf("request on an aggregate not parked: %v, want ErrNotParked", err)
 	}
 	d1, _ := s.AddDeadLetter(c, dead(a1, "boom"))
 	d2, _ := s.AddDeadLetter(c, dead(a2, "parked"))
-	if err := s.RequestAction(c, a1.Key(), outbox.ActionReplay, "fixed the schema"); err != nil {
+	if err := s.RequestAction(c, a1.Key(), outbox.ActionRequest{Action: outbox.ActionSkip, Entry: d1.ID, Reason: "first thought"}); err != nil {
 		t.Fatal(err)
 	}
-	parked, _ := s.ParkedAggregates(c)
-	if len(parked) != 1 || parked[0].Pending != outbox.ActionReplay || parked[0].Reason != "fixed the schema" || parked[0].RequestedAt == nil {
-		t.Fatalf("pending request not recorded: %+v", parked)
+	// A later request replaces the pending one, entry and all.
+	if err := s.RequestAction(c, a1.Key(), outbox.ActionRequest{Action: outbox.ActionReplay, Entry: d2.ID, Reason: "fixed the schema"}); err != nil {
+		t.Fatal(err)
+	}
+	parked, err := s.ParkedAggregates(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(parked) != 1 || parked[0].Pending != outbox.ActionReplay || parked[0].PendingEntry != d2.ID ||
+		parked[0].Reason != "fixed the schema" || parked[0].RequestedAt == nil {
+		t.Fatalf("pending request not recorded with its entry %d: %+v", d2.ID, parked)
 	}
 	if err := s.FailAction(c, a1.Key(), d1.ID, "still too large"); err != nil {
 		t.Fatal(err)
@@ -365,7 +373,7 @@ func testActions(t *testing.T, h Harness) {
 		t.Fatalf("after a failed replay: %+v", got)
 	}
 	parked, _ = s.ParkedAggregates(c)
-	if len(parked) != 1 || parked[0].Pending != "" || parked[0].LastError != "still too large" {
+	if len(parked) != 1 || parked[0].Pending != "" || parked[0].PendingEntry != 0 || parked[0].LastError != "still too large" {
 		t.Fatalf("failed request not cleared: %+v", parked)
 	}
 	if err := s.ResolveDeadLetter(c, d1.ID, outbox.StatusSkipped, "poison"); err != nil {
