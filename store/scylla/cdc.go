@@ -11,6 +11,7 @@ import (
 	"github.com/gocql/gocql"
 	scyllacdc "github.com/scylladb/scylla-cdc-go"
 
+	"github.com/outbox-dev/outbox/outbox"
 	"github.com/outbox-dev/outbox/relay"
 )
 
@@ -23,31 +24,56 @@ type progressMarker interface {
 // tracker hands decoded records to the relay and reports per-stream
 // progress once the relay has acknowledged them. It is the relay.Cursor
 // of the CDC source.
+//
+// Progress is a cdc$time and the library resumes strictly after it, but
+// one change (one cdc$time) carries every row a LOGGED BATCH wrote to the
+// partition. So progress counts whole changes: a stream's progress moves
+// to a change only once every row of it was acknowledged, including rows
+// consume is still waiting to hand over.
 type tracker struct {
-	out chan relay.Record
+	out chan handover
 	log *slog.Logger
 
 	mu      sync.Mutex
 	cond    *sync.Cond
 	seq     uint64
-	pending []emitted      // emission order
-	open    map[string]int // stream -> records not yet acknowledged
+	pending []received     // handed to the relay, in the order Next returned them
+	open    map[string]int // stream -> rows counted in and not yet acknowledged
+	unacked map[*change]struct{}
+	// stalled streams left a change part-way (the reader stopped while
+	// consume waited): that change never finishes, so progress stays
+	// before it as long as nothing later of the stream is handed over.
+	stalled map[string]bool
 	closed  bool
-	skipped int64 // rows that could not be decoded
+	quit    chan struct{} // closed by Close: a blocked consume gives up
+	skipped int64         // rows that could not be decoded
 }
 
-type emitted struct {
-	seq      uint64
+// change is one CDC change of one stream: the rows of one cdc$time.
+type change struct {
 	stream   string
 	time     gocql.UUID
 	reporter progressMarker
+	left     int // rows not yet acknowledged, handed over or not
+}
+
+// handover is one row on its way to the relay.
+type handover struct {
+	m      outbox.Message
+	change *change
+}
+
+type received struct {
+	seq    uint64
+	change *change
 }
 
 func newTracker(buffer int, log *slog.Logger) *tracker {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	t := &tracker{out: make(chan relay.Record, buffer), log: log, open: map[string]int{}}
+	t := &tracker{out: make(chan handover, buffer), log: log, open: map[string]int{},
+		unacked: map[*change]struct{}{}, stalled: map[string]bool{}, quit: make(chan struct{})}
 	t.cond = sync.NewCond(&t.mu)
 	return t
 }
@@ -58,8 +84,8 @@ func (t *tracker) oldestPending() time.Time {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	var oldest time.Time
-	for _, e := range t.pending {
-		if at := e.time.Time(); oldest.IsZero() || at.Before(oldest) {
+	for c := range t.unacked {
+		if at := c.time.Time(); oldest.IsZero() || at.Before(oldest) {
 			oldest = at
 		}
 	}
@@ -69,8 +95,10 @@ func (t *tracker) oldestPending() time.Time {
 // consume hands one change's outbox inserts to the relay, in order. It
 // never returns an error for a row: one the library gave us but we cannot
 // decode is logged and counted, since returning an error would stop every
-// stream of the reader. It returns only when ctx ends (shutdown).
+// stream of the reader. It returns early only when ctx ends or the tracker
+// is closed (the reader is stopping).
 func (t *tracker) consume(ctx context.Context, stream string, at gocql.UUID, rows []changeRow, reporter progressMarker) error {
+	var msgs []outbox.Message
 	for _, r := range rows {
 		m, ok, err := decodeRow(r)
 		if !ok {
@@ -83,23 +111,45 @@ func (t *tracker) consume(ctx context.Context, stream string, at gocql.UUID, row
 			t.log.Error("outbox CDC row cannot be decoded; skipped", "stream", stream, "cdc_time", at.String(), "err", err)
 			continue
 		}
-		t.mu.Lock()
-		if t.closed {
-			t.mu.Unlock()
-			return nil
-		}
-		t.seq++
-		e := emitted{seq: t.seq, stream: stream, time: at, reporter: reporter}
-		t.pending = append(t.pending, e)
-		t.open[stream]++
+		msgs = append(msgs, m)
+	}
+	if len(msgs) == 0 {
+		return nil
+	}
+	c := &change{stream: stream, time: at, reporter: reporter, left: len(msgs)}
+	t.mu.Lock()
+	if t.closed || t.stalled[stream] {
 		t.mu.Unlock()
+		return nil
+	}
+	// Counted whole before the first row goes, so neither Commit nor End
+	// can take the change for finished while rows still wait here.
+	t.open[stream] += len(msgs)
+	t.unacked[c] = struct{}{}
+	t.mu.Unlock()
+	for i, m := range msgs {
 		select {
-		case t.out <- relay.Record{Message: m, Position: relay.Position(strconv.FormatUint(e.seq, 10))}:
+		case t.out <- handover{m: m, change: c}:
 		case <-ctx.Done():
+			t.abandon(c, len(msgs)-i)
+			return nil
+		case <-t.quit:
+			t.abandon(c, len(msgs)-i)
 			return nil
 		}
 	}
 	return nil
+}
+
+// abandon gives up the change's rows not handed over: they will never be
+// acknowledged, so End must not wait for them, and the stream's progress
+// must stay before the change, so the next reader reads all of it again.
+func (t *tracker) abandon(c *change, notSent int) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.open[c.stream] -= notSent
+	t.stalled[c.stream] = true
+	t.cond.Broadcast()
 }
 
 // Next implements relay.Cursor.
@@ -107,45 +157,67 @@ func (t *tracker) Next(ctx context.Context, max int) ([]relay.Record, error) {
 	select {
 	case <-ctx.Done():
 		return nil, nil
-	case r := <-t.out:
-		return t.fill([]relay.Record{r}, max), nil
+	case h := <-t.out:
+		return t.take(h, max), nil
 	}
 }
 
-// fill adds what is already waiting to recs, up to max, without blocking.
-func (t *tracker) fill(recs []relay.Record, max int) []relay.Record {
-	for len(recs) < max {
+// take returns first and what else is already waiting, up to max, without
+// blocking. Positions are numbered here, in the order the relay receives
+// them, because Commit(pos) means everything returned up to pos: numbered
+// by the senders, a later row could overtake an earlier one in the
+// channel and be committed over it.
+func (t *tracker) take(first handover, max int) []relay.Record {
+	hs := []handover{first}
+fill:
+	for len(hs) < max {
 		select {
-		case r := <-t.out:
-			recs = append(recs, r)
+		case h := <-t.out:
+			hs = append(hs, h)
 		default:
-			return recs
+			break fill
 		}
+	}
+	recs := make([]relay.Record, len(hs))
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for i, h := range hs {
+		t.seq++
+		t.pending = append(t.pending, received{seq: t.seq, change: h.change})
+		recs[i] = relay.Record{Message: h.m, Position: relay.Position(strconv.FormatUint(t.seq, 10))}
 	}
 	return recs
 }
 
 // Commit implements relay.Cursor: every record up to pos was acknowledged,
-// so each stream's progress moves to its last acknowledged change.
+// so each stream's progress moves to its last change whose rows were all
+// acknowledged.
 func (t *tracker) Commit(ctx context.Context, pos relay.Position) error {
 	upTo, err := strconv.ParseUint(string(pos), 10, 64)
 	if err != nil {
 		return fmt.Errorf("scylla: bad CDC position %q", pos)
 	}
 	t.mu.Lock()
-	latest := map[string]emitted{}
+	// A stream's changes are handed over one after another and commits
+	// are contiguous, so the last change finished here is its newest
+	// finished one.
+	finished := map[string]*change{}
 	n := 0
 	for n < len(t.pending) && t.pending[n].seq <= upTo {
-		e := t.pending[n]
-		latest[e.stream] = e
-		t.open[e.stream]--
+		c := t.pending[n].change
+		c.left--
+		t.open[c.stream]--
+		if c.left == 0 {
+			delete(t.unacked, c)
+			finished[c.stream] = c
+		}
 		n++
 	}
 	t.pending = t.pending[n:]
 	t.cond.Broadcast()
 	t.mu.Unlock()
-	for stream, e := range latest {
-		if err := e.reporter.MarkProgress(ctx, scyllacdc.Progress{LastProcessedRecordTime: e.time}); err != nil {
+	for stream, c := range finished {
+		if err := c.reporter.MarkProgress(ctx, scyllacdc.Progress{LastProcessedRecordTime: c.time}); err != nil {
 			return fmt.Errorf("scylla: progress of stream %x: %w", stream, err)
 		}
 	}
@@ -166,9 +238,12 @@ func (t *tracker) waitAcknowledged(stream string) {
 // Close implements relay.Cursor.
 func (t *tracker) Close() error {
 	t.mu.Lock()
-	t.closed = true
+	defer t.mu.Unlock()
+	if !t.closed {
+		t.closed = true
+		close(t.quit)
+	}
 	t.cond.Broadcast()
-	t.mu.Unlock()
 	return nil
 }
 

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/gocql/gocql"
@@ -166,6 +167,100 @@ func TestTrackerKeepsStreamOrderAndReportsProgressOnlyAfterAcks(t *testing.T) {
 	}
 }
 
+// A LOGGED BATCH writing several rows of one aggregate is one CDC change
+// (one cdc$time) of several rows, and the library resumes after the
+// reported time: progress may reach a change only once every row of it
+// was acknowledged, including rows consume has not handed over yet.
+func TestProgressReachesAChangeOnlyWhenAllItsRowsAreAcknowledged(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ctx := t.Context()
+		tr := newTracker(1, nil) // one slot: consume blocks inside the batch
+		rep := &fakeReporter{}
+		single, batched := gocql.UUIDFromTime(time.Now()), gocql.UUIDFromTime(time.Now().Add(time.Millisecond))
+		one, _ := insertRow(t, "a", 1)
+		var batch []changeRow
+		for seq := int64(2); seq <= 4; seq++ {
+			r, _ := insertRow(t, "a", seq)
+			batch = append(batch, r)
+		}
+		consumed := make(chan struct{})
+		go func() {
+			defer close(consumed)
+			tr.consume(ctx, "s", single, []changeRow{one}, rep)
+			tr.consume(ctx, "s", batched, batch, rep)
+		}()
+		ack := func(want gocql.UUID, what string) {
+			t.Helper()
+			synctest.Wait() // consume has handed over what it can and blocks
+			recs, err := tr.Next(ctx, 1)
+			if err != nil || len(recs) != 1 {
+				t.Fatalf("%s: next: %d records, %v", what, len(recs), err)
+			}
+			if err := tr.Commit(ctx, recs[0].Position); err != nil {
+				t.Fatal(err)
+			}
+			if got, _ := rep.last(); got != want {
+				t.Fatalf("%s: progress at %v, want %v", what, got.Time(), want.Time())
+			}
+		}
+		ack(single, "the single-row change acknowledged")
+		ack(single, "1 of the batch's 3 rows acknowledged")
+		ack(single, "2 of the batch's 3 rows acknowledged")
+		ack(batched, "the whole batch acknowledged")
+		<-consumed
+	})
+}
+
+// When the reader stops while consume is blocked inside a change, the
+// rest of the change is never handed over: progress must stay before it
+// (it is read again after the restart), later changes of the stream must
+// not be handed over past it, and End must not wait for rows that will
+// never come.
+func TestAChangeLeftPartWayIsNeverPassed(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		tr := newTracker(1, nil)
+		rep := &fakeReporter{}
+		readerCtx, stop := context.WithCancel(t.Context())
+		var batch []changeRow
+		for seq := int64(1); seq <= 3; seq++ {
+			r, _ := insertRow(t, "a", seq)
+			batch = append(batch, r)
+		}
+		later, _ := insertRow(t, "a", 4)
+		consumed := make(chan struct{})
+		go func() {
+			defer close(consumed)
+			tr.consume(readerCtx, "s", gocql.UUIDFromTime(time.Now()), batch, rep)
+			tr.consume(readerCtx, "s", gocql.UUIDFromTime(time.Now().Add(time.Millisecond)), []changeRow{later}, rep)
+		}()
+		synctest.Wait()
+		stop() // another stream failed: the library cancels every consumer
+		<-consumed
+		ended := make(chan struct{})
+		go func() { (&consumer{t: tr, stream: "s", reporter: rep}).End(); close(ended) }()
+		synctest.Wait()
+		select {
+		case <-ended:
+			t.Fatal("End returned while a handed-over row was unacknowledged")
+		default:
+		}
+		recs, err := tr.Next(t.Context(), 10)
+		if err != nil || len(recs) != 1 || recs[0].Message.Sequence != 1 {
+			t.Fatalf("handed over %d records (%v), want the batch's first row only", len(recs), err)
+		}
+		if err := tr.Commit(t.Context(), recs[0].Position); err != nil {
+			t.Fatal(err)
+		}
+		<-ended
+		if _, n := rep.last(); n != 0 {
+			t.Fatal("progress reported for a change whose rows were not all acknowledged")
+		}
+		if len(tr.out) != 0 {
+			t.Fatal("a later change was handed over past an unfinished one")
+		}
+	})
+}
+
 func TestConsumerNeverFailsOnABadRow(t *testing.T) {
 	tr := newTracker(8, nil)
 	bad, _ := insertRow(t, "a", 1)
@@ -186,24 +281,23 @@ func TestConsumerNeverFailsOnABadRow(t *testing.T) {
 }
 
 func TestEndWaitsForTheStreamsAcknowledgements(t *testing.T) {
-	tr := newTracker(8, nil)
-	row, _ := insertRow(t, "a", 1)
-	tr.consume(t.Context(), "s", gocql.TimeUUID(), []changeRow{row}, &fakeReporter{})
-	c := &consumer{t: tr, stream: "s", reporter: &fakeReporter{}}
-	ended := make(chan struct{})
-	go func() { c.End(); close(ended) }()
-	select {
-	case <-ended:
-		t.Fatal("End returned while the stream had an unacknowledged event: the next generation could start past it")
-	case <-time.After(50 * time.Millisecond):
-	}
-	recs, _ := tr.Next(t.Context(), 10)
-	tr.Commit(t.Context(), recs[0].Position)
-	select {
-	case <-ended:
-	case <-time.After(5 * time.Second):
-		t.Fatal("End did not return after the acknowledgement")
-	}
+	synctest.Test(t, func(t *testing.T) {
+		tr := newTracker(8, nil)
+		row, _ := insertRow(t, "a", 1)
+		tr.consume(t.Context(), "s", gocql.TimeUUID(), []changeRow{row}, &fakeReporter{})
+		c := &consumer{t: tr, stream: "s", reporter: &fakeReporter{}}
+		ended := make(chan struct{})
+		go func() { c.End(); close(ended) }()
+		synctest.Wait()
+		select {
+		case <-ended:
+			t.Fatal("End returned while the stream had an unacknowledged event: the next generation could start past it")
+		default:
+		}
+		recs, _ := tr.Next(t.Context(), 10)
+		tr.Commit(t.Context(), recs[0].Position)
+		<-ended // a deadlock here fails the bubble
+	})
 }
 
 // memLease is the lease table with lightweight-transaction semantics.

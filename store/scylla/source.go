@@ -184,8 +184,8 @@ func (c *cursor) Next(ctx context.Context, max int) ([]relay.Record, error) {
 		return nil, nil
 	case <-idle.C:
 		return nil, nil
-	case r := <-c.out:
-		return c.fill([]relay.Record{r}, max), nil
+	case h := <-c.out:
+		return c.take(h, max), nil
 	}
 }
 
