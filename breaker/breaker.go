@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/sony/gobreaker/v2"
@@ -65,10 +66,16 @@ func (c Config) Validate() error {
 
 // Breaker is safe for concurrent use.
 type Breaker struct {
-	cb      *gobreaker.CircuitBreaker[struct{}]
-	timeout time.Duration
+	cfg Config
+	// cb is swapped whole by Trip and Reset: gobreaker has no way to set
+	// its state, and a fresh instance is the state asked for.
+	cb     atomic.Pointer[gobreaker.CircuitBreaker[struct{}]]
+	swapMu sync.Mutex // serialises Trip and Reset
 
+	// mu guards what follows. It is never held while calling into a
+	// gobreaker instance, whose transition callbacks take it.
 	mu       sync.Mutex
+	last     State
 	openedAt time.Time
 	changed  chan struct{} // closed and replaced on every transition
 }
@@ -79,40 +86,91 @@ func New(cfg Config) (*Breaker, error) {
 		return nil, err
 	}
 	cfg.setDefaults()
-	b := &Breaker{timeout: cfg.OpenTimeout, changed: make(chan struct{})}
-	b.cb = gobreaker.NewCircuitBreaker[struct{}](gobreaker.Settings{
+	b := &Breaker{cfg: cfg, last: Closed, changed: make(chan struct{})}
+	b.cb.Store(b.newCircuit())
+	return b, nil
+}
+
+func (b *Breaker) newCircuit() *gobreaker.CircuitBreaker[struct{}] {
+	var self *gobreaker.CircuitBreaker[struct{}]
+	self = gobreaker.NewCircuitBreaker[struct{}](gobreaker.Settings{
 		Name:        "broker",
-		MaxRequests: cfg.HalfOpenSuccess,
-		Timeout:     cfg.OpenTimeout,
-		ReadyToTrip: func(c gobreaker.Counts) bool { return c.ConsecutiveFailures >= cfg.FailureThreshold },
+		MaxRequests: b.cfg.HalfOpenSuccess,
+		Timeout:     b.cfg.OpenTimeout,
+		ReadyToTrip: func(c gobreaker.Counts) bool { return c.ConsecutiveFailures >= b.cfg.FailureThreshold },
 		IsSuccessful: func(err error) bool {
 			return err == nil || outbox.IsPermanent(err)
 		},
 		// The caller giving up says nothing about the broker.
 		IsExcluded: func(err error) bool { return errors.Is(err, context.Canceled) },
-		OnStateChange: func(_ string, from, to gobreaker.State) {
-			b.mu.Lock()
-			if to == Open {
-				b.openedAt = time.Now()
-			}
-			close(b.changed)
-			b.changed = make(chan struct{})
-			b.mu.Unlock()
-			if cfg.OnStateChange != nil {
-				cfg.OnStateChange(from, to)
+		OnStateChange: func(_ string, _, to gobreaker.State) {
+			if b.cb.Load() == self { // not a replaced instance finishing a call
+				b.transition(to)
 			}
 		},
 	})
-	return b, nil
+	return self
 }
+
+// transition records and reports a move to state to, once.
+func (b *Breaker) transition(to State) {
+	b.mu.Lock()
+	from := b.last
+	if from == to {
+		b.mu.Unlock()
+		return
+	}
+	b.last = to
+	if to == Open {
+		b.openedAt = time.Now()
+	}
+	close(b.changed)
+	b.changed = make(chan struct{})
+	b.mu.Unlock()
+	if b.cfg.OnStateChange != nil {
+		b.cfg.OnStateChange(from, to)
+	}
+}
+
+// Trip opens the breaker now, as if the failure threshold had been
+// reached: for a failure seen outside any call, such as every broker
+// refusing connections. An open breaker stays as it is.
+func (b *Breaker) Trip() {
+	b.swapMu.Lock()
+	defer b.swapMu.Unlock()
+	if b.State() == Open {
+		return
+	}
+	c := b.newCircuit()
+	for range b.cfg.FailureThreshold {
+		c.Execute(func() (struct{}, error) { return struct{}{}, errTripped })
+	}
+	b.cb.Store(c)
+	b.transition(Open)
+}
+
+// Reset closes the breaker now: for evidence, seen outside any call, that
+// the broker answers again. Waiting out the open timeout would only delay
+// delivery; if publishing still fails, the threshold opens it again.
+func (b *Breaker) Reset() {
+	b.swapMu.Lock()
+	defer b.swapMu.Unlock()
+	if b.State() == Closed {
+		return
+	}
+	b.cb.Store(b.newCircuit())
+	b.transition(Closed)
+}
+
+var errTripped = errors.New("breaker tripped")
 
 // State reports the current state, moving open to half-open once the
 // timeout has passed.
-func (b *Breaker) State() State { return b.cb.State() }
+func (b *Breaker) State() State { return b.cb.Load().State() }
 
 // Do runs fn unless the breaker refuses it.
 func (b *Breaker) Do(fn func() error) error {
-	_, err := b.cb.Execute(func() (struct{}, error) { return struct{}{}, fn() })
+	_, err := b.cb.Load().Execute(func() (struct{}, error) { return struct{}{}, fn() })
 	if errors.Is(err, gobreaker.ErrOpenState) || errors.Is(err, gobreaker.ErrTooManyRequests) {
 		return fmt.Errorf("%w: %w", ErrOpen, err)
 	}
@@ -129,7 +187,7 @@ func (b *Breaker) WaitUntilCallable(ctx context.Context) error {
 		changed, openedAt := b.changed, b.openedAt
 		b.mu.Unlock()
 		// gobreaker half-opens strictly after the expiry.
-		t := time.NewTimer(time.Until(openedAt.Add(b.timeout)) + time.Millisecond)
+		t := time.NewTimer(time.Until(openedAt.Add(b.cfg.OpenTimeout)) + time.Millisecond)
 		select {
 		case <-ctx.Done():
 			t.Stop()

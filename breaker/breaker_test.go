@@ -1,7 +1,9 @@
 package breaker_test
 
 import (
+	"context"
 	"errors"
+	"slices"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -103,6 +105,70 @@ func TestWaitUntilCallable(t *testing.T) {
 		}
 		if b.State() != breaker.HalfOpen {
 			t.Fatalf("state %s, want half-open", b.State())
+		}
+	})
+}
+
+func TestTripOpensAtOnceAndResetClosesAtOnce(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var transitions []string
+		b, err := breaker.New(breaker.Config{OnStateChange: func(from, to breaker.State) {
+			transitions = append(transitions, from.String()+">"+to.String())
+		}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		b.Do(func() error { return errDown }) // one failure counted before the trip
+		b.Trip()
+		if b.State() != breaker.Open {
+			t.Fatalf("state after Trip = %s, want open", b.State())
+		}
+		b.Trip() // already open: no second transition, no new open time
+		waited := make(chan struct{})
+		go func() {
+			b.WaitUntilCallable(context.Background())
+			close(waited)
+		}()
+		elapse(5 * time.Second)
+		select {
+		case <-waited:
+			t.Fatal("WaitUntilCallable returned while open")
+		default:
+		}
+		b.Reset()
+		synctest.Wait()
+		select {
+		case <-waited:
+		default:
+			t.Fatal("Reset did not wake a waiter")
+		}
+		if b.State() != breaker.Closed {
+			t.Fatalf("state after Reset = %s, want closed", b.State())
+		}
+		// Fresh counts after a reset: four failures do not open it.
+		for range 4 {
+			b.Do(func() error { return errDown })
+		}
+		if b.State() != breaker.Closed {
+			t.Fatal("a reset breaker kept its old failure count")
+		}
+		b.Do(func() error { return errDown })
+		if b.State() != breaker.Open {
+			t.Fatal("threshold no longer opens a reset breaker")
+		}
+		// A trip while half-open reopens it for the whole timeout.
+		elapse(30*time.Second + time.Millisecond)
+		if b.State() != breaker.HalfOpen {
+			t.Fatalf("state %s, want half-open", b.State())
+		}
+		b.Trip()
+		elapse(29 * time.Second)
+		if b.State() != breaker.Open {
+			t.Fatal("a trip from half-open did not restart the open timeout")
+		}
+		want := []string{"closed>open", "open>closed", "closed>open", "open>half-open", "half-open>open"}
+		if !slices.Equal(transitions, want) {
+			t.Fatalf("transitions %v, want %v", transitions, want)
 		}
 	})
 }

@@ -38,6 +38,34 @@ func IsPermanent(err error) bool {
 	return false
 }
 
+type fatalError struct{ err error }
+
+func (e fatalError) Error() string { return e.err.Error() }
+func (e fatalError) Unwrap() error { return e.err }
+func (e fatalError) Fatal() bool   { return true }
+
+// Fatal marks err as one no restart can cure: the relay's position in its
+// source is gone (a lost replication slot) or it cannot become the
+// source's active reader. A supervisor ends the process on it, with the
+// error as its message, instead of restarting the relay forever.
+func Fatal(err error) error {
+	if err == nil {
+		return nil
+	}
+	return fatalError{err}
+}
+
+// IsFatal reports whether any error in err's chain has a Fatal method
+// returning true.
+func IsFatal(err error) bool {
+	for e := range walk(err) {
+		if f, ok := e.(interface{ Fatal() bool }); ok && f.Fatal() {
+			return true
+		}
+	}
+	return false
+}
+
 // IsRetryable reports whether err is worth another attempt: it is neither
 // permanent nor the caller's own cancellation.
 func IsRetryable(err error) bool {

@@ -33,6 +33,13 @@ type Config struct {
 	// ActionPollInterval is how often operator requests are looked for
 	// (default 1 s); Relay.Poke looks at once.
 	ActionPollInterval time.Duration
+	// StuckTimeout is how long a message may fail transiently, round after
+	// round, while the broker acknowledges other aggregates' messages,
+	// before it is parked in the dead-letter store with ErrStuck (default
+	// 5 min; negative: never). Until then it holds the checkpoint (and on
+	// PostgreSQL the WAL), though not the other aggregates. An outage, in
+	// which nothing is acknowledged, never parks anything.
+	StuckTimeout time.Duration
 	// DrainTimeout bounds how long in-flight publishes may finish after
 	// Serve's context ends (default 5 s).
 	DrainTimeout time.Duration
@@ -63,6 +70,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.DrainTimeout == 0 {
 		c.DrainTimeout = 5 * time.Second
+	}
+	if c.StuckTimeout == 0 {
+		c.StuckTimeout = 5 * time.Minute
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)

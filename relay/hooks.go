@@ -44,6 +44,14 @@ type BreakerHook interface {
 	OnBreakerStateChange(from, to breaker.State)
 }
 
+// StuckHook hears an aggregate start failing round after round (its
+// message failed a whole round of attempts) and stop (the message was
+// published, dead-lettered or given back at shutdown).
+type StuckHook interface {
+	OnStuck(k outbox.AggregateKey)
+	OnUnstuck(k outbox.AggregateKey)
+}
+
 // CheckpointHook hears each checkpoint written, with the lag behind it.
 type CheckpointHook interface {
 	OnCheckpoint(pos Position, lag Lag)

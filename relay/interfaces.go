@@ -38,6 +38,18 @@ type Publisher interface {
 	Publish(ctx context.Context, m outbox.Message) error
 }
 
+// BrokerWatcher is an optional capability of a Publisher: the broker's
+// reachability as the client sees it, apart from any publish. WatchBroker
+// calls fn with the current state, then on every change: a non-nil error
+// when the broker stopped answering (every connection refused), nil when
+// it answers again; stop ends the watch. The relay opens its breaker on
+// the first, even while publishes wait on a broker that cannot answer, and
+// closes it on the second, so delivery resumes without waiting out the
+// breaker's open timeout.
+type BrokerWatcher interface {
+	WatchBroker(fn func(err error)) (stop func())
+}
+
 // DeadLetterStore holds messages the relay could not publish and the
 // aggregates parked behind them. The relay is its only writer of dead
 // letters; operators only request actions (see ActionRequester).

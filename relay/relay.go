@@ -28,6 +28,13 @@ type Relay struct {
 	poke    chan struct{}
 	running atomic.Bool
 	stats   counters
+	// lastAck is when the broker last acknowledged a message (unix ns):
+	// the evidence that a failing aggregate is stuck on its own, while
+	// others are published, rather than held up by an outage.
+	lastAck atomic.Int64
+
+	stuckMu sync.Mutex
+	stuck   map[outbox.AggregateKey]*StuckAggregate
 }
 
 var _ interface{ Serve(context.Context) error } = (*Relay)(nil)
@@ -41,7 +48,8 @@ func New(src Source, pub Publisher, dlq DeadLetterStore, cfg Config) (*Relay, er
 		return nil, err
 	}
 	cfg.setDefaults()
-	r := &Relay{src: src, pub: pub, dlq: dlq, cfg: cfg, log: cfg.Logger, poke: make(chan struct{}, 1)}
+	r := &Relay{src: src, pub: pub, dlq: dlq, cfg: cfg, log: cfg.Logger, poke: make(chan struct{}, 1),
+		stuck: map[outbox.AggregateKey]*StuckAggregate{}}
 	bcfg := cfg.Breaker
 	bcfg.OnStateChange = func(from, to breaker.State) {
 		r.log.Warn("circuit breaker", "from", from.String(), "to", to.String())
@@ -62,9 +70,6 @@ func New(src Source, pub Publisher, dlq DeadLetterStore, cfg Config) (*Relay, er
 	return r, nil
 }
 
-// Breaker exposes the breaker's state for health checks.
-func (r *Relay) Breaker() *breaker.Breaker { return r.br }
-
 // Running reports whether Serve is between start and return.
 func (r *Relay) Running() bool { return r.running.Load() }
 
@@ -77,12 +82,21 @@ func (r *Relay) Poke() {
 }
 
 // Serve runs until ctx ends (returning nil) or the source fails (returning
-// the error, so a supervisor restarts it from the checkpoint).
+// the error, so a supervisor restarts it from the checkpoint). An error
+// the source marks outbox.Fatal is returned as it is: restarting cannot
+// help, and a supervisor should end the process with it.
 func (r *Relay) Serve(ctx context.Context) error {
 	r.running.Store(true)
 	defer r.running.Store(false)
+	if w, ok := r.pub.(BrokerWatcher); ok {
+		stop := w.WatchBroker(r.brokerChanged)
+		defer stop()
+	}
 	cur, err := r.src.Open(ctx)
 	if err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
 		return fmt.Errorf("relay: open source: %w", err)
 	}
 	defer cur.Close()
@@ -106,6 +120,22 @@ func (r *Relay) Serve(ctx context.Context) error {
 	return run.serve(ctx)
 }
 
+// brokerChanged hears the publisher's own view of the broker: an outage
+// opens the breaker at once, even while publishes hang waiting for an
+// answer, and the broker answering again closes it at once, so delivery
+// does not wait out the open timeout.
+func (r *Relay) brokerChanged(err error) {
+	if err != nil {
+		r.log.Error("broker unreachable; holding back", "err", err)
+		r.br.Trip()
+		return
+	}
+	if r.br.State() != breaker.Closed {
+		r.log.Info("broker answers again; resuming")
+	}
+	r.br.Reset()
+}
+
 // run is the state of one Serve call; a restart starts a fresh one from
 // the checkpoint.
 type run struct {
@@ -116,7 +146,7 @@ type run struct {
 	lanes   map[outbox.AggregateKey]*lane
 	parked  map[outbox.AggregateKey]bool
 	actions map[outbox.AggregateKey]bool // requests queued in a lane
-	window  []*entry                     // read, not yet checkpointed, in read order
+	window  window
 
 	slots chan struct{} // one per record read and not yet settled: the in-flight bound
 	work  chan *lane
@@ -131,12 +161,6 @@ type item struct {
 	rec    Record
 	entry  *entry                  // nil for an operator action
 	action *outbox.ParkedAggregate // set for an operator action
-}
-
-type entry struct {
-	pos  Position
-	at   time.Time
-	done bool
 }
 
 func (r *run) serve(ctx context.Context) error {
@@ -215,9 +239,9 @@ func (r *run) read(ctx context.Context) error {
 			case <-ctx.Done():
 				return nil
 			}
-			e := &entry{pos: rec.Position, at: rec.Message.Timestamp}
 			r.mu.Lock()
-			r.window = append(r.window, e)
+			e := r.window.add(rec.Position, rec.Message.Timestamp)
+			r.stats.notePeak(r.window.len)
 			r.mu.Unlock()
 			r.stats.read.Add(1)
 			if !r.enqueue(ctx, rec.Message.Key(), item{rec: rec, entry: e}) {
@@ -288,7 +312,8 @@ func (r *run) drainLane(ctx, drainCtx context.Context, l *lane) {
 		r.mu.Lock()
 		l.queue = l.queue[1:]
 		if it.entry != nil {
-			it.entry.done = true
+			r.window.settle(it.entry)
+			r.stats.inFlight.Store(int64(r.window.len))
 		} else {
 			delete(r.actions, l.key)
 		}
@@ -322,34 +347,22 @@ func (r *run) handle(ctx context.Context, m outbox.Message) bool {
 }
 
 // publish tries m until the broker acknowledges it, it fails permanently,
-// or ctx ends. A round of transient failures is followed by a wait on the
-// breaker, never by a dead letter.
+// it has been stuck longer than StuckTimeout, or ctx ends. Each round is
+// Retry's schedule of attempts; a round of transient failures is followed
+// by a wait on the breaker, never by a dead letter.
 func (r *run) publish(ctx context.Context, m outbox.Message) (int, error) {
 	total := 0
+	var stuck *StuckAggregate
+	defer func() {
+		if stuck != nil {
+			r.unstuck(m.Key())
+		}
+	}()
 	for {
 		if err := r.br.WaitUntilCallable(ctx); err != nil {
 			return total, err
 		}
-		n, err := r.cfg.Retry.Do(ctx, func(ctx context.Context) error {
-			for {
-				err := r.br.Do(func() error {
-					actx, cancel := context.WithTimeout(ctx, r.cfg.PublishTimeout)
-					defer cancel()
-					return r.pub.Publish(actx, m)
-				})
-				if !errors.Is(err, breaker.ErrOpen) {
-					return err
-				}
-				// Refused without trying: not an attempt. Wait for the
-				// breaker; in half-open others hold the probe quota.
-				if werr := r.br.WaitUntilCallable(ctx); werr != nil {
-					return werr
-				}
-				if werr := retry.Wait(ctx, max(r.cfg.Retry.InitialDelay, 10*time.Millisecond)); werr != nil {
-					return werr
-				}
-			}
-		}, func(a retry.Attempt) {
+		n, err := r.cfg.Retry.Do(ctx, r.attempt(m), func(a retry.Attempt) {
 			r.stats.retried.Add(1)
 			hooks(r.cfg.Hooks).each(func(h Hook) {
 				if rh, ok := h.(RetryHook); ok {
@@ -359,24 +372,17 @@ func (r *run) publish(ctx context.Context, m outbox.Message) (int, error) {
 		})
 		total += n
 		if err == nil {
-			r.stats.published.Add(1)
-			hooks(r.cfg.Hooks).each(func(h Hook) {
-				if ph, ok := h.(PublishHook); ok {
-					ph.OnPublish(m, total, time.Since(m.Timestamp))
-				}
-			})
+			r.acknowledged(m, total)
 			return total, nil
 		}
 		if outbox.IsPermanent(err) || ctx.Err() != nil {
 			return total, err
 		}
-		r.stats.failed.Add(1)
-		r.log.Warn("publish round failed; waiting for the broker", "event_id", m.ID, "attempts", total, "err", err)
-		hooks(r.cfg.Hooks).each(func(h Hook) {
-			if fh, ok := h.(FailHook); ok {
-				fh.OnPublishFailed(m, total, err)
-			}
-		})
+		stuck = r.roundFailed(m, total, err, stuck)
+		if r.stuckTooLong(stuck) {
+			return total, outbox.Permanent(fmt.Errorf("%w: failing for %s (%d attempts) while other aggregates were published; last error: %w",
+				ErrStuck, time.Since(stuck.Since).Round(time.Second), total, err))
+		}
 		if r.br.State() == breaker.Closed {
 			// Other aggregates keep the breaker closed while this one
 			// fails: pause a full backoff before the next round.
@@ -385,6 +391,113 @@ func (r *run) publish(ctx context.Context, m outbox.Message) (int, error) {
 			}
 		}
 	}
+}
+
+// attempt is one try of m through the breaker, bounded by PublishTimeout.
+// A call the breaker refuses without trying is not an attempt: it waits
+// for the breaker (in half-open, others hold the probe quota) and asks
+// again.
+func (r *run) attempt(m outbox.Message) func(context.Context) error {
+	return func(ctx context.Context) error {
+		for {
+			err := r.br.Do(func() error {
+				actx, cancel := context.WithTimeout(ctx, r.cfg.PublishTimeout)
+				defer cancel()
+				return r.pub.Publish(actx, m)
+			})
+			if !errors.Is(err, breaker.ErrOpen) {
+				return err
+			}
+			if werr := r.br.WaitUntilCallable(ctx); werr != nil {
+				return werr
+			}
+			if werr := retry.Wait(ctx, max(r.cfg.Retry.InitialDelay, 10*time.Millisecond)); werr != nil {
+				return werr
+			}
+		}
+	}
+}
+
+func (r *run) acknowledged(m outbox.Message, attempts int) {
+	r.lastAck.Store(time.Now().UnixNano())
+	r.stats.published.Add(1)
+	hooks(r.cfg.Hooks).each(func(h Hook) {
+		if ph, ok := h.(PublishHook); ok {
+			ph.OnPublish(m, attempts, time.Since(m.Timestamp))
+		}
+	})
+}
+
+// roundFailed records a round of transient failures: the message's
+// aggregate is now visibly stuck (Stats, StuckHook) until it settles.
+func (r *run) roundFailed(m outbox.Message, attempts int, err error, stuck *StuckAggregate) *StuckAggregate {
+	r.stats.failed.Add(1)
+	r.log.Warn("publish round failed; waiting for the broker", "event_id", m.ID, "attempts", attempts, "err", err)
+	hooks(r.cfg.Hooks).each(func(h Hook) {
+		if fh, ok := h.(FailHook); ok {
+			fh.OnPublishFailed(m, attempts, err)
+		}
+	})
+	key := m.Key()
+	r.stuckMu.Lock()
+	first := stuck == nil
+	if first {
+		stuck = &StuckAggregate{Aggregate: key, EventID: m.ID.String(), Since: time.Now()}
+		r.stuck[key] = stuck
+	}
+	stuck.Attempts, stuck.Error, stuck.LastFailure = attempts, err.Error(), time.Now()
+	r.stuckMu.Unlock()
+	if first {
+		hooks(r.cfg.Hooks).each(func(h Hook) {
+			if sh, ok := h.(StuckHook); ok {
+				sh.OnStuck(key)
+			}
+		})
+	}
+	return stuck
+}
+
+// stuckTooLong reports whether a failing message has waited past
+// StuckTimeout while the broker acknowledged other messages: it is stuck
+// on its own (a missing topic, a partition below its minimum in-sync
+// replicas), and holding it longer would hold the checkpoint, and with
+// it the database's log, without end. During an outage nothing is
+// acknowledged, so nothing is parked.
+func (r *run) stuckTooLong(s *StuckAggregate) bool {
+	if r.cfg.StuckTimeout < 0 {
+		return false
+	}
+	r.stuckMu.Lock()
+	since := s.Since
+	r.stuckMu.Unlock()
+	return time.Since(since) >= r.cfg.StuckTimeout && r.lastAck.Load() > since.UnixNano()
+}
+
+func (r *Relay) unstuck(key outbox.AggregateKey) {
+	r.stuckMu.Lock()
+	_, was := r.stuck[key]
+	delete(r.stuck, key)
+	r.stuckMu.Unlock()
+	if was {
+		hooks(r.cfg.Hooks).each(func(h Hook) {
+			if sh, ok := h.(StuckHook); ok {
+				sh.OnUnstuck(key)
+			}
+		})
+	}
+}
+
+// Stuck lists the aggregates whose message has failed at least one round
+// of attempts and is still being retried, oldest first.
+func (r *Relay) Stuck() []StuckAggregate {
+	r.stuckMu.Lock()
+	defer r.stuckMu.Unlock()
+	out := make([]StuckAggregate, 0, len(r.stuck))
+	for _, s := range r.stuck {
+		out = append(out, *s)
+	}
+	slices.SortFunc(out, func(a, b StuckAggregate) int { return a.Since.Compare(b.Since) })
+	return out
 }
 
 // deadLetter stores dl and parks its aggregate, retrying the store until it
@@ -443,50 +556,31 @@ func (r *run) committer(ctx context.Context) {
 	}
 }
 
-// commit moves the checkpoint past the contiguous settled prefix of the
-// window. On error the prefix is kept and tried again next time.
+// commit moves the checkpoint to the last record before the oldest one
+// not yet settled. On error it is tried again next time.
 func (r *run) commit(ctx context.Context) error {
 	r.mu.Lock()
-	n := 0
-	for n < len(r.window) && r.window[n].done {
-		n++
-	}
-	if n == 0 {
-		lag := r.lagLocked(0)
-		r.mu.Unlock()
+	target, ok := r.window.checkpoint()
+	lag := r.window.lag()
+	r.mu.Unlock()
+	if !ok {
 		r.stats.setLag(lag)
 		return nil
 	}
-	pos := r.window[n-1].pos
-	lag := r.lagLocked(n)
-	r.mu.Unlock()
-
-	if err := r.cur.Commit(ctx, pos); err != nil {
-		return fmt.Errorf("relay: commit %s: %w", pos, err)
+	if err := r.cur.Commit(ctx, target.pos); err != nil {
+		return fmt.Errorf("relay: commit %s: %w", target.pos, err)
 	}
 	r.mu.Lock()
-	clear(r.window[:n])
-	r.window = r.window[n:]
+	r.window.committed(target)
+	lag = r.window.lag()
 	r.mu.Unlock()
 	r.stats.setLag(lag)
 	hooks(r.cfg.Hooks).each(func(h Hook) {
 		if ch, ok := h.(CheckpointHook); ok {
-			ch.OnCheckpoint(pos, lag)
+			ch.OnCheckpoint(target.pos, lag)
 		}
 	})
 	return nil
-}
-
-// lagLocked is the lag once the first n window entries are checkpointed.
-func (r *run) lagLocked(n int) Lag {
-	lag := Lag{Events: len(r.window) - n}
-	for _, e := range r.window[n:] {
-		if !e.done {
-			lag.Age = time.Since(e.at)
-			break
-		}
-	}
-	return lag
 }
 
 // actionPoller queues operator requests into their aggregates' lanes.
@@ -599,3 +693,8 @@ var ErrNotParked = errors.New("aggregate is not parked")
 
 // ErrNotFound is returned by stores for an unknown dead-letter id.
 var ErrNotFound = errors.New("not found")
+
+// ErrStuck is wrapped in the dead letter of a message parked because it
+// failed transiently for longer than Config.StuckTimeout while other
+// aggregates were published.
+var ErrStuck = errors.New("stuck")

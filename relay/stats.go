@@ -5,12 +5,25 @@ import (
 	"time"
 
 	"github.com/outbox-dev/outbox/breaker"
+	"github.com/outbox-dev/outbox/outbox"
 )
 
 type counters struct {
 	read, published, retried, failed, deadLettered, parked atomic.Int64
 	lagEvents                                              atomic.Int64
 	lagAge                                                 atomic.Int64
+	inFlight, peakInFlight                                 atomic.Int64
+}
+
+// notePeak records how many records are in the window now.
+func (c *counters) notePeak(n int) {
+	c.inFlight.Store(int64(n))
+	for {
+		p := c.peakInFlight.Load()
+		if int64(n) <= p || c.peakInFlight.CompareAndSwap(p, int64(n)) {
+			return
+		}
+	}
 }
 
 func (c *counters) setLag(l Lag) {
@@ -29,6 +42,23 @@ type Stats struct {
 	Breaker      string        `json:"breaker"`
 	LagEvents    int64         `json:"lag_events"`
 	LagAge       time.Duration `json:"lag_age_ns"`
+	// PeakInFlight is the most records ever read and not yet settled at
+	// once; it never exceeds Config.MaxInFlight.
+	PeakInFlight int64 `json:"peak_in_flight"`
+	// Stuck lists aggregates whose message keeps failing transiently.
+	Stuck []StuckAggregate `json:"stuck"`
+}
+
+// StuckAggregate is an aggregate whose message has failed at least one
+// round of attempts and is still being retried. Past Config.StuckTimeout,
+// while other aggregates are published, it is parked with ErrStuck.
+type StuckAggregate struct {
+	Aggregate   outbox.AggregateKey `json:"aggregate"`
+	EventID     string              `json:"event_id"`
+	Since       time.Time           `json:"since"`
+	LastFailure time.Time           `json:"last_failure"`
+	Attempts    int                 `json:"attempts"`
+	Error       string              `json:"error"`
 }
 
 // Stats returns a snapshot of the counters.
@@ -43,6 +73,8 @@ func (r *Relay) Stats() Stats {
 		Breaker:      r.br.State().String(),
 		LagEvents:    r.stats.lagEvents.Load(),
 		LagAge:       time.Duration(r.stats.lagAge.Load()),
+		PeakInFlight: r.stats.peakInFlight.Load(),
+		Stuck:        r.Stuck(),
 	}
 }
 

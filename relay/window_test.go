@@ -1,0 +1,191 @@
+package relay_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/outbox-dev/outbox/checker"
+	"github.com/outbox-dev/outbox/outbox"
+	"github.com/outbox-dev/outbox/relay"
+	"github.com/outbox-dev/outbox/store/memstore"
+)
+
+// One aggregate fails transiently forever (a topic that does not exist,
+// say) while the others are published. The read-ahead stays within
+// MaxInFlight, the others keep flowing past it, the checkpoint waits just
+// before it, and it shows as stuck; past StuckTimeout it is parked with
+// the reason, and the checkpoint moves on.
+func TestStuckAggregateBoundsTheWindowThenIsParked(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		s := memstore.New()
+		w := newWriter(t, s)
+		pub := &fakePublisher{fail: func(m outbox.Message) error {
+			if m.AggregateID == "stuck" {
+				return errors.New("UNKNOWN_TOPIC_OR_PARTITION")
+			}
+			return nil
+		}}
+		const window = 64
+		r := newRelay(t, memSource(t, s), pub, s, relay.Config{MaxInFlight: window, StuckTimeout: time.Minute})
+		serve(t, r)
+		w.write("order", "a", 0)
+		stuck := w.write("order", "stuck", 0) // position 2
+		const others = 5000
+		for i := range others {
+			w.write("order", fmt.Sprintf("o%d", i%50), i)
+		}
+		settle(t, 30*time.Second, func() bool { return len(pub.published()) == others+1 })
+		elapse(2 * time.Second) // a round of attempts, and checkpoints
+		st := r.Stats()
+		if st.PeakInFlight > window {
+			t.Fatalf("peak in flight %d, want at most MaxInFlight %d", st.PeakInFlight, window)
+		}
+		if pos, _ := s.LoadCheckpoint(t.Context(), "default"); pos != "1" {
+			t.Fatalf("checkpoint %q while position 2 is unsettled, want 1", pos)
+		}
+		if len(st.Stuck) != 1 || st.Stuck[0].Aggregate != stuck.Key() || st.Stuck[0].EventID != stuck.ID.String() ||
+			!strings.Contains(st.Stuck[0].Error, "UNKNOWN_TOPIC") || st.DeadLettered != 0 {
+			t.Fatalf("stuck aggregate not visible: %+v", st)
+		}
+		// The others keep the broker acknowledging: past the deadline the
+		// stuck message is parked with its reason.
+		for i := 0; r.Stats().DeadLettered == 0; i++ {
+			w.write("order", "a", i+1)
+			elapse(time.Second)
+			if i > 120 {
+				t.Fatal("not parked within two minutes of a one-minute StuckTimeout")
+			}
+		}
+		parked, _ := s.ParkedMessages(t.Context(), stuck.Key())
+		if len(parked) != 1 || !strings.Contains(parked[0].Error, "stuck") || !strings.Contains(parked[0].Error, "UNKNOWN_TOPIC") {
+			t.Fatalf("parked entry %+v, want the stuck message with its reason", parked)
+		}
+		settle(t, 10*time.Second, func() bool {
+			pos, _ := s.LoadCheckpoint(t.Context(), "default")
+			n, _ := s.Backlog(t.Context(), "default")
+			return pos != "1" && n == 0
+		})
+		if st := r.Stats(); len(st.Stuck) != 0 || st.PeakInFlight > window {
+			t.Fatalf("after parking: %+v", st)
+		}
+		rep := checker.Check(w.rec.History(), pub.observed(), deadLetteredIDs(t, s))
+		if !rep.OK() || rep.DeadLettered != 1 {
+			t.Fatalf("after parking the stuck aggregate: %s", rep)
+		}
+	})
+}
+
+// During an outage nothing is acknowledged: however long it lasts, the
+// deadline parks nothing.
+func TestOutageLongerThanStuckTimeoutParksNothing(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		s := memstore.New()
+		w := newWriter(t, s)
+		var down atomic.Bool
+		down.Store(true)
+		pub := &fakePublisher{fail: func(m outbox.Message) error {
+			if down.Load() {
+				return errors.New("connection refused")
+			}
+			return nil
+		}}
+		r := newRelay(t, memSource(t, s), pub, s, relay.Config{StuckTimeout: time.Minute})
+		serve(t, r)
+		for i := range 20 {
+			w.write("order", fmt.Sprintf("o%d", i%5), i)
+		}
+		elapse(10 * time.Minute)
+		if st := r.Stats(); st.DeadLettered != 0 || st.Published != 0 {
+			t.Fatalf("during an outage: %+v", st)
+		}
+		down.Store(false)
+		settle(t, 2*time.Minute, func() bool { return len(pub.published()) == 20 })
+		if rep := checker.Check(w.rec.History(), pub.observed(), nil); !rep.OK() || r.Stats().DeadLettered != 0 {
+			t.Fatalf("after the outage: %s, %+v", rep, r.Stats())
+		}
+	})
+}
+
+// watchingPublisher reports the broker's reachability like the Kafka
+// publisher does from its connection hooks.
+type watchingPublisher struct {
+	*fakePublisher
+	watch chan func(error)
+}
+
+func (p *watchingPublisher) WatchBroker(fn func(error)) func() {
+	fn(nil)
+	p.watch <- fn
+	return func() {}
+}
+
+// A broker killed hard leaves publishes hanging (the idempotent producer
+// cannot fail a request it sent): the breaker must still open at once,
+// and close as soon as the broker answers, not after its open timeout.
+func TestBrokerWatcherOpensAndClosesTheBreakerAtOnce(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		s := memstore.New()
+		w := newWriter(t, s)
+		release := make(chan struct{})
+		var hang atomic.Bool
+		pub := &watchingPublisher{watch: make(chan func(error), 1), fakePublisher: &fakePublisher{fail: func(m outbox.Message) error {
+			if hang.Load() {
+				<-release
+			}
+			return nil
+		}}}
+		src := memSource(t, s)
+		r := newRelay(t, src, pub, s, relay.Config{})
+		serve(t, r)
+		notify := <-pub.watch
+		w.write("order", "a", 0)
+		settle(t, time.Second, func() bool { return len(pub.published()) == 1 })
+
+		hang.Store(true)
+		w.write("order", "a", 1)
+		elapse(100 * time.Millisecond)
+		notify(errors.New("dial tcp 127.0.0.1:9092: connection refused"))
+		if st := r.Stats(); st.Breaker != "open" {
+			t.Fatalf("breaker %s right after the broker became unreachable, want open", st.Breaker)
+		}
+		reads := src.reads.Load()
+		for i := range 10 {
+			w.write("order", "b", i)
+		}
+		elapse(10 * time.Second)
+		if got := src.reads.Load(); got > reads+1 {
+			t.Fatalf("%d reads while the broker was unreachable", got-reads)
+		}
+		hang.Store(false)
+		close(release)
+		notify(nil)
+		if st := r.Stats(); st.Breaker != "closed" {
+			t.Fatalf("breaker %s right after the broker answered, want closed", st.Breaker)
+		}
+		settle(t, 2*time.Second, func() bool { return len(pub.published()) == 12 })
+		if rep := checker.Check(w.rec.History(), pub.observed(), nil); !rep.OK() || rep.Dup != 0 {
+			t.Fatalf("after the outage: %s", rep)
+		}
+	})
+}
+
+// openFunc is a source whose Open fails with the function's error.
+type openFunc func() error
+
+func (f openFunc) Open(context.Context) (relay.Cursor, error) { return nil, f() }
+
+func TestFatalSourceErrorIsReturnedAsFatal(t *testing.T) {
+	s := memstore.New()
+	src := openFunc(func() error { return outbox.Fatal(errors.New("slot outbox_relay is missing")) })
+	r := newRelay(t, src, &fakePublisher{}, s, relay.Config{})
+	err := r.Serve(t.Context())
+	if !outbox.IsFatal(err) || !strings.Contains(err.Error(), "slot outbox_relay is missing") {
+		t.Fatalf("Serve() = %v, want the fatal source error", err)
+	}
+}
