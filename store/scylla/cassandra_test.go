@@ -250,6 +250,61 @@ func TestCassandraOrdersWriteAheadIntent(t *testing.T) {
 	}
 }
 
+// One LOGGED BATCH of one aggregate whose events' times are equal or go
+// backwards (clocks of several instances) is read back in sequence order,
+// and retried, still leaves one row per event.
+func TestCassandraAnAggregatesEventsClusterInSequenceOrder(t *testing.T) {
+	s, _ := cassandra(t)
+	ctx := t.Context()
+	base := time.Now().UTC().Truncate(time.Microsecond)
+	var msgs []outbox.Message
+	for i, off := range []time.Duration{0, 0, -time.Microsecond, -2 * time.Second, 0, time.Microsecond, -time.Hour} {
+		m, err := outbox.NewMessage(order.AggregateType, "o1", order.EventUpdated, int64(i+1), map[string]int{"i": i})
+		if err != nil {
+			t.Fatal(err)
+		}
+		m.Timestamp = base.Add(off)
+		msgs = append(msgs, m)
+	}
+	for range 2 { // the second is a retry after a timeout
+		if err := s.AppendEvents(ctx, msgs...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := outboxSequences(t, s, "o1"); !slices.Equal(got, []int64{1, 2, 3, 4, 5, 6, 7}) {
+		t.Fatalf("the aggregate's rows read back as sequences %v, want 1..7 in order", got)
+	}
+}
+
+// CQL cannot change a primary key, so Migrate refuses an outbox table
+// clustered the old way (by event_time alone) rather than keep it.
+func TestCassandraMigrateRefusesTheOldOutboxKey(t *testing.T) {
+	s, ks := cassandra(t)
+	ctx := t.Context()
+	old := ks + "_old"
+	t.Cleanup(func() { s.session.Query("DROP KEYSPACE IF EXISTS " + old).Exec() })
+	opts := SchemaOptions{WithoutCDC: true, Replication: "{'class': 'SimpleStrategy', 'replication_factor': 1}"}
+	for _, st := range []string{
+		`CREATE KEYSPACE ` + old + ` WITH replication = ` + opts.Replication,
+		`CREATE TABLE ` + old + `.outbox_messages (
+			aggregatetype text, aggregateid text, event_time timeuuid,
+			id uuid, type text, sequence bigint, payload text, headers map<text, text>, timestamp bigint,
+			PRIMARY KEY ((aggregatetype, aggregateid), event_time))`,
+	} {
+		if err := s.session.Query(st).WithContext(ctx).Exec(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	err := Migrate(ctx, s.session, old, opts)
+	if !errors.Is(err, ErrOutboxLayout) {
+		t.Fatalf("migrate over the old outbox key: %v, want ErrOutboxLayout", err)
+	}
+	t.Logf("the operator reads: %v", err)
+	if err := Migrate(ctx, s.session, ks, opts); err != nil {
+		t.Fatalf("migrate over the current layout: %v", err)
+	}
+}
+
 // The test Cassandra accepts TLS and plaintext on one port; its
 // certificate names localhost only, and nodes are dialled by IP, so the
 // name to verify is given with server_name.

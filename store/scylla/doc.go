@@ -2,11 +2,13 @@
 // in one LOGGED BATCH, and a relay source that reads the outbox table's
 // CDC log with scylla-cdc-go.
 //
-// The outbox table is partitioned by aggregate and clustered by a
-// timeuuid, so an aggregate's events share one CDC stream and keep their
-// order. The consumer never returns an error to the library for one
-// message (that would stop the whole reader); progress is reported per
-// stream only after the broker acknowledged; a generation change waits
-// until the old generation's events are acknowledged; and one relay per
-// table holds a lease, fenced by an epoch checked on every progress write.
+// The outbox table is partitioned by aggregate and clustered by
+// (sequence, event_time), so an aggregate's events share one CDC stream
+// and keep their sequence order, even inside one LOGGED BATCH. The
+// consumer never returns an error to the library for one message (that
+// would stop the whole reader); progress is reported per stream only
+// after the broker acknowledged every row of a change; a generation
+// change waits until the old generation's events are acknowledged; and
+// one relay per table holds a lease, fenced by an epoch checked on every
+// progress write.
 package scylla

@@ -2,8 +2,10 @@ package scylla
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -21,6 +23,11 @@ type SchemaOptions struct {
 	// ScyllaDB's). Give the relay's CDCConfig.LogTTL the same value.
 	CDCTTL time.Duration
 }
+
+// ErrOutboxLayout is returned by Migrate when an existing outbox table
+// has a primary key this version cannot use; CQL cannot change a primary
+// key in place, so the operator must act (see the error's text).
+var ErrOutboxLayout = errors.New("scylla: the outbox table's primary key needs rebuilding")
 
 // DefaultCDCTTL is ScyllaDB's default CDC log TTL.
 const DefaultCDCTTL = 24 * time.Hour
@@ -60,12 +67,17 @@ func Schema(keyspace string, opts SchemaOptions) ([]string, error) {
 			PRIMARY KEY ((bucket), order_id, version))`,
 		`CREATE TABLE IF NOT EXISTS ` + ks + `order_idempotency_keys (
 			key text PRIMARY KEY, request_hash text, order_id text, intent text, done boolean, created_at bigint)`,
-		// One partition per aggregate: its events land in one CDC stream,
-		// in clustering (commit) order.
+		// One partition per aggregate: its events land in one CDC stream.
+		// Within one change (one LOGGED BATCH) a partition's rows come in
+		// clustering order, so sequence clusters first: times of events
+		// created back to back are often equal, and clocks of several
+		// instances disagree. event_time, fixed by the event, keeps equal
+		// sequences (callers that leave it 0) apart and makes a retried
+		// batch rewrite its rows. See outboxClustering.
 		`CREATE TABLE IF NOT EXISTS ` + ks + `outbox_messages (
-			aggregatetype text, aggregateid text, event_time timeuuid,
-			id uuid, type text, sequence bigint, payload text, headers map<text, text>, timestamp bigint,
-			PRIMARY KEY ((aggregatetype, aggregateid), event_time))` + cdc,
+			aggregatetype text, aggregateid text, sequence bigint, event_time timeuuid,
+			id uuid, type text, payload text, headers map<text, text>, timestamp bigint,
+			PRIMARY KEY ((aggregatetype, aggregateid), ` + strings.Join(outboxClustering, ", ") + `))` + cdc,
 		// Dead letters are rare and listed by id: one partition, clustered
 		// by an id drawn from an LWT sequence.
 		`CREATE TABLE IF NOT EXISTS ` + ks + `dead_letter_queue (
@@ -90,6 +102,10 @@ func Schema(keyspace string, opts SchemaOptions) ([]string, error) {
 	}, nil
 }
 
+// outboxClustering is the outbox table's clustering key. Releases before
+// it clustered by event_time alone.
+var outboxClustering = []string{"sequence", "event_time"}
+
 // addedColumns are columns added after a table was first released:
 // CREATE TABLE IF NOT EXISTS leaves an older table as it was.
 var addedColumns = []struct{ table, column, typ string }{
@@ -107,6 +123,9 @@ func Migrate(ctx context.Context, session *gocql.Session, keyspace string, opts 
 			return fmt.Errorf("scylla: migrate: %s: %w", strings.Fields(st)[2], err)
 		}
 	}
+	if err := checkOutboxKey(ctx, session, keyspace); err != nil {
+		return err
+	}
 	for _, c := range addedColumns {
 		var n int
 		if err := session.Query(`SELECT count(*) FROM system_schema.columns WHERE keyspace_name = ? AND table_name = ? AND column_name = ?`,
@@ -120,4 +139,39 @@ func Migrate(ctx context.Context, session *gocql.Session, keyspace string, opts 
 		}
 	}
 	return nil
+}
+
+// checkOutboxKey refuses an outbox table whose clustering key is not
+// outboxClustering: CREATE TABLE IF NOT EXISTS leaves an older table as
+// it was, and CQL cannot change a primary key in place, so keeping it
+// would silently keep the old order.
+func checkOutboxKey(ctx context.Context, session *gocql.Session, keyspace string) error {
+	iter := session.Query(`SELECT column_name, kind, position FROM system_schema.columns WHERE keyspace_name = ? AND table_name = ?`,
+		keyspace, "outbox_messages").WithContext(ctx).Iter()
+	var clustering []string
+	var name, kind string
+	var pos int
+	for iter.Scan(&name, &kind, &pos) {
+		if kind != "clustering" {
+			continue
+		}
+		if pos >= len(clustering) {
+			clustering = append(clustering, make([]string, pos+1-len(clustering))...)
+		}
+		clustering[pos] = name
+	}
+	if err := iter.Close(); err != nil {
+		return fmt.Errorf("scylla: migrate: read the outbox table's key: %w", err)
+	}
+	if slices.Equal(clustering, outboxClustering) {
+		return nil
+	}
+	if len(clustering) == 0 {
+		return fmt.Errorf("scylla: migrate: %s.outbox_messages has no clustering columns in system_schema.columns", keyspace)
+	}
+	return fmt.Errorf("%w: %s.outbox_messages is clustered by (%s), which can deliver an aggregate's events out of order; "+
+		"this version needs (%s), and CQL cannot change a primary key in place. Either point the store at a new keyspace "+
+		"and migrate that, or stop the writers, wait until the relay has published every event (CDC lag 0 for longer than "+
+		"the confidence window), then DROP TABLE %s.outbox_messages and run migrate again",
+		ErrOutboxLayout, keyspace, strings.Join(clustering, ", "), strings.Join(outboxClustering, ", "), keyspace)
 }

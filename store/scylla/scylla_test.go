@@ -1,8 +1,11 @@
 package scylla
 
 import (
+	"cmp"
 	"context"
 	"errors"
+	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -436,7 +439,7 @@ func TestSchemaAndEventKeys(t *testing.T) {
 			outboxTable = s
 		}
 	}
-	if !containsAll(outboxTable, "PRIMARY KEY ((aggregatetype, aggregateid), event_time)", "cdc = {'enabled': true") {
+	if !containsAll(outboxTable, "PRIMARY KEY ((aggregatetype, aggregateid), sequence, event_time)", "cdc = {'enabled': true") {
 		t.Fatalf("outbox table must be partitioned by aggregate with CDC on:\n%s", outboxTable)
 	}
 	plain, _ := Schema("shop", SchemaOptions{WithoutCDC: true, Replication: "{'class': 'SimpleStrategy', 'replication_factor': 1}"})
@@ -456,6 +459,103 @@ func TestSchemaAndEventKeys(t *testing.T) {
 	if eventTime(m1).Version() != 1 {
 		t.Fatalf("event key is a version %d UUID, want a timeuuid", eventTime(m1).Version())
 	}
+}
+
+// An aggregate's rows must cluster in sequence order whatever their
+// times: within one CDC change (one LOGGED BATCH) a partition's rows come
+// in clustering order. Events created back to back often share a
+// microsecond, and another instance's clock may be behind.
+func TestAnAggregatesRowsClusterInSequenceOrder(t *testing.T) {
+	key := clusteringKeyOf(t)
+	for i := range 3000 {
+		first, err := outbox.NewMessage("order", "o1", "OrderUpdated", 1, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		second, err := outbox.NewMessage("order", "o1", "OrderUpdated", 2, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		switch i % 3 {
+		case 1:
+			second.Timestamp = first.Timestamp
+		case 2: // written by an instance whose clock is behind
+			second.Timestamp = first.Timestamp.Add(-time.Second)
+		}
+		if compareCQL(t, key(first), key(second)) >= 0 {
+			t.Fatalf("pair %d: sequence 2 (at %s, id %s) clusters before sequence 1 (at %s, id %s)",
+				i, second.Timestamp, second.ID, first.Timestamp, first.ID)
+		}
+	}
+	// Equal sequences (callers that leave it 0) still get distinct rows,
+	// and the same event always the same row, so a retried batch rewrites.
+	a, _ := outbox.NewMessage("order", "o1", "OrderUpdated", 0, nil)
+	b, _ := outbox.NewMessage("order", "o1", "OrderUpdated", 0, nil)
+	b.Timestamp = a.Timestamp
+	if compareCQL(t, key(a), key(b)) == 0 || compareCQL(t, key(a), key(a)) != 0 {
+		t.Fatal("equal sequences share a key, or one event has two")
+	}
+}
+
+// clusteringKeyOf reads the outbox table's clustering columns from the
+// schema and returns a function giving a message's values for them, as
+// the insert binds them.
+func clusteringKeyOf(t *testing.T) func(outbox.Message) []any {
+	t.Helper()
+	stmts, err := Schema("shop", SchemaOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var clustering []string
+	pk := regexp.MustCompile(`outbox_messages \([\s\S]*PRIMARY KEY \(\([^)]*\),\s*([^)]*)\)`)
+	for _, st := range stmts {
+		if m := pk.FindStringSubmatch(st); m != nil {
+			for _, c := range strings.Split(m[1], ",") {
+				clustering = append(clustering, strings.TrimSpace(c))
+			}
+		}
+	}
+	insert := (&Store{keyspace: "shop"}).outboxInsert()
+	var columns []string
+	for _, c := range strings.Split(insert[strings.Index(insert, "(")+1:strings.Index(insert, ")")], ",") {
+		columns = append(columns, strings.TrimSpace(c))
+	}
+	if len(clustering) == 0 || len(columns) != len(outboxArgs(outbox.Message{})) {
+		t.Fatalf("cannot read the clustering columns %v or the insert's columns %v", clustering, columns)
+	}
+	return func(m outbox.Message) []any {
+		args := outboxArgs(m)
+		var key []any
+		for _, c := range clustering {
+			i := slices.Index(columns, c)
+			if i < 0 {
+				t.Fatalf("clustering column %s is not inserted", c)
+			}
+			key = append(key, args[i])
+		}
+		return key
+	}
+}
+
+// compareCQL orders two clustering keys as Cassandra and ScyllaDB do:
+// bigint as signed integers, timeuuid by time, then by signed bytes.
+func compareCQL(t *testing.T, a, b []any) int {
+	t.Helper()
+	for i := range a {
+		var c int
+		switch x := a[i].(type) {
+		case int64:
+			c = cmp.Compare(x, b[i].(int64))
+		case gocql.UUID:
+			c = scyllacdc.CompareTimeUUID(x, b[i].(gocql.UUID))
+		default:
+			t.Fatalf("no CQL order for %T", x)
+		}
+		if c != 0 {
+			return c
+		}
+	}
+	return 0
 }
 
 func containsAll(s string, parts ...string) bool {

@@ -102,9 +102,11 @@ func outboxArgs(m outbox.Message) []any {
 	return []any{m.AggregateType, m.AggregateID, eventTime(m), gocql.UUID(m.ID), m.Type, m.Sequence, string(m.Payload), m.Headers, m.Timestamp.UnixMicro()}
 }
 
-// eventTime derives the clustering timeuuid from the event id: UUIDv7
-// ids sort by time, and the same event always gets the same key, so a
-// batch retried after a timeout overwrites instead of duplicating.
+// eventTime is the clustering timeuuid after sequence, built from the
+// event's time and id: it keeps apart rows of one sequence, and the same
+// event always gets the same key, so a batch retried after a timeout
+// overwrites instead of duplicating. It does not order an aggregate's
+// events (sequence does): their times may be equal or go backwards.
 func eventTime(m outbox.Message) gocql.UUID {
 	u := gocql.UUIDFromTime(m.Timestamp)
 	copy(u[8:], m.ID[8:]) // clock sequence and node from the event id
