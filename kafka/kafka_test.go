@@ -92,36 +92,6 @@ func TestRouterTemplates(t *testing.T) {
 	}
 }
 
-func TestClassify(t *testing.T) {
-	for _, tc := range []struct {
-		err       error
-		permanent bool
-	}{
-		{kerr.MessageTooLarge, true},
-		{kerr.InvalidRecord, true},
-		{kerr.TopicAuthorizationFailed, true},
-		{kerr.ClusterAuthorizationFailed, true},
-		{kerr.InvalidTopicException, true},
-		{kerr.NotEnoughReplicas, false},
-		{kerr.NotLeaderForPartition, false},
-		{kerr.UnknownServerError, false},
-		{kerr.RequestTimedOut, false},
-		{kgo.ErrRecordTimeout, false},
-		{context.DeadlineExceeded, false},
-		{errors.New("dial tcp: connection refused"), false},
-	} {
-		t.Run(tc.err.Error(), func(t *testing.T) {
-			wrapped := kafka.Classify(errors.Join(errors.New("publish"), tc.err))
-			if got := outbox.IsPermanent(wrapped); got != tc.permanent {
-				t.Fatalf("permanent = %v, want %v", got, tc.permanent)
-			}
-			if !errors.Is(wrapped, tc.err) {
-				t.Fatal("classification lost the cause")
-			}
-		})
-	}
-}
-
 // brokerTargets are the brokers the publisher is tested against: the
 // embedded one always, Apache Kafka when the environment provides it.
 func brokerTargets(t *testing.T) map[string][]string {
@@ -220,8 +190,10 @@ func TestPermanentAndTransientBrokerAnswers(t *testing.T) {
 		t.Fatalf("unroutable: %v, want permanent", err)
 	}
 	h := e.Cluster().Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Produce}, Topic: "outbox.event.secret", Err: kerr.TopicAuthorizationFailed, Count: -1})
-	if err := p.Publish(ctx(t), msg(t, "secret", "a", "X", 1, "x")); !outbox.IsPermanent(err) {
-		t.Fatalf("authorization failure: %v, want permanent", err)
+	// Refused authorization would fail every record alike: back-pressure,
+	// never a dead letter.
+	if err := p.Publish(ctx(t), msg(t, "secret", "a", "X", 1, "x")); outbox.IsPermanent(err) || !errors.Is(err, kafka.ErrAuthorization) {
+		t.Fatalf("authorization failure: %v, want transient ErrAuthorization", err)
 	}
 	h.Remove()
 	e.Cluster().Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Produce}, Err: kerr.UnknownServerError})
