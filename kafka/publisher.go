@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -51,10 +52,27 @@ const NoRecordRetries = -1
 type Publisher struct {
 	client *kgo.Client
 	router *Router
+	reach  *reachability
 	once   sync.Once
+
+	// inflight holds, by event id, the records the client still has: a
+	// publish that gave up waiting (its attempt timed out, or the broker
+	// died mid-request) leaves its record with the client, which may yet
+	// deliver it. The next attempt for that event waits for the same
+	// record instead of sending a copy, so a repeat is not a duplicate.
+	mu       sync.Mutex
+	inflight map[uuid.UUID]*pending
 }
 
-var _ relay.Publisher = (*Publisher)(nil)
+type pending struct {
+	done chan struct{}
+	err  error
+}
+
+var (
+	_ relay.Publisher     = (*Publisher)(nil)
+	_ relay.BrokerWatcher = (*Publisher)(nil)
+)
 
 // NewPublisher validates cfg and connects lazily: no broker is dialled
 // until the first publish.
@@ -115,11 +133,14 @@ func NewPublisher(cfg Config) (*Publisher, error) {
 		return nil, err
 	}
 	opts = append(opts, sec...)
+	reach := newReachability(250 * time.Millisecond)
+	opts = append(opts, kgo.WithHooks(reach))
 	client, err := kgo.NewClient(append(opts, cfg.Opts...)...)
 	if err != nil {
 		return nil, fmt.Errorf("kafka: new client: %w", err)
 	}
-	return &Publisher{client: client, router: router}, nil
+	reach.ping = client.Ping
+	return &Publisher{client: client, router: router, reach: reach, inflight: map[uuid.UUID]*pending{}}, nil
 }
 
 // Record builds the Kafka record for m: key = aggregate id, headers carry
@@ -144,14 +165,17 @@ func Record(m outbox.Message, topic string) *kgo.Record {
 	}
 }
 
-// Publish sends m and waits for the broker's acknowledgement.
+// Publish sends m and waits for the broker's acknowledgement, or until ctx
+// ends. Giving up leaves the record with the client (the broker may have
+// it already); publishing the same event again waits for that record
+// rather than sending a second copy.
 func (p *Publisher) Publish(ctx context.Context, m outbox.Message) error {
 	topic, err := p.router.Topic(m)
 	if err != nil {
 		return err
 	}
 	rec := Record(m, topic)
-	err = p.client.ProduceSync(ctx, rec).FirstErr()
+	err = p.produce(ctx, m, rec)
 	// A topic the broker is auto-creating answers UNKNOWN_TOPIC_OR_PARTITION
 	// for a moment: wait for it here (up to a second) rather than let the
 	// first event of a new type count as a broker failure.
@@ -159,7 +183,7 @@ func (p *Publisher) Publish(ctx context.Context, m outbox.Message) error {
 		if retry.Wait(ctx, 50*time.Millisecond) != nil {
 			break
 		}
-		err = p.client.ProduceSync(ctx, rec).FirstErr()
+		err = p.produce(ctx, m, Record(m, topic))
 	}
 	if err != nil {
 		return Classify(fmt.Errorf("kafka: publish %s to %s: %w", m.ID, topic, err))
@@ -167,14 +191,57 @@ func (p *Publisher) Publish(ctx context.Context, m outbox.Message) error {
 	return nil
 }
 
-// Ping asks a broker for metadata: a health check.
+// produce hands rec to the client, unless the client still has an earlier
+// record of the same event, and waits for the outcome or for ctx.
+func (p *Publisher) produce(ctx context.Context, m outbox.Message, rec *kgo.Record) error {
+	p.mu.Lock()
+	w := p.inflight[m.ID]
+	if w == nil {
+		w = &pending{done: make(chan struct{})}
+		p.inflight[m.ID] = w
+		// The record's own context never ends: only the client's retry
+		// limits fail it, and only when that is safe. Callers stop
+		// waiting through ctx instead.
+		p.client.Produce(context.WithoutCancel(ctx), rec, func(_ *kgo.Record, err error) {
+			p.mu.Lock()
+			delete(p.inflight, m.ID)
+			p.mu.Unlock()
+			w.err = err
+			close(w.done)
+		})
+	}
+	p.mu.Unlock()
+	select {
+	case <-w.done:
+		return w.err
+	case <-ctx.Done():
+		if err := p.reach.err(); err != nil {
+			return fmt.Errorf("%w (%w)", ctx.Err(), err)
+		}
+		return ctx.Err()
+	}
+}
+
+// WatchBroker implements relay.BrokerWatcher from the client's connection
+// attempts: fn hears an error when every broker refuses connections, and
+// nil once one accepts again.
+func (p *Publisher) WatchBroker(fn func(err error)) (stop func()) { return p.reach.watch(fn) }
+
+// Ping asks a broker for metadata: a health check. While every broker
+// refuses connections it answers at once with that outage.
 func (p *Publisher) Ping(ctx context.Context) error {
+	if err := p.reach.err(); err != nil {
+		return err
+	}
 	return p.client.Ping(ctx)
 }
 
 // Close flushes nothing (every publish already waited) and disconnects.
 // It is safe to call more than once.
 func (p *Publisher) Close() error {
-	p.once.Do(p.client.Close)
+	p.once.Do(func() {
+		p.reach.close()
+		p.client.Close()
+	})
 	return nil
 }

@@ -224,7 +224,7 @@ func (p *countingPublisher) Publish(ctx context.Context, m outbox.Message) error
 
 func TestKfakePermanentFailuresParkOnlyTheirAggregateAndReplayRestoresOrder(t *testing.T) {
 	rg := newRig(t, kafka.Config{MaxRecordBytes: 4096})
-	deny := rg.broker.Cluster().Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Produce}, Topic: "outbox.event.invoice", Err: kerr.TopicAuthorizationFailed, Count: -1})
+	deny := rg.broker.Cluster().Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Produce}, Topic: "outbox.event.invoice", Err: kerr.PolicyViolation, Count: -1})
 	r, err := relay.New(rg.source(), rg.pub, rg.store, relay.Config{Retry: fastRetry()})
 	if err != nil {
 		t.Fatal(err)
@@ -251,9 +251,9 @@ func TestKfakePermanentFailuresParkOnlyTheirAggregateAndReplayRestoresOrder(t *t
 	if rep := rg.check(); !rep.OK() || rep.DeadLettered != 17 {
 		t.Fatalf("while parked: %s", rep)
 	}
-	// Access is granted: replay the invoices; skip the oversized order.
+	// The policy is changed: replay the invoices; skip the oversized order.
 	deny.Remove()
-	if _, err := relay.Request(t.Context(), rg.store, outbox.AggregateKey{Type: "invoice", ID: "i1"}, outbox.ActionReplay, relay.RequestOptions{Reason: "ACL fixed"}); err != nil {
+	if _, err := relay.Request(t.Context(), rg.store, outbox.AggregateKey{Type: "invoice", ID: "i1"}, outbox.ActionReplay, relay.RequestOptions{Reason: "policy changed"}); err != nil {
 		t.Fatal(err)
 	}
 	plan, err := relay.Request(t.Context(), rg.store, big.Key(), outbox.ActionSkip, relay.RequestOptions{Reason: "payload too large"})
