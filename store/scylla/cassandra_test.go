@@ -25,6 +25,12 @@ import (
 // OUTBOX_TEST_CASSANDRA_HOSTS; required in CI.
 func cassandra(t *testing.T) (*Store, string) {
 	t.Helper()
+	return cassandraWith(t, Config{})
+}
+
+// cassandraWith opens a fresh keyspace with cfg's knobs.
+func cassandraWith(t *testing.T, cfg Config) (*Store, string) {
+	t.Helper()
 	hosts := os.Getenv("OUTBOX_TEST_CASSANDRA_HOSTS")
 	if hosts == "" {
 		if os.Getenv("OUTBOX_REQUIRE_SERVICES") == "1" {
@@ -33,7 +39,8 @@ func cassandra(t *testing.T) (*Store, string) {
 		t.Skip("OUTBOX_TEST_CASSANDRA_HOSTS is not set")
 	}
 	ks := fmt.Sprintf("outbox_t%d", time.Now().UnixNano()%1e9)
-	s, err := Open(Config{Hosts: strings.Split(hosts, ","), Keyspace: ks, Consistency: gocql.One, Timeout: 10 * time.Second, ProtoVersion: 4})
+	cfg.Hosts, cfg.Keyspace, cfg.Consistency, cfg.Timeout, cfg.ProtoVersion = strings.Split(hosts, ","), ks, gocql.One, 10*time.Second, 4
+	s, err := Open(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -302,6 +309,81 @@ func TestCassandraMigrateRefusesTheOldOutboxKey(t *testing.T) {
 	t.Logf("the operator reads: %v", err)
 	if err := Migrate(ctx, s.session, ks, opts); err != nil {
 		t.Fatalf("migrate over the current layout: %v", err)
+	}
+}
+
+// Idempotency keys expire: the claim (a lightweight transaction) and the
+// later done flag carry the retention as their TTL, the flag no longer
+// than the claim, so the whole row goes at once and a retry after the
+// window finds no key.
+func TestCassandraIdempotencyKeysExpire(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		ttl  time.Duration // configured; 0 takes the default
+		want time.Duration
+	}{
+		{"default", 0, 24 * time.Hour},
+		{"configured", time.Hour, time.Hour},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s, ks := cassandraWith(t, Config{IdempotencyTTL: tc.ttl})
+			ctx := t.Context()
+			repo := s.Orders()
+			now := time.Now().UTC().Truncate(time.Microsecond)
+			o := order.Order{ID: "o1", CustomerID: "c1", Currency: "EUR", Status: order.StatusPending, Version: 1, CreatedAt: now, UpdatedAt: now}
+			ev, _ := outbox.NewMessage(order.AggregateType, "o1", order.EventCreated, 1, map[string]int{"v": 1})
+			if _, _, err := repo.Create(ctx, o, ev, "key-1", "hash-1"); err != nil {
+				t.Fatal(err)
+			}
+			keyTTLs(t, s, ks, "key-1", tc.want)
+			// Once the key is gone (as after its TTL), the same request
+			// is a new one: the order service gives it a new order id.
+			if err := s.session.Query(`DELETE FROM `+ks+`.order_idempotency_keys WHERE key = ?`, "key-1").Exec(); err != nil {
+				t.Fatal(err)
+			}
+			later := o
+			later.ID = "o1-again"
+			laterEv, _ := outbox.NewMessage(order.AggregateType, later.ID, order.EventCreated, 1, map[string]int{"v": 1})
+			if got, replayed, err := repo.Create(ctx, later, laterEv, "key-1", "hash-1"); err != nil || replayed || got.ID != "o1-again" {
+				t.Fatalf("retry after the window: %+v replayed=%v err=%v, want a new order", got, replayed, err)
+			}
+
+			// A claim whose batch never ran, finished by its retry: the
+			// done flag must not outlive the claim either.
+			o2 := o
+			o2.ID = "o2"
+			ev2, _ := outbox.NewMessage(order.AggregateType, "o2", order.EventCreated, 1, map[string]int{"v": 1})
+			intent, _ := json.Marshal(createIntent{o2, ev2})
+			if err := s.session.Query(`INSERT INTO `+ks+`.order_idempotency_keys (key, request_hash, order_id, intent, done) VALUES (?, ?, ?, ?, false) USING TTL 600`,
+				"key-2", "h", "o2", string(intent)).Exec(); err != nil {
+				t.Fatal(err)
+			}
+			if _, replayed, err := repo.Create(ctx, o2, ev2, "key-2", "h"); err != nil || !replayed {
+				t.Fatalf("retry of a half-done create: replayed=%v err=%v", replayed, err)
+			}
+			keyTTLs(t, s, ks, "key-2", 10*time.Minute)
+		})
+	}
+}
+
+// keyTTLs checks every cell of an idempotency key expires within max, the
+// done flag no later than the claim.
+func keyTTLs(t *testing.T, s *Store, ks, key string, max time.Duration) {
+	t.Helper()
+	var claim, orderID, intent, done int
+	if err := s.session.Query(`SELECT TTL(request_hash), TTL(order_id), TTL(intent), TTL(done) FROM `+ks+`.order_idempotency_keys WHERE key = ?`, key).
+		Scan(&claim, &orderID, &intent, &done); err != nil {
+		t.Fatal(err)
+	}
+	limit := int(max / time.Second)
+	for name, ttl := range map[string]int{"request_hash": claim, "order_id": orderID, "intent": intent, "done": done} {
+		if ttl <= 0 || ttl > limit {
+			t.Errorf("key %s: TTL(%s) = %d s, want 1..%d", key, name, ttl, limit)
+		}
+	}
+	t.Logf("key %s: TTL(request_hash) %d s, TTL(done) %d s", key, claim, done)
+	if done > claim {
+		t.Errorf("key %s: the done flag (%d s) outlives the claim (%d s): the row would outlive the window", key, done, claim)
 	}
 }
 

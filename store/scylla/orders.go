@@ -86,8 +86,11 @@ func (r Orders) Create(ctx context.Context, o order.Order, ev outbox.Message, ke
 		return order.Order{}, false, err
 	}
 	prev := map[string]any{}
+	// The key lives for the retention window, as a TTL: a retry after it
+	// finds no key and creates a new order.
+	claimed := time.Now()
 	applied, err := r.s.session.Query(`INSERT INTO `+r.s.keyspace+`.order_idempotency_keys (key, request_hash, order_id, intent, done, created_at)
-		VALUES (?, ?, ?, ?, false, ?) IF NOT EXISTS`, key, hash, o.ID, string(intent), micros(o.CreatedAt)).
+		VALUES (?, ?, ?, ?, false, ?) IF NOT EXISTS USING TTL ?`, key, hash, o.ID, string(intent), micros(o.CreatedAt), ttlSeconds(r.s.keyTTL)).
 		WithContext(ctx).MapScanCAS(prev)
 	if err != nil {
 		return order.Order{}, false, fmt.Errorf("scylla: claim idempotency key: %w", err)
@@ -111,10 +114,28 @@ func (r Orders) Create(ctx context.Context, o order.Order, ev outbox.Message, ke
 	if err := r.s.AppendWithOrder(ctx, o, ev); err != nil {
 		return order.Order{}, false, err
 	}
-	if err := r.markDone(ctx, key); err != nil {
-		return order.Order{}, false, err
+	if ttl, ok := doneTTL(r.s.keyTTL - time.Since(claimed)); ok {
+		if err := r.markDone(ctx, key, ttl); err != nil {
+			return order.Order{}, false, err
+		}
 	}
 	return o, false, nil
+}
+
+// ttlSeconds is d as a CQL TTL.
+func ttlSeconds(d time.Duration) int { return int(d / time.Second) }
+
+// doneTTL is the TTL of a key's done flag when its claim has left to
+// live. An UPDATE keeps a row alive while any cell of it lives, and a row
+// left with done alone once the claim expired would refuse every retry of
+// the key as another request's; so the flag goes a second before the
+// claim (TTLs count whole seconds on the server). ok is false when too
+// little is left to write it: a retry in those last seconds finds the key
+// not done and finishes it again, rewriting the same event row (the same
+// event id, which consumers drop).
+func doneTTL(left time.Duration) (ttl int, ok bool) {
+	ttl = ttlSeconds(left) - 1
+	return ttl, ttl >= 1
 }
 
 // completeCreate rolls a claimed key forward. The order row is written
@@ -133,11 +154,27 @@ func (r Orders) completeCreate(ctx context.Context, key string, ci createIntent)
 	if err := r.s.writeEvent(ctx, ci.Event); err != nil {
 		return fmt.Errorf("scylla: roll forward event %s: %w", ci.Event.ID, err)
 	}
-	return r.markDone(ctx, key)
+	var left *int
+	err = r.s.session.Query(`SELECT TTL(request_hash) FROM `+r.s.keyspace+`.order_idempotency_keys WHERE key = ?`, key).
+		WithContext(ctx).Scan(&left)
+	switch {
+	case errors.Is(err, gocql.ErrNotFound):
+		return nil // the key expired meanwhile: a flag would bring back a row of it alone
+	case err != nil:
+		return fmt.Errorf("scylla: idempotency key %q: read its TTL: %w", key, err)
+	case left == nil:
+		return r.markDone(ctx, key, 0) // claimed before keys expired: it never expires
+	}
+	if ttl, ok := doneTTL(time.Duration(*left) * time.Second); ok {
+		return r.markDone(ctx, key, ttl)
+	}
+	return nil
 }
 
-func (r Orders) markDone(ctx context.Context, key string) error {
-	if err := r.s.session.Query(`UPDATE `+r.s.keyspace+`.order_idempotency_keys SET done = true WHERE key = ?`, key).
+// markDone sets the key's done flag with a TTL in seconds (0: none; see
+// doneTTL).
+func (r Orders) markDone(ctx context.Context, key string, ttl int) error {
+	if err := r.s.session.Query(`UPDATE `+r.s.keyspace+`.order_idempotency_keys USING TTL ? SET done = true WHERE key = ?`, ttl, key).
 		WithContext(ctx).Exec(); err != nil {
 		return fmt.Errorf("scylla: idempotency key %q: %w", key, err)
 	}

@@ -33,6 +33,22 @@ type Config struct {
 	TLS *tls.Config
 	// Username and Password use the PasswordAuthenticator.
 	Username, Password string
+	// IdempotencyTTL is how long an idempotency key replays its order
+	// (default DefaultIdempotencyTTL): its row is written with this TTL,
+	// in whole seconds from a minute up to CQL's limit of 20 years. A
+	// retry after it creates a new order.
+	IdempotencyTTL time.Duration
+}
+
+// DefaultIdempotencyTTL keeps idempotency keys for a day, as the SQL
+// stores do.
+const DefaultIdempotencyTTL = 24 * time.Hour
+
+// maxTTL is the longest TTL Cassandra and ScyllaDB accept.
+const maxTTL = 20 * 365 * 24 * time.Hour
+
+func validIdempotencyTTL(d time.Duration) bool {
+	return d >= time.Minute && d <= maxTTL && d%time.Second == 0
 }
 
 // Store writes orders and outbox rows.
@@ -40,6 +56,7 @@ type Store struct {
 	session  *gocql.Session
 	keyspace string
 	cl       gocql.Consistency
+	keyTTL   time.Duration
 }
 
 // Open connects.
@@ -49,6 +66,12 @@ func Open(cfg Config) (*Store, error) {
 	}
 	if !keyspaceName.MatchString(cfg.Keyspace) {
 		return nil, fmt.Errorf("scylla: keyspace %q must be a lower-case identifier", cfg.Keyspace)
+	}
+	if cfg.IdempotencyTTL == 0 {
+		cfg.IdempotencyTTL = DefaultIdempotencyTTL
+	}
+	if !validIdempotencyTTL(cfg.IdempotencyTTL) {
+		return nil, fmt.Errorf("scylla: IdempotencyTTL must be whole seconds from 1m to 20 years (a CQL TTL), got %s", cfg.IdempotencyTTL)
 	}
 	c := gocql.NewCluster(cfg.Hosts...)
 	// Discovered peers are dialled on the cluster's port: take it from the
@@ -78,7 +101,7 @@ func Open(cfg Config) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("scylla: connect to %v: %w", cfg.Hosts, err)
 	}
-	return &Store{session: s, keyspace: cfg.Keyspace, cl: cfg.Consistency}, nil
+	return &Store{session: s, keyspace: cfg.Keyspace, cl: cfg.Consistency, keyTTL: cfg.IdempotencyTTL}, nil
 }
 
 // Session exposes the session (the CDC reader needs it).

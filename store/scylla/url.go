@@ -24,8 +24,9 @@ type Settings struct {
 // ParseURL reads scylla://[user[:password]@]host1,host2[:port]/keyspace
 // with the options consistency (default local_quorum), rf (replication
 // factor for migrate, NetworkTopologyStrategy, default 3), cdc_ttl
-// (default 24h), profile=low-latency for the CDC reader's low-latency
-// profile, and tls=true with ca_file, cert_file, key_file and
+// (default 24h), idempotency_ttl (how long an idempotency key is kept,
+// default 24h, whole seconds from 1m), profile=low-latency for the CDC reader's
+// low-latency profile, and tls=true with ca_file, cert_file, key_file and
 // server_name. Errors never repeat the password.
 func ParseURL(raw string) (Settings, error) {
 	var st Settings
@@ -51,7 +52,7 @@ func ParseURL(raw string) (Settings, error) {
 	q := u.Query()
 	for k := range q {
 		switch k {
-		case "consistency", "rf", "cdc_ttl", "profile", "tls", "ca_file", "cert_file", "key_file", "server_name":
+		case "consistency", "rf", "cdc_ttl", "idempotency_ttl", "profile", "tls", "ca_file", "cert_file", "key_file", "server_name":
 		default:
 			return st, fmt.Errorf("scylla: unknown URL option %q", k)
 		}
@@ -71,6 +72,11 @@ func ParseURL(raw string) (Settings, error) {
 	if v := q.Get("cdc_ttl"); v != "" {
 		if st.Schema.CDCTTL, err = time.ParseDuration(v); err != nil || st.Schema.CDCTTL < time.Minute {
 			return st, fmt.Errorf("scylla: cdc_ttl must be a duration of at least 1m, got %q", v)
+		}
+	}
+	if v := q.Get("idempotency_ttl"); v != "" {
+		if st.Config.IdempotencyTTL, err = time.ParseDuration(v); err != nil || !validIdempotencyTTL(st.Config.IdempotencyTTL) {
+			return st, fmt.Errorf("scylla: idempotency_ttl must be a duration of whole seconds from 1m to 175200h (20 years, CQL's TTL limit), got %q", v)
 		}
 	}
 	switch p := q.Get("profile"); p {

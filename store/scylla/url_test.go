@@ -52,3 +52,44 @@ func FuzzParseURL(f *testing.F) {
 		}
 	})
 }
+
+func TestParseURLIdempotencyTTL(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		query string
+		want  time.Duration // 0: refused
+	}{
+		{"a day", "idempotency_ttl=24h", 24 * time.Hour},
+		{"minutes", "idempotency_ttl=90m", 90 * time.Minute},
+		{"the shortest", "idempotency_ttl=1m", time.Minute},
+		{"seconds", "idempotency_ttl=3601s", 3601 * time.Second},
+		{"CQL's longest TTL, 20 years", "idempotency_ttl=175200h", 175200 * time.Hour},
+		{"zero", "idempotency_ttl=0s", 0},
+		{"negative", "idempotency_ttl=-1h", 0},
+		{"not whole seconds", "idempotency_ttl=90500ms", 0},
+		{"under a minute", "idempotency_ttl=59s", 0},
+		{"past CQL's TTL limit", "idempotency_ttl=175201h", 0},
+		{"no unit", "idempotency_ttl=3600", 0},
+		{"not a duration", "idempotency_ttl=forever", 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			st, err := ParseURL("scylla://a/shop?" + tc.query)
+			if tc.want == 0 {
+				if err == nil || !strings.Contains(err.Error(), "idempotency_ttl") {
+					t.Fatalf("accepted as %s (%v), want an error naming idempotency_ttl", st.Config.IdempotencyTTL, err)
+				}
+				return
+			}
+			if err != nil || st.Config.IdempotencyTTL != tc.want {
+				t.Fatalf("parsed %s, %v; want %s", st.Config.IdempotencyTTL, err, tc.want)
+			}
+		})
+	}
+	if st, err := ParseURL("scylla://a/shop"); err != nil || st.Config.IdempotencyTTL != 0 {
+		t.Fatalf("without the option: %s %v, want 0 (Open's default)", st.Config.IdempotencyTTL, err)
+	}
+	if _, err := Open(Config{Hosts: []string{"a"}, Keyspace: "shop", IdempotencyTTL: 90500 * time.Millisecond}); err == nil ||
+		!strings.Contains(err.Error(), "IdempotencyTTL") {
+		t.Fatalf("Open with a TTL of 90.5 s: %v, want a validation error", err)
+	}
+}
