@@ -12,6 +12,7 @@ package supervise
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"maps"
@@ -20,6 +21,8 @@ import (
 	"time"
 
 	"github.com/thejerf/suture/v4"
+
+	"github.com/outbox-dev/outbox/outbox"
 )
 
 // Config tunes the tree. Its zero value works.
@@ -69,8 +72,24 @@ type named struct {
 	svc  suture.Service
 }
 
-func (n named) Serve(ctx context.Context) error { return n.svc.Serve(ctx) }
-func (n named) String() string                  { return n.name }
+// Serve runs the worker. An error marked outbox.Fatal (a lost replication
+// slot, say) ends the whole tree, with that error as Tree.Serve's result:
+// restarting cannot cure it, and a process that keeps restarting hides it.
+func (n named) Serve(ctx context.Context) error {
+	err := n.svc.Serve(ctx)
+	if err != nil && ctx.Err() == nil && outbox.IsFatal(err) {
+		return terminate{err}
+	}
+	return err
+}
+
+// terminate is what suture recognises as the end of the tree; its message
+// is only the cause's.
+type terminate struct{ err error }
+
+func (t terminate) Error() string   { return t.err.Error() }
+func (t terminate) Unwrap() []error { return []error{t.err, suture.ErrTerminateSupervisorTree} }
+func (n named) String() string      { return n.name }
 
 // Add supervises svc under name.
 func (t *Tree) Add(name string, svc suture.Service) {
@@ -122,9 +141,14 @@ func (t *Tree) Workers() []string {
 }
 
 // Serve runs the tree until ctx ends, then stops every worker, each
-// within ShutdownTimeout.
+// within ShutdownTimeout. It returns nil then, or the error of a worker
+// that failed fatally (outbox.Fatal), after stopping the others.
 func (t *Tree) Serve(ctx context.Context) error {
 	err := t.root.Serve(ctx)
+	var term terminate
+	if errors.As(err, &term) {
+		return term.err
+	}
 	if ctx.Err() != nil {
 		return nil
 	}

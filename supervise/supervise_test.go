@@ -3,11 +3,14 @@ package supervise_test
 import (
 	"context"
 	"errors"
+	"fmt"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/outbox-dev/outbox/internal/testenv"
+	"github.com/outbox-dev/outbox/outbox"
 	"github.com/outbox-dev/outbox/supervise"
 )
 
@@ -56,5 +59,41 @@ func TestOnlyTheFailingWorkerRestarts(t *testing.T) {
 	}
 	if got := tree.Workers(); len(got) != 2 || got[0] != "bad" {
 		t.Fatalf("workers %v", got)
+	}
+}
+
+// fatal fails once with an error no restart can cure.
+type fatal struct{ starts atomic.Int64 }
+
+func (f *fatal) Serve(context.Context) error {
+	f.starts.Add(1)
+	return fmt.Errorf("open source: %w", outbox.Fatal(errors.New("slot outbox_relay is missing")))
+}
+
+// A fatal error ends the whole tree with that error, after stopping the
+// other workers; nothing is restarted.
+func TestFatalErrorEndsTheTreeWithItsMessage(t *testing.T) {
+	tree := supervise.New(supervise.Config{RestartBackoff: 10 * time.Millisecond})
+	bad, good := &fatal{}, &steady{}
+	tree.Add("relay", bad)
+	tree.Add("health", good)
+	done := make(chan error, 1)
+	go func() { done <- tree.Serve(context.Background()) }()
+	select {
+	case err := <-done:
+		if !outbox.IsFatal(err) || !strings.Contains(err.Error(), "open source: slot outbox_relay is missing") {
+			t.Fatalf("Serve() = %v, want the relay's fatal error", err)
+		}
+		if strings.Contains(err.Error(), "terminated") {
+			t.Fatalf("message %q carries suture's wording", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the tree kept running after a fatal error")
+	}
+	if n := bad.starts.Load(); n != 1 {
+		t.Fatalf("the fatal worker started %d times, want once", n)
+	}
+	if r := tree.Restarts()["relay"]; r != 0 {
+		t.Fatalf("%d restarts recorded for a fatal error", r)
 	}
 }

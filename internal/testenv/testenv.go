@@ -5,11 +5,16 @@ package testenv
 
 import (
 	"context"
+	"fmt"
+	"math/rand/v2"
+	"net/url"
 	"os"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 )
 
 func need(t testing.TB, env, what string) string {
@@ -73,4 +78,38 @@ func Serve(t testing.TB, svc interface{ Serve(context.Context) error }) (stop fu
 	}
 	t.Cleanup(func() { stop() })
 	return stop
+}
+
+// PostgresDatabase creates a fresh, empty database on the test server and
+// returns its DSN; the database and its idle replication slots are
+// dropped when the test ends.
+func PostgresDatabase(t testing.TB) string {
+	t.Helper()
+	base := PostgresDSN(t)
+	ctx := context.Background()
+	admin, err := pgx.Connect(ctx, base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	name := fmt.Sprintf("t_%d_%d", time.Now().UnixNano(), rand.IntN(1000))
+	if _, err := admin.Exec(ctx, "CREATE DATABASE "+name); err != nil {
+		t.Fatal(err)
+	}
+	admin.Close(ctx)
+	u, err := url.Parse(base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.Path = "/" + name
+	t.Cleanup(func() {
+		admin, err := pgx.Connect(ctx, base)
+		if err != nil {
+			return
+		}
+		defer admin.Close(ctx)
+		admin.Exec(ctx, `SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE database = $1 AND active`, name)
+		admin.Exec(ctx, `SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database = $1 AND NOT active`, name)
+		admin.Exec(ctx, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)")
+	})
+	return u.String()
 }

@@ -28,7 +28,7 @@ import (
 // positions to is missing or its WAL was removed: events may have been
 // missed, so the relay refuses to run until an operator decides
 // (CDCConfig.RecreateSlot).
-var ErrSlotLost = errors.New("replication slot lost")
+var ErrSlotLost = outbox.Fatal(errors.New("replication slot lost"))
 
 // CDCConfig configures logical replication. Its zero value works.
 type CDCConfig struct {

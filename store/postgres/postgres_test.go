@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"net/url"
 	"strings"
 	"sync"
 	"testing"
@@ -26,37 +25,16 @@ import (
 // DSN; the database and its replication slots are dropped afterwards.
 func newDB(t testing.TB) (*postgres.Store, string) {
 	t.Helper()
-	base := testenv.PostgresDSN(t)
+	dsn := testenv.PostgresDatabase(t)
 	ctx := context.Background()
-	admin, err := pgx.Connect(ctx, base)
-	if err != nil {
-		t.Fatal(err)
-	}
-	name := fmt.Sprintf("t_%d_%d", time.Now().UnixNano(), rand.IntN(1000))
-	if _, err := admin.Exec(ctx, "CREATE DATABASE "+name); err != nil {
-		t.Fatal(err)
-	}
-	admin.Close(ctx)
-	u, _ := url.Parse(base)
-	u.Path = "/" + name
-	dsn := u.String()
 	s, err := postgres.Open(ctx, dsn)
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { s.Close() })
 	if _, err := s.Migrate(ctx); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		s.Close()
-		admin, err := pgx.Connect(ctx, base)
-		if err != nil {
-			return
-		}
-		defer admin.Close(ctx)
-		admin.Exec(ctx, `SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database = $1 AND NOT active`, name)
-		admin.Exec(ctx, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)")
-	})
 	return s, dsn
 }
 
