@@ -59,15 +59,31 @@ type Publisher struct {
 	// publish that gave up waiting (its attempt timed out, or the broker
 	// died mid-request) leaves its record with the client, which may yet
 	// deliver it. The next attempt for that event waits for the same
-	// record instead of sending a copy, so a repeat is not a duplicate.
+	// record instead of sending a copy, so a repeat is not a duplicate;
+	// and a record delivered after its publish gave up is remembered for a
+	// while (kept), so an attempt that comes later is told it is done.
 	mu       sync.Mutex
 	inflight map[uuid.UUID]*pending
+	kept     []keptRecord
 }
 
 type pending struct {
-	done chan struct{}
-	err  error
+	done      chan struct{}
+	err       error
+	abandoned bool // guarded by Publisher.mu
 }
+
+type keptRecord struct {
+	id uuid.UUID
+	at time.Time
+}
+
+// keptFor bounds how long, and how many, delivered records whose publish
+// gave up are remembered: far longer than any retry takes to come back.
+const (
+	keptFor = 10 * time.Minute
+	keptMax = 100_000
+)
 
 var (
 	_ relay.Publisher     = (*Publisher)(nil)
@@ -191,8 +207,9 @@ func (p *Publisher) Publish(ctx context.Context, m outbox.Message) error {
 	return nil
 }
 
-// produce hands rec to the client, unless the client still has an earlier
-// record of the same event, and waits for the outcome or for ctx.
+// produce hands rec to the client, unless the client still has (or has
+// delivered) an earlier record of the same event, and waits for the
+// outcome or for ctx.
 func (p *Publisher) produce(ctx context.Context, m outbox.Message, rec *kgo.Record) error {
 	p.mu.Lock()
 	w := p.inflight[m.ID]
@@ -204,10 +221,14 @@ func (p *Publisher) produce(ctx context.Context, m outbox.Message, rec *kgo.Reco
 		// waiting through ctx instead.
 		p.client.Produce(context.WithoutCancel(ctx), rec, func(_ *kgo.Record, err error) {
 			p.mu.Lock()
-			delete(p.inflight, m.ID)
-			p.mu.Unlock()
+			if err != nil || !w.abandoned {
+				delete(p.inflight, m.ID)
+			} else {
+				p.keepLocked(m.ID)
+			}
 			w.err = err
 			close(w.done)
+			p.mu.Unlock()
 		})
 	}
 	p.mu.Unlock()
@@ -215,11 +236,38 @@ func (p *Publisher) produce(ctx context.Context, m outbox.Message, rec *kgo.Reco
 	case <-w.done:
 		return w.err
 	case <-ctx.Done():
-		if err := p.reach.err(); err != nil {
-			return fmt.Errorf("%w (%w)", ctx.Err(), err)
-		}
-		return ctx.Err()
 	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	select {
+	case <-w.done: // settled while we gave up: that is the answer
+		return w.err
+	default:
+	}
+	w.abandoned = true
+	if err := p.reach.err(); err != nil {
+		return fmt.Errorf("%w (%w)", ctx.Err(), err)
+	}
+	return ctx.Err()
+}
+
+// keepLocked remembers a delivered record whose publish gave up, and
+// forgets the oldest ones past keptFor or keptMax.
+func (p *Publisher) keepLocked(id uuid.UUID) {
+	now := time.Now()
+	p.kept = append(p.kept, keptRecord{id: id, at: now})
+	n := 0
+	for n < len(p.kept) && (len(p.kept)-n > keptMax || now.Sub(p.kept[n].at) > keptFor) {
+		if w := p.inflight[p.kept[n].id]; w != nil && w.abandoned {
+			select {
+			case <-w.done:
+				delete(p.inflight, p.kept[n].id)
+			default:
+			}
+		}
+		n++
+	}
+	p.kept = append(p.kept[:0], p.kept[n:]...)
 }
 
 // WatchBroker implements relay.BrokerWatcher from the client's connection

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"strconv"
+	"sync"
 	"testing"
 	"time"
 
@@ -126,10 +127,14 @@ func TestRepeatedPublishOfAnEventInFlightSendsNoCopy(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
+	var mu sync.Mutex
 	hold := make(chan struct{})
 	c.ControlKey(int16(kmsg.Produce), func(kmsg.Request) (kmsg.Response, error, bool) {
 		c.KeepControl()
-		<-hold // the broker is slow to answer, then applies the request
+		mu.Lock()
+		h := hold
+		mu.Unlock()
+		<-h // the broker is slow to answer, then applies the request
 		return nil, nil, false
 	})
 	p := publisher(t, c.ListenAddrs(), kafka.Config{TopicTemplate: "t"})
@@ -145,11 +150,32 @@ func TestRepeatedPublishOfAnEventInFlightSendsNoCopy(t *testing.T) {
 	if err := <-second; err != nil {
 		t.Fatalf("second attempt: %v", err)
 	}
+	// Later still, a record delivered after its publish gave up: an
+	// attempt that comes after the delivery is told so, and sends nothing.
+	mu.Lock()
+	hold = make(chan struct{})
+	mu.Unlock()
+	m2 := msg(t, "order", "o1", "OrderUpdated", 2, 2)
+	short2, cancel2 := context.WithTimeout(t.Context(), 200*time.Millisecond)
+	defer cancel2()
+	if err := p.Publish(short2, m2); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("first attempt of the second event: %v, want its deadline", err)
+	}
+	mu.Lock()
+	close(hold)
+	mu.Unlock()
+	testenv.Eventually(t, 10*time.Second, "the second event delivered", func() bool {
+		recs, _ := kafka.ReadAll(ctx(t), c.ListenAddrs(), []string{"t"})
+		return len(recs) == 2
+	})
+	if err := p.Publish(ctx(t), m2); err != nil {
+		t.Fatalf("attempt after the delivery: %v", err)
+	}
 	recs, err := kafka.ReadAll(ctx(t), c.ListenAddrs(), []string{"t"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(recs) != 1 {
-		t.Fatalf("%d records on the topic, want the one event once", len(recs))
+	if len(recs) != 2 {
+		t.Fatalf("%d records on the topic, want each of the two events once", len(recs))
 	}
 }

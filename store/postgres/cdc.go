@@ -162,6 +162,25 @@ func (c *CDCSource) Setup(ctx context.Context) (pglogrepl.LSN, error) {
 	if err != nil {
 		return 0, fmt.Errorf("postgres: slot %s confirmed position %q: %w", c.cfg.Slot, *confirmed, err)
 	}
+	// The slot persists its confirmed position only at the server's own
+	// checkpoints, and hears of it only with the next status update, so
+	// after a crash (the server's or the relay's) it can be far behind
+	// what the broker acknowledged. The relay's checkpoint row is written
+	// in the same transaction-safe way as any row, after acknowledgement:
+	// start from the later of the two, and a crash republishes at most
+	// the relay's in-flight window. The server skips every transaction
+	// that committed before a start position past its confirmed one.
+	if saved != "" {
+		own, err := pglogrepl.ParseLSN(string(saved))
+		if err != nil {
+			return 0, fmt.Errorf("postgres: relay checkpoint %q of slot %s: %w", saved, c.cfg.Slot, err)
+		}
+		if own > start {
+			c.cfg.Logger.Info("resuming from the relay's checkpoint, past the slot's confirmed position",
+				"slot", c.cfg.Slot, "checkpoint", own.String(), "slot_confirmed", start.String())
+			start = own
+		}
+	}
 	return start, nil
 }
 
@@ -232,46 +251,55 @@ func (c *CDCSource) Open(ctx context.Context) (relay.Cursor, error) {
 	}
 	c.confirmed.Store(uint64(start))
 	cur := &cdcCursor{
-		src: c, conn: conn, out: make(chan cdcBatch, 16), done: make(chan struct{}),
+		src: c, conn: conn, out: make(chan []relay.Record, cdcChunks), done: make(chan struct{}),
 		relations: map[uint32]*pglogrepl.RelationMessage{}, types: pgtype.NewMap(),
 		lastCommitEnd: start, serverEnd: start,
 	}
 	cur.ackedLSN.Store(uint64(start))
+	cur.handedLSN.Store(uint64(start))
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	cur.cancel = cancel
 	go cur.run(runCtx)
 	return cur, nil
 }
 
-type cdcBatch struct {
-	recs []relay.Record
-	err  error
-}
+// Records reach the relay in chunks of at most cdcChunkSize, at most
+// cdcChunks of them queued: what the cursor holds is bounded whatever the
+// size of a transaction. pgoutput sends a transaction only once it has
+// committed, so its rows can be handed over before its COMMIT arrives.
+const (
+	cdcChunkSize = 256
+	cdcChunks    = 4
+)
 
 type cdcCursor struct {
 	src    *CDCSource
 	conn   *pgconn.PgConn
-	out    chan cdcBatch
+	out    chan []relay.Record
 	done   chan struct{}
 	cancel context.CancelFunc
 	once   sync.Once
+	err    error // why run stopped; read after out is closed
 
 	// Owned by run.
 	relations     map[uint32]*pglogrepl.RelationMessage
 	types         *pgtype.Map
-	pending       []outbox.Message
+	inTx          bool
+	held          *outbox.Message // the newest row: its position is known only at the next message
+	ready         []relay.Record  // the chunk being filled or waiting to be handed over
+	readyEnd      pglogrepl.LSN   // the transaction end the chunk completes, if any
 	lastCommitEnd pglogrepl.LSN
 	serverEnd     pglogrepl.LSN
 
 	// ackedLSN: what the relay acknowledged (set by Commit).
 	ackedLSN atomic.Uint64
-	// emittedLSN: the end of the last transaction handed to the relay.
-	emittedLSN atomic.Uint64
-	pending0   []relay.Record // carried over from a batch larger than max
+	// handedLSN: the end of the last transaction whose last row the relay has.
+	handedLSN atomic.Uint64
+	carry     []relay.Record // the rest of a chunk larger than Next's max
 }
 
 func (c *cdcCursor) Next(ctx context.Context, max int) ([]relay.Record, error) {
-	if len(c.pending0) == 0 {
+	if len(c.carry) == 0 {
 		idle := time.NewTimer(250 * time.Millisecond)
 		defer idle.Stop()
 		select {
@@ -279,19 +307,19 @@ func (c *cdcCursor) Next(ctx context.Context, max int) ([]relay.Record, error) {
 			return nil, nil
 		case <-idle.C:
 			return nil, nil // idle: let the relay look around
-		case b, ok := <-c.out:
+		case recs, ok := <-c.out:
 			if !ok {
+				if c.err != nil {
+					return nil, c.err
+				}
 				return nil, errors.New("postgres: replication stream ended")
 			}
-			if b.err != nil {
-				return nil, b.err
-			}
-			c.pending0 = b.recs
+			c.carry = recs
 		}
 	}
-	n := min(max, len(c.pending0))
-	recs := c.pending0[:n:n]
-	c.pending0 = c.pending0[n:]
+	n := min(max, len(c.carry))
+	recs := c.carry[:n:n]
+	c.carry = c.carry[n:]
 	return recs, nil
 }
 
@@ -325,25 +353,34 @@ func (c *cdcCursor) Close() error {
 	return nil
 }
 
-// run owns the replication connection: it receives WAL, hands complete
-// transactions to Next, and sends status updates.
+// run owns the replication connection: it receives WAL, hands rows to
+// Next in chunks, and sends status updates every StatusInterval whether
+// or not the relay is taking rows. While a chunk waits for the relay (its
+// breaker open, its window full) run stops reading, so the server holds
+// the rest, but it keeps answering: a walsender that hears nothing for
+// wal_sender_timeout (60 s by default) ends the connection.
 func (c *cdcCursor) run(ctx context.Context) {
 	defer close(c.done)
 	defer close(c.out)
-	fail := func(err error) {
-		select {
-		case c.out <- cdcBatch{err: err}:
-		case <-ctx.Done():
-		}
-	}
 	nextStatus := time.Now()
 	for ctx.Err() == nil {
 		if !time.Now().Before(nextStatus) {
 			if err := c.sendStatus(ctx); err != nil {
-				fail(err)
+				c.err = err
 				return
 			}
 			nextStatus = time.Now().Add(c.src.cfg.StatusInterval)
+		}
+		if c.chunkDue() {
+			wait := time.NewTimer(time.Until(nextStatus))
+			select {
+			case c.out <- c.ready:
+				c.handedOver()
+			case <-wait.C:
+			case <-ctx.Done():
+			}
+			wait.Stop()
+			continue
 		}
 		rctx, cancel := context.WithDeadline(ctx, nextStatus)
 		raw, err := c.conn.ReceiveMessage(rctx)
@@ -352,23 +389,37 @@ func (c *cdcCursor) run(ctx context.Context) {
 			if pgconn.Timeout(err) || ctx.Err() != nil {
 				continue
 			}
-			fail(fmt.Errorf("postgres: receive WAL: %w", err))
+			c.err = fmt.Errorf("postgres: receive WAL: %w", err)
 			return
 		}
 		switch msg := raw.(type) {
 		case *pgproto3.ErrorResponse:
-			fail(fmt.Errorf("postgres: replication error: %w", pgconn.ErrorResponseToPgError(msg)))
+			c.err = fmt.Errorf("postgres: replication error: %w", pgconn.ErrorResponseToPgError(msg))
 			return
 		case *pgproto3.CopyData:
-			if err := c.handleCopyData(ctx, msg.Data, &nextStatus); err != nil {
-				fail(err)
+			if err := c.handleCopyData(msg.Data, &nextStatus); err != nil {
+				c.err = err
 				return
 			}
 		}
 	}
 }
 
-func (c *cdcCursor) handleCopyData(ctx context.Context, data []byte, nextStatus *time.Time) error {
+// chunkDue reports whether the chunk must go to the relay before more is
+// read: it is full, or it ends a transaction (so the relay sees it now,
+// not when the next one arrives).
+func (c *cdcCursor) chunkDue() bool {
+	return len(c.ready) >= cdcChunkSize || (len(c.ready) > 0 && c.readyEnd != 0)
+}
+
+func (c *cdcCursor) handedOver() {
+	if c.readyEnd != 0 {
+		c.handedLSN.Store(uint64(c.readyEnd))
+	}
+	c.ready, c.readyEnd = nil, 0
+}
+
+func (c *cdcCursor) handleCopyData(data []byte, nextStatus *time.Time) error {
 	if len(data) == 0 {
 		return nil
 	}
@@ -389,12 +440,18 @@ func (c *cdcCursor) handleCopyData(ctx context.Context, data []byte, nextStatus 
 		if err != nil {
 			return fmt.Errorf("postgres: XLogData: %w", err)
 		}
-		return c.handleLogical(ctx, xld.WALData)
+		return c.handleLogical(xld.WALData)
 	}
 	return nil
 }
 
-func (c *cdcCursor) handleLogical(ctx context.Context, data []byte) error {
+// handleLogical decodes one pgoutput message. A row's position is the
+// previous transaction's end, except for its transaction's last row,
+// whose position is the transaction's own end: so a checkpoint never
+// confirms a transaction that is only partly acknowledged. Which row is
+// last is known only at the next message, so the newest row is held back
+// until then.
+func (c *cdcCursor) handleLogical(data []byte) error {
 	msg, err := pglogrepl.Parse(data)
 	if err != nil {
 		return fmt.Errorf("postgres: pgoutput: %w", err)
@@ -403,7 +460,7 @@ func (c *cdcCursor) handleLogical(ctx context.Context, data []byte) error {
 	case *pglogrepl.RelationMessage:
 		c.relations[m.RelationID] = m
 	case *pglogrepl.BeginMessage:
-		c.pending = c.pending[:0]
+		c.inTx = true
 	case *pglogrepl.InsertMessage:
 		rel, ok := c.relations[m.RelationID]
 		if !ok {
@@ -413,27 +470,17 @@ func (c *cdcCursor) handleLogical(ctx context.Context, data []byte) error {
 		if err != nil {
 			return err
 		}
-		c.pending = append(c.pending, om)
+		if c.held != nil {
+			c.ready = append(c.ready, relay.Record{Message: *c.held, Position: relay.Position(c.lastCommitEnd.String())})
+		}
+		c.held = &om
 	case *pglogrepl.CommitMessage:
 		end := m.TransactionEndLSN
-		if len(c.pending) > 0 {
-			recs := make([]relay.Record, len(c.pending))
-			for i, om := range c.pending {
-				// Only the transaction's last record completes it.
-				pos := c.lastCommitEnd
-				if i == len(c.pending)-1 {
-					pos = end
-				}
-				recs[i] = relay.Record{Message: om, Position: relay.Position(pos.String())}
-			}
-			select {
-			case c.out <- cdcBatch{recs: recs}:
-			case <-ctx.Done():
-				return nil
-			}
-			c.emittedLSN.Store(uint64(end))
+		if c.held != nil {
+			c.ready = append(c.ready, relay.Record{Message: *c.held, Position: relay.Position(end.String())})
+			c.held, c.readyEnd = nil, end
 		}
-		c.pending = c.pending[:0]
+		c.inTx = false
 		c.lastCommitEnd = end
 		if end > c.serverEnd {
 			c.serverEnd = end
@@ -443,11 +490,13 @@ func (c *cdcCursor) handleLogical(ctx context.Context, data []byte) error {
 }
 
 // sendStatus confirms what the relay acknowledged. When everything handed
-// to the relay was acknowledged, it confirms up to the server's WAL end,
-// so an idle outbox does not pin WAL written for other tables.
+// to the relay was acknowledged and nothing is on its way, it confirms up
+// to the server's WAL end, so an idle outbox does not pin WAL written for
+// other tables.
 func (c *cdcCursor) sendStatus(ctx context.Context) error {
 	acked := pglogrepl.LSN(c.ackedLSN.Load())
-	if emitted := pglogrepl.LSN(c.emittedLSN.Load()); acked >= emitted && len(c.pending) == 0 && c.serverEnd > acked && c.lastCommitEnd <= acked {
+	idle := !c.inTx && c.held == nil && len(c.ready) == 0 && acked >= pglogrepl.LSN(c.handedLSN.Load())
+	if idle && c.serverEnd > acked && c.lastCommitEnd <= acked {
 		acked = c.serverEnd
 	}
 	err := pglogrepl.SendStandbyStatusUpdate(ctx, c.conn, pglogrepl.StandbyStatusUpdate{
