@@ -39,20 +39,20 @@ func scanOrder(row pgx.Row) (order.Order, error) {
 // insertWithEvent writes the order row and its event in one statement: a
 // data-modifying CTE is atomic and costs one round trip instead of four
 // (BEGIN, two INSERTs, COMMIT).
-const insertWithEvent = `WITH o AS (
+var insertWithEvent = `WITH o AS (
 	INSERT INTO orders (` + orderColumns + `) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
-)
-INSERT INTO outbox (id, aggregatetype, aggregateid, type, sequence, payload, headers, timestamp)
-VALUES ($11, $12, $13, $14, $15, $16, $17, $18)`
+), ` + aggregateHead("$12", "$13", "") + `
+INSERT INTO outbox (id, aggregatetype, aggregateid, type, sequence, payload, headers, timestamp, txid)
+SELECT $11, $12, $13, $14, $15, $16, $17, $18, txid FROM h`
 
 // updateWithEvent changes the order if it is still at the expected version
 // and, in the same statement, writes the event only if it did.
-const updateWithEvent = `WITH u AS (
+var updateWithEvent = `WITH u AS (
 	UPDATE orders SET items = $1, address = $2, status = $3, total = $4, version = $5, updated_at = $6
 	WHERE id = $7 AND version = $8 RETURNING id
-)
-INSERT INTO outbox (id, aggregatetype, aggregateid, type, sequence, payload, headers, timestamp)
-SELECT $9, $10, $11, $12, $13, $14, $15, $16 FROM u`
+), ` + aggregateHead("$10", "$11", "u") + `
+INSERT INTO outbox (id, aggregatetype, aggregateid, type, sequence, payload, headers, timestamp, txid)
+SELECT $9, $10, $11, $12, $13, $14, $15, $16, txid FROM h`
 
 func eventArgs(m outbox.Message) ([]any, error) {
 	if err := m.Validate(); err != nil {

@@ -23,9 +23,12 @@ import (
 // skipped, which is the failure of polling by offset alone (a sequence
 // value is taken at insert, not at commit).
 //
-// Per-aggregate order holds because writers of one aggregate serialise on
-// its row (the order's version compare-and-set) before writing the
-// outbox, so the later writer's transaction id is the larger.
+// A row's txid is not simply its writer's transaction id, which is taken
+// at the first write rather than at commit: Append raises it to at least
+// the txid of the aggregate's previous event, under a row lock that
+// serialises an aggregate's appends until commit (see aggregateHead). So
+// an aggregate's events come out in commit order whoever writes them, and
+// a row's txid is never below its writer's, which keeps the horizon rule.
 
 var _ poll.Fetcher = (*Store)(nil)
 
