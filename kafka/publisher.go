@@ -275,6 +275,10 @@ func (p *Publisher) keepLocked(id uuid.UUID) {
 // nil once one accepts again.
 func (p *Publisher) WatchBroker(fn func(err error)) (stop func()) { return p.reach.watch(fn) }
 
+// Unreachable is the current outage (every broker refusing connections),
+// or nil.
+func (p *Publisher) Unreachable() error { return p.reach.err() }
+
 // Ping asks a broker for metadata: a health check. While every broker
 // refuses connections it answers at once with that outage.
 func (p *Publisher) Ping(ctx context.Context) error {

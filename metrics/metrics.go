@@ -31,6 +31,7 @@ type Metrics struct {
 	slotLag      prometheus.Gauge
 	cdcLag       prometheus.Gauge
 	cdcTTL       prometheus.Gauge
+	stuck        prometheus.Gauge
 }
 
 var (
@@ -41,6 +42,7 @@ var (
 	_ relay.ParkHook       = (*Metrics)(nil)
 	_ relay.BreakerHook    = (*Metrics)(nil)
 	_ relay.CheckpointHook = (*Metrics)(nil)
+	_ relay.StuckHook      = (*Metrics)(nil)
 )
 
 // New creates the collectors and registers them with reg.
@@ -65,9 +67,11 @@ func New(reg prometheus.Registerer) *Metrics {
 		slotLag:  prometheus.NewGauge(prometheus.GaugeOpts{Name: "outbox_replication_slot_lag_bytes", Help: "WAL the PostgreSQL replication slot holds behind the server's current position."}),
 		cdcLag:   prometheus.NewGauge(prometheus.GaugeOpts{Name: "outbox_cdc_lag_seconds", Help: "Age of the oldest ScyllaDB CDC change read and not yet acknowledged."}),
 		cdcTTL:   prometheus.NewGauge(prometheus.GaugeOpts{Name: "outbox_cdc_log_ttl_seconds", Help: "TTL of the ScyllaDB CDC log: changes older than this are deleted unread."}),
+		stuck: prometheus.NewGauge(prometheus.GaugeOpts{Name: "outbox_stuck_aggregates",
+			Help: "Aggregates whose event has failed at least one round of attempts and is still retried (parked after --stuck-timeout while others are published)."}),
 	}
 	for _, c := range []prometheus.Collector{m.published, m.retried, m.failedRounds, m.deadLettered, m.parked,
-		m.breakerState, m.transitions, m.lagEvents, m.lagSeconds, m.latency, m.restarts, m.alerts, m.slotLag, m.cdcLag, m.cdcTTL} {
+		m.breakerState, m.transitions, m.lagEvents, m.lagSeconds, m.latency, m.restarts, m.alerts, m.slotLag, m.cdcLag, m.cdcTTL, m.stuck} {
 		f(c)
 	}
 	return m
@@ -82,6 +86,8 @@ func (m *Metrics) OnPublishFailed(outbox.Message, int, error) { m.failedRounds.I
 func (m *Metrics) OnDeadLetter(dl outbox.DeadLetter) {
 	m.deadLettered.WithLabelValues(dl.Message.Type).Inc()
 }
+func (m *Metrics) OnStuck(outbox.AggregateKey)                  { m.stuck.Inc() }
+func (m *Metrics) OnUnstuck(outbox.AggregateKey)                { m.stuck.Dec() }
 func (m *Metrics) OnPark(outbox.AggregateKey)                   { m.parked.Inc() }
 func (m *Metrics) OnUnpark(outbox.AggregateKey)                 { m.parked.Dec() }
 func (m *Metrics) OnCheckpoint(_ relay.Position, lag relay.Lag) { m.setLag(lag) }

@@ -2,13 +2,18 @@ package poll_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
 	"testing"
 	"testing/synctest"
 	"time"
 
 	"github.com/outbox-dev/outbox/outbox"
 	"github.com/outbox-dev/outbox/poll"
+	"github.com/outbox-dev/outbox/relay"
 	"github.com/outbox-dev/outbox/store/memstore"
 )
 
@@ -86,3 +91,110 @@ func ExampleNewSource() {
 	fmt.Println(len(recs), recs[0].Message.Type, recs[0].Position)
 	// Output: 1 OrderCreated 1
 }
+
+// memLock is a poll.Lock in memory, shared by the sources under test.
+type memLock struct {
+	mu     sync.Mutex
+	holder *memLockHandle
+}
+
+type memLockHandle struct {
+	l    *memLock
+	lost chan struct{}
+}
+
+func (l *memLock) handle() *memLockHandle { return &memLockHandle{l: l} }
+
+func (h *memLockHandle) TryLock(context.Context) (<-chan struct{}, bool, error) {
+	h.l.mu.Lock()
+	defer h.l.mu.Unlock()
+	if h.l.holder != nil && h.l.holder != h {
+		return nil, false, nil
+	}
+	h.l.holder, h.lost = h, make(chan struct{})
+	return h.lost, true, nil
+}
+
+func (h *memLockHandle) Unlock() error {
+	h.l.mu.Lock()
+	defer h.l.mu.Unlock()
+	if h.l.holder == h {
+		h.l.holder = nil
+	}
+	return nil
+}
+
+// steal ends the holder's session: it has lost the lock.
+func (l *memLock) steal() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.holder != nil {
+		close(l.holder.lost)
+		l.holder = nil
+	}
+}
+
+// Two relays on one store: the second waits as a standby (and says so
+// once) until the first stops, then takes over from the checkpoint; a
+// relay that loses its lock stops reading and checkpointing at once.
+func TestOneActiveReaderPerLock(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		s := memstore.New()
+		appendOne(t, s, 1)
+		lock := &memLock{}
+		var logs strings.Builder
+		log := slog.New(slog.NewTextHandler(&logs, nil))
+		first, _ := poll.NewSource(s, poll.Config{Lock: lock.handle(), Logger: log})
+		second, _ := poll.NewSource(s, poll.Config{Lock: lock.handle(), Logger: log})
+		active, err := first.Open(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		recs, _ := active.Next(t.Context(), 10)
+		if err := active.Commit(t.Context(), recs[0].Position); err != nil {
+			t.Fatal(err)
+		}
+		opened := make(chan relay.Cursor, 1)
+		go func() {
+			c, err := second.Open(t.Context())
+			if err != nil {
+				t.Error(err)
+			}
+			opened <- c
+		}()
+		elapse(10 * time.Second)
+		select {
+		case <-opened:
+			t.Fatal("a second relay opened while the first holds the lock")
+		default:
+		}
+		if n := strings.Count(logs.String(), "standby"); n != 1 {
+			t.Fatalf("standby said %d times in 10 s, want once:\n%s", n, logs.String())
+		}
+		appendOne(t, s, 2)
+		active.Close() // the first relay stops
+		var standby relay.Cursor
+		select {
+		case standby = <-opened:
+		case <-time.After(time.Second):
+			t.Fatal("the standby did not take over within a second of the lock's release")
+		}
+		got, _ := standby.Next(t.Context(), 10)
+		if len(got) != 1 || got[0].Message.Sequence != 2 {
+			t.Fatalf("the standby read %v, want only what followed the checkpoint", got)
+		}
+		if !strings.Contains(logs.String(), "took over") {
+			t.Fatalf("no takeover in the log:\n%s", logs.String())
+		}
+		lock.steal()
+		if _, err := standby.Next(t.Context(), 10); !errors.Is(err, poll.ErrLockLost) {
+			t.Fatalf("Next after the lock was lost: %v, want ErrLockLost", err)
+		}
+		if err := standby.Commit(t.Context(), got[0].Position); !errors.Is(err, poll.ErrLockLost) {
+			t.Fatalf("Commit after the lock was lost: %v, want ErrLockLost", err)
+		}
+	})
+}
+
+// elapse advances a synctest bubble's fake clock.
+func elapse(d time.Duration) { <-time.After(d) }

@@ -27,6 +27,7 @@ type Relay struct {
 
 	poke    chan struct{}
 	running atomic.Bool
+	active  atomic.Bool // the source is open: not waiting as a standby
 	stats   counters
 	// lastAck is when the broker last acknowledged a message (unix ns):
 	// the evidence that a failing aggregate is stuck on its own, while
@@ -73,6 +74,11 @@ func New(src Source, pub Publisher, dlq DeadLetterStore, cfg Config) (*Relay, er
 // Running reports whether Serve is between start and return.
 func (r *Relay) Running() bool { return r.running.Load() }
 
+// Active reports whether the relay reads its source; a relay that is
+// Running but not Active is opening it, or waiting as a standby while
+// another relay reads the same source.
+func (r *Relay) Active() bool { return r.active.Load() }
+
 // Poke asks the relay to look for operator requests now.
 func (r *Relay) Poke() {
 	select {
@@ -100,6 +106,8 @@ func (r *Relay) Serve(ctx context.Context) error {
 		return fmt.Errorf("relay: open source: %w", err)
 	}
 	defer cur.Close()
+	r.active.Store(true)
+	defer r.active.Store(false)
 	parked, err := r.dlq.ParkedAggregates(ctx)
 	if err != nil {
 		return fmt.Errorf("relay: load parked aggregates: %w", err)

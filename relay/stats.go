@@ -40,8 +40,11 @@ type Stats struct {
 	DeadLettered int64         `json:"dead_lettered"`
 	Parked       int64         `json:"parked_aggregates"`
 	Breaker      string        `json:"breaker"`
+	Active       bool          `json:"active"`
 	LagEvents    int64         `json:"lag_events"`
 	LagAge       time.Duration `json:"lag_age_ns"`
+	// InFlight is how many records are read and not yet settled.
+	InFlight int64 `json:"in_flight"`
 	// PeakInFlight is the most records ever read and not yet settled at
 	// once; it never exceeds Config.MaxInFlight.
 	PeakInFlight int64 `json:"peak_in_flight"`
@@ -71,8 +74,10 @@ func (r *Relay) Stats() Stats {
 		DeadLettered: r.stats.deadLettered.Load(),
 		Parked:       r.stats.parked.Load(),
 		Breaker:      r.br.State().String(),
+		Active:       r.Active(),
 		LagEvents:    r.stats.lagEvents.Load(),
 		LagAge:       time.Duration(r.stats.lagAge.Load()),
+		InFlight:     r.stats.inFlight.Load(),
 		PeakInFlight: r.stats.peakInFlight.Load(),
 		Stuck:        r.Stuck(),
 	}

@@ -26,13 +26,17 @@ type scyllaBackend struct {
 
 // openScylla connects; a URL with a user but no password takes it from
 // OUTBOX_SCYLLA_PASSWORD (or _FILE), which keeps it out of ps and logs.
-func openScylla(raw, password string) (*scyllaBackend, error) {
+// --idempotency-ttl applies when the URL sets no idempotency_ttl.
+func openScylla(raw, password string, keyTTL time.Duration) (*scyllaBackend, error) {
 	st, err := scylla.ParseURL(raw)
 	if err != nil {
 		return nil, usageError{err}
 	}
 	if st.Config.Username != "" && st.Config.Password == "" {
 		st.Config.Password = password
+	}
+	if st.Config.IdempotencyTTL == 0 {
+		st.Config.IdempotencyTTL = keyTTL
 	}
 	s, err := scylla.Open(st.Config)
 	if err != nil {
@@ -58,7 +62,7 @@ func (b *scyllaBackend) source(_ context.Context, _ config, log *slog.Logger) (r
 func (b *scyllaBackend) backlog(context.Context) (int64, error) { return 0, nil }
 
 func (b *scyllaBackend) workers(_ config, log *slog.Logger) map[string]suture.Service {
-	return map[string]suture.Service{"order-sweeper": b.NewSweeper(30*time.Second, log)}
+	return map[string]suture.Service{"order-sweeper": b.NewSweeper(30*time.Second, log.With("worker", "order-sweeper"))}
 }
 
 func (b *scyllaBackend) details(context.Context) map[string]any {

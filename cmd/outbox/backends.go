@@ -75,7 +75,7 @@ func openBackend(ctx context.Context, cfg config, log *slog.Logger) (backend, er
 		}
 		return &postgresBackend{Store: s}, nil
 	case "scylla":
-		b, err := openScylla(cfg.Store, cfg.ScyllaPassword)
+		b, err := openScylla(cfg.Store, cfg.ScyllaPassword, cfg.IdempotencyTTL)
 		if err != nil {
 			return nil, err
 		}
@@ -84,17 +84,39 @@ func openBackend(ctx context.Context, cfg config, log *slog.Logger) (backend, er
 	return nil, usagef("--store scheme %q is unknown (sqlite, postgres or scylla)", scheme)
 }
 
+// sourceKind names how the relay captures events, defaults included.
+func sourceKind(cfg config) string {
+	if cfg.Source != "" {
+		return cfg.Source
+	}
+	if strings.HasPrefix(cfg.Store, "sqlite://") {
+		return "poll"
+	}
+	return "cdc"
+}
+
 type sqliteBackend struct{ *sqlite.Store }
 
 func (b *sqliteBackend) orders() order.Repository { return b.Store.Orders() }
-func (b *sqliteBackend) source(_ context.Context, cfg config, _ *slog.Logger) (relay.Source, error) {
+func (b *sqliteBackend) source(_ context.Context, cfg config, log *slog.Logger) (relay.Source, error) {
 	if cfg.Source != "" && cfg.Source != "poll" {
 		return nil, usagef("--source %s: SQLite is read by polling; use --source poll", cfg.Source)
 	}
-	return poll.NewSource(b.Store, poll.Config{Interval: cfg.PollInterval, Wake: b.Wake()})
+	return poll.NewSource(b.Store, poll.Config{Interval: cfg.PollInterval, Wake: b.Wake(), Lock: b.RelayLock("default"), Logger: log})
 }
-func (b *sqliteBackend) backlog(ctx context.Context) (int64, error)             { return b.Backlog(ctx, "default") }
-func (b *sqliteBackend) workers(config, *slog.Logger) map[string]suture.Service { return nil }
+func (b *sqliteBackend) backlog(ctx context.Context) (int64, error) { return b.Backlog(ctx, "default") }
+func (b *sqliteBackend) workers(cfg config, log *slog.Logger) map[string]suture.Service {
+	return map[string]suture.Service{"idempotency-keys": must(b.NewKeyCleaner(sqlite.KeyCleanerConfig{
+		Retention: cfg.IdempotencyTTL, Logger: log.With("worker", "idempotency-keys")}))}
+}
+
+// must is for constructors whose input validate already checked.
+func must[T any](v T, err error) T {
+	if err != nil {
+		panic(fmt.Sprintf("outbox: configuration passed validation but was refused: %v", err))
+	}
+	return v
+}
 func (b *sqliteBackend) details(context.Context) map[string]any {
 	return map[string]any{"store": "sqlite", "source": "poll"}
 }
@@ -146,7 +168,7 @@ func (b *postgresBackend) source(ctx context.Context, cfg config, log *slog.Logg
 		return src, nil
 	case "poll":
 		b.kind = "poll"
-		return poll.NewSource(b.Store, poll.Config{Interval: cfg.PollInterval, Wake: b.Wake()})
+		return poll.NewSource(b.Store, poll.Config{Interval: cfg.PollInterval, Wake: b.Wake(), Lock: b.RelayLock("default"), Logger: log})
 	}
 	return nil, usagef("--source must be cdc or poll, got %q", cfg.Source)
 }
@@ -159,14 +181,16 @@ func (b *postgresBackend) backlog(ctx context.Context) (int64, error) {
 }
 
 func (b *postgresBackend) workers(cfg config, log *slog.Logger) map[string]suture.Service {
-	if cfg.Retention <= 0 {
-		return nil
+	w := map[string]suture.Service{"idempotency-keys": must(b.NewKeyCleaner(postgres.KeyCleanerConfig{
+		Retention: cfg.IdempotencyTTL, Logger: log.With("worker", "idempotency-keys")}))}
+	if cfg.Retention > 0 {
+		horizon := b.PollCleanupHorizon("default")
+		if b.cdc != nil {
+			horizon = b.cdc.CleanupHorizon()
+		}
+		w["cleanup"] = b.NewCleaner(horizon, postgres.CleanupConfig{Retention: cfg.Retention, Logger: log.With("worker", "cleanup")})
 	}
-	horizon := b.PollCleanupHorizon("default")
-	if b.cdc != nil {
-		horizon = b.cdc.CleanupHorizon()
-	}
-	return map[string]suture.Service{"cleanup": b.NewCleaner(horizon, postgres.CleanupConfig{Retention: cfg.Retention, Logger: log})}
+	return w
 }
 
 func (b *postgresBackend) cdcLag() (time.Duration, time.Duration, bool) { return 0, 0, false }

@@ -45,7 +45,7 @@ func TestUsageErrorsExit2WithAMessage(t *testing.T) {
 		{"scylla bad option", nil, []string{"serve", "--store", "scylla://db/shop?rf=zero"}, "rf must be 1 to 9"},
 		{"scylla with poll", nil, []string{"relay", "--source", "poll", "--store", "scylla://127.0.0.1:1/shop"}, "ScyllaDB is read through CDC"},
 		{"bad source", nil, []string{"relay", "--source", "tail"}, "--source must be cdc or poll"},
-		{"sqlite with cdc", nil, []string{"relay", "--source", "cdc", "--broker-port", "0", "--store", "sqlite://" + filepath.Join(dir, "y.db")}, "SQLite is read by polling"},
+		{"sqlite with cdc", nil, []string{"relay", "--source", "cdc", "--brokers", "127.0.0.1:1", "--store", "sqlite://" + filepath.Join(dir, "y.db")}, "SQLite is read by polling"},
 		{"store without scheme", nil, []string{"relay", "--store", "outbox.db"}, "must be a URL"},
 		{"open listen without token", nil, []string{"serve", "--http", "0.0.0.0:8080", "--store", "sqlite://" + filepath.Join(dir, "x.db")}, "OUTBOX_ADMIN_TOKEN"},
 		{"args to serve", nil, []string{"serve", "extra"}, "takes no arguments"},

@@ -87,7 +87,7 @@ func relayCmd(stderr io.Writer) *cobra.Command {
 		Short: "Run only the relay (with its health checker and dead-letter worker)",
 		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return serveApp(cmd, &cfg, stderr, appOptions{})
+			return serveApp(cmd, &cfg, stderr, appOptions{relayOnly: true})
 		},
 	}
 	addCommonFlags(cmd.Flags(), &cfg)
@@ -99,6 +99,9 @@ func relayCmd(stderr io.Writer) *cobra.Command {
 func serveApp(cmd *cobra.Command, cfg *config, logOut io.Writer, opts appOptions) error {
 	if err := cfg.resolve(cmd); err != nil {
 		return err
+	}
+	if opts.relayOnly && cfg.Brokers == "" {
+		return usagef("outbox relay publishes to an existing Kafka: give --brokers (the embedded broker runs in outbox serve and outbox broker)")
 	}
 	a, err := newApp(cmd.Context(), *cfg, logOut, opts)
 	if err != nil && cmd.Context().Err() != nil {

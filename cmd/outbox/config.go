@@ -29,6 +29,8 @@ type config struct {
 	TopicTemplate  string
 	PollInterval   time.Duration
 	BreakerTimeout time.Duration
+	StuckTimeout   time.Duration
+	IdempotencyTTL time.Duration
 	OrderWorkers   int
 	LogLevel       string
 	LogFormat      string
@@ -68,6 +70,8 @@ func addCommonFlags(fs *pflag.FlagSet, c *config) {
 	fs.StringVar(&c.TopicTemplate, "topic-template", "outbox.event.{aggregatetype}", "topic routing: {aggregatetype} and {type} are replaced; {type} is the design's topic per event type")
 	fs.DurationVar(&c.PollInterval, "poll-interval", 100*time.Millisecond, "how often the relay polls an idle outbox")
 	fs.DurationVar(&c.BreakerTimeout, "breaker-open-timeout", 30*time.Second, "how long the circuit breaker stays open before probing the broker")
+	fs.DurationVar(&c.StuckTimeout, "stuck-timeout", 5*time.Minute, "park an aggregate whose event fails transiently this long while others are published (-1s: never)")
+	fs.DurationVar(&c.IdempotencyTTL, "idempotency-ttl", 24*time.Hour, "how long an Idempotency-Key replays its order; a retry after it creates a new order")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&c.LogFormat, "log-format", "text", "text or json")
 	fs.StringVar(&c.ConfigFile, "config", "", "JSON file whose keys are flag names, e.g. {\"store\": \"sqlite://x.db\"}")
@@ -175,6 +179,12 @@ func (c *config) validate() error {
 	}
 	if c.Retention < 0 {
 		return usagef("--retention must not be negative, got %s", c.Retention)
+	}
+	if c.StuckTimeout == 0 || (c.StuckTimeout > 0 && c.StuckTimeout < time.Second) {
+		return usagef("--stuck-timeout must be at least 1s (or negative: never park), got %s", c.StuckTimeout)
+	}
+	if c.IdempotencyTTL < time.Minute {
+		return usagef("--idempotency-ttl must be at least 1m, got %s", c.IdempotencyTTL)
 	}
 	switch c.Source {
 	case "", "cdc", "poll":

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -32,6 +33,7 @@ import (
 
 type appOptions struct {
 	http        bool        // serve the API and run order workers
+	relayOnly   bool        // outbox relay: needs --brokers, says what it relays
 	brokerOpts  []kfake.Opt // extra options for the embedded broker
 	kafkaOpts   []kgo.Opt   // extra client options (chaos: a dialer through a proxy)
 	relayConfig func(*relay.Config)
@@ -140,9 +142,10 @@ func newApp(ctx context.Context, cfg config, logOut io.Writer, opts appOptions) 
 		return nil, err
 	}
 	rcfg := relay.Config{
-		Breaker: breakerConfig(cfg),
-		Hooks:   []relay.Hook{a.metrics},
-		Logger:  a.log.With("worker", "relay"),
+		Breaker:      breakerConfig(cfg),
+		StuckTimeout: cfg.StuckTimeout,
+		Hooks:        []relay.Hook{a.metrics},
+		Logger:       a.log.With("worker", "relay"),
 	}
 	if opts.relayConfig != nil {
 		opts.relayConfig(&rcfg)
@@ -150,11 +153,15 @@ func newApp(ctx context.Context, cfg config, logOut io.Writer, opts appOptions) 
 	if a.relay, err = relay.New(src, a.pub, a.dlq, rcfg); err != nil {
 		return nil, usageError{err}
 	}
+	// What this process relays, from where, to where: the first thing an
+	// operator looking at two relays needs to know.
+	a.log.Info("relaying", "from", redactURL(cfg.Store), "source", sourceKind(cfg), "to", strings.Join(a.brokers, ","),
+		"topics", cfg.TopicTemplate, "stuck_timeout", cfg.StuckTimeout)
 	if parked, err := a.store.ParkedAggregates(ctx); err == nil {
 		a.metrics.SetParked(len(parked))
 	}
 
-	a.health = health.New(5*time.Second, a.log.With("worker", "health"),
+	a.health = health.New(time.Second, a.log.With("worker", "health"),
 		health.Check{Name: "store", Critical: true, Run: a.store.Ping},
 		health.Check{Name: "relay", Critical: true, Run: func(context.Context) error {
 			if !a.relay.Running() {
@@ -183,6 +190,15 @@ func newApp(ctx context.Context, cfg config, logOut io.Writer, opts appOptions) 
 			}
 			return nil
 		}},
+		health.Check{Name: "stuck-aggregates", Run: func(context.Context) error {
+			stuck := a.relay.Stuck()
+			if len(stuck) == 0 {
+				return nil
+			}
+			oldest := stuck[0]
+			return fmt.Errorf("%d aggregates' events keep failing while others may flow; oldest %s since %s: %s",
+				len(stuck), oldest.Aggregate, oldest.Since.UTC().Format(time.RFC3339), oldest.Error)
+		}},
 		health.Check{Name: "breaker", Run: func(context.Context) error {
 			if s := a.relay.BreakerState(); s != breaker.Closed {
 				return fmt.Errorf("circuit breaker %s", s)
@@ -195,7 +211,7 @@ func newApp(ctx context.Context, cfg config, logOut io.Writer, opts appOptions) 
 	a.tree.Add("health", a.health)
 	a.tree.Add("dlq", a.dlq)
 	a.tree.Add("relay", a.relay)
-	for name, w := range a.store.workers(cfg, a.log.With("worker", "cleanup")) {
+	for name, w := range a.store.workers(cfg, a.log) {
 		a.tree.Add(name, w)
 	}
 	if opts.http {
@@ -238,6 +254,11 @@ func (a *app) ready(ctx context.Context) error {
 type statusDoc struct {
 	Breaker      string                   `json:"breaker"`
 	RelayRunning bool                     `json:"relay_running"`
+	RelayActive  bool                     `json:"relay_active"` // false: a standby, or opening its source
+	BrokerError  string                   `json:"broker_unreachable,omitempty"`
+	InFlight     int64                    `json:"in_flight"`
+	PeakInFlight int64                    `json:"peak_in_flight"`
+	Stuck        []relay.StuckAggregate   `json:"stuck"`
 	LagEvents    int64                    `json:"lag_events"`
 	LagSeconds   float64                  `json:"lag_seconds"`
 	Backlog      int64                    `json:"backlog"`
@@ -260,8 +281,13 @@ func (a *app) status(ctx context.Context) statusDoc {
 	if p, err := a.store.ParkedAggregates(ctx); err == nil {
 		parked = int64(len(p))
 	}
+	var brokerErr string
+	if err := a.pub.Unreachable(); err != nil {
+		brokerErr = err.Error()
+	}
 	return statusDoc{
-		Breaker: st.Breaker, RelayRunning: a.relay.Running(),
+		Breaker: st.Breaker, RelayRunning: a.relay.Running(), RelayActive: st.Active, BrokerError: brokerErr,
+		InFlight: st.InFlight, PeakInFlight: st.PeakInFlight, Stuck: st.Stuck,
 		LagEvents: max(st.LagEvents, backlog), LagSeconds: st.LagAge.Seconds(), Backlog: backlog,
 		Published: st.Published, Retried: st.Retried, FailedRounds: st.Failed, DeadLettered: st.DeadLettered,
 		Parked: parked, Alerts: a.dlq.Stats(), Restarts: a.tree.Restarts(), Health: a.health.Report(), Brokers: a.brokers,

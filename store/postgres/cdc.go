@@ -175,11 +175,7 @@ func (c *CDCSource) Setup(ctx context.Context) (pglogrepl.LSN, error) {
 		if err != nil {
 			return 0, fmt.Errorf("postgres: relay checkpoint %q of slot %s: %w", saved, c.cfg.Slot, err)
 		}
-		if own > start {
-			c.cfg.Logger.Info("resuming from the relay's checkpoint, past the slot's confirmed position",
-				"slot", c.cfg.Slot, "checkpoint", own.String(), "slot_confirmed", start.String())
-			start = own
-		}
+		start = max(start, own)
 	}
 	return start, nil
 }
@@ -209,25 +205,27 @@ func (c *CDCSource) SlotLag(ctx context.Context) (int64, error) {
 // objectInUse is SQLSTATE 55006: the slot is active for another session.
 const objectInUse = "55006"
 
-// Open connects for replication and streams from the slot's confirmed
-// position. A position is "lsnToConfirm": the end of the last transaction
-// that a record completes, so a partly acknowledged transaction is never
-// confirmed.
+// Open connects for replication and streams from the later of the slot's
+// confirmed position and the relay's checkpoint (see Setup). A record's
+// position is the end of the last transaction it completes, so a partly
+// acknowledged transaction is never confirmed.
 func (c *CDCSource) Open(ctx context.Context) (relay.Cursor, error) {
-	start, err := c.Setup(ctx)
-	if err != nil {
-		return nil, err
-	}
 	cfg, err := pgconn.ParseConfig(c.s.dsn)
 	if err != nil {
 		return nil, fmt.Errorf("postgres: parse DSN: %w", redact(err))
 	}
 	cfg.RuntimeParams["replication"] = "database"
 	var conn *pgconn.PgConn
-	// A slot stays active until the server notices its previous session
-	// (a restarted relay's, or one just closed) has gone: wait for that
-	// briefly rather than fail the restart.
-	for deadline := time.Now().Add(10 * time.Second); ; {
+	var start pglogrepl.LSN
+	// The slot admits one reader. While another session holds it (another
+	// relay, the active one; or a restarted relay's previous session that
+	// the server has not yet seen go), this one waits as a standby, says so
+	// once, and takes over when the slot is free, from where the other
+	// left off.
+	for standby := false; ; {
+		if start, err = c.Setup(ctx); err != nil {
+			return nil, err
+		}
 		if conn, err = pgconn.ConnectConfig(ctx, cfg); err != nil {
 			return nil, fmt.Errorf("postgres: replication connection: %w", err)
 		}
@@ -235,14 +233,31 @@ func (c *CDCSource) Open(ctx context.Context) (relay.Cursor, error) {
 			PluginArgs: []string{"proto_version '1'", "publication_names '" + c.cfg.Publication + "'"},
 		})
 		var pgErr *pgconn.PgError
-		if err == nil || !errors.As(err, &pgErr) || pgErr.Code != objectInUse || time.Now().After(deadline) {
+		if err == nil || !errors.As(err, &pgErr) || pgErr.Code != objectInUse {
+			if err == nil && standby {
+				c.cfg.Logger.Warn("took over: this relay now reads the slot", "slot", c.cfg.Slot, "from", start.String())
+			}
+			if err == nil {
+				var confirmed pglogrepl.LSN
+				if c.s.pool.QueryRow(ctx, `SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = $1`, c.cfg.Slot).Scan(&confirmed) == nil && start > confirmed {
+					c.cfg.Logger.Info("resuming from the relay's checkpoint, past the slot's confirmed position",
+						"slot", c.cfg.Slot, "checkpoint", start.String(), "slot_confirmed", confirmed.String())
+				}
+			}
 			break
 		}
 		conn.Close(context.Background())
+		if !standby {
+			standby = true
+			var pid *int32
+			c.s.pool.QueryRow(ctx, `SELECT active_pid FROM pg_replication_slots WHERE slot_name = $1`, c.cfg.Slot).Scan(&pid)
+			c.cfg.Logger.Warn("standby: the replication slot is in use by another session; this relay takes over when it is free",
+				"slot", c.cfg.Slot, "active_pid", pid)
+		}
 		select {
 		case <-ctx.Done():
 			return nil, ctx.Err()
-		case <-time.After(100 * time.Millisecond):
+		case <-time.After(250 * time.Millisecond):
 		}
 	}
 	if err != nil {

@@ -41,6 +41,7 @@ type Options struct {
 
 // Store is safe for concurrent use.
 type Store struct {
+	path  string
 	db    *sql.DB
 	wake  chan struct{}
 	once  sync.Once
@@ -122,7 +123,7 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 		db.Close()
 		return nil, fmt.Errorf("sqlite: open %s: %w", path, err)
 	}
-	return &Store{db: db, wake: make(chan struct{}, 1)}, nil
+	return &Store{path: path, db: db, wake: make(chan struct{}, 1)}, nil
 }
 
 // DB exposes the handle for domain tables that share the database.
