@@ -54,6 +54,9 @@ type Publisher struct {
 	router *Router
 	reach  *reachability
 	once   sync.Once
+	// autoCreate: the broker creates a missing topic on first use, which
+	// is worth a short wait; without it a missing topic stays missing.
+	autoCreate bool
 
 	// inflight holds, by event id, the records the client still has: a
 	// publish that gave up waiting (its attempt timed out, or the broker
@@ -156,7 +159,8 @@ func NewPublisher(cfg Config) (*Publisher, error) {
 		return nil, fmt.Errorf("kafka: new client: %w", err)
 	}
 	reach.ping = client.Ping
-	return &Publisher{client: client, router: router, reach: reach, inflight: map[uuid.UUID]*pending{}}, nil
+	return &Publisher{client: client, router: router, reach: reach, autoCreate: !cfg.DisableAutoTopicCreation,
+		inflight: map[uuid.UUID]*pending{}}, nil
 }
 
 // Record builds the Kafka record for m: key = aggregate id, headers carry
@@ -195,7 +199,7 @@ func (p *Publisher) Publish(ctx context.Context, m outbox.Message) error {
 	// A topic the broker is auto-creating answers UNKNOWN_TOPIC_OR_PARTITION
 	// for a moment: wait for it here (up to a second) rather than let the
 	// first event of a new type count as a broker failure.
-	for wait := 0; errors.Is(err, kerr.UnknownTopicOrPartition) && wait < 20; wait++ {
+	for wait := 0; p.autoCreate && errors.Is(err, kerr.UnknownTopicOrPartition) && wait < 20; wait++ {
 		if retry.Wait(ctx, 50*time.Millisecond) != nil {
 			break
 		}

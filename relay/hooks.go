@@ -44,9 +44,9 @@ type BreakerHook interface {
 	OnBreakerStateChange(from, to breaker.State)
 }
 
-// StuckHook hears an aggregate start failing round after round (its
-// message failed a whole round of attempts) and stop (the message was
-// published, dead-lettered or given back at shutdown).
+// StuckHook hears an aggregate start failing (its message failed an
+// attempt and will be retried) and stop (the message was published,
+// dead-lettered or given back at shutdown).
 type StuckHook interface {
 	OnStuck(k outbox.AggregateKey)
 	OnUnstuck(k outbox.AggregateKey)

@@ -360,6 +360,7 @@ func (r *run) handle(ctx context.Context, m outbox.Message) bool {
 // by a wait on the breaker, never by a dead letter.
 func (r *run) publish(ctx context.Context, m outbox.Message) (int, error) {
 	total := 0
+	began := time.Now()
 	var stuck *StuckAggregate
 	defer func() {
 		if stuck != nil {
@@ -377,6 +378,7 @@ func (r *run) publish(ctx context.Context, m outbox.Message) (int, error) {
 					rh.OnRetry(m, a)
 				}
 			})
+			stuck = r.failing(m, began, total+a.N, a.Err, stuck)
 		})
 		total += n
 		if err == nil {
@@ -386,7 +388,7 @@ func (r *run) publish(ctx context.Context, m outbox.Message) (int, error) {
 		if outbox.IsPermanent(err) || ctx.Err() != nil {
 			return total, err
 		}
-		stuck = r.roundFailed(m, total, err, stuck)
+		stuck = r.roundFailed(m, began, total, err, stuck)
 		if r.stuckTooLong(stuck) {
 			return total, outbox.Permanent(fmt.Errorf("%w: failing for %s (%d attempts) while other aggregates were published; last error: %w",
 				ErrStuck, time.Since(stuck.Since).Round(time.Second), total, err))
@@ -436,9 +438,8 @@ func (r *run) acknowledged(m outbox.Message, attempts int) {
 	})
 }
 
-// roundFailed records a round of transient failures: the message's
-// aggregate is now visibly stuck (Stats, StuckHook) until it settles.
-func (r *run) roundFailed(m outbox.Message, attempts int, err error, stuck *StuckAggregate) *StuckAggregate {
+// roundFailed records a round of transient failures.
+func (r *run) roundFailed(m outbox.Message, began time.Time, attempts int, err error, stuck *StuckAggregate) *StuckAggregate {
 	r.stats.failed.Add(1)
 	r.log.Warn("publish round failed; waiting for the broker", "event_id", m.ID, "attempts", attempts, "err", err)
 	hooks(r.cfg.Hooks).each(func(h Hook) {
@@ -446,11 +447,17 @@ func (r *run) roundFailed(m outbox.Message, attempts int, err error, stuck *Stuc
 			fh.OnPublishFailed(m, attempts, err)
 		}
 	})
+	return r.failing(m, began, attempts, err, stuck)
+}
+
+// failing records a failed attempt of m: its aggregate shows as stuck
+// (Stats, StuckHook), since its first attempt (began), until it settles.
+func (r *run) failing(m outbox.Message, began time.Time, attempts int, err error, stuck *StuckAggregate) *StuckAggregate {
 	key := m.Key()
 	r.stuckMu.Lock()
 	first := stuck == nil
 	if first {
-		stuck = &StuckAggregate{Aggregate: key, EventID: m.ID.String(), Since: time.Now()}
+		stuck = &StuckAggregate{Aggregate: key, EventID: m.ID.String(), Since: began}
 		r.stuck[key] = stuck
 	}
 	stuck.Attempts, stuck.Error, stuck.LastFailure = attempts, err.Error(), time.Now()
@@ -495,8 +502,8 @@ func (r *Relay) unstuck(key outbox.AggregateKey) {
 	}
 }
 
-// Stuck lists the aggregates whose message has failed at least one round
-// of attempts and is still being retried, oldest first.
+// Stuck lists the aggregates whose message has failed an attempt and is
+// still being retried, the longest failing first.
 func (r *Relay) Stuck() []StuckAggregate {
 	r.stuckMu.Lock()
 	defer r.stuckMu.Unlock()

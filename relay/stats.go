@@ -48,12 +48,13 @@ type Stats struct {
 	// PeakInFlight is the most records ever read and not yet settled at
 	// once; it never exceeds Config.MaxInFlight.
 	PeakInFlight int64 `json:"peak_in_flight"`
-	// Stuck lists aggregates whose message keeps failing transiently.
+	// Stuck lists aggregates whose message failed an attempt and is
+	// still being retried.
 	Stuck []StuckAggregate `json:"stuck"`
 }
 
-// StuckAggregate is an aggregate whose message has failed at least one
-// round of attempts and is still being retried. Past Config.StuckTimeout,
+// StuckAggregate is an aggregate whose message has failed an attempt and
+// is still being retried. Past Config.StuckTimeout from its first attempt,
 // while other aggregates are published, it is parked with ErrStuck.
 type StuckAggregate struct {
 	Aggregate   outbox.AggregateKey `json:"aggregate"`

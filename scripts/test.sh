@@ -43,7 +43,7 @@ mkdir -p .tmp
 go build -o .tmp/outbox ./cmd/outbox
 chaos_args=(chaos --quick --history .tmp/chaos)
 if [ -n "${OUTBOX_TEST_PG_DSN:-}" ] && [ -n "${OUTBOX_TEST_KAFKA_BROKERS:-}" ]; then
-  chaos_args+=(--postgres "$OUTBOX_TEST_PG_DSN" --kafka "$OUTBOX_TEST_KAFKA_BROKERS" --pg-ctl "${OUTBOX_TEST_PG_CTL:-}")
+  chaos_args+=(--postgres "$OUTBOX_TEST_PG_DSN" --kafka "$OUTBOX_TEST_KAFKA_BROKERS" --pg-ctl "${OUTBOX_TEST_PG_CTL:-}" --kafka-ctl "${OUTBOX_TEST_KAFKA_CTL:-}")
 elif [ "${OUTBOX_REQUIRE_SERVICES:-}" = 1 ]; then
   echo "test.sh: chaos needs PostgreSQL and Kafka (OUTBOX_REQUIRE_SERVICES=1)" >&2
   exit 1

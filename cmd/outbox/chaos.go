@@ -27,6 +27,8 @@ type chaosOptions struct {
 	postgres  string
 	kafka     string
 	pgCtl     string
+	kafkaCtl  string
+	pollToo   bool
 	embedded  bool
 	logOutput io.Writer
 }
@@ -35,8 +37,8 @@ func chaosCmd(stdout, stderr io.Writer) *cobra.Command {
 	opts := chaosOptions{logOutput: stderr}
 	cmd := &cobra.Command{
 		Use:   "chaos",
-		Short: "Run the fault matrix (R1–R10) against the real binary and check every invariant",
-		Long: `chaos runs the reliability scenarios R1–R10 with fixed seeds: the relay
+		Short: "Run the fault matrix (R1–R15) against the real binary and check every invariant",
+		Long: `chaos runs the reliability scenarios R1–R15 with fixed seeds: the relay
 SIGKILLed as a child process, worker panics, broker outages, lost
 acknowledgements, a hard database stop, a slow broker (toxiproxy), poison
 events, a lost position, and fuzzed HTTP input. Each scenario gets a fresh
@@ -58,6 +60,9 @@ breaks. --quick shrinks every scenario (about two minutes per target).`,
 			if opts.pgCtl == "" {
 				opts.pgCtl = os.Getenv("OUTBOX_CHAOS_PG_CTL")
 			}
+			if opts.kafkaCtl == "" {
+				opts.kafkaCtl = os.Getenv("OUTBOX_CHAOS_KAFKA_CTL")
+			}
 			if (opts.postgres == "") != (opts.kafka == "") {
 				return usagef("--postgres and --kafka go together")
 			}
@@ -71,7 +76,7 @@ breaks. --quick shrinks every scenario (about two minutes per target).`,
 				}
 			}
 			if len(picked) == 0 {
-				return usagef("--scenario %q names no scenario (R1 to R10)", opts.only)
+				return usagef("--scenario %q names no scenario (R1 to R15)", opts.only)
 			}
 			return runChaos(cmd.Context(), opts, picked, stdout, stderr)
 		},
@@ -85,6 +90,8 @@ breaks. --quick shrinks every scenario (about two minutes per target).`,
 	f.StringVar(&opts.postgres, "postgres", "", "PostgreSQL URL (wal_level=logical) of a user who may create databases: also run against PostgreSQL + Kafka")
 	f.StringVar(&opts.kafka, "kafka", "", "Apache Kafka brokers for the PostgreSQL run")
 	f.StringVar(&opts.pgCtl, "pg-ctl", "", "script taking stop-immediate|start for PostgreSQL (R6)")
+	f.StringVar(&opts.kafkaCtl, "kafka-ctl", "", "script taking kill|start for the Kafka broker (R12)")
+	f.BoolVar(&opts.pollToo, "poll", true, "with --postgres, also run against PostgreSQL read by polling")
 	f.BoolVar(&opts.embedded, "embedded", true, "run against SQLite and the in-process broker")
 	return cmd
 }
@@ -95,7 +102,12 @@ func runChaos(ctx context.Context, opts chaosOptions, picked []scenario, stdout,
 		targets = append(targets, chaosTarget{name: "sqlite+kfake"})
 	}
 	if opts.postgres != "" {
-		targets = append(targets, chaosTarget{name: "postgres+kafka", pgDSN: opts.postgres, pgCtl: opts.pgCtl, brokers: strings.Split(opts.kafka, ",")})
+		pg := chaosTarget{name: "postgres+kafka", pgDSN: opts.postgres, pgCtl: opts.pgCtl, kafkaCtl: opts.kafkaCtl, brokers: strings.Split(opts.kafka, ",")}
+		targets = append(targets, pg)
+		if opts.pollToo {
+			pg.name, pg.source = "postgres-poll+kafka", "poll"
+			targets = append(targets, pg)
+		}
 	}
 	if len(targets) == 0 {
 		return usagef("nothing to run: --embedded=false needs --postgres and --kafka")

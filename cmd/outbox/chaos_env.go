@@ -40,11 +40,13 @@ import (
 
 // chaosTarget is the store and broker a chaos run works against.
 type chaosTarget struct {
-	name string // "sqlite+kfake" or "postgres+kafka"
+	name string // "sqlite+kfake", "postgres+kafka" or "postgres-poll+kafka"
 	// pgDSN and brokers are set for PostgreSQL + Apache Kafka.
-	pgDSN   string
-	pgCtl   string // script taking stop-immediate|start, for R6
-	brokers []string
+	pgDSN    string
+	pgCtl    string // script taking stop-immediate|start, for R6
+	kafkaCtl string // script taking kill|start, for R12
+	source   string // "" (the store's default) or "poll"
+	brokers  []string
 }
 
 func (t chaosTarget) embedded() bool { return t.pgDSN == "" }
@@ -293,10 +295,10 @@ func (f *brokerFaults) chance() bool {
 
 func (r *chaosRun) config() config {
 	return config{
-		Store: r.store, Source: "", Slot: r.slot, Retention: 0,
+		Store: r.store, Source: r.target.source, Slot: r.slot, Retention: 0,
 		Brokers: strings.Join(r.brokers, ","), HTTP: "127.0.0.1:0", TopicTemplate: r.topicTpl,
-		PollInterval: 10 * time.Millisecond, BreakerTimeout: r.breakerTimeout(), OrderWorkers: 4,
-		LogLevel: "warn", LogFormat: "text",
+		PollInterval: 10 * time.Millisecond, BreakerTimeout: r.breakerTimeout(), OrderWorkers: 4, AutoCreate: true,
+		LogLevel: "warn", LogFormat: "text", StuckTimeout: 5 * time.Minute, IdempotencyTTL: 24 * time.Hour,
 	}
 }
 
@@ -372,6 +374,9 @@ func (r *chaosRun) startChild(sub string, extra ...string) (*child, error) {
 		"--poll-interval", "10ms", "--breaker-open-timeout", r.breakerTimeout().String(), "--log-level", "warn"}
 	if r.slot != "" {
 		args = append(args, "--slot", r.slot, "--retention", "0")
+	}
+	if r.target.source != "" {
+		args = append(args, "--source", r.target.source)
 	}
 	c := &child{done: make(chan struct{}), output: &cappedBuffer{}}
 	if sub == "serve" {

@@ -67,6 +67,11 @@ func scenarios() []scenario {
 		{id: "R8", name: "1% poison events", run: runPoison},
 		{id: "R9", name: "relay stopped, then position lost", run: runRetention},
 		{id: "R10", name: "fuzzed HTTP input", run: runFuzzHTTP},
+		{id: "R11", name: "two relays on one store; the active one SIGKILLed", run: runTwoRelays},
+		{id: "R12", name: "broker process killed hard, restarted", run: runBrokerKill},
+		{id: "R13", name: "broker outage longer than the replication timeout", run: runLongOutage},
+		{id: "R14", name: "operator's skip and replay interrupted", run: runInterruptedSkip},
+		{id: "R15", name: "one aggregate failing transiently for good", run: runStuckAggregate},
 	}
 }
 
@@ -180,7 +185,11 @@ func runKills(r *chaosRun, res *scenarioResult) error {
 // startApp runs the relay in this process, for scenarios that need its
 // insides (hooks, the supervision tree).
 func (r *chaosRun) startApp(relayConfig func(*relay.Config)) (*app, func() error, error) {
-	a, err := newApp(r.ctx, r.config(), io.Discard, appOptions{relayConfig: relayConfig, kafkaOpts: r.kafkaOpts()})
+	return r.startAppWith(r.config(), relayConfig)
+}
+
+func (r *chaosRun) startAppWith(cfg config, relayConfig func(*relay.Config)) (*app, func() error, error) {
+	a, err := newApp(r.ctx, cfg, io.Discard, appOptions{relayConfig: relayConfig, kafkaOpts: r.kafkaOpts()})
 	if err != nil {
 		return nil, nil, err
 	}

@@ -27,6 +27,7 @@ type config struct {
 	HTTP           string
 	BrokerPort     int
 	TopicTemplate  string
+	AutoCreate     bool
 	PollInterval   time.Duration
 	BreakerTimeout time.Duration
 	StuckTimeout   time.Duration
@@ -68,6 +69,7 @@ func addCommonFlags(fs *pflag.FlagSet, c *config) {
 	fs.StringVar(&c.KafkaSASLUser, "kafka-sasl-user", "", "SASL user")
 	fs.IntVar(&c.BrokerPort, "broker-port", 9092, "port of the embedded broker on 127.0.0.1 (0: any free port)")
 	fs.StringVar(&c.TopicTemplate, "topic-template", "outbox.event.{aggregatetype}", "topic routing: {aggregatetype} and {type} are replaced; {type} is the design's topic per event type")
+	fs.BoolVar(&c.AutoCreate, "kafka-auto-create-topics", true, "let the broker create a missing topic on first publish; off, an event for a missing topic fails (and is parked after --stuck-timeout)")
 	fs.DurationVar(&c.PollInterval, "poll-interval", 100*time.Millisecond, "how often the relay polls an idle outbox")
 	fs.DurationVar(&c.BreakerTimeout, "breaker-open-timeout", 30*time.Second, "how long the circuit breaker stays open before probing the broker")
 	fs.DurationVar(&c.StuckTimeout, "stuck-timeout", 5*time.Minute, "park an aggregate whose event fails transiently this long while others are published (-1s: never)")

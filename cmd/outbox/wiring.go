@@ -118,7 +118,8 @@ func newApp(ctx context.Context, cfg config, logOut io.Writer, opts appOptions) 
 	if a.clientOpts, err = cfg.kafka.Opts(); err != nil {
 		return nil, usageError{err}
 	}
-	if a.pub, err = kafka.NewPublisher(kafka.Config{Brokers: a.brokers, TopicTemplate: cfg.TopicTemplate, Security: cfg.kafka, Opts: opts.kafkaOpts}); err != nil {
+	if a.pub, err = kafka.NewPublisher(kafka.Config{Brokers: a.brokers, TopicTemplate: cfg.TopicTemplate, Security: cfg.kafka,
+		DisableAutoTopicCreation: !cfg.AutoCreate, Opts: opts.kafkaOpts}); err != nil {
 		return nil, usageError{err}
 	}
 	a.closers = append([]func() error{a.pub.Close}, a.closers...)
@@ -190,14 +191,20 @@ func newApp(ctx context.Context, cfg config, logOut io.Writer, opts appOptions) 
 			}
 			return nil
 		}},
+		// An aggregate failing for longer than a few retry rounds: a
+		// missing topic, a partition without its in-sync replicas, an ACL.
 		health.Check{Name: "stuck-aggregates", Run: func(context.Context) error {
-			stuck := a.relay.Stuck()
-			if len(stuck) == 0 {
+			var long []relay.StuckAggregate
+			for _, s := range a.relay.Stuck() {
+				if time.Since(s.Since) > 10*time.Second {
+					long = append(long, s)
+				}
+			}
+			if len(long) == 0 {
 				return nil
 			}
-			oldest := stuck[0]
-			return fmt.Errorf("%d aggregates' events keep failing while others may flow; oldest %s since %s: %s",
-				len(stuck), oldest.Aggregate, oldest.Since.UTC().Format(time.RFC3339), oldest.Error)
+			return fmt.Errorf("%d aggregates' events keep failing; the longest, %s, since %s: %s",
+				len(long), long[0].Aggregate, long[0].Since.UTC().Format(time.RFC3339), long[0].Error)
 		}},
 		health.Check{Name: "breaker", Run: func(context.Context) error {
 			if s := a.relay.BreakerState(); s != breaker.Closed {
