@@ -287,9 +287,9 @@ func (p *Publisher) Unreachable() error { return p.reach.err() }
 // refuses connections it answers at once with that outage.
 func (p *Publisher) Ping(ctx context.Context) error {
 	if err := p.reach.err(); err != nil {
-		return err
+		return Classify(err)
 	}
-	return p.client.Ping(ctx)
+	return Classify(p.client.Ping(ctx))
 }
 
 // Close flushes nothing (every publish already waited) and disconnects.

@@ -170,7 +170,13 @@ func newApp(ctx context.Context, cfg config, logOut io.Writer, opts appOptions) 
 			}
 			return nil
 		}},
-		health.Check{Name: "broker", Run: a.pub.Ping},
+		health.Check{Name: "broker", Run: func(ctx context.Context) error {
+			err := a.pub.Ping(ctx)
+			if errors.Is(err, kafka.ErrAuthorization) {
+				return fmt.Errorf("the relay is not authorized by the broker (check its ACLs and SASL credentials): %w", err)
+			}
+			return err
+		}},
 		health.Check{Name: "replication-slot", Run: func(ctx context.Context) error {
 			lag, ok, err := a.store.slotLag(ctx)
 			if ok && err == nil {
