@@ -3,6 +3,7 @@ package scyllaemu
 import (
 	"encoding/binary"
 	"math"
+	"os/exec"
 	"slices"
 	"strings"
 	"testing"
@@ -197,5 +198,23 @@ func TestExtensionEncoding(t *testing.T) {
 	want := []byte{2, 0, 0, 0, 7, 0, 0, 0, 'e', 'n', 'a', 'b', 'l', 'e', 'd', 4, 0, 0, 0, 't', 'r', 'u', 'e', 3, 0, 0, 0, 't', 't', 'l', 3, 0, 0, 0, '6', '0', '0'}
 	if string(b) != string(want) {
 		t.Fatalf("extension %v, want %v", b, want)
+	}
+}
+
+// The emulation is test tooling: the binary that serves traffic must not
+// link it.
+func TestTheServiceBinaryDoesNotLinkTheEmulation(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs go list")
+	}
+	out, err := exec.Command("go", "list", "-deps", "github.com/outbox-dev/outbox/cmd/outbox").CombinedOutput()
+	if err != nil {
+		t.Fatalf("go list: %v\n%s", err, out)
+	}
+	if !strings.Contains(string(out), "github.com/outbox-dev/outbox/store/scylla\n") {
+		t.Fatal("cmd/outbox's dependencies do not list the ScyllaDB store: the check below would prove nothing")
+	}
+	if strings.Contains(string(out), "internal/scyllaemu") {
+		t.Fatal("cmd/outbox links internal/scyllaemu, the test-only ScyllaDB emulation")
 	}
 }
