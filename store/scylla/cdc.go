@@ -47,6 +47,16 @@ type tracker struct {
 	closed  bool
 	quit    chan struct{} // closed by Close: a blocked consume gives up
 	skipped int64         // rows that could not be decoded
+
+	// floor is each stream's progress as saved or as last reported: an
+	// empty read of the stream's group may end before it (the group reads
+	// from its least advanced stream), and progress must not go back.
+	floor map[string]gocql.UUID
+	// idleSaved is when each stream's progress was last moved on by an
+	// empty read; idleEvery spaces those conditional writes out.
+	idleSaved map[string]time.Time
+	idleEvery time.Duration
+	now       func() time.Time
 }
 
 // change is one CDC change of one stream: the rows of one cdc$time.
@@ -73,7 +83,8 @@ func newTracker(buffer int, log *slog.Logger) *tracker {
 		log = slog.New(slog.DiscardHandler)
 	}
 	t := &tracker{out: make(chan handover, buffer), log: log, open: map[string]int{},
-		unacked: map[*change]struct{}{}, stalled: map[string]bool{}, quit: make(chan struct{})}
+		unacked: map[*change]struct{}{}, stalled: map[string]bool{}, quit: make(chan struct{}),
+		floor: map[string]gocql.UUID{}, idleSaved: map[string]time.Time{}, idleEvery: time.Minute, now: time.Now}
 	t.cond = sync.NewCond(&t.mu)
 	return t
 }
@@ -210,6 +221,7 @@ func (t *tracker) Commit(ctx context.Context, pos relay.Position) error {
 		if c.left == 0 {
 			delete(t.unacked, c)
 			finished[c.stream] = c
+			t.raise(c.stream, c.time)
 		}
 		n++
 	}
@@ -222,6 +234,44 @@ func (t *tracker) Commit(ctx context.Context, pos relay.Position) error {
 		}
 	}
 	return nil
+}
+
+// saved records a stream's progress as the library loaded it.
+func (t *tracker) saved(stream string, last gocql.UUID) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.raise(stream, last)
+}
+
+// raise moves a stream's floor up to at; t.mu is held.
+func (t *tracker) raise(stream string, at gocql.UUID) {
+	if scyllacdc.CompareTimeUUID(at, t.floor[stream]) > 0 {
+		t.floor[stream] = at
+	}
+}
+
+// idle moves an idle stream's progress to at, the end of a read that
+// found no change in the stream's group, when nothing of the stream is
+// unacknowledged: every change of it up to at was then acknowledged. So
+// a restart does not read the stream again from its last event (or from
+// the generation's start, which may be a day of log back). Failures are
+// logged, never returned: the next empty read tries again.
+func (t *tracker) idle(ctx context.Context, stream string, at gocql.UUID, reporter progressMarker) {
+	t.mu.Lock()
+	now := t.now()
+	due := !t.closed && !t.stalled[stream] && t.open[stream] == 0 && now.Sub(t.idleSaved[stream]) >= t.idleEvery &&
+		scyllacdc.CompareTimeUUID(at, t.floor[stream]) > 0
+	if due {
+		t.idleSaved[stream] = now
+		t.floor[stream] = at
+	}
+	t.mu.Unlock()
+	if !due {
+		return
+	}
+	if err := reporter.MarkProgress(ctx, scyllacdc.Progress{LastProcessedRecordTime: at}); err != nil {
+		t.log.Warn("CDC progress of an idle stream not saved", "stream", fmt.Sprintf("%x", stream), "err", err)
+	}
 }
 
 // waitAcknowledged blocks until every record of stream was acknowledged,
@@ -278,6 +328,15 @@ func (c *consumer) Consume(ctx context.Context, ch scyllacdc.Change) error {
 		rows[i] = r
 	}
 	return c.t.consume(ctx, c.stream, ch.Time, rows, c.reporter)
+}
+
+var _ scyllacdc.ChangeOrEmptyNotificationConsumer = (*consumer)(nil)
+
+// Empty is the library's notice that a read of the stream's group up to
+// at found nothing.
+func (c *consumer) Empty(ctx context.Context, at gocql.UUID) error {
+	c.t.idle(ctx, c.stream, at, c.reporter)
+	return nil
 }
 
 // End waits until the stream's events were acknowledged: only then may

@@ -23,6 +23,8 @@ type progressStore interface {
 type fencedProgress struct {
 	store progressStore
 	lease *Lease
+	// loaded hears each stream's saved progress as the library loads it.
+	loaded func(stream string, last gocql.UUID)
 }
 
 var _ scyllacdc.ProgressManager = (*fencedProgress)(nil)
@@ -48,6 +50,9 @@ func (p *fencedProgress) StartGeneration(ctx context.Context, gen time.Time) err
 
 func (p *fencedProgress) GetProgress(ctx context.Context, gen time.Time, table string, stream scyllacdc.StreamID) (scyllacdc.Progress, error) {
 	last, err := p.store.get(ctx, gen, table, string(stream))
+	if err == nil && p.loaded != nil {
+		p.loaded(string(stream), last)
+	}
 	return scyllacdc.Progress{LastProcessedRecordTime: last}, err
 }
 

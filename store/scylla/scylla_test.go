@@ -594,3 +594,52 @@ func TestLagIsTheOldestUnacknowledgedChange(t *testing.T) {
 		t.Fatalf("lag after every change was acknowledged: %s", lag)
 	}
 }
+
+// An idle stream's progress follows the library's empty reads, so a
+// restart does not read its whole group again from the stream's last
+// event: spaced out, only while nothing of it is unacknowledged, and
+// never back below what was saved or reported (a group reads from its
+// least advanced stream, so an empty read can end before a stream's own
+// progress).
+func TestIdleStreamProgressMovesOnButNeverBack(t *testing.T) {
+	ctx := t.Context()
+	tr := newTracker(8, nil)
+	clock := &fakeClock{t: time.Unix(1_000_000, 0)}
+	tr.now, tr.idleEvery = clock.now, time.Minute
+	rep := &fakeReporter{}
+	times := map[int64]gocql.UUID{}
+	at := func(s int64) gocql.UUID {
+		if _, ok := times[s]; !ok {
+			times[s] = gocql.UUIDFromTime(time.Unix(1_700_000_000+s, 0))
+		}
+		return times[s]
+	}
+	c := &consumer{t: tr, stream: "s", reporter: rep}
+	marked := func(want gocql.UUID, n int, what string) {
+		t.Helper()
+		if got, count := rep.last(); got != want || count != n {
+			t.Fatalf("%s: %d marks, the last at %v; want %d, the last at %v", what, count, got.Time(), n, want.Time())
+		}
+	}
+
+	tr.saved("s", at(50))
+	c.Empty(ctx, at(40))
+	marked(gocql.UUID{}, 0, "an empty read ending before the saved progress")
+	c.Empty(ctx, at(60))
+	marked(at(60), 1, "an empty read past it")
+	c.Empty(ctx, at(61))
+	marked(at(60), 1, "another within a minute")
+
+	clock.advance(time.Minute)
+	row, _ := insertRow(t, "a", 1)
+	tr.consume(ctx, "s", at(62), []changeRow{row}, rep)
+	c.Empty(ctx, at(63))
+	marked(at(60), 1, "an empty read while a change is unacknowledged")
+	recs, _ := tr.Next(ctx, 10)
+	if err := tr.Commit(ctx, recs[0].Position); err != nil {
+		t.Fatal(err)
+	}
+	marked(at(62), 2, "the change acknowledged")
+	c.Empty(ctx, at(64))
+	marked(at(64), 3, "an empty read after it")
+}

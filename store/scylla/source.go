@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/gocql/gocql"
 	scyllacdc "github.com/scylladb/scylla-cdc-go"
 
 	"github.com/outbox-dev/outbox/relay"
@@ -21,7 +23,11 @@ type CDCConfig struct {
 	// write delayed inside the cluster is not skipped (default 10 s; the
 	// library's own default is 30 s). It bounds latency from below.
 	ConfidenceWindow time.Duration
-	// QueryWindow is the width of each read (default 10 s).
+	// QueryWindow is the widest span of log one read covers (default
+	// 1 min). It matters only when the reader is behind: after a restart,
+	// on a first start, or in a backlog, each read is followed by a poll
+	// delay, so the reader catches up at QueryWindow per delay. Once caught
+	// up a read ends at the confidence window whatever this is.
 	QueryWindow time.Duration
 	// PostEmptyQueryDelay and PostNonEmptyQueryDelay pace the polling of
 	// the CDC log (defaults 1 s and 100 ms).
@@ -34,6 +40,16 @@ type CDCConfig struct {
 	// default 24 h): a change not read within it is deleted unread, so
 	// lag is alerted on as it approaches it.
 	LogTTL time.Duration
+	// IdleProgressEvery: a stream with nothing unacknowledged has its
+	// progress moved to the end of an empty read at most this often
+	// (default 1 min). Without it an idle stream's progress stays at its
+	// last event, or at the generation's start, and after a restart the
+	// reader re-reads from there, its whole stream group waiting.
+	IdleProgressEvery time.Duration
+	// GenerationPoll is how often the reader looks for a new CDC
+	// generation (default 15 s, the library's): events written in a new
+	// generation wait up to this long after a topology change.
+	GenerationPoll time.Duration
 	// Owner names this relay in the lease (default hostname:pid).
 	Owner  string
 	Logger *slog.Logger
@@ -43,7 +59,7 @@ type CDCConfig struct {
 // assumes cluster clocks within ~1 s and writes that finish within the
 // write timeout; a write delayed beyond the window can be missed.
 func LowLatency() CDCConfig {
-	return CDCConfig{ConfidenceWindow: 2 * time.Second, QueryWindow: 2 * time.Second,
+	return CDCConfig{ConfidenceWindow: 2 * time.Second,
 		PostEmptyQueryDelay: 200 * time.Millisecond, PostNonEmptyQueryDelay: 20 * time.Millisecond}
 }
 
@@ -52,7 +68,7 @@ func (c *CDCConfig) setDefaults() {
 		c.ConfidenceWindow = 10 * time.Second
 	}
 	if c.QueryWindow <= 0 {
-		c.QueryWindow = 10 * time.Second
+		c.QueryWindow = time.Minute
 	}
 	if c.PostEmptyQueryDelay <= 0 {
 		c.PostEmptyQueryDelay = time.Second
@@ -65,6 +81,12 @@ func (c *CDCConfig) setDefaults() {
 	}
 	if c.LogTTL <= 0 {
 		c.LogTTL = DefaultCDCTTL
+	}
+	if c.IdleProgressEvery <= 0 {
+		c.IdleProgressEvery = time.Minute
+	}
+	if c.GenerationPoll <= 0 {
+		c.GenerationPoll = 15 * time.Second
 	}
 	if c.Owner == "" {
 		host, _ := os.Hostname()
@@ -99,25 +121,35 @@ func (src *Source) Open(ctx context.Context) (relay.Cursor, error) {
 	if err := lease.Acquire(ctx); err != nil {
 		return nil, err
 	}
+	progress := cqlProgress{src.s.session, src.s.keyspace, table}
+	ageLimit, err := src.firstReadAge(ctx, progress)
+	if err != nil {
+		return nil, err
+	}
 	tr := newTracker(1024, src.cfg.Logger)
+	tr.idleEvery = src.cfg.IdleProgressEvery
 	src.current.Store(tr)
 	reader, err := scyllacdc.NewReader(ctx, &scyllacdc.ReaderConfig{
 		Session:               src.s.session,
 		TableNames:            []string{table},
 		ChangeConsumerFactory: consumerFactory{tr},
-		ProgressManager:       &fencedProgress{store: cqlProgress{src.s.session, src.s.keyspace, table}, lease: lease},
+		ProgressManager:       &fencedProgress{store: progress, lease: lease, loaded: tr.saved},
 		Advanced: scyllacdc.AdvancedReaderConfig{
-			ConfidenceWindowSize:   src.cfg.ConfidenceWindow,
-			QueryTimeWindowSize:    src.cfg.QueryWindow,
-			PostEmptyQueryDelay:    src.cfg.PostEmptyQueryDelay,
-			PostNonEmptyQueryDelay: src.cfg.PostNonEmptyQueryDelay,
+			ConfidenceWindowSize:     src.cfg.ConfidenceWindow,
+			QueryTimeWindowSize:      src.cfg.QueryWindow,
+			PostEmptyQueryDelay:      src.cfg.PostEmptyQueryDelay,
+			PostNonEmptyQueryDelay:   src.cfg.PostNonEmptyQueryDelay,
+			PostGenerationFetchDelay: src.cfg.GenerationPoll,
+			ChangeAgeLimit:           ageLimit,
 		},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("scylla: CDC reader: %w", err)
 	}
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	cur := &cursor{tracker: tr, stop: reader.Stop, cancel: cancel, failed: make(chan error, 1), done: make(chan struct{})}
+	var stopOnce sync.Once
+	stop := func() { stopOnce.Do(reader.Stop) } // the library's Stop panics when called twice
+	cur := &cursor{tracker: tr, stop: stop, cancel: cancel, failed: make(chan error, 1), done: make(chan struct{})}
 	go func() {
 		defer close(cur.done)
 		cur.fail(reader.Run(runCtx))
@@ -131,7 +163,7 @@ func (src *Source) Open(ctx context.Context) (relay.Cursor, error) {
 				return
 			case <-t.C:
 				if err := lease.Renew(runCtx); errors.Is(err, ErrLeaseLost) {
-					reader.Stop()
+					stop()
 					cur.fail(err)
 					return
 				}
@@ -139,6 +171,62 @@ func (src *Source) Open(ctx context.Context) (relay.Cursor, error) {
 		}
 	}()
 	return cur, nil
+}
+
+// firstReadAge is how far back the reader starts when this table was
+// never read before (no generation saved): from the oldest change still
+// in the log, so events written before the relay's first start are
+// published too. The library's own default, a minute back, would pass
+// over anything older without a word. Later starts resume from the saved
+// generation and per-stream progress, and ignore it.
+func (src *Source) firstReadAge(ctx context.Context, progress cqlProgress) (time.Duration, error) {
+	const atLeast = time.Minute // writes in flight when the relay starts
+	gen, err := progress.generation(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("scylla: read the saved CDC generation: %w", err)
+	}
+	if !gen.IsZero() {
+		return atLeast, nil
+	}
+	oldest, err := oldestChange(ctx, src.s.session, src.s.keyspace+".outbox_messages"+cdcLogSuffix)
+	if err != nil {
+		return 0, err
+	}
+	if oldest.IsZero() {
+		return atLeast, nil
+	}
+	age := max(src.now().Sub(oldest)+time.Second, atLeast)
+	src.cfg.Logger.Info("first start on this table: reading its CDC log from the oldest change", "oldest", oldest, "age", age.Round(time.Second))
+	return age, nil
+}
+
+// cdcLogSuffix names a table's CDC log table in ScyllaDB.
+const cdcLogSuffix = "_scylla_cdc_log"
+
+// oldestChange is the time of the oldest change in a CDC log: the first
+// row of each stream (partition), whichever generation it belongs to.
+func oldestChange(ctx context.Context, s *gocql.Session, logTable string) (time.Time, error) {
+	iter := s.Query(`SELECT "cdc$time" FROM ` + logTable + ` PER PARTITION LIMIT 1 BYPASS CACHE`).WithContext(ctx).Iter()
+	var oldest time.Time
+	var at gocql.UUID
+	for iter.Scan(&at) {
+		if t := at.Time(); oldest.IsZero() || t.Before(oldest) {
+			oldest = t
+		}
+	}
+	if err := iter.Close(); err != nil {
+		return time.Time{}, fmt.Errorf("scylla: find the oldest change in %s: %w", logTable, err)
+	}
+	return oldest, nil
+}
+
+// Skipped counts CDC log rows the current reader could not decode and
+// passed over (each is logged with its stream and cdc$time).
+func (src *Source) Skipped() int64 {
+	if tr := src.current.Load(); tr != nil {
+		return tr.Skipped()
+	}
+	return 0
 }
 
 // Lag is how long the oldest change read and not yet acknowledged has
@@ -189,7 +277,8 @@ func (c *cursor) Next(ctx context.Context, max int) ([]relay.Record, error) {
 	}
 }
 
-// Close stops the reader; it is safe to call more than once.
+// Close stops the reader; it is safe to call more than once, and after
+// the lease was lost (which stops the reader first).
 func (c *cursor) Close() error {
 	c.tracker.Close() // consumers waiting in End return
 	c.stop()
