@@ -21,3 +21,17 @@ func (s *Store) AppendBatch(ctx context.Context, msgs []outbox.Message, fail boo
 	now := time.Now().UTC()
 	return s.AppendWithOrder(ctx, order.Order{ID: "storetest-" + uuid.NewString(), Status: order.StatusPending, CreatedAt: now, UpdatedAt: now}, msgs...)
 }
+
+// AppendEventsAt writes msgs in one LOGGED BATCH whose write timestamp
+// is at: CDC dates the change by it, so a test can make history as old
+// as it needs without waiting for it.
+func (s *Store) AppendEventsAt(ctx context.Context, at time.Time, msgs ...outbox.Message) error {
+	b, err := s.eventsBatch(ctx, msgs)
+	if err != nil {
+		return err
+	}
+	return s.session.ExecuteBatch(b.WithTimestamp(at.UnixMicro()))
+}
+
+// Keyspace names the store's keyspace.
+func (s *Store) Keyspace() string { return s.keyspace }
