@@ -3,10 +3,14 @@
 #   - PostgreSQL (Debian package postgresql) with wal_level=logical;
 #   - Apache Kafka 4.x, one KRaft node, from Maven Central jars (Java 17).
 #   - Apache Cassandra 5 (one node, Maven Central jars): CQL for the
-#     ScyllaDB store's parts that need no Scylla CDC.
+#     ScyllaDB store's parts that need no Scylla CDC;
+#   - in front of it, the ScyllaDB CDC emulation (internal/scyllaemu): a
+#     trigger that writes Scylla's CDC log and a CQL proxy for Scylla's
+#     system tables, so the ScyllaDB suite runs through scylla-cdc-go.
 # Source it, call start_services, and it exports OUTBOX_TEST_PG_DSN,
 # OUTBOX_TEST_PG_CTL (a wrapper: stop-immediate | start),
-# OUTBOX_TEST_KAFKA_BROKERS and OUTBOX_TEST_CASSANDRA_HOSTS.
+# OUTBOX_TEST_KAFKA_BROKERS, OUTBOX_TEST_CASSANDRA_HOSTS and
+# OUTBOX_TEST_SCYLLA_HOSTS (the emulation's proxy).
 # stop_services (also run on EXIT) stops them all.
 set -uo pipefail
 
@@ -169,6 +173,39 @@ LOG
   echo "services: Apache Kafka on 127.0.0.1:$port"
 }
 
+# build_cdc_trigger DIR: compiles the ScyllaDB CDC emulation's trigger
+# (scripts/cassandra/trigger) against the Cassandra jars into
+# DIR/triggers, the node's triggers_dir: Cassandra loads triggers from
+# there when it starts.
+build_cdc_trigger() {
+  local dir=$1
+  command -v javac >/dev/null || { echo "services: javac (a JDK 17) is required for the CDC trigger" >&2; return 1; }
+  rm -rf "$dir/trigger-classes" && mkdir -p "$dir/trigger-classes" "$dir/triggers"
+  javac -nowarn -d "$dir/trigger-classes" -cp "$CASSANDRA_LIBS/*" \
+    "$ROOT"/scripts/cassandra/trigger/src/dev/outbox/scyllaemu/*.java >"$dir/trigger-build.log" 2>&1 ||
+    { cat "$dir/trigger-build.log" >&2; return 1; }
+  jar cf "$dir/triggers/scyllaemu-trigger.jar" -C "$dir/trigger-classes" . || return 1
+}
+
+# start_scylla_emulation CASSANDRA_PORT: the CQL proxy that makes the
+# node look like ScyllaDB to the driver and scylla-cdc-go
+# (internal/scyllaemu); it stops with stop_services.
+start_scylla_emulation() {
+  local dir="$TMP/scyllaemu" port
+  mkdir -p "$dir"
+  (cd "$ROOT" && go build -o "$dir/scyllaemu" ./internal/scyllaemu/cmd/scyllaemu) || return 1
+  port=$(free_port)
+  "$dir/scyllaemu" -upstream "127.0.0.1:$1" -listen "127.0.0.1:$port" >"$dir/addr" 2>"$dir/proxy.log" &
+  SCYLLAEMU_PID=$!
+  if ! wait_port 127.0.0.1 "$port" 60; then
+    echo "services: the ScyllaDB emulation did not listen on $port" >&2
+    cat "$dir/proxy.log" >&2
+    return 1
+  fi
+  export OUTBOX_TEST_SCYLLA_HOSTS="127.0.0.1:$port"
+  echo "services: ScyllaDB CDC emulation (Cassandra + trigger + proxy) on 127.0.0.1:$port"
+}
+
 start_cassandra() {
   command -v java >/dev/null || { echo "services: java is required for Cassandra" >&2; return 1; }
   if ! ls "$CASSANDRA_LIBS"/cassandra-all-*.jar >/dev/null 2>&1; then
@@ -178,6 +215,7 @@ start_cassandra() {
   local dir="$TMP/cassandra" port sport jport
   port=$(free_port); sport=$(free_port); jport=$(free_port)
   mkdir -p "$dir"
+  build_cdc_trigger "$dir" || return 1
   make_certs "$dir/tls" || return 1
   cat >"$dir/cassandra.yaml" <<YAML
 cluster_name: outbox-test
@@ -223,6 +261,7 @@ LOG
   java -Xms512m -Xmx1g -XX:+UseSerialGC "${opens[@]}" -Dcassandra.config="file://$dir/cassandra.yaml" \
     -Dlogback.configurationFile="$dir/logback.xml" -Dcassandra-foreground=yes -Dcassandra.skip_wait_for_gossip_to_settle=0 \
     -Dcassandra.ring_delay_ms=100 -Dcassandra.jmx.local.port="$jport" -Dcassandra.storagedir="$dir" \
+    -Dcassandra.triggers_dir="$dir/triggers" \
     -cp "$CASSANDRA_LIBS/*" org.apache.cassandra.service.CassandraDaemon >"$dir/stdout.log" 2>&1 &
   CASSANDRA_PID=$!
   if ! wait_port 127.0.0.1 "$port" 120; then
@@ -233,9 +272,11 @@ LOG
   export OUTBOX_TEST_CASSANDRA_HOSTS="127.0.0.1:$port"
   export OUTBOX_TEST_CASSANDRA_TLS_CA="$dir/tls/ca.pem"
   echo "services: Apache Cassandra on 127.0.0.1:$port"
+  start_scylla_emulation "$port"
 }
 
 stop_services() {
+  if [ -n "${SCYLLAEMU_PID:-}" ]; then kill "$SCYLLAEMU_PID" 2>/dev/null || true; wait "$SCYLLAEMU_PID" 2>/dev/null || true; SCYLLAEMU_PID=; fi
   if [ -n "${CASSANDRA_PID:-}" ]; then kill "$CASSANDRA_PID" 2>/dev/null || true; wait "$CASSANDRA_PID" 2>/dev/null || true; CASSANDRA_PID=; fi
   if [ -n "${KAFKA_PID:-}" ]; then kill "$KAFKA_PID" 2>/dev/null || true; wait "$KAFKA_PID" 2>/dev/null || true; KAFKA_PID=; fi
   if [ -n "${PG_STOP:-}" ]; then "${PG_STOP[@]}" >/dev/null 2>&1 || true; PG_STOP=; fi
