@@ -16,7 +16,9 @@ const (
 	maxFrameBody = 256 << 20 // the protocol's own limit
 
 	flagCompression   = 0x01
+	flagTracing       = 0x02
 	flagCustomPayload = 0x04
+	flagWarning       = 0x08
 
 	opError   = 0x00
 	opStartup = 0x01

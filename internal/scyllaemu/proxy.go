@@ -37,6 +37,8 @@ type Proxy struct {
 
 	mu    sync.Mutex
 	conns map[net.Conn]struct{}
+	// hush are prepared ids of statements whose warnings are dropped.
+	hush map[string]bool
 }
 
 // New connects to Cassandra, bootstraps the emulation keyspace and
@@ -77,7 +79,7 @@ func New(ctx context.Context, cfg Config) (*Proxy, error) {
 		admin.Close()
 		return nil, fmt.Errorf("scyllaemu: listen: %w", err)
 	}
-	return &Proxy{cfg: cfg, ln: ln, admin: admin, log: cfg.Logger, conns: map[net.Conn]struct{}{}}, nil
+	return &Proxy{cfg: cfg, ln: ln, admin: admin, log: cfg.Logger, conns: map[net.Conn]struct{}{}, hush: map[string]bool{}}, nil
 }
 
 // Addr is where clients connect.
@@ -145,9 +147,23 @@ type conn struct {
 	p              *Proxy
 	client, server net.Conn
 
-	mu      sync.Mutex // guards pending and writes to client
+	mu      sync.Mutex // guards pending, requests and writes to client
 	pending map[int16]action
+	// requests notes what a response needs done to it, by stream.
+	requests map[int16]request
 }
+
+// request is what the proxy remembers of a request until its response.
+type request struct {
+	hush    bool // drop the response's warnings
+	prepare bool // a PREPARE of a hushed statement: remember its id
+}
+
+// hushed are statements whose Cassandra-only warnings are dropped: the
+// reader counts system.peers on every generation poll, and Cassandra 5
+// answers each with "Aggregation query used without partition key",
+// which the driver logs; ScyllaDB does not warn.
+var hushed = map[string]bool{"SELECT COUNT(*) FROM system.peers": true}
 
 func (p *Proxy) handle(ctx context.Context, client net.Conn) {
 	server, err := net.Dial("tcp", p.cfg.Upstream)
@@ -163,7 +179,7 @@ func (p *Proxy) handle(ctx context.Context, client net.Conn) {
 	}
 	defer p.track(client, false)
 	defer p.track(server, false)
-	c := &conn{p: p, client: client, server: server, pending: map[int16]action{}}
+	c := &conn{p: p, client: client, server: server, pending: map[int16]action{}, requests: map[int16]request{}}
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -230,11 +246,17 @@ func (c *conn) fromClient(_ context.Context, f frame) error {
 	if refuse != "" {
 		return c.toClient(errorFrame(f.header, errInvalid, refuse))
 	}
+	req := c.p.classify(f)
+	c.mu.Lock()
 	if after.kind != noAction {
-		c.mu.Lock()
 		c.pending[f.stream] = after
-		c.mu.Unlock()
 	}
+	if req != (request{}) {
+		c.requests[f.stream] = req
+	} else {
+		delete(c.requests, f.stream)
+	}
+	c.mu.Unlock()
 	_, err = c.server.Write(out.bytes())
 	return err
 }
@@ -245,7 +267,15 @@ func (c *conn) fromServer(ctx context.Context, f frame) error {
 		c.mu.Lock()
 		after, ok := c.pending[f.stream]
 		delete(c.pending, f.stream)
+		req := c.requests[f.stream]
+		delete(c.requests, f.stream)
 		c.mu.Unlock()
+		if req.prepare && f.opcode == opResult {
+			c.p.rememberPrepared(f)
+		}
+		if req.hush {
+			f = withoutWarnings(f)
+		}
 		if ok && f.opcode == opResult {
 			if err := c.p.complete(ctx, after, resultKind(f)); err != nil {
 				c.p.log.Error("scyllaemu: CDC emulation of a DDL statement failed", "keyspace", after.keyspace, "table", after.table, "err", err)
@@ -254,6 +284,68 @@ func (c *conn) fromServer(ctx context.Context, f frame) error {
 		}
 	}
 	return c.toClient(f)
+}
+
+// classify notes what the response to f will need: statements are
+// hushed by text, or by prepared id once prepared.
+func (p *Proxy) classify(f frame) request {
+	r := reader{b: f.body}
+	if f.flags&flagCustomPayload != 0 {
+		for range r.short() {
+			r.string()
+			r.bytes()
+		}
+	}
+	switch f.opcode {
+	case opQuery:
+		return request{hush: hushed[r.longString()]}
+	case opPrepare:
+		if hushed[r.longString()] {
+			return request{prepare: true}
+		}
+	case opExecute:
+		id := r.shortBytes()
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		return request{hush: r.err == nil && p.hush[string(id)]}
+	}
+	return request{}
+}
+
+// rememberPrepared notes the id of a hushed statement from its PREPARED
+// result.
+func (p *Proxy) rememberPrepared(f frame) {
+	r := reader{b: skipPrefix(f)}
+	if r.int() != 0x0004 { // Prepared
+		return
+	}
+	id := r.shortBytes()
+	if r.err == nil {
+		p.mu.Lock()
+		p.hush[string(id)] = true
+		p.mu.Unlock()
+	}
+}
+
+// withoutWarnings drops a response's warnings.
+func withoutWarnings(f frame) frame {
+	if f.flags&flagWarning == 0 {
+		return f
+	}
+	r := reader{b: f.body}
+	var w writer
+	if f.flags&flagTracing != 0 {
+		w.raw(r.take(16))
+	}
+	for range r.short() {
+		r.string()
+	}
+	if r.err != nil {
+		return f
+	}
+	w.raw(r.b)
+	f.body, f.flags = w.b, f.flags&^flagWarning
+	return f
 }
 
 // complete does what ScyllaDB does with CDC alongside a DDL statement
@@ -280,14 +372,20 @@ func (p *Proxy) complete(ctx context.Context, a action, kind int32) error {
 	return nil
 }
 
-// resultKind reads a RESULT's kind, past the optional tracing id,
-// warnings and custom payload.
+// resultKind reads a RESULT's kind.
 func resultKind(f frame) int32 {
+	r := reader{b: skipPrefix(f)}
+	return r.int()
+}
+
+// skipPrefix is a response's body past the optional tracing id,
+// warnings and custom payload.
+func skipPrefix(f frame) []byte {
 	r := reader{b: f.body}
-	if f.flags&0x02 != 0 {
+	if f.flags&flagTracing != 0 {
 		r.take(16)
 	}
-	if f.flags&0x08 != 0 {
+	if f.flags&flagWarning != 0 {
 		for range r.short() {
 			r.string()
 		}
@@ -298,7 +396,7 @@ func resultKind(f frame) int32 {
 			r.bytes()
 		}
 	}
-	return r.int()
+	return r.b
 }
 
 // rewriteStatementFrame rewrites QUERY and PREPARE: their body starts

@@ -218,3 +218,18 @@ func TestTheServiceBinaryDoesNotLinkTheEmulation(t *testing.T) {
 		t.Fatal("cmd/outbox links internal/scyllaemu, the test-only ScyllaDB emulation")
 	}
 }
+
+// Cassandra's warnings on the reader's system.peers count are dropped,
+// the rest of the response kept.
+func TestWithoutWarnings(t *testing.T) {
+	var w writer
+	w.raw(make([]byte, 16)) // tracing id
+	w.short(1)
+	w.string("Aggregation query used without partition key")
+	w.int(0x0002) // Rows
+	w.raw([]byte{1, 2, 3})
+	f := withoutWarnings(frame{header: header{version: 0x84, flags: flagTracing | flagWarning, opcode: opResult}, body: w.b})
+	if f.flags != flagTracing || len(f.body) != 16+4+3 || resultKind(f) != 0x0002 {
+		t.Fatalf("flags %x, body %v", f.flags, f.body)
+	}
+}
