@@ -26,8 +26,10 @@ type Settings struct {
 // factor for migrate, NetworkTopologyStrategy, default 3), cdc_ttl
 // (default 24h), idempotency_ttl (how long an idempotency key is kept,
 // default 24h, whole seconds from 1m), profile=low-latency for the CDC reader's
-// low-latency profile, and tls=true with ca_file, cert_file, key_file and
-// server_name. Errors never repeat the password.
+// low-latency profile, lease_ttl (how long a standby relay waits for a
+// silent holder's lease, default 30s, 2s to 10m), and tls=true with
+// ca_file, cert_file, key_file and server_name. Errors never repeat the
+// password.
 func ParseURL(raw string) (Settings, error) {
 	var st Settings
 	u, err := url.Parse(raw)
@@ -52,7 +54,7 @@ func ParseURL(raw string) (Settings, error) {
 	q := u.Query()
 	for k := range q {
 		switch k {
-		case "consistency", "rf", "cdc_ttl", "idempotency_ttl", "profile", "tls", "ca_file", "cert_file", "key_file", "server_name":
+		case "consistency", "rf", "cdc_ttl", "idempotency_ttl", "profile", "lease_ttl", "tls", "ca_file", "cert_file", "key_file", "server_name":
 		default:
 			return st, fmt.Errorf("scylla: unknown URL option %q", k)
 		}
@@ -87,6 +89,13 @@ func ParseURL(raw string) (Settings, error) {
 		return st, fmt.Errorf("scylla: profile must be low-latency, got %q", p)
 	}
 	st.CDC.LogTTL = st.Schema.CDCTTL
+	if v := q.Get("lease_ttl"); v != "" {
+		// Renewed every third of it: much shorter and a busy cluster's
+		// slow lightweight transaction loses the lease.
+		if st.CDC.LeaseTTL, err = time.ParseDuration(v); err != nil || st.CDC.LeaseTTL < 2*time.Second || st.CDC.LeaseTTL > 10*time.Minute {
+			return st, fmt.Errorf("scylla: lease_ttl must be a duration from 2s to 10m, got %q", v)
+		}
+	}
 	useTLS := q.Get("ca_file") != "" || q.Get("cert_file") != "" || q.Get("server_name") != ""
 	if v := q.Get("tls"); v != "" {
 		if useTLS, err = strconv.ParseBool(v); err != nil {

@@ -9,13 +9,13 @@ import (
 )
 
 func TestParseURL(t *testing.T) {
-	st, err := ParseURL("scylla://a:9042,b:9042/shop?consistency=quorum&rf=1&cdc_ttl=2h&profile=low-latency")
+	st, err := ParseURL("scylla://a:9042,b:9042/shop?consistency=quorum&rf=1&cdc_ttl=2h&profile=low-latency&lease_ttl=5s")
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(st.Config.Hosts) != 2 || st.Config.Hosts[1] != "b:9042" || st.Config.Keyspace != "shop" ||
 		st.Config.Consistency != gocql.Quorum || st.Schema.CDCTTL != 2*time.Hour || st.CDC.LogTTL != 2*time.Hour ||
-		st.CDC.ConfidenceWindow != LowLatency().ConfidenceWindow || st.Schema.Replication != "{'class': 'NetworkTopologyStrategy', 'replication_factor': 1}" {
+		st.CDC.ConfidenceWindow != LowLatency().ConfidenceWindow || st.CDC.LeaseTTL != 5*time.Second || st.Schema.Replication != "{'class': 'NetworkTopologyStrategy', 'replication_factor': 1}" {
 		t.Fatalf("parsed %+v", st)
 	}
 	auth, err := ParseURL("scylla://app:topsecret@a/shop?tls=true&server_name=db.internal")
@@ -36,6 +36,7 @@ func TestParseURL(t *testing.T) {
 	for _, bad := range []string{
 		"postgres://a/shop", "scylla:///shop", "scylla://a/Shop-1", "scylla://a/", "scylla://a/shop?consistency=most",
 		"scylla://a/shop?rf=0", "scylla://a/shop?cdc_ttl=1s", "scylla://a/shop?profile=fast", "scylla://a/shop?password=x",
+		"scylla://a/shop?lease_ttl=1s", "scylla://a/shop?lease_ttl=11m", "scylla://a/shop?lease_ttl=5",
 	} {
 		if _, err := ParseURL(bad); err == nil {
 			t.Errorf("%s was accepted", bad)
