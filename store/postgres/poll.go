@@ -78,10 +78,12 @@ func (s *Store) Fetch(ctx context.Context, after relay.Position, max int) ([]rel
 	if err != nil {
 		return nil, err
 	}
+	// ORDER BY names the table's columns: a bare txid would mean the
+	// selected txid::text, which sorts "1000000" before "999999".
 	rows, err := s.pool.Query(ctx, `SELECT `+messageColumns+` FROM outbox
 		WHERE (txid, position) > ($1::text::xid8, $2::bigint)
 		  AND txid < pg_snapshot_xmin(pg_current_snapshot())
-		ORDER BY txid, position LIMIT $3`, strconv.FormatUint(from.txid, 10), from.position, max)
+		ORDER BY outbox.txid, outbox.position LIMIT $3`, strconv.FormatUint(from.txid, 10), from.position, max)
 	if err != nil {
 		return nil, fmt.Errorf("postgres: fetch after %s: %w", from, err)
 	}
