@@ -17,9 +17,12 @@ import (
 // keepalive for a host that vanished). The CDC source needs no lock: its
 // replication slot admits one reader.
 //
-// The session is checked every CheckEvery; if it is lost, the cursor
-// stops before its next read and checkpoint, so a relay cut off from the
-// server overlaps a new active one by at most that long.
+// The session is checked every CheckEvery. An answer that the session is
+// gone (the server ended it) counts at once; silence counts only after
+// five times CheckEvery, so a busy server is not taken for a lost session
+// (which would restart the relay and republish its window). A relay cut
+// off from the server stops reading and checkpointing within that time:
+// how long it may overlap a new active relay.
 func (s *Store) RelayLock(name string) *AdvisoryLock {
 	return &AdvisoryLock{dsn: s.dsn, key: "outbox relay: " + name, CheckEvery: time.Second}
 }
@@ -75,7 +78,7 @@ func (l *AdvisoryLock) watch(conn *pgx.Conn, stop, lost, done chan struct{}) {
 			return
 		case <-t.C:
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), l.CheckEvery)
+		ctx, cancel := context.WithTimeout(context.Background(), 5*l.CheckEvery)
 		err := conn.Ping(ctx)
 		cancel()
 		if err != nil {
