@@ -9,7 +9,8 @@
 #     system tables, so the ScyllaDB suite runs through scylla-cdc-go.
 # Source it, call start_services, and it exports OUTBOX_TEST_PG_DSN,
 # OUTBOX_TEST_PG_CTL (a wrapper: stop-immediate | start),
-# OUTBOX_TEST_KAFKA_BROKERS, OUTBOX_TEST_CASSANDRA_HOSTS and
+# OUTBOX_TEST_KAFKA_BROKERS, OUTBOX_TEST_KAFKA_CTL (kill | start),
+# OUTBOX_TEST_CASSANDRA_HOSTS and
 # OUTBOX_TEST_SCYLLA_HOSTS (the emulation's proxy).
 # stop_services (also run on EXIT) stops them all.
 set -uo pipefail
@@ -162,14 +163,33 @@ LOG
   # argument would make look like an option.
   "${java[@]}" kafka.tools.StorageTool format --cluster-id="$(python3 -c 'import uuid,base64;print(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="))')" \
     -c "$dir/server.properties" >"$dir/logs/format.log" 2>&1 || { cat "$dir/logs/format.log"; return 1; }
-  "${java[@]}" kafka.Kafka "$dir/server.properties" >"$dir/logs/stdout.log" 2>&1 &
-  KAFKA_PID=$!
-  if ! wait_port 127.0.0.1 "$port" 90; then
+  # The broker runs under a control script, so tests can SIGKILL it and
+  # start it again (chaos R12); its current pid is kept in kafka.pid.
+  local javacmd
+  javacmd=$(printf '%q ' "${java[@]}")
+  cat >"$dir/ctl.sh" <<CTL
+#!/usr/bin/env bash
+# Test helper: kill sends SIGKILL to the broker; start starts it again and
+# waits until it listens.
+case "\$1" in
+  kill) kill -9 "\$(cat "$dir/kafka.pid")" 2>/dev/null; exit 0 ;;
+  start)
+    setsid $javacmd kafka.Kafka "$dir/server.properties" >>"$dir/logs/stdout.log" 2>&1 </dev/null &
+    echo \$! >"$dir/kafka.pid"
+    for _ in \$(seq 1 900); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && exit 0; sleep 0.1; done
+    echo "kafka did not listen on $port" >&2; exit 1 ;;
+  *) echo "usage: \$0 kill|start" >&2; exit 2 ;;
+esac
+CTL
+  chmod +x "$dir/ctl.sh"
+  KAFKA_DIR=$dir
+  if ! "$dir/ctl.sh" start; then
     echo "services: Kafka did not listen on $port" >&2
     tail -30 "$dir/logs/stdout.log" "$dir/logs/server.log" >&2
     return 1
   fi
   export OUTBOX_TEST_KAFKA_BROKERS="127.0.0.1:$port"
+  export OUTBOX_TEST_KAFKA_CTL="$dir/ctl.sh"
   echo "services: Apache Kafka on 127.0.0.1:$port"
 }
 
@@ -278,7 +298,14 @@ LOG
 stop_services() {
   if [ -n "${SCYLLAEMU_PID:-}" ]; then kill "$SCYLLAEMU_PID" 2>/dev/null || true; wait "$SCYLLAEMU_PID" 2>/dev/null || true; SCYLLAEMU_PID=; fi
   if [ -n "${CASSANDRA_PID:-}" ]; then kill "$CASSANDRA_PID" 2>/dev/null || true; wait "$CASSANDRA_PID" 2>/dev/null || true; CASSANDRA_PID=; fi
-  if [ -n "${KAFKA_PID:-}" ]; then kill "$KAFKA_PID" 2>/dev/null || true; wait "$KAFKA_PID" 2>/dev/null || true; KAFKA_PID=; fi
+  if [ -n "${KAFKA_DIR:-}" ] && [ -f "$KAFKA_DIR/kafka.pid" ]; then
+    local kpid
+    kpid=$(cat "$KAFKA_DIR/kafka.pid")
+    kill "$kpid" 2>/dev/null || true
+    for _ in $(seq 1 100); do kill -0 "$kpid" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$kpid" 2>/dev/null || true
+    KAFKA_DIR=
+  fi
   if [ -n "${PG_STOP:-}" ]; then "${PG_STOP[@]}" >/dev/null 2>&1 || true; PG_STOP=; fi
   rm -rf "$TMP" || true
 }
