@@ -465,7 +465,7 @@ func runStuckAggregate(r *chaosRun, res *scenarioResult) error {
 	} else {
 		// The ledger's topic does not exist and the relay may not create
 		// it: every publish to it fails with UNKNOWN_TOPIC_OR_PARTITION.
-		cfg.AutoCreate = false
+		cfg.NoAutoCreate = true
 		if err := r.createTopic(r.topicOf(order.AggregateType), nil); err != nil {
 			return err
 		}

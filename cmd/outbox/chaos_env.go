@@ -297,7 +297,7 @@ func (r *chaosRun) config() config {
 	return config{
 		Store: r.store, Source: r.target.source, Slot: r.slot, Retention: 0,
 		Brokers: strings.Join(r.brokers, ","), HTTP: "127.0.0.1:0", TopicTemplate: r.topicTpl,
-		PollInterval: 10 * time.Millisecond, BreakerTimeout: r.breakerTimeout(), OrderWorkers: 4, AutoCreate: true,
+		PollInterval: 10 * time.Millisecond, BreakerTimeout: r.breakerTimeout(), OrderWorkers: 4,
 		LogLevel: "warn", LogFormat: "text", StuckTimeout: 5 * time.Minute, IdempotencyTTL: 24 * time.Hour,
 	}
 }

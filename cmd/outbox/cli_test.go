@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spf13/cobra"
+
 	"github.com/outbox-dev/outbox/outbox"
 	"github.com/outbox-dev/outbox/store/sqlite"
 )
@@ -179,5 +181,43 @@ func TestBenchJSONHasEveryFigure(t *testing.T) {
 		if cond[field] == nil {
 			t.Errorf("conditions.%s missing", field)
 		}
+	}
+}
+
+// The settings that turn features off or bound them resolve from a flag,
+// the environment and the config file like every other, and a config
+// built in code keeps the flags' defaults where it matters (topics are
+// auto-created).
+func TestEdgeSettingsResolve(t *testing.T) {
+	resolve := func(env map[string]string, args ...string) (config, error) {
+		for k, v := range env {
+			t.Setenv(k, v)
+		}
+		var cfg config
+		cmd := &cobra.Command{Use: "x", RunE: func(*cobra.Command, []string) error { return nil }}
+		addCommonFlags(cmd.Flags(), &cfg)
+		cmd.SetArgs(args)
+		if err := cmd.Execute(); err != nil {
+			return cfg, err
+		}
+		return cfg, cfg.resolve(cmd)
+	}
+	cfg, err := resolve(nil)
+	if err != nil || cfg.NoAutoCreate || cfg.StuckTimeout != 5*time.Minute || cfg.IdempotencyTTL != 24*time.Hour {
+		t.Fatalf("defaults: %+v %v", cfg, err)
+	}
+	if cfg, _ := resolve(nil, "--kafka-auto-create-topics=false", "--stuck-timeout", "-1s"); !cfg.NoAutoCreate || cfg.StuckTimeout >= 0 {
+		t.Fatalf("flags: NoAutoCreate %v StuckTimeout %s", cfg.NoAutoCreate, cfg.StuckTimeout)
+	}
+	if cfg, _ := resolve(map[string]string{"OUTBOX_KAFKA_AUTO_CREATE_TOPICS": "false", "OUTBOX_IDEMPOTENCY_TTL": "2h"}); !cfg.NoAutoCreate || cfg.IdempotencyTTL != 2*time.Hour {
+		t.Fatalf("environment: NoAutoCreate %v IdempotencyTTL %s", cfg.NoAutoCreate, cfg.IdempotencyTTL)
+	}
+	for _, bad := range [][]string{{"--stuck-timeout", "0s"}, {"--stuck-timeout", "10ms"}, {"--idempotency-ttl", "30s"}} {
+		if _, err := resolve(nil, bad...); err == nil {
+			t.Errorf("%v accepted", bad)
+		}
+	}
+	if (config{}).NoAutoCreate {
+		t.Fatal("a config built in code must auto-create topics")
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -18,16 +19,18 @@ import (
 // config is every setting. Each is a flag, an OUTBOX_* variable and a key
 // of the optional JSON config file, in that order of precedence.
 type config struct {
-	Store          string
-	Source         string
-	Slot           string
-	RecreateSlot   bool
-	Retention      time.Duration
-	Brokers        string
-	HTTP           string
-	BrokerPort     int
-	TopicTemplate  string
-	AutoCreate     bool
+	Store         string
+	Source        string
+	Slot          string
+	RecreateSlot  bool
+	Retention     time.Duration
+	Brokers       string
+	HTTP          string
+	BrokerPort    int
+	TopicTemplate string
+	// NoAutoCreate is --kafka-auto-create-topics=false; inverted so that
+	// a config built in code creates topics, as the flag's default does.
+	NoAutoCreate   bool
 	PollInterval   time.Duration
 	BreakerTimeout time.Duration
 	StuckTimeout   time.Duration
@@ -69,7 +72,8 @@ func addCommonFlags(fs *pflag.FlagSet, c *config) {
 	fs.StringVar(&c.KafkaSASLUser, "kafka-sasl-user", "", "SASL user")
 	fs.IntVar(&c.BrokerPort, "broker-port", 9092, "port of the embedded broker on 127.0.0.1 (0: any free port)")
 	fs.StringVar(&c.TopicTemplate, "topic-template", "outbox.event.{aggregatetype}", "topic routing: {aggregatetype} and {type} are replaced; {type} is the design's topic per event type")
-	fs.BoolVar(&c.AutoCreate, "kafka-auto-create-topics", true, "let the broker create a missing topic on first publish; off, an event for a missing topic fails (and is parked after --stuck-timeout)")
+	f := fs.VarPF(inverted{&c.NoAutoCreate}, "kafka-auto-create-topics", "", "let the broker create a missing topic on first publish; off, an event for a missing topic fails (and is parked after --stuck-timeout)")
+	f.NoOptDefVal, f.DefValue = "true", "true"
 	fs.DurationVar(&c.PollInterval, "poll-interval", 100*time.Millisecond, "how often the relay polls an idle outbox")
 	fs.DurationVar(&c.BreakerTimeout, "breaker-open-timeout", 30*time.Second, "how long the circuit breaker stays open before probing the broker")
 	fs.DurationVar(&c.StuckTimeout, "stuck-timeout", 5*time.Minute, "park an aggregate whose event fails transiently this long while others are published (-1s: never)")
@@ -78,6 +82,27 @@ func addCommonFlags(fs *pflag.FlagSet, c *config) {
 	fs.StringVar(&c.LogFormat, "log-format", "text", "text or json")
 	fs.StringVar(&c.ConfigFile, "config", "", "JSON file whose keys are flag names, e.g. {\"store\": \"sqlite://x.db\"}")
 }
+
+// inverted is a bool flag that sets its field to the opposite value.
+type inverted struct{ v *bool }
+
+func (i inverted) String() string {
+	if i.v == nil {
+		return "true"
+	}
+	return strconv.FormatBool(!*i.v)
+}
+
+func (i inverted) Set(s string) error {
+	b, err := strconv.ParseBool(s)
+	if err != nil {
+		return err
+	}
+	*i.v = !b
+	return nil
+}
+
+func (inverted) Type() string { return "bool" }
 
 func addHTTPFlags(fs *pflag.FlagSet, c *config) {
 	fs.StringVar(&c.HTTP, "http", "127.0.0.1:8080", "HTTP listen address; beyond loopback it needs OUTBOX_ADMIN_TOKEN")

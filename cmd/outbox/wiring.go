@@ -119,7 +119,7 @@ func newApp(ctx context.Context, cfg config, logOut io.Writer, opts appOptions) 
 		return nil, usageError{err}
 	}
 	if a.pub, err = kafka.NewPublisher(kafka.Config{Brokers: a.brokers, TopicTemplate: cfg.TopicTemplate, Security: cfg.kafka,
-		DisableAutoTopicCreation: !cfg.AutoCreate, Opts: opts.kafkaOpts}); err != nil {
+		DisableAutoTopicCreation: cfg.NoAutoCreate, Opts: opts.kafkaOpts}); err != nil {
 		return nil, usageError{err}
 	}
 	a.closers = append([]func() error{a.pub.Close}, a.closers...)
