@@ -13,6 +13,12 @@ type Position string
 type Record struct {
 	Message  outbox.Message
 	Position Position
+	// Err, when set, says the source could not decode the row: Message
+	// holds what could be read (its id and aggregate when known, the raw
+	// row as its payload). The relay does not publish it: it dead-letters
+	// it with Err as the reason, parking its aggregate, so a bad row is
+	// neither lost silently nor a reason to stop every other one.
+	Err error
 }
 
 // Source produces cursors that start at the last committed position.

@@ -308,10 +308,15 @@ func (r *run) drainLane(ctx, drainCtx context.Context, l *lane) {
 		r.mu.Unlock()
 
 		var done bool
-		if it.action != nil {
+		switch {
+		case it.action != nil:
 			r.runAction(drainCtx, *it.action)
 			done = true
-		} else {
+		case it.rec.Err != nil:
+			r.log.Error("undecodable record dead-lettered", "event_id", it.rec.Message.ID, "position", it.rec.Position, "err", it.rec.Err)
+			done = r.deadLetter(drainCtx, outbox.DeadLetter{Message: it.rec.Message,
+				Error: "the source could not decode this row: " + it.rec.Err.Error()})
+		default:
 			done = r.handle(drainCtx, it.rec.Message)
 		}
 		if !done {

@@ -189,3 +189,56 @@ func TestFatalSourceErrorIsReturnedAsFatal(t *testing.T) {
 		t.Fatalf("Serve() = %v, want the fatal source error", err)
 	}
 }
+
+// badSource hands the relay one row it could not decode among good ones.
+type badSource struct {
+	relay.Source
+	bad relay.Record
+}
+
+func (s badSource) Open(ctx context.Context) (relay.Cursor, error) {
+	c, err := s.Source.Open(ctx)
+	return &badCursor{Cursor: c, bad: s.bad}, err
+}
+
+type badCursor struct {
+	relay.Cursor
+	bad  relay.Record
+	sent bool
+}
+
+func (c *badCursor) Next(ctx context.Context, max int) ([]relay.Record, error) {
+	recs, err := c.Cursor.Next(ctx, max)
+	if !c.sent && len(recs) > 0 {
+		c.sent = true
+		c.bad.Position = recs[0].Position
+		return append([]relay.Record{c.bad}, recs...), err
+	}
+	return recs, err
+}
+
+// A row the source cannot decode is dead-lettered with the reason (its
+// aggregate parked), never published and never dropped; the others flow.
+func TestUndecodableRecordIsDeadLettered(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		s := memstore.New()
+		w := newWriter(t, s)
+		raw, _ := outbox.NewMessage("order", "broken", "Unknown", 0, map[string]string{"raw": "\x00garbage"})
+		pub := &fakePublisher{}
+		r := newRelay(t, badSource{Source: memSource(t, s), bad: relay.Record{Message: raw, Err: errors.New("payload is not JSON")}}, pub, s, relay.Config{})
+		serve(t, r)
+		for i := range 5 {
+			w.write("order", "ok", i)
+		}
+		settle(t, 10*time.Second, func() bool { return len(pub.published()) == 5 && r.Stats().DeadLettered == 1 })
+		parked, _ := s.ParkedMessages(t.Context(), raw.Key())
+		if len(parked) != 1 || parked[0].Message.ID != raw.ID || !strings.Contains(parked[0].Error, "payload is not JSON") {
+			t.Fatalf("parked %+v, want the undecodable row with its reason", parked)
+		}
+		for _, m := range pub.published() {
+			if m.ID == raw.ID {
+				t.Fatal("the undecodable row was published")
+			}
+		}
+	})
+}
