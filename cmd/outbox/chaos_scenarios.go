@@ -784,8 +784,8 @@ func runRetention(r *chaosRun, res *scenarioResult) error {
 	if err := kid.stop(); err != nil {
 		return err
 	}
-	if r.target.embedded() {
-		res.Figures["position_loss"] = "n/a: SQLite keeps outbox rows until acknowledged; nothing expires"
+	if r.target.embedded() || r.target.source == "poll" {
+		res.Figures["position_loss"] = "n/a: polling reads the outbox table, whose rows are kept until acknowledged; nothing expires"
 		return nil
 	}
 	admin, err := pgx.Connect(r.ctx, r.target.pgDSN)
