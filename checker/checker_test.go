@@ -3,6 +3,7 @@ package checker_test
 import (
 	"bytes"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 
@@ -82,4 +83,93 @@ func FuzzReadHistory(f *testing.F) {
 			}
 		}
 	})
+}
+
+// The broken outputs the audit found the old checker calling OK, each
+// judged from the committed history rather than from what the record
+// says about itself.
+func TestVerifyCatchesWhatHeadersHide(t *testing.T) {
+	ev := func(id, agg string, seq int64) checker.Event {
+		return checker.Event{Op: checker.OpCommit, ID: id, Aggregate: "order/" + agg, Key: agg, Sequence: seq, Type: "Changed",
+			Payload: checker.Digest([]byte(`{"id":"` + id + `"}`))}
+	}
+	wire := func(off int64, e checker.Event) checker.Observed {
+		return checker.Observed{Topic: "t", Offset: off, ID: e.ID, Wire: true, Key: e.Key, Aggregate: e.Aggregate,
+			Sequence: e.Sequence, Type: e.Type, Payload: e.Payload}
+	}
+	a1, a2, a3, b1 := ev("a1", "a", 1), ev("a2", "a", 2), ev("a3", "a", 3), ev("b1", "b", 1)
+	history := []checker.Event{a1, a2, a3, b1}
+	clean := []checker.Observed{wire(0, a1), wire(1, b1), wire(2, a2), wire(3, a3)}
+	for _, tc := range []struct {
+		name     string
+		observed func() []checker.Observed
+		dead     []checker.DeadLetter
+		expect   func(string) bool
+		want     string // the figure that must be non-zero
+	}{
+		{"clean", func() []checker.Observed { return clean }, nil, nil, ""},
+		{"events of one aggregate swapped, each carrying the other's sequence header", func() []checker.Observed {
+			o := slices.Clone(clean)
+			o[2], o[3] = wire(2, a3), wire(3, a2)
+			o[2].Sequence, o[3].Sequence = 2, 3 // the headers lie
+			return o
+		}, nil, nil, "order"},
+		{"an event published under another aggregate's key", func() []checker.Observed {
+			o := slices.Clone(clean)
+			o[1].Key = "a"
+			return o
+		}, nil, nil, "corrupt"},
+		{"the type header dropped", func() []checker.Observed {
+			o := slices.Clone(clean)
+			o[0].Type = ""
+			return o
+		}, nil, nil, "corrupt"},
+		{"a payload that is not the committed one", func() []checker.Observed {
+			o := slices.Clone(clean)
+			o[3].Payload = checker.Digest([]byte(`{"id":"forged"}`))
+			return o
+		}, nil, nil, "corrupt"},
+		{"a later event published while its aggregate's dead letter is parked", func() []checker.Observed {
+			return []checker.Observed{wire(0, a1), wire(1, b1), wire(2, a3)}
+		}, []checker.DeadLetter{{ID: "a2", Status: "parked"}}, func(id string) bool { return id == "a2" }, "parking"},
+		{"a dead letter the scenario did not expect", func() []checker.Observed {
+			return []checker.Observed{wire(0, a1), wire(1, b1)}
+		}, []checker.DeadLetter{{ID: "a2", Status: "parked"}, {ID: "a3", Status: "parked"}}, nil, "unexpected"},
+		{"an unexpected dead letter is not delivered", func() []checker.Observed {
+			return []checker.Observed{wire(0, a1), wire(1, b1)}
+		}, []checker.DeadLetter{{ID: "a2", Status: "parked"}, {ID: "a3", Status: "parked"}}, nil, "lost"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rep := checker.Verify(checker.Input{History: history, Observed: tc.observed(), DeadLetters: tc.dead, ExpectDead: tc.expect})
+			figure := map[string]int{"order": rep.Order, "corrupt": rep.Corrupt, "parking": rep.Parking, "unexpected": rep.UnexpectedDead, "lost": rep.Lost}
+			if tc.want == "" {
+				if !rep.OK() {
+					t.Fatalf("clean output judged broken: %s", rep)
+				}
+				return
+			}
+			if rep.OK() || figure[tc.want] == 0 {
+				t.Fatalf("%s: %s; want %s > 0 and not OK", tc.name, rep, tc.want)
+			}
+			t.Logf("verdict: %s", rep)
+		})
+	}
+	// A skip or a replay releases the aggregate: its later events may go.
+	rep := checker.Verify(checker.Input{History: history, Observed: []checker.Observed{wire(0, a1), wire(1, b1), wire(2, a3)},
+		DeadLetters: []checker.DeadLetter{{ID: "a2", Status: "skipped"}}, ExpectDead: func(id string) bool { return id == "a2" }})
+	if !rep.OK() {
+		t.Fatalf("after a skip: %s", rep)
+	}
+}
+
+func TestDigestIgnoresKeyOrderAndSpacing(t *testing.T) {
+	if checker.Digest([]byte(`{"b": 1, "a": [1, 2]}`)) != checker.Digest([]byte(`{"a":[1,2],"b":1}`)) {
+		t.Fatal("the same JSON value with other key order has another digest")
+	}
+	if checker.Digest([]byte(`{"a":1}`)) == checker.Digest([]byte(`{"a":2}`)) {
+		t.Fatal("different values share a digest")
+	}
+	if checker.Digest([]byte("not json")) == checker.Digest([]byte("not json!")) {
+		t.Fatal("different non-JSON bytes share a digest")
+	}
 }

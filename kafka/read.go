@@ -33,6 +33,65 @@ func (r Received) Sequence() (int64, error) {
 // ReadAll reads every record of topics from offset 0 to the end offsets of
 // the moment it starts, in partition order. Missing topics read as empty.
 func ReadAll(ctx context.Context, brokers []string, topics []string, opts ...kgo.Opt) ([]Received, error) {
+	return read(ctx, brokers, topics, nil, opts)
+}
+
+// Offsets are positions in partitions, by topic.
+type Offsets map[string]map[int32]int64
+
+// EndOffsets marks where every topic on the brokers ends now (internal
+// topics aside), for ReadFrom to read what comes after.
+func EndOffsets(ctx context.Context, brokers []string, opts ...kgo.Opt) (Offsets, error) {
+	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(brokers...)}, opts...)...)
+	if err != nil {
+		return nil, fmt.Errorf("kafka: end offsets: %w", err)
+	}
+	defer cl.Close()
+	adm := kadm.NewClient(cl)
+	topics, err := adm.ListTopics(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("kafka: list topics: %w", err)
+	}
+	out := Offsets{}
+	if len(topics.Names()) == 0 {
+		return out, nil
+	}
+	ends, err := adm.ListEndOffsets(ctx, topics.Names()...)
+	if err != nil {
+		return nil, fmt.Errorf("kafka: list end offsets: %w", err)
+	}
+	ends.Each(func(o kadm.ListedOffset) {
+		if o.Err == nil {
+			if out[o.Topic] == nil {
+				out[o.Topic] = map[int32]int64{}
+			}
+			out[o.Topic][o.Partition] = o.Offset
+		}
+	})
+	return out, nil
+}
+
+// ReadFrom reads every record of every topic on the brokers (internal
+// topics aside) from the offsets in from (a topic or partition not in it
+// from its start) to the end offsets of the moment it starts: everything
+// published since from was taken, wherever it went.
+func ReadFrom(ctx context.Context, brokers []string, from Offsets, opts ...kgo.Opt) ([]Received, error) {
+	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(brokers...)}, opts...)...)
+	if err != nil {
+		return nil, fmt.Errorf("kafka: read: %w", err)
+	}
+	topics, err := kadm.NewClient(cl).ListTopics(ctx)
+	cl.Close()
+	if err != nil {
+		return nil, fmt.Errorf("kafka: list topics: %w", err)
+	}
+	return read(ctx, brokers, topics.Names(), from, opts)
+}
+
+func read(ctx context.Context, brokers []string, topics []string, from Offsets, opts []kgo.Opt) ([]Received, error) {
+	if len(topics) == 0 {
+		return nil, nil
+	}
 	admin, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(brokers...)}, opts...)...)
 	if err != nil {
 		return nil, fmt.Errorf("kafka: read: %w", err)
@@ -45,14 +104,15 @@ func ReadAll(ctx context.Context, brokers []string, topics []string, opts ...kgo
 	want := map[string]map[int32]kgo.Offset{}
 	remaining := 0
 	ends.Each(func(o kadm.ListedOffset) {
-		if o.Err != nil || o.Offset <= 0 {
+		start := from[o.Topic][o.Partition]
+		if o.Err != nil || o.Offset <= start {
 			return
 		}
 		if want[o.Topic] == nil {
 			want[o.Topic] = map[int32]kgo.Offset{}
 		}
-		want[o.Topic][o.Partition] = kgo.NewOffset().AtStart()
-		remaining += int(o.Offset)
+		want[o.Topic][o.Partition] = kgo.NewOffset().At(start)
+		remaining += int(o.Offset - start)
 	})
 	if remaining == 0 {
 		return nil, nil
@@ -75,7 +135,7 @@ func ReadAll(ctx context.Context, brokers []string, topics []string, opts ...kgo
 		}
 		fs.EachRecord(func(r *kgo.Record) {
 			end, _ := ends.Lookup(r.Topic, r.Partition)
-			if r.Offset >= end.Offset {
+			if r.Offset >= end.Offset || r.Offset < from[r.Topic][r.Partition] {
 				return
 			}
 			remaining--

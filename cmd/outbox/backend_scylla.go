@@ -81,7 +81,7 @@ func (b *scyllaBackend) committed(ctx context.Context) ([]checker.Event, error) 
 	msgs, err := b.ScanOutbox(ctx)
 	out := make([]checker.Event, 0, len(msgs))
 	for _, m := range msgs {
-		out = append(out, checker.Event{Op: checker.OpCommit, ID: m.ID.String(), Aggregate: m.Key().String(), Sequence: m.Sequence})
+		out = append(out, committedEvent(m))
 	}
 	return out, err
 }

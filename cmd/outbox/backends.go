@@ -139,9 +139,15 @@ func (b *sqliteBackend) committed(ctx context.Context) ([]checker.Event, error) 
 func historyOf(recs []relay.Record) []checker.Event {
 	out := make([]checker.Event, 0, len(recs))
 	for _, r := range recs {
-		out = append(out, checker.Event{Op: checker.OpCommit, ID: r.Message.ID.String(), Aggregate: r.Message.Key().String(), Sequence: r.Message.Sequence})
+		out = append(out, committedEvent(r.Message))
 	}
 	return out
+}
+
+// committedEvent is the history line of a message as the store holds it.
+func committedEvent(m outbox.Message) checker.Event {
+	return checker.Event{Op: checker.OpCommit, ID: m.ID.String(), Aggregate: m.Key().String(), Sequence: m.Sequence,
+		Key: m.AggregateID, Type: m.Type, Payload: checker.Digest(m.Payload)}
 }
 
 type postgresBackend struct {
@@ -226,7 +232,7 @@ func (b *postgresBackend) insertPlain(ctx context.Context, o order.Order) error 
 func (b *postgresBackend) durability(ctx context.Context) map[string]string { return b.Settings(ctx) }
 
 func (b *postgresBackend) committed(ctx context.Context) ([]checker.Event, error) {
-	rows, err := b.Pool().Query(ctx, `SELECT id::text, aggregatetype, aggregateid, sequence FROM outbox ORDER BY position`)
+	rows, err := b.Pool().Query(ctx, `SELECT id::text, aggregatetype, aggregateid, sequence, type, payload::text FROM outbox ORDER BY position`)
 	if err != nil {
 		return nil, fmt.Errorf("postgres: read outbox: %w", err)
 	}
@@ -234,11 +240,11 @@ func (b *postgresBackend) committed(ctx context.Context) ([]checker.Event, error
 	var out []checker.Event
 	for rows.Next() {
 		var e checker.Event
-		var typ, agg string
-		if err := rows.Scan(&e.ID, &typ, &agg, &e.Sequence); err != nil {
+		var typ, agg, payload string
+		if err := rows.Scan(&e.ID, &typ, &agg, &e.Sequence, &e.Type, &payload); err != nil {
 			return nil, err
 		}
-		e.Op, e.Aggregate = checker.OpCommit, typ+"/"+agg
+		e.Op, e.Aggregate, e.Key, e.Payload = checker.OpCommit, typ+"/"+agg, agg, checker.Digest([]byte(payload))
 		out = append(out, e)
 	}
 	return out, rows.Err()

@@ -202,7 +202,7 @@ func writeHistory(r *chaosRun, res *scenarioResult, base string) {
 
 func printChaos(w io.Writer, results []*scenarioResult) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "target\tscenario\tlost\tphantom\torder\tdup (max copies)\tacked w/o event\tfigures\tverdict")
+	fmt.Fprintln(tw, "target\tscenario\tlost\tphantom\torder\tcorrupt\tparking\tunexp. dead\tdup (max copies)\tacked w/o event\tfigures\tverdict")
 	for _, r := range results {
 		verdict := "ok"
 		switch {
@@ -216,11 +216,11 @@ func printChaos(w io.Writer, results []*scenarioResult) {
 			figs = append(figs, fmt.Sprintf("%s=%v", k, r.Figures[k]))
 		}
 		if r.Skipped != "" {
-			fmt.Fprintf(tw, "%s\t%s %s\t-\t-\t-\t-\t-\t\t%s\n", r.Target, r.ID, r.Name, verdict)
+			fmt.Fprintf(tw, "%s\t%s %s\t-\t-\t-\t-\t-\t-\t-\t-\t\t%s\n", r.Target, r.ID, r.Name, verdict)
 			continue
 		}
-		fmt.Fprintf(tw, "%s\t%s %s\t%d\t%d\t%d\t%d (%d)\t%d\t%s\t%s\n", r.Target, r.ID, r.Name, r.Report.Lost, r.Report.Phantom,
-			r.Report.Order, r.Report.Dup, r.Report.MaxCopies, r.Missing, strings.Join(figs, " "), verdict)
+		fmt.Fprintf(tw, "%s\t%s %s\t%d\t%d\t%d\t%d\t%d\t%d\t%d (%d)\t%d\t%s\t%s\n", r.Target, r.ID, r.Name, r.Report.Lost, r.Report.Phantom,
+			r.Report.Order, r.Report.Corrupt, r.Report.Parking, r.Report.UnexpectedDead, r.Report.Dup, r.Report.MaxCopies, r.Missing, strings.Join(figs, " "), verdict)
 	}
 	tw.Flush()
 }

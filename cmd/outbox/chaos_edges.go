@@ -335,6 +335,11 @@ func runInterruptedSkip(r *chaosRun, res *scenarioResult) error {
 			return err
 		}
 	}
+	expected := map[string]bool{poison.ID.String(): true}
+	for _, m := range append(rest, replayed...) {
+		expected[m.ID.String()] = true
+	}
+	r.expectDead = func(id string) bool { return expected[id] }
 	kid, err := r.startChild("relay")
 	if err != nil {
 		return err
@@ -481,6 +486,11 @@ func runStuckAggregate(r *chaosRun, res *scenarioResult) error {
 	if err := r.db.appendEvents(r.ctx, stuck...); err != nil {
 		return err
 	}
+	expected := map[string]bool{}
+	for _, m := range stuck {
+		expected[m.ID.String()] = true
+	}
+	r.expectDead = func(id string) bool { return expected[id] }
 	a, stop, err := r.startAppWith(cfg, func(c *relay.Config) { c.MaxInFlight, c.StuckTimeout = window, deadline })
 	if err != nil {
 		return err
