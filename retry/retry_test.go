@@ -35,6 +35,9 @@ func TestDoWaitsTheScheduleThenGivesUp(t *testing.T) {
 			t.Fatalf("attempts %d err %v, want 5 and the last error", n, err)
 		}
 		want := []time.Duration{0, 100, 300, 700, 1200}
+		if len(at) != len(want) {
+			t.Fatalf("%d attempts, want %d", len(at), len(want))
+		}
 		for i, w := range want {
 			if at[i] != w*time.Millisecond {
 				t.Errorf("attempt %d at %s, want %dms", i+1, at[i], w)
@@ -78,19 +81,69 @@ func TestDoEndsWithContext(t *testing.T) {
 	})
 }
 
-func TestJitterStaysInBounds(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		p := retry.Default()
-		p.Jitter = 0.5
-		var delays []time.Duration
-		p.Do(t.Context(), func(context.Context) error { return errors.New("x") }, func(a retry.Attempt) { delays = append(delays, a.Delay) })
-		for i, d := range delays {
-			base := p.Delay(i + 2)
-			if d < base/2 || d > base*3/2 {
-				t.Errorf("jittered delay %s outside ±50%% of %s", d, base)
-			}
-		}
-	})
+// Jitter spreads each wait over ±Jitter of the schedule's delay, and Do
+// waits the jittered delay it reports. The bases are the design's own
+// figures, not p.Delay's, so a schedule of zero delays cannot pass; many
+// runs must reach both ends of the spread, so ignored jitter cannot pass.
+func TestJitterSpreadsEachWaitWithinBounds(t *testing.T) {
+	base := []time.Duration{100 * time.Millisecond, 200 * time.Millisecond, 400 * time.Millisecond, 500 * time.Millisecond}
+	for _, tc := range []struct {
+		name   string
+		jitter float64
+	}{
+		{"none", 0},
+		{"a fifth", 0.2},
+		{"half", 0.5},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				p := retry.Default()
+				p.Jitter = tc.jitter
+				const runs = 200
+				lo, hi := make([]time.Duration, len(base)), make([]time.Duration, len(base))
+				for run := range runs {
+					var delays, waited []time.Duration
+					last := time.Now()
+					n, err := p.Do(t.Context(), func(context.Context) error {
+						if now := time.Now(); len(delays) > 0 {
+							waited = append(waited, now.Sub(last))
+						}
+						last = time.Now()
+						return errors.New("x")
+					}, func(a retry.Attempt) { delays = append(delays, a.Delay) })
+					if n != 5 || err == nil || len(delays) != len(base) || len(waited) != len(base) {
+						t.Fatalf("run %d: %d attempts (%v), %d delays reported, %d waits; want 5 attempts and 4 of each", run, n, err, len(delays), len(waited))
+					}
+					for i, d := range delays {
+						if waited[i] != d {
+							t.Fatalf("run %d: waited %s before attempt %d, but reported a delay of %s", run, waited[i], i+2, d)
+						}
+						spread := time.Duration(float64(base[i]) * tc.jitter)
+						if d < base[i]-spread || d > base[i]+spread {
+							t.Fatalf("run %d: delay before attempt %d is %s, outside %s ± %s", run, i+2, d, base[i], spread)
+						}
+						if run == 0 || d < lo[i] {
+							lo[i] = d
+						}
+						if run == 0 || d > hi[i] {
+							hi[i] = d
+						}
+					}
+				}
+				for i := range base {
+					half := time.Duration(float64(base[i]) * tc.jitter / 2)
+					if tc.jitter == 0 && (lo[i] != base[i] || hi[i] != base[i]) {
+						t.Errorf("without jitter the delay before attempt %d ranged %s..%s, want exactly %s", i+2, lo[i], hi[i], base[i])
+					}
+					// Each end of the spread's outer halves is hit with
+					// probability 1/4 a run: missing it in 200 runs is ~1e-25.
+					if tc.jitter > 0 && (lo[i] >= base[i]-half || hi[i] <= base[i]+half) {
+						t.Errorf("delay before attempt %d ranged %s..%s over %d runs: jitter %g of %s is not applied", i+2, lo[i], hi[i], runs, tc.jitter, base[i])
+					}
+				}
+			})
+		})
+	}
 }
 
 func TestValidateNamesTheField(t *testing.T) {
