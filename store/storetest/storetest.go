@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -348,8 +349,8 @@ func testActions(t *testing.T, h Harness) {
 	if err := s.RequestAction(c, a1.Key(), outbox.ActionRequest{Action: outbox.ActionReplay, Entry: 1, Reason: "x"}); !errors.Is(err, relay.ErrNotParked) {
 		t.Fatalf("request on an aggregate not parked: %v, want ErrNotParked", err)
 	}
-	d1, _ := s.AddDeadLetter(c, dead(a1, "boom"))
-	d2, _ := s.AddDeadLetter(c, dead(a2, "parked"))
+	d1 := must[outbox.DeadLetter](t)(s.AddDeadLetter(c, dead(a1, "boom")))
+	d2 := must[outbox.DeadLetter](t)(s.AddDeadLetter(c, dead(a2, "parked")))
 	if err := s.RequestAction(c, a1.Key(), outbox.ActionRequest{Action: outbox.ActionSkip, Entry: d1.ID, Reason: "first thought"}); err != nil {
 		t.Fatal(err)
 	}
@@ -368,11 +369,11 @@ func testActions(t *testing.T, h Harness) {
 	if err := s.FailAction(c, a1.Key(), d1.ID, "still too large"); err != nil {
 		t.Fatal(err)
 	}
-	got, _ := s.GetDeadLetter(c, d1.ID)
+	got := must[outbox.DeadLetter](t)(s.GetDeadLetter(c, d1.ID))
 	if got.ReplayCount != 1 || got.FailureCount != 2 || got.Error != "still too large" || got.Status != outbox.StatusParked {
 		t.Fatalf("after a failed replay: %+v", got)
 	}
-	parked, _ = s.ParkedAggregates(c)
+	parked = must[[]outbox.ParkedAggregate](t)(s.ParkedAggregates(c))
 	if len(parked) != 1 || parked[0].Pending != "" || parked[0].PendingEntry != 0 || parked[0].LastError != "still too large" {
 		t.Fatalf("failed request not cleared: %+v", parked)
 	}
@@ -382,7 +383,7 @@ func testActions(t *testing.T, h Harness) {
 	if err := s.CompleteAction(c, a1.Key()); err != nil {
 		t.Fatal(err)
 	}
-	if parked, _ = s.ParkedAggregates(c); len(parked) != 1 {
+	if parked = must[[]outbox.ParkedAggregate](t)(s.ParkedAggregates(c)); len(parked) != 1 {
 		t.Fatal("aggregate unparked while a parked entry remains")
 	}
 	if err := s.ResolveDeadLetter(c, d2.ID, outbox.StatusReplayed, "released"); err != nil {
@@ -391,10 +392,10 @@ func testActions(t *testing.T, h Harness) {
 	if err := s.CompleteAction(c, a1.Key()); err != nil {
 		t.Fatal(err)
 	}
-	if parked, _ = s.ParkedAggregates(c); len(parked) != 0 {
+	if parked = must[[]outbox.ParkedAggregate](t)(s.ParkedAggregates(c)); len(parked) != 0 {
 		t.Fatalf("aggregate still parked after its last entry was resolved: %+v", parked)
 	}
-	got, _ = s.GetDeadLetter(c, d2.ID)
+	got = must[outbox.DeadLetter](t)(s.GetDeadLetter(c, d2.ID))
 	if got.Status != outbox.StatusReplayed || got.ResolvedAt == nil || got.Resolution != "released" || got.ReplayCount != 1 {
 		t.Fatalf("resolved entry: %+v", got)
 	}
@@ -403,40 +404,93 @@ func testActions(t *testing.T, h Harness) {
 	}
 }
 
+// must returns a function that fails t on err and returns v:
+// must[T](t)(f()).
+func must[T any](t *testing.T) func(T, error) T {
+	return func(v T, err error) T {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+}
+
+func idsOf(ds []outbox.DeadLetter) []int64 {
+	out := []int64{}
+	for _, d := range ds {
+		out = append(out, d.ID)
+	}
+	return out
+}
+
+// Every filter is checked against the exact entries it must return, in
+// order, and every listing's error is checked: a filter that returned
+// nothing, or failed, cannot pass.
 func testListing(t *testing.T, h Harness) {
 	c := ctx(t)
 	s := h.Store
+	// Whole seconds, a minute apart: every store keeps them exactly.
+	t0 := time.Now().UTC().Truncate(time.Second).Add(-10 * time.Minute)
 	var ids []int64
 	for i := range 5 {
+		// Aggregates agg0 (entries 0, 2, 4) and agg1 (1, 3); types
+		// Event1 (0, 3), Event2 (1, 4), Event0 (2).
 		m := Msg(t, fmt.Sprintf("agg%d", i%2), int64(i+1))
-		d, err := s.AddDeadLetter(c, dead(m, "x"))
+		at := t0.Add(time.Duration(i) * time.Minute)
+		d, err := s.AddDeadLetter(c, outbox.DeadLetter{Message: m, Error: "x", FailureCount: 1, FirstFailedAt: at, LastFailedAt: at})
 		if err != nil {
 			t.Fatal(err)
 		}
 		ids = append(ids, d.ID)
 	}
-	page1, err := s.ListDeadLetters(c, outbox.DeadLetterFilter{Limit: 2})
-	if err != nil || len(page1) != 2 || page1[0].ID != ids[0] || page1[1].ID != ids[1] {
-		t.Fatalf("first page: %v %v", page1, err)
+	if err := s.ResolveDeadLetter(c, ids[4], outbox.StatusSkipped, "poison"); err != nil {
+		t.Fatal(err)
 	}
-	page2, _ := s.ListDeadLetters(c, outbox.DeadLetterFilter{Limit: 2, AfterID: page1[1].ID})
-	if len(page2) != 2 || page2[0].ID != ids[2] {
-		t.Fatalf("second page: %+v", page2)
-	}
-	key := outbox.AggregateKey{Type: "order", ID: "agg1"}
-	byAgg, _ := s.ListDeadLetters(c, outbox.DeadLetterFilter{Aggregate: &key})
-	if len(byAgg) != 2 {
-		t.Fatalf("by aggregate: %d entries, want 2", len(byAgg))
-	}
-	byType, _ := s.ListDeadLetters(c, outbox.DeadLetterFilter{Type: "Event1"})
-	for _, d := range byType {
-		if d.Message.Type != "Event1" {
-			t.Fatalf("type filter let through %s", d.Message.Type)
+	agg0, agg1 := outbox.AggregateKey{Type: "order", ID: "agg0"}, outbox.AggregateKey{Type: "order", ID: "agg1"}
+	pick := func(is ...int) []int64 {
+		out := []int64{}
+		for _, i := range is {
+			out = append(out, ids[i])
 		}
+		return out
 	}
-	future, _ := s.ListDeadLetters(c, outbox.DeadLetterFilter{Since: time.Now().Add(time.Hour)})
-	if len(future) != 0 {
-		t.Fatalf("since filter: %d entries from the future", len(future))
+	for _, tc := range []struct {
+		name string
+		f    outbox.DeadLetterFilter
+		want []int64
+	}{
+		{"everything", outbox.DeadLetterFilter{}, pick(0, 1, 2, 3, 4)},
+		{"no limit", outbox.DeadLetterFilter{Limit: -1}, pick(0, 1, 2, 3, 4)},
+		{"first page", outbox.DeadLetterFilter{Limit: 2}, pick(0, 1)},
+		{"second page", outbox.DeadLetterFilter{Limit: 2, AfterID: ids[1]}, pick(2, 3)},
+		{"last page", outbox.DeadLetterFilter{Limit: 2, AfterID: ids[3]}, pick(4)},
+		{"past the end", outbox.DeadLetterFilter{AfterID: ids[4]}, pick()},
+		{"by aggregate", outbox.DeadLetterFilter{Aggregate: &agg1}, pick(1, 3)},
+		{"by aggregate, paged", outbox.DeadLetterFilter{Aggregate: &agg0, Limit: 1, AfterID: ids[0]}, pick(2)},
+		{"by type", outbox.DeadLetterFilter{Type: "Event1"}, pick(0, 3)},
+		{"by aggregate and type", outbox.DeadLetterFilter{Aggregate: &agg0, Type: "Event2"}, pick(4)},
+		{"by status parked", outbox.DeadLetterFilter{Status: outbox.StatusParked}, pick(0, 1, 2, 3)},
+		{"by status skipped", outbox.DeadLetterFilter{Status: outbox.StatusSkipped}, pick(4)},
+		{"since", outbox.DeadLetterFilter{Since: t0.Add(2 * time.Minute)}, pick(2, 3, 4)},
+		{"until", outbox.DeadLetterFilter{Until: t0.Add(2 * time.Minute)}, pick(0, 1)},
+		{"since and until", outbox.DeadLetterFilter{Since: t0.Add(time.Minute), Until: t0.Add(3 * time.Minute)}, pick(1, 2)},
+		{"since the future", outbox.DeadLetterFilter{Since: time.Now().Add(time.Hour)}, pick()},
+		{"unknown type", outbox.DeadLetterFilter{Type: "NoSuchEvent"}, pick()},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := s.ListDeadLetters(c, tc.f)
+			if err != nil {
+				t.Fatalf("list: %v", err)
+			}
+			if !slices.Equal(idsOf(got), tc.want) {
+				t.Fatalf("listed %v, want %v", idsOf(got), tc.want)
+			}
+		})
+	}
+	one, err := s.GetDeadLetter(c, ids[3])
+	if err != nil || one.ID != ids[3] || one.Message.AggregateID != "agg1" || one.Message.Type != "Event1" || !one.LastFailedAt.Equal(t0.Add(3*time.Minute)) {
+		t.Fatalf("get %d: %+v %v", ids[3], one, err)
 	}
 	if _, err := s.GetDeadLetter(c, 424242); !errors.Is(err, relay.ErrNotFound) {
 		t.Fatalf("unknown id: %v, want ErrNotFound", err)
