@@ -28,8 +28,8 @@ func cassandra(t *testing.T) (*Store, string) {
 	return cassandraWith(t, Config{})
 }
 
-// cassandraWith opens a fresh keyspace with cfg's knobs.
-func cassandraWith(t *testing.T, cfg Config) (*Store, string) {
+// cassandraHosts is OUTBOX_TEST_CASSANDRA_HOSTS, or a skip.
+func cassandraHosts(t *testing.T) []string {
 	t.Helper()
 	hosts := os.Getenv("OUTBOX_TEST_CASSANDRA_HOSTS")
 	if hosts == "" {
@@ -38,8 +38,15 @@ func cassandraWith(t *testing.T, cfg Config) (*Store, string) {
 		}
 		t.Skip("OUTBOX_TEST_CASSANDRA_HOSTS is not set")
 	}
+	return strings.Split(hosts, ",")
+}
+
+// cassandraWith opens a fresh keyspace with cfg's knobs.
+func cassandraWith(t *testing.T, cfg Config) (*Store, string) {
+	t.Helper()
+	hosts := cassandraHosts(t)
 	ks := fmt.Sprintf("outbox_t%d", time.Now().UnixNano()%1e9)
-	cfg.Hosts, cfg.Keyspace, cfg.Consistency, cfg.Timeout, cfg.ProtoVersion = strings.Split(hosts, ","), ks, gocql.One, 10*time.Second, 4
+	cfg.Hosts, cfg.Keyspace, cfg.Timeout, cfg.ProtoVersion = hosts, ks, 10*time.Second, 4
 	s, err := Open(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -427,3 +434,28 @@ func TestCassandraTLSVerifiesTheNode(t *testing.T) {
 }
 
 func testcertCA(t *testing.T) string { return testcert.New(t).CAFile }
+
+// Open refuses a write consistency whose replicas need not overlap the
+// CDC reader's LOCAL_QUORUM, and a data centre the cluster does not have.
+func TestCassandraOpenRefusesUnsafeConsistency(t *testing.T) {
+	hosts := cassandraHosts(t)
+	open := func(cfg Config) error {
+		cfg.Hosts, cfg.Keyspace, cfg.Timeout, cfg.ProtoVersion = hosts, "system", 10*time.Second, 4
+		s, err := Open(cfg)
+		if err == nil {
+			s.Close()
+		}
+		return err
+	}
+	for _, c := range []gocql.Consistency{gocql.One, gocql.LocalOne, gocql.Two} {
+		if err := open(Config{Consistency: c}); !errors.Is(err, ErrUnsafeConsistency) {
+			t.Errorf("%s: %v, want ErrUnsafeConsistency", c, err)
+		}
+	}
+	if err := open(Config{LocalDC: "nowhere"}); err == nil {
+		t.Error("an unknown local_dc was accepted")
+	}
+	if err := open(Config{LocalDC: "datacenter1", Consistency: gocql.Quorum}); err != nil {
+		t.Errorf("the node's own data centre at QUORUM (one data centre): %v", err)
+	}
+}

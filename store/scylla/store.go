@@ -3,8 +3,10 @@ package scylla
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"strconv"
 	"time"
 
@@ -19,11 +21,15 @@ import (
 type Config struct {
 	Hosts    []string
 	Keyspace string
-	// Consistency of writes (default LOCAL_QUORUM). A LOGGED BATCH at
-	// LOCAL_QUORUM that times out may or may not have applied: see
-	// DESIGN.md for which writes are safe to retry.
+	// Consistency of writes (default LOCAL_QUORUM): LOCAL_QUORUM,
+	// QUORUM (one data centre only), EACH_QUORUM or ALL, so every
+	// acknowledged write is on a replica the CDC reader's LOCAL_QUORUM
+	// read asks (see checkConsistency).
 	Consistency gocql.Consistency
-	Timeout     time.Duration
+	// LocalDC pins coordinators to one data centre, the one the relay
+	// reads in; required when the cluster has several.
+	LocalDC string
+	Timeout time.Duration
 	// ProtoVersion pins the native protocol (0: negotiate; Apache
 	// Cassandra 5 needs 4 with this driver).
 	ProtoVersion int
@@ -84,7 +90,13 @@ func Open(cfg Config) (*Store, error) {
 	if cfg.Consistency == 0 {
 		cfg.Consistency = gocql.LocalQuorum
 	}
+	if err := checkConsistency(cfg.Consistency); err != nil {
+		return nil, err
+	}
 	c.Consistency = cfg.Consistency
+	if cfg.LocalDC != "" {
+		c.PoolConfig.HostSelectionPolicy = gocql.TokenAwareHostPolicy(gocql.DCAwareRoundRobinPolicy(cfg.LocalDC))
+	}
 	if cfg.Timeout > 0 {
 		c.Timeout = cfg.Timeout
 	}
@@ -101,7 +113,77 @@ func Open(cfg Config) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("scylla: connect to %v: %w", cfg.Hosts, err)
 	}
+	dcs, err := dataCentres(s)
+	if err == nil {
+		err = checkTopology(dcs, cfg.LocalDC, cfg.Consistency)
+	}
+	if err != nil {
+		s.Close()
+		return nil, err
+	}
 	return &Store{session: s, keyspace: cfg.Keyspace, cl: cfg.Consistency, keyTTL: cfg.IdempotencyTTL}, nil
+}
+
+// ErrUnsafeConsistency is returned by Open and ParseURL for settings
+// under which an acknowledged write can be missing from what the CDC
+// reader reads, so its event would never be published.
+var ErrUnsafeConsistency = errors.New("scylla: unsafe consistency")
+
+// checkConsistency refuses write consistencies whose replicas need not
+// overlap the CDC reader's LOCAL_QUORUM. The reader reads a window of the
+// log once: a change acknowledged by one replica and absent from the
+// replicas that answer the reader's quorum read is passed over for good,
+// whatever hints or repair bring later.
+func checkConsistency(c gocql.Consistency) error {
+	switch c {
+	case gocql.LocalQuorum, gocql.Quorum, gocql.EachQuorum, gocql.All:
+		return nil
+	}
+	return fmt.Errorf("%w: writes at %s can be acknowledged by replicas the CDC reader's LOCAL_QUORUM read does not ask, "+
+		"and the reader never reads that part of the log again; use local_quorum (the default; with one replica it is the same as one), "+
+		"quorum (one data centre), each_quorum or all", ErrUnsafeConsistency, c)
+}
+
+// checkTopology refuses, on a cluster of several data centres, a client
+// that is not pinned to one (LOCAL_QUORUM would mean the coordinator's,
+// which may differ between a write and the reader) or that writes at
+// QUORUM (a global quorum may hold one replica of the reader's data
+// centre).
+func checkTopology(dcs []string, localDC string, c gocql.Consistency) error {
+	if localDC != "" && !slices.Contains(dcs, localDC) {
+		return fmt.Errorf("%w: local_dc %q is not one of the cluster's data centres %v", ErrUnsafeConsistency, localDC, dcs)
+	}
+	if len(dcs) <= 1 {
+		return nil
+	}
+	if localDC == "" {
+		return fmt.Errorf("%w: the cluster has data centres %v; set local_dc to the one the relay reads in, "+
+			"or LOCAL_QUORUM writes and reads may be coordinated in different ones", ErrUnsafeConsistency, dcs)
+	}
+	if c == gocql.Quorum {
+		return fmt.Errorf("%w: QUORUM over data centres %v may leave the reader's data centre one replica; use local_quorum or each_quorum",
+			ErrUnsafeConsistency, dcs)
+	}
+	return nil
+}
+
+// dataCentres lists the cluster's data centres as the node answering
+// sees them.
+func dataCentres(s *gocql.Session) ([]string, error) {
+	var dcs []string
+	var dc string
+	for _, q := range []string{`SELECT data_center FROM system.local`, `SELECT data_center FROM system.peers`} {
+		iter := s.Query(q).Consistency(gocql.One).Iter()
+		for iter.Scan(&dc) {
+			if !slices.Contains(dcs, dc) {
+				dcs = append(dcs, dc)
+			}
+		}
+		if err := iter.Close(); err != nil {
+			return nil, fmt.Errorf("scylla: read the cluster's data centres: %w", err)
+		}
+	}
+	return dcs, nil
 }
 
 // Session exposes the session (the CDC reader needs it).

@@ -1,6 +1,7 @@
 package scylla
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
@@ -22,7 +23,9 @@ type Settings struct {
 }
 
 // ParseURL reads scylla://[user[:password]@]host1,host2[:port]/keyspace
-// with the options consistency (default local_quorum), rf (replication
+// with the options consistency (writes: local_quorum, the default,
+// quorum, each_quorum or all; see checkConsistency), local_dc (required
+// on a cluster of several data centres), rf (replication
 // factor for migrate, NetworkTopologyStrategy, default 3), cdc_ttl
 // (default 24h), idempotency_ttl (how long an idempotency key is kept,
 // default 24h, whole seconds from 1m), profile=low-latency for the CDC reader's
@@ -54,7 +57,7 @@ func ParseURL(raw string) (Settings, error) {
 	q := u.Query()
 	for k := range q {
 		switch k {
-		case "consistency", "rf", "cdc_ttl", "idempotency_ttl", "profile", "lease_ttl", "tls", "ca_file", "cert_file", "key_file", "server_name":
+		case "consistency", "local_dc", "rf", "cdc_ttl", "idempotency_ttl", "profile", "lease_ttl", "tls", "ca_file", "cert_file", "key_file", "server_name":
 		default:
 			return st, fmt.Errorf("scylla: unknown URL option %q", k)
 		}
@@ -63,7 +66,12 @@ func ParseURL(raw string) (Settings, error) {
 		if err := st.Config.Consistency.UnmarshalText([]byte(strings.ToUpper(c))); err != nil {
 			return st, fmt.Errorf("scylla: consistency %q: %w", c, err)
 		}
+		// ANY is gocql's zero value, which Open reads as "default".
+		if err := checkConsistency(st.Config.Consistency); err != nil || strings.EqualFold(c, "any") {
+			return st, fmt.Errorf("scylla: consistency=%s: %w", c, cmp.Or(err, checkConsistency(gocql.Any)))
+		}
 	}
+	st.Config.LocalDC = q.Get("local_dc")
 	rf := 3
 	if v := q.Get("rf"); v != "" {
 		if rf, err = strconv.Atoi(v); err != nil || rf < 1 || rf > 9 {

@@ -1,6 +1,7 @@
 package scylla
 
 import (
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -92,5 +93,49 @@ func TestParseURLIdempotencyTTL(t *testing.T) {
 	if _, err := Open(Config{Hosts: []string{"a"}, Keyspace: "shop", IdempotencyTTL: 90500 * time.Millisecond}); err == nil ||
 		!strings.Contains(err.Error(), "IdempotencyTTL") {
 		t.Fatalf("Open with a TTL of 90.5 s: %v, want a validation error", err)
+	}
+}
+
+// A write acknowledged by fewer replicas than overlap the CDC reader's
+// LOCAL_QUORUM read can be missed for good: such levels are refused, and
+// ANY (gocql's zero value) is not read as the default.
+func TestParseURLRefusesWritesTheReaderMayNotSee(t *testing.T) {
+	for _, c := range []string{"any", "one", "two", "three", "local_one", "serial", "local_serial"} {
+		_, err := ParseURL("scylla://a/shop?rf=1&consistency=" + c)
+		if !errors.Is(err, ErrUnsafeConsistency) {
+			t.Errorf("consistency=%s: %v, want ErrUnsafeConsistency", c, err)
+		}
+	}
+	for c, want := range map[string]gocql.Consistency{"local_quorum": gocql.LocalQuorum, "quorum": gocql.Quorum, "each_quorum": gocql.EachQuorum, "all": gocql.All} {
+		st, err := ParseURL("scylla://a/shop?local_dc=dc1&consistency=" + c)
+		if err != nil || st.Config.Consistency != want || st.Config.LocalDC != "dc1" {
+			t.Errorf("consistency=%s: %v, %+v", c, err, st.Config)
+		}
+	}
+}
+
+func TestTopologyChecks(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		dcs     []string
+		localDC string
+		c       gocql.Consistency
+		ok      bool
+	}{
+		{"one data centre", []string{"dc1"}, "", gocql.LocalQuorum, true},
+		{"one data centre at quorum", []string{"dc1"}, "", gocql.Quorum, true},
+		{"one data centre, pinned", []string{"dc1"}, "dc1", gocql.LocalQuorum, true},
+		{"pinned to a data centre that does not exist", []string{"dc1"}, "dc9", gocql.LocalQuorum, false},
+		{"two data centres, not pinned", []string{"dc1", "dc2"}, "", gocql.LocalQuorum, false},
+		{"two data centres, pinned", []string{"dc1", "dc2"}, "dc2", gocql.LocalQuorum, true},
+		{"two data centres, each quorum", []string{"dc1", "dc2"}, "dc1", gocql.EachQuorum, true},
+		{"two data centres at a global quorum", []string{"dc1", "dc2"}, "dc1", gocql.Quorum, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := checkTopology(tc.dcs, tc.localDC, tc.c)
+			if (err == nil) != tc.ok || (err != nil && !errors.Is(err, ErrUnsafeConsistency)) {
+				t.Fatalf("checkTopology = %v, want ok=%v", err, tc.ok)
+			}
+		})
 	}
 }
