@@ -278,7 +278,9 @@ LOG
            java.base/jdk.internal.math java.base/jdk.internal.module java.base/jdk.internal.util.jar jdk.management/com.sun.management.internal \
            java.base/java.io java.base/java.nio java.base/sun.nio.ch java.base/java.lang java.base/java.util java.base/java.util.concurrent \
            java.base/java.util.concurrent.atomic java.base/java.lang.reflect java.base/java.net; do opens+=(--add-opens "$m=ALL-UNNAMED"); done
-  java -Xms512m -Xmx1g -XX:+UseSerialGC "${opens[@]}" -Dcassandra.config="file://$dir/cassandra.yaml" \
+  # CASSANDRA_HEAP: a smaller heap where several clusters share a machine.
+  local heap=${CASSANDRA_HEAP:-1g}
+  java -Xms"${CASSANDRA_HEAP_MIN:-512m}" -Xmx"$heap" -XX:+UseSerialGC "${opens[@]}" -Dcassandra.config="file://$dir/cassandra.yaml" \
     -Dlogback.configurationFile="$dir/logback.xml" -Dcassandra-foreground=yes -Dcassandra.skip_wait_for_gossip_to_settle=0 \
     -Dcassandra.ring_delay_ms=100 -Dcassandra.jmx.local.port="$jport" -Dcassandra.storagedir="$dir" \
     -Dcassandra.triggers_dir="$dir/triggers" \
