@@ -2,6 +2,7 @@ package scylla
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strconv"
@@ -283,6 +284,28 @@ func (t *tracker) waitAcknowledged(stream string) {
 	for t.open[stream] > 0 && !t.closed {
 		t.cond.Wait()
 	}
+}
+
+// errStopping: the cursor is closing, so consumers were released without
+// their rows being acknowledged.
+var errStopping = errors.New("the CDC cursor is closing")
+
+// mayStartGeneration reports whether the library may save a new
+// generation: only while no row read is unacknowledged (consumers of the
+// previous one end only then) and the cursor is not closing (which
+// releases them regardless).
+func (t *tracker) mayStartGeneration() error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed {
+		return errStopping
+	}
+	for stream, n := range t.open {
+		if n > 0 {
+			return fmt.Errorf("stream %x has %d unacknowledged rows", stream, n)
+		}
+	}
+	return nil
 }
 
 // Close implements relay.Cursor.

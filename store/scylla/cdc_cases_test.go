@@ -202,9 +202,13 @@ func TestScyllaGenerationSwitchWaitsForTheOldGenerationsAcknowledgements(t *test
 	// Past the confidence window and a generation poll, with slack.
 	quiet(t, cur, 6*time.Second, "a1 of the old generation is unacknowledged")
 
-	// A crash now: a1 is read again, then the new generation's events,
-	// once a1 is acknowledged.
+	// A restart now: closing must not have saved the new generation
+	// (which would pass a1); a1 is read again, then the new generation's
+	// events, once a1 is acknowledged.
 	cur.Close()
+	if saved := savedGeneration(t, s); !saved.Before(switchAt) {
+		t.Fatalf("closing the cursor saved generation %v while a1 of the old one was unacknowledged", saved)
+	}
 	cur = open(t, src)
 	got := readN(t, cur, 1, 30*time.Second)
 	wantIDs(t, got, a1)
@@ -220,10 +224,8 @@ func TestScyllaGenerationSwitchWaitsForTheOldGenerationsAcknowledgements(t *test
 	if !seen[a2.ID] || !seen[b1.ID] {
 		t.Fatalf("after the switch read %s, want a#2 and b#1", ids(got))
 	}
-	var saved time.Time
-	if err := s.Session().Query(`SELECT generation FROM `+keyspace(s)+`.outbox_cdc_generation WHERE name = ?`,
-		keyspace(s)+".outbox_messages").Scan(&saved); err != nil || !saved.Equal(switchAt) {
-		t.Fatalf("saved generation %v (%v), want the new one, %v", saved, err, switchAt)
+	if saved := savedGeneration(t, s); !saved.Equal(switchAt) {
+		t.Fatalf("saved generation %v, want the new one, %v", saved, switchAt)
 	}
 	cur.Close()
 
@@ -236,6 +238,17 @@ func TestScyllaGenerationSwitchWaitsForTheOldGenerationsAcknowledgements(t *test
 }
 
 func keyspace(s *scylla.Store) string { return s.Keyspace() }
+
+// savedGeneration is the CDC generation the relay resumes from.
+func savedGeneration(t *testing.T, s *scylla.Store) time.Time {
+	t.Helper()
+	var saved time.Time
+	if err := s.Session().Query(`SELECT generation FROM `+keyspace(s)+`.outbox_cdc_generation WHERE name = ?`,
+		keyspace(s)+".outbox_messages").Scan(&saved); err != nil {
+		t.Fatalf("saved generation: %v", err)
+	}
+	return saved
+}
 
 // generationStreams are the stream ids of the generation starting at at.
 func generationStreams(t *testing.T, s *scylla.Store, at time.Time) map[string]bool {

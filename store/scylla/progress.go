@@ -25,6 +25,8 @@ type fencedProgress struct {
 	lease *Lease
 	// loaded hears each stream's saved progress as the library loads it.
 	loaded func(stream string, last gocql.UUID)
+	// tracker, when set, is asked before a generation is saved.
+	tracker *tracker
 }
 
 var _ scyllacdc.ProgressManager = (*fencedProgress)(nil)
@@ -33,7 +35,20 @@ func (p *fencedProgress) GetCurrentGeneration(ctx context.Context) (time.Time, e
 	return p.store.generation(ctx)
 }
 
+// StartGeneration saves gen as the generation to resume from. The library
+// calls it once every consumer of the previous generation has ended, and
+// a consumer ends only when its rows are acknowledged, unless the cursor
+// is closing: then, or when its context is gone, nothing is saved, or a
+// restart would begin past rows the broker never acknowledged.
 func (p *fencedProgress) StartGeneration(ctx context.Context, gen time.Time) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("scylla: generation %s not saved: %w", gen.Format(time.RFC3339), err)
+	}
+	if p.tracker != nil {
+		if err := p.tracker.mayStartGeneration(); err != nil {
+			return fmt.Errorf("scylla: generation %s not saved: %w", gen.Format(time.RFC3339), err)
+		}
+	}
 	epoch, err := p.lease.Epoch()
 	if err != nil {
 		return err

@@ -643,3 +643,94 @@ func TestIdleStreamProgressMovesOnButNeverBack(t *testing.T) {
 	c.Empty(ctx, at(64))
 	marked(at(64), 3, "an empty read after it")
 }
+
+// recordingProgress is a progress store that remembers the generations
+// started, whatever the context (CQL would fail a cancelled one, but
+// nothing should depend on that).
+type recordingProgress struct {
+	memProgress
+	mu      sync.Mutex
+	started []time.Time
+}
+
+func (r *recordingProgress) setGeneration(_ context.Context, gen time.Time, _ int64) (bool, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.started = append(r.started, gen)
+	return true, nil
+}
+
+func heldLease(t *testing.T) *Lease {
+	l := newLease(&memLease{row: map[string]leaseRecord{}}, "t", "me", time.Hour, nil)
+	if err := l.Acquire(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
+// At a generation boundary the library ends the old generation's
+// consumers (End waits for their acknowledgements) and then saves the
+// next generation. Closing the cursor must not let that save happen while
+// an old-generation row is unacknowledged: the reader is cancelled and
+// stopped before the waiting End calls are released.
+func TestCloseNeverLetsTheNextGenerationStartPastUnacknowledgedRows(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		tr := newTracker(8, nil)
+		store := &recordingProgress{}
+		// No tracker check here: this is about the order Close works in.
+		progress := &fencedProgress{store: store, lease: heldLease(t)}
+		row, _ := insertRow(t, "a", 1)
+		tr.consume(t.Context(), "s", gocql.TimeUUID(), []changeRow{row}, &fakeReporter{})
+		if recs, _ := tr.Next(t.Context(), 10); len(recs) != 1 { // handed to the relay, never acknowledged
+			t.Fatalf("handed over %d rows", len(recs))
+		}
+		runCtx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		next := time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC)
+		go func() { // what the library does at the boundary
+			defer close(done)
+			(&consumer{t: tr, stream: "s"}).End()
+			progress.StartGeneration(runCtx, next)
+		}()
+		synctest.Wait()
+		// stop lets every goroutine run as far as it can, as the
+		// library's own would while Close goes on.
+		cur := &cursor{tracker: tr, stop: func() { synctest.Wait() }, cancel: cancel, failed: make(chan error, 1), done: done}
+		cur.Close()
+		if len(store.started) != 0 {
+			t.Fatalf("generation %v saved while a row of the old one was unacknowledged", store.started)
+		}
+	})
+}
+
+// The next generation is never saved while a row read is unacknowledged,
+// nor once the cursor is closing, whatever the library does.
+func TestStartGenerationRefusedWhileRowsAreUnacknowledged(t *testing.T) {
+	ctx := t.Context()
+	tr := newTracker(8, nil)
+	store := &recordingProgress{}
+	progress := &fencedProgress{store: store, lease: heldLease(t), tracker: tr}
+	gen := time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC)
+	if err := progress.StartGeneration(ctx, gen); err != nil {
+		t.Fatalf("the first generation: %v", err)
+	}
+	row, _ := insertRow(t, "a", 1)
+	tr.consume(ctx, "s", gocql.TimeUUID(), []changeRow{row}, &fakeReporter{})
+	recs, _ := tr.Next(ctx, 10)
+	if err := progress.StartGeneration(ctx, gen.Add(time.Hour)); err == nil {
+		t.Fatal("the next generation started while a row was unacknowledged")
+	}
+	if err := tr.Commit(ctx, recs[0].Position); err != nil {
+		t.Fatal(err)
+	}
+	if err := progress.StartGeneration(ctx, gen.Add(time.Hour)); err != nil {
+		t.Fatalf("once acknowledged: %v", err)
+	}
+	tr.Close()
+	if err := progress.StartGeneration(ctx, gen.Add(2*time.Hour)); err == nil {
+		t.Fatal("a generation started after the cursor closed")
+	}
+	if len(store.started) != 2 {
+		t.Fatalf("saved %v, want the first two only", store.started)
+	}
+}

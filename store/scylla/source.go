@@ -133,7 +133,7 @@ func (src *Source) Open(ctx context.Context) (relay.Cursor, error) {
 		Session:               src.s.session,
 		TableNames:            []string{table},
 		ChangeConsumerFactory: consumerFactory{tr},
-		ProgressManager:       &fencedProgress{store: progress, lease: lease, loaded: tr.saved},
+		ProgressManager:       &fencedProgress{store: progress, lease: lease, loaded: tr.saved, tracker: tr},
 		Advanced: scyllacdc.AdvancedReaderConfig{
 			ConfidenceWindowSize:     src.cfg.ConfidenceWindow,
 			QueryTimeWindowSize:      src.cfg.QueryWindow,
@@ -278,11 +278,14 @@ func (c *cursor) Next(ctx context.Context, max int) ([]relay.Record, error) {
 }
 
 // Close stops the reader; it is safe to call more than once, and after
-// the lease was lost (which stops the reader first).
+// the lease was lost (which stops the reader first). The reader's context
+// goes first and its consumers waiting in End are released last: once
+// released, the library would go on to save the next generation, past
+// rows the broker never acknowledged, with any context still alive.
 func (c *cursor) Close() error {
-	c.tracker.Close() // consumers waiting in End return
-	c.stop()
 	c.cancel()
+	c.stop()
+	c.tracker.Close()
 	<-c.done
 	return nil
 }
