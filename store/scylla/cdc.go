@@ -47,7 +47,9 @@ type tracker struct {
 	stalled map[string]bool
 	closed  bool
 	quit    chan struct{} // closed by Close: a blocked consume gives up
-	skipped int64         // rows that could not be decoded
+	// undecodable counts rows handed over as dead letters because they
+	// could not be decoded.
+	undecodable int64
 
 	// floor is each stream's progress as saved or as last reported: an
 	// empty read of the stream's group may end before it (the group reads
@@ -68,9 +70,11 @@ type change struct {
 	left     int // rows not yet acknowledged, handed over or not
 }
 
-// handover is one row on its way to the relay.
+// handover is one row on its way to the relay; err is set for a row that
+// could not be decoded (m is then its dead letter).
 type handover struct {
 	m      outbox.Message
+	err    error
 	change *change
 }
 
@@ -105,25 +109,27 @@ func (t *tracker) oldestPending() time.Time {
 }
 
 // consume hands one change's outbox inserts to the relay, in order. It
-// never returns an error for a row: one the library gave us but we cannot
-// decode is logged and counted, since returning an error would stop every
-// stream of the reader. It returns early only when ctx ends or the tracker
-// is closed (the reader is stopping).
+// never returns an error for a row, since that would stop every stream of
+// the reader: a row it cannot decode goes to the relay as a record with
+// Err set, which the relay dead-letters (parking its aggregate), and it
+// counts for progress like any other row. It returns early only when ctx
+// ends or the tracker is closed (the reader is stopping).
 func (t *tracker) consume(ctx context.Context, stream string, at gocql.UUID, rows []changeRow, reporter progressMarker) error {
-	var msgs []outbox.Message
+	var msgs []handover
 	for _, r := range rows {
 		m, ok, err := decodeRow(r)
 		if !ok {
 			continue
 		}
 		if err != nil {
+			m = undecodable(stream, at, r, m, err)
 			t.mu.Lock()
-			t.skipped++
+			t.undecodable++
 			t.mu.Unlock()
-			t.log.Error("outbox CDC row cannot be decoded; skipped", "stream", stream, "cdc_time", at.String(), "err", err)
-			continue
+			t.log.Error("outbox CDC row cannot be decoded; handed to the relay to dead-letter", "stream", fmt.Sprintf("%x", stream),
+				"cdc_time", at.String(), "event_id", m.ID, "aggregate", m.Key().String(), "err", err)
 		}
-		msgs = append(msgs, m)
+		msgs = append(msgs, handover{m: m, err: err})
 	}
 	if len(msgs) == 0 {
 		return nil
@@ -139,9 +145,10 @@ func (t *tracker) consume(ctx context.Context, stream string, at gocql.UUID, row
 	t.open[stream] += len(msgs)
 	t.unacked[c] = struct{}{}
 	t.mu.Unlock()
-	for i, m := range msgs {
+	for i, h := range msgs {
+		h.change = c
 		select {
-		case t.out <- handover{m: m, change: c}:
+		case t.out <- h:
 		case <-ctx.Done():
 			t.abandon(c, len(msgs)-i)
 			return nil
@@ -196,7 +203,7 @@ fill:
 	for i, h := range hs {
 		t.seq++
 		t.pending = append(t.pending, received{seq: t.seq, change: h.change})
-		recs[i] = relay.Record{Message: h.m, Position: relay.Position(strconv.FormatUint(t.seq, 10))}
+		recs[i] = relay.Record{Message: h.m, Err: h.err, Position: relay.Position(strconv.FormatUint(t.seq, 10))}
 	}
 	return recs
 }
@@ -320,11 +327,12 @@ func (t *tracker) Close() error {
 	return nil
 }
 
-// Skipped counts rows that could not be decoded.
-func (t *tracker) Skipped() int64 {
+// Undecodable counts rows that could not be decoded and were handed over
+// to be dead-lettered.
+func (t *tracker) Undecodable() int64 {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return t.skipped
+	return t.undecodable
 }
 
 // consumerFactory creates one consumer per CDC stream for the library.

@@ -311,9 +311,12 @@ func TestScyllaFirstStartReadsHistoryOlderThanAMinute(t *testing.T) {
 	}
 }
 
-// A row the consumer cannot decode is logged, counted and passed over:
-// returning an error would stop the reader, every stream with it.
-func TestScyllaUndecodableRowIsSkippedAndTheReaderGoesOn(t *testing.T) {
+// A row the consumer cannot decode reaches the relay as a record it
+// dead-letters, with the raw columns, parking its aggregate (the same
+// aggregate's later event follows it into the dead-letter store, in
+// order); the reader goes on, because returning an error would stop it,
+// every stream with it.
+func TestScyllaUndecodableRowIsDeadLetteredAndTheReaderGoesOn(t *testing.T) {
 	t.Parallel()
 	s := cluster(t)
 	ctx := t.Context()
@@ -333,22 +336,31 @@ func TestScyllaUndecodableRowIsSkippedAndTheReaderGoesOn(t *testing.T) {
 		}
 	}
 	src := s.CDC(scylla.LowLatency())
-	cur := open(t, src)
-	got := readN(t, cur, 3, 30*time.Second)
-	if got[0].Message.ID == b1.ID {
-		got = append(got[1:], got[0])
+	pub := &recorder{}
+	r, err := relay.New(src, pub, s, relay.Config{})
+	if err != nil {
+		t.Fatal(err)
 	}
-	if ids(got) != "[a#1 a#3 b#1]" && ids(got) != "[a#1 b#1 a#3]" {
-		t.Fatalf("read %s around an undecodable row, want a#1, a#3 and b#1", ids(got))
+	testenv.Serve(t, r)
+	testenv.Eventually(t, 30*time.Second, "a#1 and b#1 published, the bad row and a#3 dead-lettered", func() bool {
+		return pub.count() == 2 && r.Stats().DeadLettered == 2
+	})
+	parked, err := s.ParkedMessages(ctx, outbox.AggregateKey{Type: "order", ID: "a"})
+	if err != nil {
+		t.Fatal(err)
 	}
-	if n := src.Skipped(); n != 1 {
-		t.Fatalf("skipped %d rows, want 1", n)
+	if len(parked) != 2 || parked[0].Message.Sequence != 2 || parked[1].Message.ID != a3.ID ||
+		!strings.Contains(parked[0].Error, "could not decode") || !strings.Contains(string(parked[0].Message.Payload), `"payload":"not json"`) {
+		t.Fatalf("parked %+v, want the bad row (its raw columns as the payload) and a#3 behind it", parked)
+	}
+	if n := src.Undecodable(); n != 1 {
+		t.Fatalf("Undecodable() = %d, want 1", n)
 	}
 	b2 := storetest.Msg(t, "b", 2)
 	if err := s.AppendEvents(ctx, b2); err != nil {
 		t.Fatal(err)
 	}
-	wantIDs(t, readN(t, cur, 1, 30*time.Second), b2) // the reader is still running
+	testenv.Eventually(t, 30*time.Second, "b#2 published: the reader is still running", func() bool { return pub.count() == 3 })
 }
 
 // The relay is killed with SIGKILL while events flow, three times, and

@@ -3,6 +3,7 @@ package scylla
 import (
 	"cmp"
 	"context"
+	"encoding/json"
 	"errors"
 	"regexp"
 	"slices"
@@ -23,10 +24,13 @@ import (
 // representation the library documents: scalars as pointers, maps flat.
 type fakeRow struct {
 	op     scyllacdc.OperationType
+	seq    int32
 	values map[string]any
 }
 
 func (r fakeRow) GetOperation() scyllacdc.OperationType { return r.op }
+func (r fakeRow) GetSeqNo() int32                       { return r.seq }
+func (r fakeRow) GetRawMapData() map[string]any         { return r.values }
 func (r fakeRow) GetValue(c string) (any, bool) {
 	v, ok := r.values[c]
 	return v, ok
@@ -264,18 +268,85 @@ func TestAChangeLeftPartWayIsNeverPassed(t *testing.T) {
 	})
 }
 
-func TestConsumerNeverFailsOnABadRow(t *testing.T) {
+// A row the consumer cannot decode is neither an error for the library
+// (which would stop every stream) nor dropped: it goes to the relay as a
+// record whose Err is set, carrying what could be read and the raw
+// columns, so the relay dead-letters it and parks its aggregate; its
+// position counts for progress like any other row's.
+func TestConsumerHandsAnUndecodableRowOverForTheDeadLetterStore(t *testing.T) {
+	ctx := t.Context()
 	tr := newTracker(8, nil)
-	bad, _ := insertRow(t, "a", 1)
-	bad.values["id"] = ptr("garbage")
-	good, m := insertRow(t, "a", 2)
-	if err := tr.consume(t.Context(), "s", gocql.TimeUUID(), []changeRow{bad, good}, &fakeReporter{}); err != nil {
+	rep := &fakeReporter{}
+	bad, badMsg := insertRow(t, "a", 1)
+	bad.values["payload"] = ptr("not json")
+	bad.values["blob"] = []byte{0xde, 0xad}
+	noID, _ := insertRow(t, "a", 2)
+	noID.values["id"] = ptr("garbage")
+	nothing := fakeRow{op: scyllacdc.Insert, seq: 2, values: map[string]any{"payload": ptr("x")}}
+	good, m := insertRow(t, "a", 3)
+	at := gocql.TimeUUID()
+	rows := []changeRow{bad, noID, nothing, good}
+	if err := tr.consume(ctx, "stream-1", at, rows, rep); err != nil {
 		t.Fatalf("consume returned %v: the library would stop every stream", err)
 	}
-	recs, _ := tr.Next(t.Context(), 10)
-	if len(recs) != 1 || recs[0].Message.ID != m.ID || tr.Skipped() != 1 {
-		t.Fatalf("got %d records, skipped %d; want the good row and one skipped", len(recs), tr.Skipped())
+	recs, _ := tr.Next(ctx, 10)
+	if len(recs) != 4 || recs[3].Err != nil || recs[3].Message.ID != m.ID {
+		t.Fatalf("handed over %d records, want the 3 undecodable rows then the good one", len(recs))
 	}
+	for i, r := range recs[:3] {
+		if r.Err == nil {
+			t.Fatalf("record %d: no Err for an undecodable row", i)
+		}
+		if err := r.Message.Validate(); err != nil {
+			t.Fatalf("record %d: the dead letter could not be stored: %v", i, err)
+		}
+		var raw struct {
+			Stream  string         `json:"cdc$stream_id"`
+			Time    string         `json:"cdc$time"`
+			Columns map[string]any `json:"columns"`
+		}
+		if err := json.Unmarshal(r.Message.Payload, &raw); err != nil || raw.Time != at.String() || raw.Stream == "" || raw.Columns["payload"] == nil {
+			t.Fatalf("record %d: payload %s (%v), want the raw columns with the stream and cdc$time", i, r.Message.Payload, err)
+		}
+	}
+	if got := recs[0].Message; got.ID != badMsg.ID || got.Key() != badMsg.Key() || got.Sequence != 1 || !strings.Contains(string(got.Payload), `"blob":"0xdead"`) {
+		t.Fatalf("a row with a bad payload: %+v, want its own id, aggregate and sequence, and the blob rendered", got)
+	}
+	if got := recs[1].Message; got.Key() != badMsg.Key() || got.ID == badMsg.ID || got.ID == [16]byte{} {
+		t.Fatalf("a row with a bad id: %+v, want its aggregate and an id of its own", got)
+	}
+	if got := recs[2].Message; got.AggregateID == "" || !strings.Contains(got.AggregateID, at.String()) {
+		t.Fatalf("a row with no aggregate: %+v, want a key made of its stream and cdc$time", got)
+	}
+	// Read again after a restart, the same rows get the same ids, so the
+	// dead-letter store keeps one entry for each.
+	again := newTracker(8, nil)
+	again.consume(ctx, "stream-1", at, rows, rep)
+	recs2, _ := again.Next(ctx, 10)
+	for i := range 3 {
+		if recs2[i].Message.ID != recs[i].Message.ID || recs2[i].Message.Key() != recs[i].Message.Key() {
+			t.Fatalf("record %d: id %s, then %s after a restart", i, recs[i].Message.ID, recs2[i].Message.ID)
+		}
+	}
+	if tr.Undecodable() != 3 {
+		t.Fatalf("Undecodable() = %d, want 3", tr.Undecodable())
+	}
+	if err := tr.Commit(ctx, recs[2].Position); err != nil {
+		t.Fatal(err)
+	}
+	if _, n := rep.last(); n != 0 {
+		t.Fatal("progress reached the change before its last row was acknowledged")
+	}
+	if err := tr.Commit(ctx, recs[3].Position); err != nil {
+		t.Fatal(err)
+	}
+	if last, _ := rep.last(); last != at {
+		t.Fatal("progress did not reach the change once all its rows, the undecodable ones included, were acknowledged")
+	}
+}
+
+func TestConsumerFactoryNeverFails(t *testing.T) {
+	tr := newTracker(8, nil)
 	f := consumerFactory{tr}
 	c, err := f.CreateChangeConsumer(t.Context(), scyllacdc.CreateChangeConsumerInput{StreamID: scyllacdc.StreamID("s")})
 	if err != nil || c == nil {
@@ -733,4 +804,25 @@ func TestStartGenerationRefusedWhileRowsAreUnacknowledged(t *testing.T) {
 	if len(store.started) != 2 {
 		t.Fatalf("saved %v, want the first two only", store.started)
 	}
+}
+
+// Whatever a foreign writer put in a row, its dead letter is a valid
+// message with a JSON payload.
+func FuzzUndecodableRowIsAValidDeadLetter(f *testing.F) {
+	f.Add("order", "a", "T", "not json", []byte{0xff}, int64(-3), 1.5)
+	f.Add("", "", "", "", []byte(nil), int64(0), 0.0)
+	f.Fuzz(func(t *testing.T, aggType, aggID, typ, payload string, blob []byte, seq int64, num float64) {
+		row := fakeRow{op: scyllacdc.Insert, values: map[string]any{
+			"aggregatetype": &aggType, "aggregateid": &aggID, "type": &typ, "payload": &payload,
+			"sequence": &seq, "blob": blob, "num": &num, "list": []*string{&payload, nil}, "map": map[int]string{1: typ},
+		}}
+		m, ok, err := decodeRow(row)
+		if !ok || err == nil {
+			return
+		}
+		d := undecodable("\x01\x02", gocql.TimeUUID(), row, m, err)
+		if verr := d.Validate(); verr != nil {
+			t.Fatalf("dead letter %+v: %v", d, verr)
+		}
+	})
 }

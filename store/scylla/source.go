@@ -220,11 +220,12 @@ func oldestChange(ctx context.Context, s *gocql.Session, logTable string) (time.
 	return oldest, nil
 }
 
-// Skipped counts CDC log rows the current reader could not decode and
-// passed over (each is logged with its stream and cdc$time).
-func (src *Source) Skipped() int64 {
+// Undecodable counts CDC log rows the current reader could not decode
+// and handed to the relay to dead-letter (each is logged with its stream
+// and cdc$time).
+func (src *Source) Undecodable() int64 {
 	if tr := src.current.Load(); tr != nil {
-		return tr.Skipped()
+		return tr.Undecodable()
 	}
 	return 0
 }
