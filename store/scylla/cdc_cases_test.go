@@ -311,6 +311,59 @@ func TestScyllaFirstStartReadsHistoryOlderThanAMinute(t *testing.T) {
 	}
 }
 
+// syncBuffer is a log destination tests read while the relay writes.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// An explicit start point (from= in the URL) reads from there on the
+// first start, and says, as an error, what it passes over: the changes
+// before it and the outbox rows written before it.
+func TestScyllaFirstStartFromAnExplicitPointSaysWhatItSkips(t *testing.T) {
+	t.Parallel()
+	s := cluster(t)
+	ctx := t.Context()
+	now := time.Now()
+	skipped := []outbox.Message{storetest.Msg(t, "a", 1), storetest.Msg(t, "b", 1)}
+	if err := s.AppendEventsAt(ctx, now.Add(-3*time.Minute), skipped...); err != nil {
+		t.Fatal(err)
+	}
+	a2, a3 := storetest.Msg(t, "a", 2), storetest.Msg(t, "a", 3)
+	if err := s.AppendEventsAt(ctx, now.Add(-90*time.Second), a2); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.AppendEvents(ctx, a3); err != nil {
+		t.Fatal(err)
+	}
+	logs := &syncBuffer{}
+	cfg := scylla.LowLatency()
+	cfg.From = now.Add(-2 * time.Minute)
+	cfg.Logger = slog.New(slog.NewTextHandler(logs, nil))
+	cur := open(t, s.CDC(cfg))
+	wantIDs(t, readAcked(t, cur, 2, time.Minute), a2, a3)
+	quiet(t, cur, 3*time.Second, "the changes before from= are not to be read")
+	out := logs.String()
+	for _, want := range []string{"changes in the CDC log before it are NOT published", "rows=2"} {
+		if !strings.Contains(out, want) {
+			t.Fatalf("the relay's log does not say %q:\n%s", want, out)
+		}
+	}
+	t.Logf("the relay said:\n%s", out)
+}
+
 // A row the consumer cannot decode reaches the relay as a record it
 // dead-letters, with the raw columns, parking its aggregate (the same
 // aggregate's later event follows it into the dead-letter store, in

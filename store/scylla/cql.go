@@ -64,6 +64,24 @@ func (c cqlProgress) setGeneration(ctx context.Context, gen time.Time, epoch int
 		gen, epoch, c.name, epoch).WithContext(ctx).MapScanCAS(map[string]any{})
 }
 
+func (c cqlProgress) startTime(ctx context.Context) (time.Time, error) {
+	var at time.Time
+	err := c.s.Query(`SELECT start_time FROM `+c.ks+`.outbox_cdc_generation WHERE name = ?`, c.name).WithContext(ctx).Scan(&at)
+	if err == gocql.ErrNotFound {
+		return time.Time{}, nil
+	}
+	return at, err
+}
+
+func (c cqlProgress) setStartTime(ctx context.Context, at time.Time, epoch int64) (bool, error) {
+	if ok, err := c.s.Query(`INSERT INTO `+c.ks+`.outbox_cdc_generation (name, start_time, epoch) VALUES (?, ?, ?) IF NOT EXISTS`,
+		c.name, at, epoch).WithContext(ctx).MapScanCAS(map[string]any{}); err != nil || ok {
+		return ok, err
+	}
+	return c.s.Query(`UPDATE `+c.ks+`.outbox_cdc_generation SET start_time = ?, epoch = ? WHERE name = ? IF epoch <= ?`,
+		at, epoch, c.name, epoch).WithContext(ctx).MapScanCAS(map[string]any{})
+}
+
 func (c cqlProgress) get(ctx context.Context, gen time.Time, table, stream string) (gocql.UUID, error) {
 	var last gocql.UUID
 	err := c.s.Query(`SELECT last_timeuuid FROM `+c.ks+`.outbox_cdc_progress WHERE generation = ? AND table_name = ? AND stream_id = ?`,

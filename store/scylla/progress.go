@@ -14,6 +14,9 @@ import (
 type progressStore interface {
 	generation(ctx context.Context) (time.Time, error)
 	setGeneration(ctx context.Context, gen time.Time, epoch int64) (bool, error)
+	// startTime is where a first start began reading (zero: none saved).
+	startTime(ctx context.Context) (time.Time, error)
+	setStartTime(ctx context.Context, at time.Time, epoch int64) (bool, error)
 	get(ctx context.Context, gen time.Time, table, stream string) (gocql.UUID, error)
 	save(ctx context.Context, gen time.Time, table, stream string, last gocql.UUID, epoch int64) (bool, error)
 }
@@ -29,7 +32,31 @@ type fencedProgress struct {
 	tracker *tracker
 }
 
-var _ scyllacdc.ProgressManager = (*fencedProgress)(nil)
+var _ scyllacdc.ProgressManagerWithStartTime = (*fencedProgress)(nil)
+
+// GetApplicationReadStartTime is the point the first start chose (see
+// Source.planStart); the library reads from it while no generation is
+// saved.
+func (p *fencedProgress) GetApplicationReadStartTime(ctx context.Context) (time.Time, error) {
+	return p.store.startTime(ctx)
+}
+
+// SaveApplicationReadStartTime is called by the library only when neither
+// a generation nor a start point is saved, which planStart prevents.
+func (p *fencedProgress) SaveApplicationReadStartTime(ctx context.Context, at time.Time) error {
+	epoch, err := p.lease.Epoch()
+	if err != nil {
+		return err
+	}
+	applied, err := p.store.setStartTime(ctx, at, epoch)
+	if err != nil {
+		return err
+	}
+	if !applied {
+		return fmt.Errorf("scylla: start point write refused for epoch %d: %w", epoch, ErrLeaseLost)
+	}
+	return nil
+}
 
 func (p *fencedProgress) GetCurrentGeneration(ctx context.Context) (time.Time, error) {
 	return p.store.generation(ctx)

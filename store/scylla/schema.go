@@ -95,8 +95,10 @@ func Schema(keyspace string, opts SchemaOptions) ([]string, error) {
 		`CREATE TABLE IF NOT EXISTS ` + ks + `outbox_cdc_progress (
 			generation timestamp, table_name text, stream_id blob, last_timeuuid timeuuid, epoch bigint,
 			PRIMARY KEY ((generation, table_name, stream_id)))`,
+		// start_time: where the first start began reading (see
+		// Source.planStart).
 		`CREATE TABLE IF NOT EXISTS ` + ks + `outbox_cdc_generation (
-			name text PRIMARY KEY, generation timestamp, epoch bigint)`,
+			name text PRIMARY KEY, generation timestamp, epoch bigint, start_time timestamp)`,
 		`CREATE TABLE IF NOT EXISTS ` + ks + `outbox_relay_lease (
 			name text PRIMARY KEY, owner text, epoch bigint, expires timestamp)`,
 	}, nil
@@ -110,6 +112,7 @@ var outboxClustering = []string{"sequence", "event_time"}
 // CREATE TABLE IF NOT EXISTS leaves an older table as it was.
 var addedColumns = []struct{ table, column, typ string }{
 	{"parked_aggregates", "pending_entry", "bigint"},
+	{"outbox_cdc_generation", "start_time", "timestamp"},
 }
 
 // Migrate applies the schema; every statement is idempotent.

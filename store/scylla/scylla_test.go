@@ -5,6 +5,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"log/slog"
 	"regexp"
 	"slices"
 	"strings"
@@ -418,13 +420,32 @@ func (m *memLease) renew(_ context.Context, name string, rec leaseRecord) (bool,
 
 // memProgress refuses a write whose epoch is older than the stored one.
 type memProgress struct {
-	mu    sync.Mutex
-	epoch map[string]int64
-	last  map[string]gocql.UUID
+	mu         sync.Mutex
+	epoch      map[string]int64
+	last       map[string]gocql.UUID
+	gen, start time.Time
 }
 
-func (m *memProgress) generation(context.Context) (time.Time, error) { return time.Time{}, nil }
-func (m *memProgress) setGeneration(context.Context, time.Time, int64) (bool, error) {
+func (m *memProgress) generation(context.Context) (time.Time, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.gen, nil
+}
+func (m *memProgress) setGeneration(_ context.Context, gen time.Time, _ int64) (bool, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.gen = gen
+	return true, nil
+}
+func (m *memProgress) startTime(context.Context) (time.Time, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.start, nil
+}
+func (m *memProgress) setStartTime(_ context.Context, at time.Time, _ int64) (bool, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.start = at
 	return true, nil
 }
 func (m *memProgress) get(_ context.Context, _ time.Time, _, stream string) (gocql.UUID, error) {
@@ -825,4 +846,113 @@ func FuzzUndecodableRowIsAValidDeadLetter(f *testing.F) {
 			t.Fatalf("dead letter %+v: %v", d, verr)
 		}
 	})
+}
+
+// logRecords keeps what a logger wrote, as level and text.
+type logRecords struct {
+	mu  sync.Mutex
+	out []string
+}
+
+func (l *logRecords) Enabled(context.Context, slog.Level) bool { return true }
+func (l *logRecords) Handle(_ context.Context, r slog.Record) error {
+	var b strings.Builder
+	b.WriteString(r.Level.String() + " " + r.Message)
+	r.Attrs(func(a slog.Attr) bool {
+		b.WriteString(" " + a.Key + "=" + a.Value.String())
+		return true
+	})
+	l.mu.Lock()
+	l.out = append(l.out, b.String())
+	l.mu.Unlock()
+	return nil
+}
+func (l *logRecords) WithAttrs([]slog.Attr) slog.Handler { return l }
+func (l *logRecords) WithGroup(string) slog.Handler      { return l }
+
+func (l *logRecords) find(level slog.Level, parts ...string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, line := range l.out {
+		if strings.HasPrefix(line, level.String()+" ") && containsAll(line, parts...) {
+			return true
+		}
+	}
+	return false
+}
+
+// A relay's first start on a table reads from the oldest change the CDC
+// log holds, or from an explicit point; either way the point is saved
+// (the library's application start time), so an interrupted first start
+// does not choose again, and it is logged, with what it passes over. Later
+// starts resume from saved progress and say so.
+func TestFirstStartReadsFromTheOldestChangeOrAnExplicitPointAndSaysSo(t *testing.T) {
+	now := time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC)
+	oldest := now.Add(-5*time.Hour + 1234*time.Microsecond)
+	for _, tc := range []struct {
+		name      string
+		from      time.Time
+		oldest    time.Time // zero: an empty log
+		older     int64     // outbox rows written before the start point
+		want      time.Time
+		wantLog   []string
+		wantLevel slog.Level
+	}{
+		{"from the oldest change", time.Time{}, oldest, 0, oldest.Truncate(time.Millisecond),
+			[]string{"first start", "oldest change", "from=2026-11-30T07:00:00.001Z"}, slog.LevelWarn},
+		{"rows older than the log", time.Time{}, oldest, 7, oldest.Truncate(time.Millisecond),
+			[]string{"first start", "oldest change"}, slog.LevelWarn},
+		{"an empty log", time.Time{}, time.Time{}, 0, now.Add(-time.Minute),
+			[]string{"first start", "CDC log is empty"}, slog.LevelWarn},
+		{"from a later point", now.Add(-time.Hour), oldest, 3, now.Add(-time.Hour),
+			[]string{"from=2026-11-30T11:00:00Z", "NOT published", "oldest_change=2026-11-30T07:00:00.001234Z"}, slog.LevelError},
+		{"from an earlier point", now.Add(-48 * time.Hour), oldest, 0, now.Add(-48 * time.Hour),
+			[]string{"from=2026-11-28T12:00:00Z", "older than the oldest change"}, slog.LevelWarn},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			logs := &logRecords{}
+			src := (&Store{}).CDC(CDCConfig{From: tc.from, Logger: slog.New(logs)})
+			src.now = func() time.Time { return now }
+			src.oldest = func(context.Context) (time.Time, error) { return tc.oldest, nil }
+			src.countOlder = func(_ context.Context, before time.Time) (int64, bool, error) {
+				if !before.Equal(tc.want) {
+					t.Errorf("counted rows before %v, want before the start point %v", before, tc.want)
+				}
+				return tc.older, true, nil
+			}
+			store := &memProgress{epoch: map[string]int64{}, last: map[string]gocql.UUID{}}
+			if err := src.planStart(t.Context(), store, 1); err != nil {
+				t.Fatal(err)
+			}
+			if !store.start.Equal(tc.want) {
+				t.Fatalf("saved start %v, want %v", store.start, tc.want)
+			}
+			if !logs.find(tc.wantLevel, tc.wantLog...) {
+				t.Fatalf("no %s log with %q in %q", tc.wantLevel, tc.wantLog, logs.out)
+			}
+			if tc.older > 0 && !logs.find(slog.LevelError, "not in the CDC log", "NOT published", fmt.Sprintf("rows=%d", tc.older)) {
+				t.Fatalf("the %d older outbox rows were not reported: %q", tc.older, logs.out)
+			}
+			// An interrupted first start keeps its point: the log has
+			// moved on, the choice does not.
+			src.oldest = func(context.Context) (time.Time, error) { return now, nil }
+			if err := src.planStart(t.Context(), store, 1); err != nil || !store.start.Equal(tc.want) {
+				t.Fatalf("second start: %v, start %v, want %v kept", err, store.start, tc.want)
+			}
+			if !logs.find(slog.LevelInfo, "first start", "saved start point") {
+				t.Fatalf("the second start did not say it kept the saved point: %q", logs.out)
+			}
+		})
+	}
+	// Once a generation is saved, a start resumes from it and says so.
+	logs := &logRecords{}
+	src := (&Store{}).CDC(CDCConfig{From: now, Logger: slog.New(logs)})
+	src.oldest = func(context.Context) (time.Time, error) { t.Fatal("looked for the oldest change on a resume"); return time.Time{}, nil }
+	store := &memProgress{epoch: map[string]int64{}, last: map[string]gocql.UUID{}, gen: now.Add(-time.Hour)}
+	if err := src.planStart(t.Context(), store, 1); err != nil || !store.start.IsZero() {
+		t.Fatalf("resume: %v, start %v", err, store.start)
+	}
+	if !logs.find(slog.LevelInfo, "resuming", "generation=2026-11-30T11:00:00Z") || !logs.find(slog.LevelWarn, "from=", "ignored") {
+		t.Fatalf("resume logs %q", logs.out)
+	}
 }

@@ -50,6 +50,11 @@ type CDCConfig struct {
 	// generation (default 15 s, the library's): events written in a new
 	// generation wait up to this long after a topology change.
 	GenerationPoll time.Duration
+	// From is where the relay's first start on a table begins reading:
+	// the zero value means the oldest change the CDC log still holds. A
+	// later point passes over the changes before it, which is logged as
+	// an error. Later starts resume from saved progress and ignore it.
+	From time.Time
 	// Owner names this relay in the lease (default hostname:pid).
 	Owner  string
 	Logger *slog.Logger
@@ -103,6 +108,10 @@ type Source struct {
 	cfg     CDCConfig
 	current atomic.Pointer[tracker]
 	now     func() time.Time
+	// oldest and countOlder look at the log and the outbox table on a
+	// first start (tests replace them).
+	oldest     func(ctx context.Context) (time.Time, error)
+	countOlder func(ctx context.Context, before time.Time) (n int64, complete bool, err error)
 }
 
 var _ relay.Source = (*Source)(nil)
@@ -110,7 +119,14 @@ var _ relay.Source = (*Source)(nil)
 // CDC builds the source.
 func (s *Store) CDC(cfg CDCConfig) *Source {
 	cfg.setDefaults()
-	return &Source{s: s, cfg: cfg, now: time.Now}
+	src := &Source{s: s, cfg: cfg, now: time.Now}
+	src.oldest = func(ctx context.Context) (time.Time, error) {
+		return oldestChange(ctx, s.session, s.keyspace+".outbox_messages"+cdcLogSuffix)
+	}
+	src.countOlder = func(ctx context.Context, before time.Time) (int64, bool, error) {
+		return countWrittenBefore(ctx, s.session, s.keyspace+".outbox_messages", before, 10*time.Second)
+	}
+	return src
 }
 
 // Open takes the table's lease and starts the reader; the cursor fails
@@ -122,8 +138,11 @@ func (src *Source) Open(ctx context.Context) (relay.Cursor, error) {
 		return nil, err
 	}
 	progress := cqlProgress{src.s.session, src.s.keyspace, table}
-	ageLimit, err := src.firstReadAge(ctx, progress)
+	epoch, err := lease.Epoch()
 	if err != nil {
+		return nil, err
+	}
+	if err := src.planStart(ctx, progress, epoch); err != nil {
 		return nil, err
 	}
 	tr := newTracker(1024, src.cfg.Logger)
@@ -140,8 +159,8 @@ func (src *Source) Open(ctx context.Context) (relay.Cursor, error) {
 			PostEmptyQueryDelay:      src.cfg.PostEmptyQueryDelay,
 			PostNonEmptyQueryDelay:   src.cfg.PostNonEmptyQueryDelay,
 			PostGenerationFetchDelay: src.cfg.GenerationPoll,
-			ChangeAgeLimit:           ageLimit,
 		},
+		Consistency: gocql.LocalQuorum, // what checkConsistency holds writes to
 	})
 	if err != nil {
 		return nil, fmt.Errorf("scylla: CDC reader: %w", err)
@@ -173,31 +192,109 @@ func (src *Source) Open(ctx context.Context) (relay.Cursor, error) {
 	return cur, nil
 }
 
-// firstReadAge is how far back the reader starts when this table was
-// never read before (no generation saved): from the oldest change still
-// in the log, so events written before the relay's first start are
-// published too. The library's own default, a minute back, would pass
-// over anything older without a word. Later starts resume from the saved
-// generation and per-stream progress, and ignore it.
-func (src *Source) firstReadAge(ctx context.Context, progress cqlProgress) (time.Duration, error) {
-	const atLeast = time.Minute // writes in flight when the relay starts
+// planStart decides where the reader starts when this table was never
+// read before (no generation saved) and saves it as the library's
+// application start time, which the library then reads from instead of
+// looking back ChangeAgeLimit, a minute by default, which would pass over
+// anything older without a word. The point is the oldest change the log
+// still holds, or CDCConfig.From. Either way it is logged, with what is
+// not read: changes before an explicit point, and outbox rows written
+// before the start, whose changes the log no longer holds (it expires
+// after its TTL). A start with a point saved but no generation (a first
+// start interrupted early) keeps that point; later starts resume from
+// saved progress.
+func (src *Source) planStart(ctx context.Context, progress progressStore, epoch int64) error {
+	log := src.cfg.Logger.With("table", src.table())
 	gen, err := progress.generation(ctx)
 	if err != nil {
-		return 0, fmt.Errorf("scylla: read the saved CDC generation: %w", err)
+		return fmt.Errorf("scylla: read the saved CDC generation: %w", err)
 	}
 	if !gen.IsZero() {
-		return atLeast, nil
+		log.Info("resuming CDC from the saved progress of each stream", "generation", gen.UTC().Format(time.RFC3339Nano))
+		if !src.cfg.From.IsZero() {
+			log.Warn("from= is ignored: it applies to a relay's first start on a table only", "from", src.cfg.From.UTC().Format(time.RFC3339Nano))
+		}
+		return nil
 	}
-	oldest, err := oldestChange(ctx, src.s.session, src.s.keyspace+".outbox_messages"+cdcLogSuffix)
+	saved, err := progress.startTime(ctx)
 	if err != nil {
-		return 0, err
+		return fmt.Errorf("scylla: read the saved CDC start point: %w", err)
 	}
-	if oldest.IsZero() {
-		return atLeast, nil
+	if !saved.IsZero() {
+		log.Info("first start on this table, resumed: reading from the saved start point", "from", saved.UTC().Format(time.RFC3339Nano))
+		return nil
 	}
-	age := max(src.now().Sub(oldest)+time.Second, atLeast)
-	src.cfg.Logger.Info("first start on this table: reading its CDC log from the oldest change", "oldest", oldest, "age", age.Round(time.Second))
-	return age, nil
+	oldest, err := src.oldest(ctx)
+	if err != nil {
+		return err
+	}
+	// CQL's timestamp keeps milliseconds: round down, never past a change.
+	var start time.Time
+	switch {
+	case !src.cfg.From.IsZero():
+		start = src.cfg.From.Truncate(time.Millisecond)
+	case oldest.IsZero():
+		start = src.now().Add(-time.Minute) // writes in flight as the relay starts
+	default:
+		start = oldest.Truncate(time.Millisecond)
+	}
+	applied, err := progress.setStartTime(ctx, start, epoch)
+	if err != nil {
+		return fmt.Errorf("scylla: save the CDC start point: %w", err)
+	}
+	if !applied {
+		return fmt.Errorf("scylla: CDC start point refused for epoch %d: %w", epoch, ErrLeaseLost)
+	}
+	from := start.UTC().Format(time.RFC3339Nano)
+	switch {
+	case src.cfg.From.IsZero() && oldest.IsZero():
+		log.Warn("first start on this table: the CDC log is empty; reading from a minute back", "from", from)
+	case src.cfg.From.IsZero():
+		log.Warn("first start on this table: reading its CDC log from the oldest change it holds", "from", from)
+	case oldest.IsZero() || !oldest.Before(start):
+		log.Warn("first start on this table: reading from the configured point, older than the oldest change in the CDC log", "from", from)
+	default:
+		log.Error("first start on this table: reading from the configured point; changes in the CDC log before it are NOT published",
+			"from", from, "oldest_change", oldest.UTC().Format(time.RFC3339Nano))
+	}
+	n, complete, err := src.countOlder(ctx, start)
+	switch {
+	case err != nil:
+		log.Warn("could not count outbox rows written before the start point", "err", err)
+	case n > 0:
+		at := "rows"
+		if !complete {
+			at = "at_least_rows"
+		}
+		log.Error("outbox rows written before the start point are not in the CDC log (expired, or before from=) and are NOT published; "+
+			"check them in the outbox table", at, n, "from", from)
+	}
+	return nil
+}
+
+func (src *Source) table() string { return src.s.keyspace + ".outbox_messages" }
+
+// countWrittenBefore counts rows of table written before t (by their
+// write time), scanning the table page by page for at most budget:
+// complete is false when it stopped early, so n is a lower bound.
+func countWrittenBefore(ctx context.Context, s *gocql.Session, table string, t time.Time, budget time.Duration) (n int64, complete bool, err error) {
+	ctx, cancel := context.WithTimeout(ctx, budget)
+	defer cancel()
+	iter := s.Query(`SELECT WRITETIME(payload) FROM ` + table).WithContext(ctx).PageSize(5000).Iter()
+	before := t.UnixMicro()
+	var wt int64
+	for iter.Scan(&wt) {
+		if wt < before {
+			n++
+		}
+	}
+	if err := iter.Close(); err != nil {
+		if ctx.Err() != nil {
+			return n, false, nil
+		}
+		return n, false, fmt.Errorf("scylla: count rows of %s written before %s: %w", table, t.Format(time.RFC3339), err)
+	}
+	return n, true, nil
 }
 
 // cdcLogSuffix names a table's CDC log table in ScyllaDB.

@@ -29,7 +29,8 @@ type Settings struct {
 // factor for migrate, NetworkTopologyStrategy, default 3), cdc_ttl
 // (default 24h), idempotency_ttl (how long an idempotency key is kept,
 // default 24h, whole seconds from 1m), profile=low-latency for the CDC reader's
-// low-latency profile, lease_ttl (how long a standby relay waits for a
+// low-latency profile, from (where a relay's first start on the table
+// reads from: oldest, the default, or an RFC 3339 time), lease_ttl (how long a standby relay waits for a
 // silent holder's lease, default 30s, 2s to 10m), and tls=true with
 // ca_file, cert_file, key_file and server_name. Errors never repeat the
 // password.
@@ -57,7 +58,7 @@ func ParseURL(raw string) (Settings, error) {
 	q := u.Query()
 	for k := range q {
 		switch k {
-		case "consistency", "local_dc", "rf", "cdc_ttl", "idempotency_ttl", "profile", "lease_ttl", "tls", "ca_file", "cert_file", "key_file", "server_name":
+		case "consistency", "local_dc", "from", "rf", "cdc_ttl", "idempotency_ttl", "profile", "lease_ttl", "tls", "ca_file", "cert_file", "key_file", "server_name":
 		default:
 			return st, fmt.Errorf("scylla: unknown URL option %q", k)
 		}
@@ -102,6 +103,11 @@ func ParseURL(raw string) (Settings, error) {
 		// slow lightweight transaction loses the lease.
 		if st.CDC.LeaseTTL, err = time.ParseDuration(v); err != nil || st.CDC.LeaseTTL < 2*time.Second || st.CDC.LeaseTTL > 10*time.Minute {
 			return st, fmt.Errorf("scylla: lease_ttl must be a duration from 2s to 10m, got %q", v)
+		}
+	}
+	if v := q.Get("from"); v != "" && v != "oldest" {
+		if st.CDC.From, err = time.Parse(time.RFC3339Nano, v); err != nil {
+			return st, fmt.Errorf("scylla: from must be oldest or an RFC 3339 time such as 2026-11-30T10:00:00Z, got %q", v)
 		}
 	}
 	useTLS := q.Get("ca_file") != "" || q.Get("cert_file") != "" || q.Get("server_name") != ""

@@ -139,3 +139,22 @@ func TestTopologyChecks(t *testing.T) {
 		})
 	}
 }
+
+func TestParseURLFrom(t *testing.T) {
+	for query, want := range map[string]time.Time{
+		"":                          {},
+		"from=oldest":               {},
+		"from=2026-11-30T10:00:00Z": time.Date(2026, 11, 30, 10, 0, 0, 0, time.UTC),
+		"profile=low-latency&from=2026-11-30T10:00:00.5%2B01:00": time.Date(2026, 11, 30, 9, 0, 0, 5e8, time.UTC),
+	} {
+		st, err := ParseURL("scylla://a/shop?" + query)
+		if err != nil || !st.CDC.From.Equal(want) {
+			t.Errorf("%q: from %v (%v), want %v", query, st.CDC.From, err, want)
+		}
+	}
+	for _, bad := range []string{"from=now", "from=yesterday", "from=2026-11-30"} {
+		if _, err := ParseURL("scylla://a/shop?" + bad); err == nil {
+			t.Errorf("%s was accepted", bad)
+		}
+	}
+}
