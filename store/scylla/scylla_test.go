@@ -947,7 +947,10 @@ func TestFirstStartReadsFromTheOldestChangeOrAnExplicitPointAndSaysSo(t *testing
 	// Once a generation is saved, a start resumes from it and says so.
 	logs := &logRecords{}
 	src := (&Store{}).CDC(CDCConfig{From: now, Logger: slog.New(logs)})
-	src.oldest = func(context.Context) (time.Time, error) { t.Fatal("looked for the oldest change on a resume"); return time.Time{}, nil }
+	src.oldest = func(context.Context) (time.Time, error) {
+		t.Fatal("looked for the oldest change on a resume")
+		return time.Time{}, nil
+	}
 	store := &memProgress{epoch: map[string]int64{}, last: map[string]gocql.UUID{}, gen: now.Add(-time.Hour)}
 	if err := src.planStart(t.Context(), store, 1); err != nil || !store.start.IsZero() {
 		t.Fatalf("resume: %v, start %v", err, store.start)
