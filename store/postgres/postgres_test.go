@@ -121,7 +121,10 @@ func msg(t testing.TB, agg string, seq int64) outbox.Message {
 func TestPollingSkipsNothingUnderConcurrentLongTransactions(t *testing.T) {
 	s, _ := newDB(t)
 	ctx := t.Context()
-	src, _ := poll.NewSource(s, poll.Config{Interval: 5 * time.Millisecond})
+	src, err := poll.NewSource(s, poll.Config{Interval: 5 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
 	cur, err := src.Open(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -133,6 +136,9 @@ func TestPollingSkipsNothingUnderConcurrentLongTransactions(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// A failure before its commit must not leave it holding a connection:
+	// closing the pool would wait for it forever.
+	defer long.Rollback(context.Background())
 	held := msg(t, "long", 1)
 	if err := s.Append(ctx, long, held); err != nil {
 		t.Fatal(err)
@@ -142,8 +148,15 @@ func TestPollingSkipsNothingUnderConcurrentLongTransactions(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if recs, _ := cur.Next(ctx, 100); len(recs) != 0 {
-		t.Fatalf("read %d rows committed after a transaction still open: they could pass its row", len(recs))
+	// Twice: the first read of a fresh cursor and a read after it.
+	for range 2 {
+		recs, err := cur.Next(ctx, 100)
+		if err != nil {
+			t.Fatalf("read while a transaction is open: %v", err)
+		}
+		if len(recs) != 0 {
+			t.Fatalf("read %d rows committed after a transaction still open: they could pass its row", len(recs))
+		}
 	}
 	if err := long.Commit(ctx); err != nil {
 		t.Fatal(err)
@@ -227,8 +240,11 @@ func TestCDCResumesFromTheSlot(t *testing.T) {
 		first = append(first, msg(t, "a", int64(i+1)))
 	}
 	// Two in one transaction, one alone.
-	appendFunc(s)(ctx, first[:2], false)
-	appendFunc(s)(ctx, first[2:], false)
+	for _, batch := range [][]outbox.Message{first[:2], first[2:]} {
+		if err := appendFunc(s)(ctx, batch, false); err != nil {
+			t.Fatal(err)
+		}
+	}
 	got := drain(t, cur, 3, 10*time.Second)
 	if len(got) != 3 {
 		t.Fatalf("read %d, want 3", len(got))
@@ -257,7 +273,9 @@ func TestCDCResumesFromTheSlot(t *testing.T) {
 	}
 	cur.Close()
 	next := msg(t, "a", 4)
-	appendFunc(s)(ctx, []outbox.Message{next}, false)
+	if err := appendFunc(s)(ctx, []outbox.Message{next}, false); err != nil {
+		t.Fatal(err)
+	}
 	cur, err = src.Open(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -299,7 +317,9 @@ func TestLostSlotFailsLoudlyAndIsRecreatedOnlyOnRequest(t *testing.T) {
 		t.Fatalf("opening with a lost slot: %v, want ErrSlotLost naming --recreate-slot", err)
 	}
 	var exists bool
-	s.Pool().QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $1)`, slot).Scan(&exists)
+	if err := s.Pool().QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $1)`, slot).Scan(&exists); err != nil {
+		t.Fatal(err)
+	}
 	if exists {
 		t.Fatal("the slot was silently recreated")
 	}
@@ -327,27 +347,43 @@ func TestCleanupDeletesOnlyAcknowledgedRowsPastRetention(t *testing.T) {
 	s, _ := newDB(t)
 	ctx := t.Context()
 	for i := range 10 {
-		appendFunc(s)(ctx, []outbox.Message{msg(t, "a", int64(i+1))}, false)
+		if err := appendFunc(s)(ctx, []outbox.Message{msg(t, "a", int64(i+1))}, false); err != nil {
+			t.Fatal(err)
+		}
 	}
-	src, _ := poll.NewSource(s, poll.Config{Name: "clean"})
-	cur, _ := src.Open(ctx)
+	src, err := poll.NewSource(s, poll.Config{Name: "clean"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cur, err := src.Open(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cur.Close()
 	recs := drain(t, cur, 10, 5*time.Second)
-	cur.Commit(ctx, recs[5].Position) // six acknowledged
+	if len(recs) != 10 {
+		t.Fatalf("read %d rows, want 10", len(recs))
+	}
+	if err := cur.Commit(ctx, recs[5].Position); err != nil { // six acknowledged
+		t.Fatal(err)
+	}
 	cleaner := s.NewCleaner(s.PollCleanupHorizon("clean"), postgres.CleanupConfig{Retention: time.Nanosecond, BatchSize: 2})
 	n, err := cleaner.RunOnce(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
 	var left int64
-	s.Pool().QueryRow(ctx, `SELECT count(*) FROM outbox`).Scan(&left)
+	if err := s.Pool().QueryRow(ctx, `SELECT count(*) FROM outbox`).Scan(&left); err != nil {
+		t.Fatal(err)
+	}
 	// Rows below the acknowledged row's transaction are deleted; the rest
 	// wait for their acknowledgement.
 	if n != 5 || left != 5 {
 		t.Fatalf("cleanup deleted %d and left %d rows; want 5 and 5", n, left)
 	}
 	keep := s.NewCleaner(s.PollCleanupHorizon("clean"), postgres.CleanupConfig{Retention: time.Hour})
-	if n, _ := keep.RunOnce(ctx); n != 0 {
-		t.Fatalf("cleanup deleted %d rows inside their retention", n)
+	if n, err := keep.RunOnce(ctx); err != nil || n != 0 {
+		t.Fatalf("cleanup deleted %d rows inside their retention (%v)", n, err)
 	}
 }
 
@@ -367,12 +403,21 @@ func TestOrderWritesAreAtomicAndVersionChecked(t *testing.T) {
 	}
 	stale := o
 	stale.Version, stale.Address = 2, "stale"
-	ev, _ := outbox.NewMessage(order.AggregateType, o.ID, order.EventUpdated, 2, map[string]string{"a": "stale"})
+	ev, err := outbox.NewMessage(order.AggregateType, o.ID, order.EventUpdated, 2, map[string]string{"a": "stale"})
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := s.Orders().Update(ctx, stale, ev); !errors.Is(err, order.ErrConflict) {
 		t.Fatalf("stale update: %v, want ErrConflict", err)
 	}
-	orders, events, _ := s.CountRows(ctx)
-	got, _ := svc.Get(ctx, o.ID)
+	orders, events, err := s.CountRows(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := svc.Get(ctx, o.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
 	if orders != 1 || events != 2 || got.Address != "x" || got.Version != 2 {
 		t.Fatalf("after a refused update: %d orders, %d events, order %+v", orders, events, got)
 	}
@@ -386,7 +431,7 @@ func TestOrderWritesAreAtomicAndVersionChecked(t *testing.T) {
 	if err != nil || !replayed || b.ID != a.ID {
 		t.Fatalf("replayed create: %v %v %v", b.ID, replayed, err)
 	}
-	if _, events, _ := s.CountRows(ctx); events != 3 {
+	if _, events, err := s.CountRows(ctx); err != nil || events != 3 {
 		t.Fatalf("%d events after a create and its replay, want 3", events)
 	}
 }
