@@ -37,8 +37,8 @@ func chaosCmd(stdout, stderr io.Writer) *cobra.Command {
 	opts := chaosOptions{logOutput: stderr}
 	cmd := &cobra.Command{
 		Use:   "chaos",
-		Short: "Run the fault matrix (R1–R15) against the real binary and check every invariant",
-		Long: `chaos runs the reliability scenarios R1–R15 with fixed seeds: the relay
+		Short: "Run the fault matrix (R1–R16) against the real binary and check every invariant",
+		Long: `chaos runs the reliability scenarios R1–R16 with fixed seeds: the relay
 SIGKILLed as a child process, worker panics, broker outages, lost
 acknowledgements, a hard database stop, a slow broker (toxiproxy), poison
 events, a lost position, and fuzzed HTTP input. Each scenario gets a fresh
@@ -76,7 +76,7 @@ breaks. --quick shrinks every scenario (about two minutes per target).`,
 				}
 			}
 			if len(picked) == 0 {
-				return usagef("--scenario %q names no scenario (R1 to R15)", opts.only)
+				return usagef("--scenario %q names no scenario (R1 to R16)", opts.only)
 			}
 			return runChaos(cmd.Context(), opts, picked, stdout, stderr)
 		},

@@ -586,3 +586,80 @@ func (r *chaosRun) createTopic(topic string, configs map[string]*string) error {
 	}
 	return nil
 }
+
+// runTransientRounds makes one aggregate's topic fail with a retryable
+// error for several rounds of attempts while the others are published,
+// so the breaker stays closed: the aggregate must wait, never be
+// dead-lettered (the design's "dead letter after 5 failures" is exactly
+// what must not happen), and be published once its topic recovers.
+func runTransientRounds(r *chaosRun, res *scenarioResult) error {
+	failFor := time.Duration(r.size(6, 20)) * time.Second // several 1.2 s rounds, far below StuckTimeout
+	topic := r.topicOf("ledger")
+	cfg := r.config()
+	var heal func() error
+	if r.target.embedded() {
+		h := r.broker.Cluster().Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Produce}, Topic: topic, Err: kerr.NotEnoughReplicas, Count: -1})
+		heal = func() error { h.Remove(); return nil }
+	} else {
+		// The topic does not exist and the relay may not create it; then
+		// it is created.
+		cfg.NoAutoCreate = true
+		if err := r.createTopic(r.topicOf(order.AggregateType), nil); err != nil {
+			return err
+		}
+		heal = func() error { return r.createTopic(topic, nil) }
+	}
+	var waiting []outbox.Message
+	for seq := int64(1); seq <= 3; seq++ {
+		m, err := outbox.NewMessage("ledger", "l1", "Posted", seq, map[string]int64{"seq": seq})
+		if err != nil {
+			return err
+		}
+		waiting = append(waiting, m)
+	}
+	if err := r.db.appendEvents(r.ctx, waiting...); err != nil {
+		return err
+	}
+	bl := &breakerLog{}
+	a, stop, err := r.startAppWith(cfg, func(c *relay.Config) { c.Hooks = append(c.Hooks, bl) })
+	if err != nil {
+		return err
+	}
+	defer stop()
+	ctx, cancel := context.WithCancel(r.ctx)
+	defer cancel()
+	writeErr := make(chan error, 1)
+	go func() { writeErr <- r.writeOrders(ctx, 100, 1000, 4, 20*time.Millisecond) }()
+	retry.Wait(r.ctx, failFor)
+	rounds := a.relay.Stats().Failed
+	if err := heal(); err != nil {
+		return err
+	}
+	healed := time.Now()
+	for time.Since(healed) < time.Minute && len(a.relay.Stuck()) > 0 {
+		retry.Wait(r.ctx, 20*time.Millisecond)
+	}
+	res.Figures["published_after_heal_ms"] = time.Since(healed).Milliseconds()
+	cancel()
+	if err := <-writeErr; err != nil && !errors.Is(err, context.Canceled) {
+		return err
+	}
+	if err := r.finish(res, 2*time.Minute); err != nil {
+		return err
+	}
+	st := a.relay.Stats()
+	res.Figures["failing_for"] = failFor.String()
+	res.Figures["failed_rounds"] = rounds
+	res.Figures["breaker_opened"] = bl.count("open")
+	res.Figures["dead_lettered"] = st.DeadLettered
+	if rounds < 3 {
+		res.fail("only %d failed rounds in %s: the scenario did not test several", rounds, failFor)
+	}
+	if st.DeadLettered != 0 {
+		res.fail("%d events dead-lettered for a transient failure", st.DeadLettered)
+	}
+	if bl.count("open") != 0 {
+		res.fail("the breaker opened %d times while the other aggregates were published", bl.count("open"))
+	}
+	return stop()
+}

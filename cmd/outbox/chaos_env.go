@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -174,26 +176,27 @@ func (r *chaosRun) setup() error {
 // the proxy's address, so every connection a client makes, including
 // those to brokers it learns from metadata, crosses the proxy.
 func (r *chaosRun) startBroker() error {
-	hold, err := net.Listen("tcp", "127.0.0.1:0")
+	// The broker's listener is bound first and handed to kfake, so no
+	// other process can take its port between choosing and binding it.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return err
 	}
-	port := hold.Addr().(*net.TCPAddr).Port
-	hold.Close()
+	r.direct = ln.Addr().String()
 	srv := toxiproxy.NewServer(toxiproxy.NewMetricsContainer(prometheus.NewRegistry()), zerolog.Nop())
-	r.proxy = toxiproxy.NewProxy(srv, "kafka", "127.0.0.1:0", fmt.Sprintf("127.0.0.1:%d", port))
+	r.proxy = toxiproxy.NewProxy(srv, "kafka", "127.0.0.1:0", r.direct)
 	if err := r.proxy.Start(); err != nil {
+		ln.Close()
 		return fmt.Errorf("chaos: proxy: %w", err)
 	}
 	advertised := r.proxy.Listen
-	r.direct = fmt.Sprintf("127.0.0.1:%d", port)
-	r.broker, err = kafka.StartEmbedded(kafka.EmbeddedConfig{Port: port, Opts: []kfake.Opt{
-		kfake.ListenFn(func(network, addr string) (net.Listener, error) {
-			ln, err := net.Listen(network, addr)
-			return advertisingListener{ln, advertised}, err
+	r.broker, err = kafka.StartEmbedded(kafka.EmbeddedConfig{Opts: []kfake.Opt{
+		kfake.ListenFn(func(string, string) (net.Listener, error) {
+			return advertisingListener{ln, advertised}, nil
 		}),
 	}})
 	if err != nil {
+		ln.Close()
 		return err
 	}
 	r.brokers = []string{advertised}
@@ -389,12 +392,8 @@ func (r *chaosRun) startChild(sub string, extra ...string) (*child, error) {
 	}
 	c := &child{done: make(chan struct{}), output: &cappedBuffer{}}
 	if sub == "serve" {
-		port, err := freePort()
-		if err != nil {
-			return nil, err
-		}
-		c.http = fmt.Sprintf("127.0.0.1:%d", port)
-		args = append(args, "--http", c.http)
+		// Any free port, bound by the child itself; its log says which.
+		args = append(args, "--http", "127.0.0.1:0", "--log-level", "info")
 	}
 	c.cmd = exec.Command(r.exe, append(args, extra...)...)
 	c.cmd.Env = chaosChildEnv()
@@ -406,7 +405,7 @@ func (r *chaosRun) startChild(sub string, extra ...string) (*child, error) {
 	r.mu.Lock()
 	r.kids = append(r.kids, c)
 	r.mu.Unlock()
-	if c.http != "" {
+	if sub == "serve" {
 		if err := c.waitReady(r.ctx, 30*time.Second); err != nil {
 			c.kill()
 			return nil, fmt.Errorf("%w; output:\n%s", err, c.output)
@@ -427,13 +426,16 @@ func chaosChildEnv() []string {
 	return env
 }
 
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
+// listenAddr finds the address a log line says was bound ("... addr=HOST:PORT").
+func listenAddr(log, msg string) string {
+	for _, l := range strings.Split(log, "\n") {
+		if strings.Contains(l, msg) {
+			if _, rest, ok := strings.Cut(l, "addr="); ok {
+				return strings.Fields(rest)[0]
+			}
+		}
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
+	return ""
 }
 
 func (c *child) waitReady(ctx context.Context, timeout time.Duration) error {
@@ -443,6 +445,15 @@ func (c *child) waitReady(ctx context.Context, timeout time.Duration) error {
 		case <-c.done:
 			return fmt.Errorf("chaos: child exited before it was ready: %v", c.err)
 		default:
+		}
+		if c.http == "" {
+			c.http = listenAddr(c.output.String(), "HTTP API listening")
+			if c.http == "" {
+				if retry.Wait(ctx, 20*time.Millisecond) != nil {
+					return ctx.Err()
+				}
+				continue
+			}
 		}
 		resp, err := http.Get("http://" + c.http + "/readyz")
 		if err == nil {
@@ -643,6 +654,61 @@ func (r *chaosRun) deadLettered(ctx context.Context) ([]string, error) {
 		ids[i] = d.ID
 	}
 	return ids, err
+}
+
+// contents is a digest of every row of the tables a request may change
+// (orders, outbox, idempotency keys, dead letters): a refused request
+// must leave it as it was, not only the row counts.
+func (r *chaosRun) contents(ctx context.Context) (string, error) {
+	h := sha256.New()
+	tables := []string{"orders ORDER BY id", "outbox ORDER BY position", "order_idempotency_keys ORDER BY key",
+		"outbox_dead_letters ORDER BY id", "outbox_parked_aggregates ORDER BY aggregatetype, aggregateid"}
+	switch db := r.db.(type) {
+	case *sqliteBackend:
+		for _, t := range tables {
+			rows, err := db.DB().QueryContext(ctx, "SELECT * FROM "+t)
+			if err != nil {
+				return "", err
+			}
+			cols, _ := rows.Columns()
+			vals := make([]any, len(cols))
+			ptrs := make([]any, len(cols))
+			for i := range vals {
+				ptrs[i] = &vals[i]
+			}
+			for rows.Next() {
+				if err := rows.Scan(ptrs...); err != nil {
+					rows.Close()
+					return "", err
+				}
+				fmt.Fprintf(h, "%s %v\n", t, vals)
+			}
+			rows.Close()
+		}
+	case *postgresBackend:
+		for _, t := range tables {
+			rows, err := db.Pool().Query(ctx, "SELECT * FROM "+t)
+			if err != nil {
+				return "", err
+			}
+			for rows.Next() {
+				vals, err := rows.Values()
+				if err != nil {
+					rows.Close()
+					return "", err
+				}
+				fmt.Fprintf(h, "%s %v\n", t, vals)
+			}
+			rows.Close()
+		}
+	default:
+		o, e, err := r.db.CountRows(ctx)
+		if err != nil {
+			return "", err
+		}
+		fmt.Fprintf(h, "%d %d", o, e)
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
 // ackedMissing counts acknowledged writes with no outbox row: a 2xx (or

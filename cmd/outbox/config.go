@@ -34,6 +34,7 @@ type config struct {
 	PollInterval   time.Duration
 	BreakerTimeout time.Duration
 	StuckTimeout   time.Duration
+	MaxInFlight    int
 	IdempotencyTTL time.Duration
 	OrderWorkers   int
 	LogLevel       string
@@ -76,6 +77,7 @@ func addCommonFlags(fs *pflag.FlagSet, c *config) {
 	f.NoOptDefVal, f.DefValue = "true", "true"
 	fs.DurationVar(&c.PollInterval, "poll-interval", 100*time.Millisecond, "how often the relay polls an idle outbox")
 	fs.DurationVar(&c.BreakerTimeout, "breaker-open-timeout", 30*time.Second, "how long the circuit breaker stays open before probing the broker")
+	fs.IntVar(&c.MaxInFlight, "max-in-flight", 1024, "records read and not yet acknowledged or dead-lettered, at most: the read-ahead, and what a crash may publish twice")
 	fs.DurationVar(&c.StuckTimeout, "stuck-timeout", 5*time.Minute, "park an aggregate whose event fails transiently this long while others are published (-1s: never)")
 	fs.DurationVar(&c.IdempotencyTTL, "idempotency-ttl", 24*time.Hour, "how long an Idempotency-Key replays its order; a retry after it creates a new order")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
@@ -191,6 +193,8 @@ func (c *config) validate() error {
 		return usagef("--poll-interval must be positive, got %s", c.PollInterval)
 	case c.BreakerTimeout <= 0:
 		return usagef("--breaker-open-timeout must be positive, got %s", c.BreakerTimeout)
+	case c.MaxInFlight < 0 || c.MaxInFlight > 1<<20:
+		return usagef("--max-in-flight must be between 1 and 1048576, got %d", c.MaxInFlight)
 	case c.OrderWorkers < 0 || c.OrderWorkers > 256:
 		return usagef("--order-workers must be between 1 and 256, got %d", c.OrderWorkers)
 	}

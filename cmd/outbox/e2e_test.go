@@ -1,10 +1,8 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
-	"fmt"
 	"net/http"
 	"os/exec"
 	"path/filepath"
@@ -27,31 +25,29 @@ func buildBinary(t *testing.T) string {
 	return bin
 }
 
-func mustFreePort(t *testing.T) int {
-	t.Helper()
-	p, err := freePort()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return p
-}
-
 func TestBinaryEndToEnd(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs the binary")
 	}
 	bin := buildBinary(t)
-	httpPort, brokerPort := mustFreePort(t), mustFreePort(t)
-	var stderr bytes.Buffer
+	// Ports the binary binds itself (0: any free one); its log says which.
+	stderr := &cappedBuffer{}
 	cmd := exec.Command(bin, "serve", "--store", "sqlite://"+filepath.Join(t.TempDir(), "e2e.db"),
-		"--http", fmt.Sprintf("127.0.0.1:%d", httpPort), "--broker-port", strconv.Itoa(brokerPort))
-	cmd.Stderr = &stderr
+		"--http", "127.0.0.1:0", "--broker-port", "0")
+	cmd.Stderr = stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	defer cmd.Process.Kill()
-	c := &client{t: t, base: fmt.Sprintf("http://127.0.0.1:%d", httpPort)}
+	c := &client{t: t}
+	var brokerAddr string
 	eventually(t, 20*time.Second, "serve becomes ready", func() bool {
+		log := stderr.String()
+		httpAddr, broker := listenAddr(log, "HTTP API listening"), listenAddr(log, "embedded Kafka-protocol broker listening")
+		if httpAddr == "" || broker == "" {
+			return false
+		}
+		c.base, brokerAddr = "http://"+httpAddr, broker
 		resp, err := http.Get(c.base + "/readyz")
 		if err != nil {
 			return false
@@ -69,7 +65,7 @@ func TestBinaryEndToEnd(t *testing.T) {
 	}
 
 	// A plain Kafka client on the embedded broker sees the three events.
-	cl, err := kgo.NewClient(kgo.SeedBrokers(fmt.Sprintf("127.0.0.1:%d", brokerPort)),
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokerAddr),
 		kgo.ConsumeTopics("outbox.event.order"), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
 	if err != nil {
 		t.Fatal(err)

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -21,11 +20,10 @@ import (
 // serve runs `outbox serve` in this process until the test ends.
 func serveSecure(t *testing.T, args ...string) (base string, logs *cappedBuffer) {
 	t.Helper()
-	port := mustFreePort(t)
 	logs = &cappedBuffer{}
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan int, 1)
-	args = append([]string{"serve", "--http", fmt.Sprintf("127.0.0.1:%d", port), "--log-level", "debug",
+	args = append([]string{"serve", "--http", "127.0.0.1:0", "--log-level", "debug",
 		"--store", "sqlite://" + filepath.Join(t.TempDir(), "o.db"), "--poll-interval", "10ms", "--breaker-open-timeout", "1s"}, args...)
 	go func() { done <- run(ctx, args, logs, logs) }()
 	t.Cleanup(func() {
@@ -34,8 +32,12 @@ func serveSecure(t *testing.T, args ...string) (base string, logs *cappedBuffer)
 			t.Errorf("serve exited %d: %s", code, logs)
 		}
 	})
-	base = fmt.Sprintf("http://127.0.0.1:%d", port)
 	testenv.Eventually(t, 10*time.Second, "serve listening", func() bool {
+		addr := listenAddr(logs.String(), "HTTP API listening")
+		if addr == "" {
+			return false
+		}
+		base = "http://" + addr
 		resp, err := http.Get(base + "/healthz")
 		if err == nil {
 			resp.Body.Close()

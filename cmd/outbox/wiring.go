@@ -145,6 +145,7 @@ func newApp(ctx context.Context, cfg config, logOut io.Writer, opts appOptions) 
 	rcfg := relay.Config{
 		Breaker:      breakerConfig(cfg),
 		StuckTimeout: cfg.StuckTimeout,
+		MaxInFlight:  cfg.MaxInFlight,
 		Hooks:        []relay.Hook{a.metrics},
 		Logger:       a.log.With("worker", "relay"),
 	}
