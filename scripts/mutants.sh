@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# Mutation testing: proofs that can fail. Each mutant is a small deliberate
+# bug of the kind this project exists to prevent. For each, on a clean copy
+# of the committed tree, the script applies the bug, runs the unit tests of
+# the packages named and `outbox chaos --quick`, and expects something to
+# fail. A mutant that survives (every test and scenario passes with the bug
+# in) means a proof is missing: the script then exits 1.
+#
+#   ./scripts/mutants.sh            # every mutant
+#   ./scripts/mutants.sh M3 M7      # some
+#
+# With OUTBOX_TEST_PG_DSN and OUTBOX_TEST_KAFKA_BROKERS set (source
+# scripts/services.sh; start_services), chaos also runs against PostgreSQL
+# and Kafka; PostgreSQL-only mutants need them. It takes about 2 minutes a
+# mutant on SQLite alone, so it does not run in CI: run it before
+# resolving anything that touches the relay, the publisher or the stores.
+set -uo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+
+# id | file | perl substitution (must change the file) | packages to test | what the bug is
+MUTANTS=(
+  'M1|relay/relay.go|s/(\t\tstuck = r\.roundFailed\(m, began, total, err, stuck\)\n)/$1\t\treturn total, outbox.Permanent(err)\n/|./relay|a round of transient failures becomes permanent (the design'"'"'s DLQ after 5 failures)'
+  'M2|relay/window.go|s/\tif w\.head != nil \{\n\t\tc = checkpointTarget\{pos: w\.head\.before, seq: w\.head\.seq - 1\}\n\t\}\n//|./relay|entries count as settled when read: the checkpoint passes unacknowledged events'
+  'M3|relay/relay.go|s/\tparked := r\.parked\[key\]\n/\tparked := false \&\& r.parked[key]\n/|./relay|parking ignored: later events overtake their aggregate'"'"'s dead letter'
+  'M4|relay/relay.go|s/\t\t\tif err := r\.commit\(ctx\); err != nil \&\& ctx\.Err\(\) == nil \{/\t\t\tif err := error(nil); err != nil \&\& ctx.Err() == nil {/|./relay|no periodic checkpoint: every crash republishes everything'
+  'M5|kafka/publisher.go|s/\t\t\{Key: outbox\.HeaderType, Value: \[\]byte\(m\.Type\)\},\n//|./kafka ./checker|the type header dropped'
+  'M6|kafka/publisher.go|s/(\trec := Record\(m, topic\)\n\terr = p\.produce\(ctx, m, rec\)\n)/$1\tif m.ID[15]%50 == 0 {\n\t\tcp := m\n\t\tcp.ID = uuid.New()\n\t\tp.client.ProduceSync(ctx, Record(cp, topic))\n\t}\n/|./kafka|every 50th event also published as a copy under a fresh id'
+  'M7|relay/relay.go|s/\t\tit := l\.queue\[0\]\n/\t\tif len(l.queue) > 1 \&\& l.queue[0].action == nil \&\& l.queue[1].action == nil {\n\t\t\tl.queue[0], l.queue[1] = l.queue[1], l.queue[0]\n\t\t}\n\t\tit := l.queue[0]\n/|./relay|events of one aggregate swapped within its lane'
+  'M8|kafka/publisher.go|s/\t\tKey:       \[\]byte\(m\.AggregateID\),/\t\tKey:       []byte(m.ID.String()),/|./kafka|records keyed by event id instead of aggregate id'
+  'M9|relay/relay.go|s/(func \(r \*run\) handle\(ctx context\.Context, m outbox\.Message\) bool \{\n)/$1\tif m.ID[15]%97 == 0 {\n\t\treturn true\n\t}\n/|./relay|some events settled (and checkpointed) without being published'
+  'M10|relay/relay.go|s/case i == 0:\n/case len(entries) > 0:\n\t\t\ti = 0\n/|./relay|an interrupted skip skips whatever entry is first by then'
+  'M11|relay/relay.go|s/ \&\& r\.lastAck\.Load\(\) > since\.UnixNano\(\)//|./relay|an outage parks aggregates once StuckTimeout passes'
+  'M12|relay/relay.go|s/\t\tr\.br\.Trip\(\)\n/\t\t_ = r.br\n/|./relay ./kafka|the breaker never hears that the broker is unreachable'
+  'M13|store/postgres/poll.go|s/ORDER BY outbox\.txid, outbox\.position LIMIT/ORDER BY txid, position LIMIT/|./store/postgres|polling sorts transaction ids as text'
+  'M14|relay/window.go|s/(func \(w \*window\) settle\(e \*entry\) \{\n)/$1\tif e != w.head {\n\t\treturn\n\t}\n/|./relay|settled records behind a stuck one are never removed: the window grows'
+)
+
+want=("$@")
+picked() { [ ${#want[@]} -eq 0 ] && return 0; local w; for w in "${want[@]}"; do [ "$w" = "$1" ] && return 0; done; return 1; }
+
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+echo "mutants: copying the committed tree to $work"
+git -C "$ROOT" archive HEAD | tar -x -C "$work"
+
+chaos_args=(chaos --quick)
+if [ -n "${OUTBOX_TEST_PG_DSN:-}" ] && [ -n "${OUTBOX_TEST_KAFKA_BROKERS:-}" ]; then
+  chaos_args+=(--postgres "$OUTBOX_TEST_PG_DSN" --kafka "$OUTBOX_TEST_KAFKA_BROKERS" --pg-ctl "${OUTBOX_TEST_PG_CTL:-}" --kafka-ctl "${OUTBOX_TEST_KAFKA_CTL:-}" --poll=false)
+fi
+
+survived=()
+printf '%-4s %-9s %-40s %s\n' id verdict "caught by" bug
+for m in "${MUTANTS[@]}"; do
+  IFS='|' read -r id file subst pkgs what <<<"$m"
+  picked "$id" || continue
+  cp "$work/$file" "$work/$file.orig"
+  perl -0pi -e "$subst" "$work/$file"
+  if cmp -s "$work/$file" "$work/$file.orig"; then
+    printf '%-4s %-9s %-40s %s\n' "$id" "BROKEN" "(the substitution matched nothing)" "$what"
+    survived+=("$id")
+    continue
+  fi
+  caught=""
+  log="$work/$id.log"
+  # shellcheck disable=SC2086
+  if ! (cd "$work" && go build ./... && go test -count=1 -timeout 10m $pkgs) >"$log" 2>&1; then
+    caught=$(grep -m1 -oE -- '--- FAIL: [A-Za-z0-9_/]+' "$log" | sed 's/--- FAIL: //')
+    caught="unit: ${caught:-build or test failure}"
+  elif ! (cd "$work" && go build -o "$work/outbox-bin" ./cmd/outbox && "$work/outbox-bin" "${chaos_args[@]}") >"$log" 2>&1; then
+    caught="chaos: $(grep -oE '^chaos: [a-z+-]+ R[0-9]+ FAILED' "$log" | sed 's/^chaos: //; s/ FAILED//' | head -3 | paste -sd, -)"
+  fi
+  mv "$work/$file.orig" "$work/$file"
+  if [ -n "$caught" ]; then
+    printf '%-4s %-9s %-40.40s %s\n' "$id" caught "$caught" "$what"
+  else
+    printf '%-4s %-9s %-40s %s\n' "$id" SURVIVED "-" "$what"
+    survived+=("$id")
+  fi
+done
+if [ ${#survived[@]} -gt 0 ]; then
+  echo "mutants: ${#survived[@]} survived or could not be applied: ${survived[*]}" >&2
+  exit 1
+fi
+echo "mutants: every mutant was caught"
