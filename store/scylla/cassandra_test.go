@@ -100,9 +100,9 @@ func TestCassandraLeaseAndFencedProgress(t *testing.T) {
 	s, ks := cassandra(t)
 	ctx := t.Context()
 	clock := &fakeClock{t: time.Now().UTC().Truncate(time.Millisecond)}
-	store := cqlLease{s.session, ks}
-	a := newLease(store, "outbox_messages", "relay-a", 10*time.Second, clock.now)
-	b := newLease(store, "outbox_messages", "relay-b", 10*time.Second, clock.now)
+	leases := cqlLease{s.session, ks}
+	a := newLease(leases, "outbox_messages", "relay-a", 10*time.Second, clock.now)
+	b := newLease(leases, "outbox_messages", "relay-b", 10*time.Second, clock.now)
 	if err := a.Acquire(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -129,13 +129,55 @@ func TestCassandraLeaseAndFencedProgress(t *testing.T) {
 	if err := pb.SaveProgress(ctx, gen, "outbox_messages", scyllacdc.StreamID("s1"), scyllacdc.Progress{LastProcessedRecordTime: newer}); err != nil {
 		t.Fatal(err)
 	}
-	stale := &fencedProgress{store: progress, lease: &Lease{name: "x", now: clock.now, ok: true, held: leaseRecord{Epoch: 1, Expires: clock.t.Add(time.Hour)}}}
+	stale := &fencedProgress{store: progress, lease: staleLease(leases, clock, 1)}
 	if err := stale.SaveProgress(ctx, gen, "outbox_messages", scyllacdc.StreamID("s1"), scyllacdc.Progress{LastProcessedRecordTime: gocql.TimeUUID()}); !errors.Is(err, ErrLeaseLost) {
 		t.Fatalf("an epoch-1 write over epoch-2 progress: %v", err)
 	}
 	if p, _ := pb.GetProgress(ctx, gen, "outbox_messages", scyllacdc.StreamID("s1")); p.LastProcessedRecordTime != newer {
 		t.Fatal("the fenced write moved progress")
 	}
+}
+
+// A lease table reset (deleted rows, a restored backup) hands out epoch 1
+// again while the progress rows carry a newer one: every progress write
+// would be refused after every restart, so the refusal is fatal.
+func TestCassandraLeaseTableResetIsFatal(t *testing.T) {
+	s, ks := cassandra(t)
+	ctx := t.Context()
+	clock := &fakeClock{t: time.Now().UTC().Truncate(time.Millisecond)}
+	leases := cqlLease{s.session, ks}
+	progress := cqlProgress{s.session, ks, "outbox_messages"}
+	save := func(l *Lease) error {
+		p := &fencedProgress{store: progress, lease: l}
+		return p.SaveProgress(ctx, time.Unix(1700000000, 0), "outbox_messages", scyllacdc.StreamID("s1"), scyllacdc.Progress{LastProcessedRecordTime: gocql.TimeUUID()})
+	}
+	a := newLease(leases, "outbox_messages", "relay-a", 10*time.Second, clock.now)
+	if err := a.Acquire(ctx); err != nil {
+		t.Fatal(err)
+	}
+	clock.advance(11 * time.Second)
+	b := newLease(leases, "outbox_messages", "relay-b", 10*time.Second, clock.now)
+	if err := b.Acquire(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := save(b); err != nil {
+		t.Fatal(err)
+	}
+	if err := save(staleLease(leases, clock, 1)); !errors.Is(err, ErrLeaseLost) || outbox.IsFatal(err) {
+		t.Fatalf("an older holder's write: %v, want an ordinary ErrLeaseLost", err)
+	}
+	if err := s.session.Query(`DELETE FROM `+ks+`.outbox_relay_lease WHERE name = ?`, "outbox_messages").Exec(); err != nil {
+		t.Fatal(err)
+	}
+	c := newLease(leases, "outbox_messages", "relay-c", 10*time.Second, clock.now)
+	if err := c.Acquire(ctx); err != nil {
+		t.Fatal(err)
+	}
+	err := save(c)
+	if !outbox.IsFatal(err) || !errors.Is(err, ErrLeaseLost) {
+		t.Fatalf("a write under a reset lease table: %v, want a fatal ErrLeaseLost", err)
+	}
+	t.Logf("the operator reads: %v", err)
 }
 
 func TestCassandraDeadLetterConformance(t *testing.T) {

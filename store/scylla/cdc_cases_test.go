@@ -2,6 +2,7 @@ package scylla_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
@@ -9,6 +10,7 @@ import (
 	"os/exec"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -416,6 +418,139 @@ func TestScyllaUndecodableRowIsDeadLetteredAndTheReaderGoesOn(t *testing.T) {
 	testenv.Eventually(t, 30*time.Second, "b#2 published: the reader is still running", func() bool { return pub.count() == 3 })
 }
 
+// gatedRecorder records what is published; while its gate is closed a
+// publish waits, as one does on a broker that stopped answering.
+type gatedRecorder struct {
+	recorder
+	mu      sync.Mutex
+	gate    chan struct{} // nil: open
+	waiting atomic.Int32
+}
+
+func (g *gatedRecorder) close() {
+	g.mu.Lock()
+	g.gate = make(chan struct{})
+	g.mu.Unlock()
+}
+
+func (g *gatedRecorder) open() {
+	g.mu.Lock()
+	close(g.gate)
+	g.gate = nil
+	g.mu.Unlock()
+}
+
+func (g *gatedRecorder) Publish(ctx context.Context, m outbox.Message) error {
+	g.mu.Lock()
+	gate := g.gate
+	g.mu.Unlock()
+	if gate != nil {
+		g.waiting.Add(1)
+		defer g.waiting.Add(-1)
+		select {
+		case <-gate:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return g.recorder.Publish(ctx, m)
+}
+
+func (r *recorder) ids() map[uuid.UUID]bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := map[uuid.UUID]bool{}
+	for _, m := range r.got {
+		out[m.ID] = true
+	}
+	return out
+}
+
+// A relay that stalls (its lease renewals stop while publishes hang)
+// loses its lease; a standby takes over and publishes what the stalled
+// one had in hand, then what comes next. The stalled relay stops the
+// moment its lease runs out: it hands out no record read after that, and
+// what it publishes late is only what it had in flight then.
+func TestScyllaARelayThatLostItsLeaseStopsPublishing(t *testing.T) {
+	t.Parallel()
+	s := cluster(t)
+	ctx := t.Context()
+	source := func(owner string) *scylla.Source {
+		cfg := scylla.LowLatency()
+		cfg.LeaseTTL, cfg.Owner = 2*time.Second, owner
+		return s.CDC(cfg)
+	}
+	batch := func(prefix string) []outbox.Message {
+		var msgs []outbox.Message
+		for i := range 5 {
+			m := storetest.Msg(t, fmt.Sprintf("%s%d", prefix, i), 1)
+			if err := s.AppendEvents(ctx, m); err != nil {
+				t.Fatal(err)
+			}
+			msgs = append(msgs, m)
+		}
+		return msgs
+	}
+	srcA, pubA := source("relay-a"), &gatedRecorder{}
+	relayA, err := relay.New(srcA, pubA, s, relay.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stopA := testenv.Serve(t, relayA)
+	batch("x")
+	testenv.Eventually(t, 30*time.Second, "relay A publishes x0..x4", func() bool { return pubA.count() == 5 })
+
+	// A stalls: its publishes hang on y0..y4, then its renewals stop.
+	pubA.close()
+	ys := batch("y")
+	testenv.Eventually(t, 30*time.Second, "relay A has y0..y4 in flight", func() bool { return pubA.waiting.Load() == 5 })
+	srcA.HoldLeaseRenewals(true)
+
+	pubB := &recorder{}
+	relayB, err := relay.New(source("relay-b"), pubB, s, relay.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	testenv.Serve(t, relayB)
+	testenv.Eventually(t, 30*time.Second, "relay B takes over and publishes y0..y4", func() bool {
+		got := pubB.ids()
+		for _, m := range ys {
+			if !got[m.ID] {
+				return false
+			}
+		}
+		return true
+	})
+	zs := batch("z")
+	testenv.Eventually(t, 30*time.Second, "relay B publishes z0..z4", func() bool {
+		got := pubB.ids()
+		for _, m := range zs {
+			if !got[m.ID] {
+				return false
+			}
+		}
+		return true
+	})
+	// A wakes up: what it had in flight may go out now, nothing else.
+	pubA.open()
+	if err := stopA(); !errors.Is(err, scylla.ErrLeaseLost) {
+		t.Fatalf("relay A ended with %v, want ErrLeaseLost", err)
+	}
+	late := 0
+	gotA := pubA.ids()
+	for _, m := range zs {
+		if gotA[m.ID] {
+			t.Fatalf("relay A published %s#%d, read after its lease was lost", m.AggregateID, m.Sequence)
+		}
+	}
+	for _, m := range ys {
+		if gotA[m.ID] {
+			late++
+		}
+	}
+	t.Logf("relay A published %d of its 5 in-flight records after losing its lease (the bounded overlap); relay B published %d", late, pubB.count())
+}
+
 // The relay is killed with SIGKILL while events flow, three times, and
 // restarted each time (a new process, so it takes the lease over once it
 // expires): every committed event reaches Kafka, none that was not, each
@@ -575,9 +710,9 @@ func TestScyllaRelayChild(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Until the killed relay's lease expires, opening the source fails
-	// with ErrLeaseHeld: the supervision tree restarts the relay, as in
-	// outbox serve.
+	// Until the killed relay's lease expires, opening the source waits as
+	// a standby; the supervision tree restarts the relay after a lost
+	// lease, as in outbox serve.
 	tree := supervise.New(supervise.Config{RestartBackoff: 200 * time.Millisecond, Logger: log})
 	tree.Add("relay", r)
 	t.Fatal(tree.Serve(context.Background()))

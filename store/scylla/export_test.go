@@ -35,3 +35,7 @@ func (s *Store) AppendEventsAt(ctx context.Context, at time.Time, msgs ...outbox
 
 // Keyspace names the store's keyspace.
 func (s *Store) Keyspace() string { return s.keyspace }
+
+// HoldLeaseRenewals stops (or resumes) renewing the lease, as a stalled
+// relay would.
+func (src *Source) HoldLeaseRenewals(on bool) { src.holdRenewals.Store(on) }

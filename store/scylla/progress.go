@@ -7,6 +7,8 @@ import (
 
 	"github.com/gocql/gocql"
 	scyllacdc "github.com/scylladb/scylla-cdc-go"
+
+	"github.com/outbox-dev/outbox/outbox"
 )
 
 // progressStore keeps per-stream progress; every write carries the lease
@@ -28,6 +30,9 @@ type fencedProgress struct {
 	lease *Lease
 	// loaded hears each stream's saved progress as the library loads it.
 	loaded func(stream string, last gocql.UUID)
+	// refused, when set, hears every refused write at once, so the cursor
+	// stops handing out records (the lease is lost).
+	refused func(error)
 	// tracker, when set, is asked before a generation is saved.
 	tracker *tracker
 }
@@ -53,7 +58,7 @@ func (p *fencedProgress) SaveApplicationReadStartTime(ctx context.Context, at ti
 		return err
 	}
 	if !applied {
-		return fmt.Errorf("scylla: start point write refused for epoch %d: %w", epoch, ErrLeaseLost)
+		return p.refusal(ctx, "start point write", epoch)
 	}
 	return nil
 }
@@ -85,7 +90,7 @@ func (p *fencedProgress) StartGeneration(ctx context.Context, gen time.Time) err
 		return err
 	}
 	if !applied {
-		return fmt.Errorf("scylla: generation write refused for epoch %d: %w", epoch, ErrLeaseLost)
+		return p.refusal(ctx, "generation write", epoch)
 	}
 	return nil
 }
@@ -108,7 +113,27 @@ func (p *fencedProgress) SaveProgress(ctx context.Context, gen time.Time, table 
 		return fmt.Errorf("scylla: save progress: %w", err)
 	}
 	if !applied {
-		return fmt.Errorf("scylla: progress write refused for epoch %d (a newer relay owns the table): %w", epoch, ErrLeaseLost)
+		return p.refusal(ctx, "progress write", epoch)
 	}
 	return nil
+}
+
+// refusal is the error of a write refused for epoch: the lease is lost.
+// Normally a newer relay holds it and this one restarts as a standby. But
+// when the lease row still names this relay at epoch, the progress rows
+// carry an epoch the lease table never handed out (it was reset or
+// restored from a backup): every write would be refused after every
+// restart, so the error is fatal, with what to do.
+func (p *fencedProgress) refusal(ctx context.Context, what string, epoch int64) error {
+	err := fmt.Errorf("scylla: %s refused for epoch %d (a newer relay owns the table): %w", what, epoch, ErrLeaseLost)
+	if held, rerr := p.lease.heldInStore(ctx); rerr == nil && held {
+		err = outbox.Fatal(fmt.Errorf("scylla: %s refused for epoch %d, yet the lease row %q names this relay at that epoch: "+
+			"the CDC progress rows carry a newer epoch than the lease table ever handed out (was it reset or restored?), "+
+			"so no restart can help. Stop every relay of the table, set the lease row's epoch above the largest epoch in "+
+			"outbox_cdc_progress and outbox_cdc_generation, and start again: %w", what, epoch, p.lease.name, ErrLeaseLost))
+	}
+	if p.refused != nil {
+		p.refused(err)
+	}
+	return err
 }

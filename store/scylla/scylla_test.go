@@ -511,7 +511,7 @@ func TestLeaseFencesAStaleRelay(t *testing.T) {
 	}
 	// Even a stale holder that still believes its lease is valid is fenced
 	// by the stored epoch.
-	stale := &fencedProgress{store: store, lease: &Lease{name: "x", now: clock.now, ok: true, held: leaseRecord{Epoch: 1, Expires: clock.t.Add(time.Hour)}}}
+	stale := &fencedProgress{store: store, lease: staleLease(leases, clock, 1)}
 	if err := stale.SaveProgress(ctx, time.Time{}, "outbox_messages", scyllacdc.StreamID("s"), scyllacdc.Progress{}); !errors.Is(err, ErrLeaseLost) {
 		t.Fatalf("epoch-1 write over epoch-2 progress: %v", err)
 	}
@@ -787,7 +787,8 @@ func TestCloseNeverLetsTheNextGenerationStartPastUnacknowledgedRows(t *testing.T
 		synctest.Wait()
 		// stop lets every goroutine run as far as it can, as the
 		// library's own would while Close goes on.
-		cur := &cursor{tracker: tr, stop: func() { synctest.Wait() }, cancel: cancel, failed: make(chan error, 1), done: done}
+		cur := newCursor(tr, heldLease(t), func() { synctest.Wait() }, cancel)
+		cur.done = done
 		cur.Close()
 		if len(store.started) != 0 {
 			t.Fatalf("generation %v saved while a row of the old one was unacknowledged", store.started)
@@ -958,4 +959,206 @@ func TestFirstStartReadsFromTheOldestChangeOrAnExplicitPointAndSaysSo(t *testing
 	if !logs.find(slog.LevelInfo, "resuming", "generation=2026-11-30T11:00:00Z") || !logs.find(slog.LevelWarn, "from=", "ignored") {
 		t.Fatalf("resume logs %q", logs.out)
 	}
+}
+
+// The holder of a lease stops trusting it a quarter of its TTL before a
+// standby may take it, so clocks that disagree by less than that never
+// let two relays publish as owners at once.
+func TestLeaseEndsForItsHolderBeforeAStandbyCanTakeIt(t *testing.T) {
+	ctx := t.Context()
+	clock := &fakeClock{t: time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC)}
+	leases := &memLease{row: map[string]leaseRecord{}}
+	a := newLease(leases, "t", "relay-a", 8*time.Second, clock.now)
+	b := newLease(leases, "t", "relay-b", 8*time.Second, clock.now)
+	if err := a.Acquire(ctx); err != nil {
+		t.Fatal(err)
+	}
+	clock.advance(6*time.Second - time.Millisecond)
+	if _, err := a.Epoch(); err != nil {
+		t.Fatalf("within three quarters of the TTL: %v", err)
+	}
+	select {
+	case <-a.Lost():
+		t.Fatal("Lost closed while the lease was valid")
+	default:
+	}
+	clock.advance(time.Millisecond)
+	if _, err := a.Epoch(); !errors.Is(err, ErrLeaseLost) {
+		t.Fatalf("three quarters of the TTL after the last renewal: %v, want ErrLeaseLost", err)
+	}
+	select {
+	case <-a.Lost():
+	default:
+		t.Fatal("Lost not closed once the lease ran out")
+	}
+	if err := b.Acquire(ctx); !errors.Is(err, ErrLeaseHeld) {
+		t.Fatalf("the standby took the lease %s before it expired: %v", clock.t, err)
+	}
+	clock.advance(2*time.Second + time.Millisecond)
+	if err := b.Acquire(ctx); err != nil {
+		t.Fatalf("the standby after the TTL: %v", err)
+	}
+	if err := a.Renew(ctx); !errors.Is(err, ErrLeaseLost) {
+		t.Fatalf("the old holder renewed: %v", err)
+	}
+}
+
+// A cursor whose lease is lost hands out nothing more, even rows already
+// waiting, stops its reader and fails, so the relay stops reading and its
+// lanes start no further publish; a relay waiting in Next hears of it at
+// once. Its commits are refused.
+func TestCursorStopsHandingOutRecordsTheMomentItsLeaseIsLost(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ctx := t.Context()
+		clock := &fakeClock{t: time.Now()}
+		leases := &memLease{row: map[string]leaseRecord{}}
+		lease := newLease(leases, "t", "relay-a", 8*time.Second, clock.now)
+		if err := lease.Acquire(ctx); err != nil {
+			t.Fatal(err)
+		}
+		tr := newTracker(8, nil)
+		stopped := 0
+		cur := newCursor(tr, lease, func() { stopped++ }, func() {})
+		for seq := range int64(3) {
+			row, _ := insertRow(t, "a", seq+1)
+			tr.consume(ctx, "s", gocql.TimeUUID(), []changeRow{row}, &fakeReporter{})
+		}
+		recs, err := cur.Next(ctx, 1)
+		if err != nil || len(recs) != 1 {
+			t.Fatalf("with the lease held: %d records, %v", len(recs), err)
+		}
+		clock.advance(6 * time.Second) // renewals stalled: the lease runs out
+		if recs, err := cur.Next(ctx, 10); !errors.Is(err, ErrLeaseLost) || len(recs) != 0 {
+			t.Fatalf("after the lease ran out: %d records, %v; want none and ErrLeaseLost", len(recs), err)
+		}
+		if stopped == 0 {
+			t.Fatal("the reader was not stopped")
+		}
+		if err := cur.Commit(ctx, recs0(t, recs)); !errors.Is(err, ErrLeaseLost) {
+			t.Fatalf("commit after the lease was lost: %v", err)
+		}
+
+		// Taken over while the relay waits in Next for rows.
+		clock2 := &fakeClock{t: time.Now()}
+		lease2 := newLease(leases, "t2", "relay-a", 8*time.Second, clock2.now)
+		if err := lease2.Acquire(ctx); err != nil {
+			t.Fatal(err)
+		}
+		cur2 := newCursor(newTracker(8, nil), lease2, func() {}, func() {})
+		got := make(chan error, 1)
+		go func() {
+			for {
+				recs, err := cur2.Next(ctx, 10)
+				if err != nil || len(recs) > 0 {
+					got <- err
+					return
+				}
+			}
+		}()
+		synctest.Wait()
+		leases.mu.Lock()
+		leases.row["t2"] = leaseRecord{Owner: "relay-b", Epoch: 2, Expires: clock2.t.Add(time.Minute)}
+		leases.mu.Unlock()
+		if err := lease2.Renew(ctx); !errors.Is(err, ErrLeaseLost) {
+			t.Fatalf("renew of a lease taken over: %v", err)
+		}
+		if err := <-got; !errors.Is(err, ErrLeaseLost) {
+			t.Fatalf("a Next waiting for rows returned %v, want ErrLeaseLost", err)
+		}
+	})
+}
+
+func recs0(t *testing.T, recs []relay.Record) relay.Position {
+	if len(recs) > 0 {
+		return recs[0].Position
+	}
+	return "1"
+}
+
+// A second relay on a table waits as a standby, says so once, and takes
+// over once the holder's lease expires.
+func TestStandbyWaitsForTheLeaseAndTakesOver(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ctx := t.Context()
+		leases := &memLease{row: map[string]leaseRecord{}}
+		holder := newLease(leases, "t", "relay-a", 8*time.Second, nil)
+		if err := holder.Acquire(ctx); err != nil {
+			t.Fatal(err)
+		}
+		logs := &logRecords{}
+		standby := newLease(leases, "t", "relay-b", 8*time.Second, nil)
+		start := time.Now()
+		if err := waitForLease(ctx, standby, slog.New(logs)); err != nil {
+			t.Fatal(err)
+		}
+		if waited := time.Since(start); waited < 8*time.Second || waited > 11*time.Second {
+			t.Fatalf("took over after %s, want soon after the 8 s lease expired", waited)
+		}
+		if e, _ := standby.Epoch(); e != 2 {
+			t.Fatalf("epoch %d after the takeover, want 2", e)
+		}
+		n := 0
+		for _, l := range logs.out {
+			if strings.Contains(l, "standby") {
+				n++
+			}
+		}
+		if n != 1 || !logs.find(slog.LevelWarn, "took over") {
+			t.Fatalf("logs %q: want one standby line and one takeover", logs.out)
+		}
+		ctx2, cancel := context.WithCancel(ctx)
+		done := make(chan error)
+		go func() { done <- waitForLease(ctx2, newLease(leases, "t", "relay-c", 8*time.Second, nil), slog.New(logs)) }()
+		synctest.Wait()
+		cancel()
+		if err := <-done; !errors.Is(err, context.Canceled) {
+			t.Fatalf("a standby whose context ended: %v", err)
+		}
+	})
+}
+
+// A progress write refused while the lease table says this relay holds
+// the lease at its epoch means the progress rows carry an epoch the lease
+// table never handed out (it was reset or restored): no restart can cure
+// that, so it is fatal. Refused because a newer relay holds the lease, it
+// is an ordinary loss. Either way the cursor fails at once.
+func TestARefusedProgressWriteIsFatalOnlyWhenTheLeaseCanNeverBeRegained(t *testing.T) {
+	ctx := t.Context()
+	for _, tc := range []struct {
+		name      string
+		takenOver bool
+		fatal     bool
+	}{
+		{"the lease table was reset", false, true},
+		{"a newer relay took the lease", true, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			leases := &memLease{row: map[string]leaseRecord{}}
+			lease := newLease(leases, "t", "relay-a", time.Hour, nil)
+			if err := lease.Acquire(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if tc.takenOver {
+				leases.row["t"] = leaseRecord{Owner: "relay-b", Epoch: 5, Expires: time.Now().Add(time.Hour)}
+			}
+			store := &memProgress{epoch: map[string]int64{"s": 5}, last: map[string]gocql.UUID{}}
+			var failed error
+			p := &fencedProgress{store: store, lease: lease, refused: func(err error) { failed = err }}
+			err := p.SaveProgress(ctx, time.Time{}, "t", scyllacdc.StreamID("s"), scyllacdc.Progress{LastProcessedRecordTime: gocql.TimeUUID()})
+			if !errors.Is(err, ErrLeaseLost) || outbox.IsFatal(err) != tc.fatal {
+				t.Fatalf("SaveProgress = %v; want ErrLeaseLost, fatal %v", err, tc.fatal)
+			}
+			if failed == nil || outbox.IsFatal(failed) != tc.fatal {
+				t.Fatalf("the cursor was told %v", failed)
+			}
+		})
+	}
+}
+
+// staleLease is a holder that still believes it holds epoch, whatever the
+// lease row says.
+func staleLease(store leaseStore, clock *fakeClock, epoch int64) *Lease {
+	l := newLease(store, "x", "stale", time.Hour, clock.now)
+	l.held, l.ok = leaseRecord{Owner: "stale", Epoch: epoch, Expires: clock.t.Add(time.Hour)}, true
+	return l
 }

@@ -11,8 +11,10 @@ import (
 	"time"
 
 	"github.com/gocql/gocql"
+	"github.com/google/uuid"
 	scyllacdc "github.com/scylladb/scylla-cdc-go"
 
+	"github.com/outbox-dev/outbox/outbox"
 	"github.com/outbox-dev/outbox/relay"
 )
 
@@ -108,6 +110,12 @@ type Source struct {
 	cfg     CDCConfig
 	current atomic.Pointer[tracker]
 	now     func() time.Time
+	// owner is CDCConfig.Owner made unique to this Source: a lease row
+	// naming it is this process's own, renewed rather than waited for.
+	owner string
+	// holdRenewals stops renewing the lease, as a stalled relay would
+	// (tests only).
+	holdRenewals atomic.Bool
 	// oldest and countOlder look at the log and the outbox table on a
 	// first start (tests replace them).
 	oldest     func(ctx context.Context) (time.Time, error)
@@ -119,7 +127,7 @@ var _ relay.Source = (*Source)(nil)
 // CDC builds the source.
 func (s *Store) CDC(cfg CDCConfig) *Source {
 	cfg.setDefaults()
-	src := &Source{s: s, cfg: cfg, now: time.Now}
+	src := &Source{s: s, cfg: cfg, now: time.Now, owner: cfg.Owner + "#" + uuid.NewString()[:8]}
 	src.oldest = func(ctx context.Context) (time.Time, error) {
 		return oldestChange(ctx, s.session, s.keyspace+".outbox_messages"+cdcLogSuffix)
 	}
@@ -129,12 +137,13 @@ func (s *Store) CDC(cfg CDCConfig) *Source {
 	return src
 }
 
-// Open takes the table's lease and starts the reader; the cursor fails
-// (and the relay restarts) when the lease is lost or the reader stops.
+// Open takes the table's lease, waiting as a standby while another relay
+// holds it, and starts the reader. The cursor fails (and the relay
+// restarts) when the lease is lost or the reader stops.
 func (src *Source) Open(ctx context.Context) (relay.Cursor, error) {
-	table := src.s.keyspace + ".outbox_messages"
-	lease := newLease(cqlLease{src.s.session, src.s.keyspace}, table, src.cfg.Owner, src.cfg.LeaseTTL, nil)
-	if err := lease.Acquire(ctx); err != nil {
+	table := src.table()
+	lease := newLease(cqlLease{src.s.session, src.s.keyspace}, table, src.owner, src.cfg.LeaseTTL, nil)
+	if err := waitForLease(ctx, lease, src.cfg.Logger); err != nil {
 		return nil, err
 	}
 	progress := cqlProgress{src.s.session, src.s.keyspace, table}
@@ -148,11 +157,12 @@ func (src *Source) Open(ctx context.Context) (relay.Cursor, error) {
 	tr := newTracker(1024, src.cfg.Logger)
 	tr.idleEvery = src.cfg.IdleProgressEvery
 	src.current.Store(tr)
+	fenced := &fencedProgress{store: progress, lease: lease, loaded: tr.saved, tracker: tr}
 	reader, err := scyllacdc.NewReader(ctx, &scyllacdc.ReaderConfig{
 		Session:               src.s.session,
 		TableNames:            []string{table},
 		ChangeConsumerFactory: consumerFactory{tr},
-		ProgressManager:       &fencedProgress{store: progress, lease: lease, loaded: tr.saved, tracker: tr},
+		ProgressManager:       fenced,
 		Advanced: scyllacdc.AdvancedReaderConfig{
 			ConfidenceWindowSize:     src.cfg.ConfidenceWindow,
 			QueryTimeWindowSize:      src.cfg.QueryWindow,
@@ -168,23 +178,33 @@ func (src *Source) Open(ctx context.Context) (relay.Cursor, error) {
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	var stopOnce sync.Once
 	stop := func() { stopOnce.Do(reader.Stop) } // the library's Stop panics when called twice
-	cur := &cursor{tracker: tr, stop: stop, cancel: cancel, failed: make(chan error, 1), done: make(chan struct{})}
+	cur := newCursor(tr, lease, stop, cancel)
+	fenced.refused = cur.fail
 	go func() {
 		defer close(cur.done)
 		cur.fail(reader.Run(runCtx))
 	}()
 	go func() { // renew the lease; losing it stops the reader
-		t := time.NewTicker(src.cfg.LeaseTTL / 3)
+		t := time.NewTicker(src.cfg.LeaseTTL / 4)
 		defer t.Stop()
 		for {
 			select {
 			case <-runCtx.Done():
 				return
+			case <-lease.Lost():
+				cur.fail(fmt.Errorf("scylla: lease %s: %w", table, ErrLeaseLost))
+				return
 			case <-t.C:
-				if err := lease.Renew(runCtx); errors.Is(err, ErrLeaseLost) {
-					stop()
+				if src.holdRenewals.Load() {
+					continue
+				}
+				err := lease.Renew(runCtx)
+				switch {
+				case errors.Is(err, ErrLeaseLost):
 					cur.fail(err)
 					return
+				case err != nil && runCtx.Err() == nil:
+					src.cfg.Logger.Warn("CDC lease not renewed; trying again", "lease", table, "left", lease.remaining(), "err", err)
 				}
 			}
 		}
@@ -339,40 +359,107 @@ func (src *Source) Lag() (lag, ttl time.Duration) {
 	return lag, src.cfg.LogTTL
 }
 
-// cursor adds the reader's lifecycle to the tracker.
+// cursor adds the reader's lifecycle and the lease to the tracker.
 type cursor struct {
 	*tracker
+	lease  *Lease
 	stop   func()
 	cancel context.CancelFunc
-	failed chan error
 	done   chan struct{}
+
+	mu     sync.Mutex
+	err    error
+	failed chan struct{} // closed once err is set
 }
 
+func newCursor(tr *tracker, lease *Lease, stop func(), cancel context.CancelFunc) *cursor {
+	return &cursor{tracker: tr, lease: lease, stop: stop, cancel: cancel, done: make(chan struct{}), failed: make(chan struct{})}
+}
+
+// fail records why the cursor can go no further and stops the reader.
+// The most telling error is kept: a fatal one over a lost lease over the
+// reader's own end (which losing the lease causes).
 func (c *cursor) fail(err error) {
 	if err == nil {
 		err = errors.New("scylla: CDC reader stopped")
 	}
-	select {
-	case c.failed <- err:
-	default:
+	rank := func(err error) int {
+		switch {
+		case outbox.IsFatal(err):
+			return 2
+		case errors.Is(err, ErrLeaseLost):
+			return 1
+		}
+		return 0
 	}
+	c.mu.Lock()
+	first := c.err == nil
+	if first || rank(err) > rank(c.err) {
+		c.err = err
+	}
+	c.mu.Unlock()
+	if first {
+		close(c.failed)
+	}
+	c.stop()
+}
+
+func (c *cursor) failure() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.err
+}
+
+// fenced checks the lease; once it is lost the cursor fails.
+func (c *cursor) fenced() error {
+	if _, err := c.lease.Epoch(); err != nil {
+		c.fail(err)
+		return c.failure()
+	}
+	return nil
 }
 
 // Next returns records, or the reader's failure so the relay restarts;
-// it returns none after an idle wait, so the relay can look around.
+// it returns none after an idle wait, so the relay can look around. It
+// hands out nothing once the lease is lost (checked before and after
+// waiting, and while waiting): rows already read stay unacknowledged for
+// the next owner, and the relay, hearing the error, starts no further
+// publish.
 func (c *cursor) Next(ctx context.Context, max int) ([]relay.Record, error) {
+	if err := c.fenced(); err != nil {
+		return nil, err
+	}
 	idle := time.NewTimer(250 * time.Millisecond)
 	defer idle.Stop()
+	expiry := time.NewTimer(c.lease.remaining())
+	defer expiry.Stop()
 	select {
-	case err := <-c.failed:
-		return nil, err
+	case <-c.failed:
+		return nil, c.failure()
+	case <-c.lease.Lost():
+		return nil, c.fenced()
+	case <-expiry.C:
+		return nil, c.fenced()
 	case <-ctx.Done():
 		return nil, nil
 	case <-idle.C:
 		return nil, nil
 	case h := <-c.out:
-		return c.take(h, max), nil
+		recs := c.take(h, max)
+		if err := c.fenced(); err != nil {
+			return nil, err
+		}
+		return recs, nil
 	}
+}
+
+// Commit implements relay.Cursor; it is refused once the lease is lost
+// (storage would refuse the progress writes anyway).
+func (c *cursor) Commit(ctx context.Context, pos relay.Position) error {
+	if err := c.fenced(); err != nil {
+		return err
+	}
+	return c.tracker.Commit(ctx, pos)
 }
 
 // Close stops the reader; it is safe to call more than once, and after
