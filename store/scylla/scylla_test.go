@@ -1108,7 +1108,9 @@ func TestStandbyWaitsForTheLeaseAndTakesOver(t *testing.T) {
 		}
 		ctx2, cancel := context.WithCancel(ctx)
 		done := make(chan error)
-		go func() { done <- waitForLease(ctx2, newLease(leases, "t", "relay-c", 8*time.Second, nil), slog.New(logs)) }()
+		go func() {
+			done <- waitForLease(ctx2, newLease(leases, "t", "relay-c", 8*time.Second, nil), slog.New(logs))
+		}()
 		synctest.Wait()
 		cancel()
 		if err := <-done; !errors.Is(err, context.Canceled) {
