@@ -1,12 +1,16 @@
 package scylla
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -178,6 +182,54 @@ func TestCassandraLeaseTableResetIsFatal(t *testing.T) {
 		t.Fatalf("a write under a reset lease table: %v, want a fatal ErrLeaseLost", err)
 	}
 	t.Logf("the operator reads: %v", err)
+}
+
+// countingObserver counts the statements a session runs.
+type countingObserver struct{ n atomic.Int64 }
+
+func (c *countingObserver) ObserveQuery(context.Context, gocql.ObservedQuery) { c.n.Add(1) }
+
+// A stream's progress write is one lightweight transaction once its row
+// exists (two the first time), and still refused for an older epoch.
+func TestCassandraProgressWriteIsOneLightweightTransaction(t *testing.T) {
+	_, ks := cassandra(t)
+	obs := &countingObserver{}
+	c := gocql.NewCluster(cassandraHosts(t)...)
+	c.ProtoVersion, c.Consistency, c.Timeout, c.QueryObserver = 4, gocql.LocalQuorum, 10*time.Second, obs
+	if _, port, err := net.SplitHostPort(cassandraHosts(t)[0]); err == nil {
+		c.Port, _ = strconv.Atoi(port)
+	}
+	session, err := c.CreateSession()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer session.Close()
+	ctx := t.Context()
+	progress := cqlProgress{session, ks, "outbox_messages"}
+	gen := time.Unix(1700000000, 0)
+	write := func(epoch int64) (bool, int64) {
+		t.Helper()
+		before := obs.n.Load()
+		ok, err := progress.save(ctx, gen, "outbox_messages", "s1", gocql.TimeUUID(), epoch)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ok, obs.n.Load() - before
+	}
+	if ok, n := write(2); !ok || n != 2 {
+		t.Fatalf("the first write: applied %v in %d statements, want 2 (the row is created)", ok, n)
+	}
+	for range 3 {
+		if ok, n := write(2); !ok || n != 1 {
+			t.Fatalf("a later write: applied %v in %d statements, want one lightweight transaction", ok, n)
+		}
+	}
+	if ok, _ := write(1); ok {
+		t.Fatal("an older epoch's write was applied")
+	}
+	if ok, n := write(3); !ok || n != 1 {
+		t.Fatalf("a newer epoch's write: applied %v in %d statements", ok, n)
+	}
 }
 
 func TestCassandraDeadLetterConformance(t *testing.T) {

@@ -60,6 +60,12 @@ type tracker struct {
 	idleSaved map[string]time.Time
 	idleEvery time.Duration
 	now       func() time.Time
+	// progressEvery spaces out each stream's progress writes (0: every
+	// commit); unsaved holds the latest finished change of a stream not
+	// written yet, and marked when the stream's progress was last written.
+	progressEvery time.Duration
+	unsaved       map[string]*change
+	marked        map[string]time.Time
 }
 
 // change is one CDC change of one stream: the rows of one cdc$time.
@@ -89,7 +95,8 @@ func newTracker(buffer int, log *slog.Logger) *tracker {
 	}
 	t := &tracker{out: make(chan handover, buffer), log: log, open: map[string]int{},
 		unacked: map[*change]struct{}{}, stalled: map[string]bool{}, quit: make(chan struct{}),
-		floor: map[string]gocql.UUID{}, idleSaved: map[string]time.Time{}, idleEvery: time.Minute, now: time.Now}
+		floor: map[string]gocql.UUID{}, idleSaved: map[string]time.Time{}, idleEvery: time.Minute, now: time.Now,
+		unsaved: map[string]*change{}, marked: map[string]time.Time{}}
 	t.cond = sync.NewCond(&t.mu)
 	return t
 }
@@ -235,13 +242,41 @@ func (t *tracker) Commit(ctx context.Context, pos relay.Position) error {
 	}
 	t.pending = t.pending[n:]
 	t.cond.Broadcast()
-	t.mu.Unlock()
 	for stream, c := range finished {
-		if err := c.reporter.MarkProgress(ctx, scyllacdc.Progress{LastProcessedRecordTime: c.time}); err != nil {
-			return fmt.Errorf("scylla: progress of stream %x: %w", stream, err)
+		t.unsaved[stream] = c
+	}
+	due := t.due(false)
+	t.mu.Unlock()
+	return t.save(ctx, due)
+}
+
+// due takes the unsaved changes whose stream's progress was written at
+// least progressEvery ago (all of them when all is set); t.mu is held.
+// A stream whose changes keep being acknowledged costs one conditional
+// write per interval, not one per commit; a crash re-reads at most that
+// interval's worth of changes.
+func (t *tracker) due(all bool) map[string]*change {
+	now := t.now()
+	out := map[string]*change{}
+	for stream, c := range t.unsaved {
+		if all || now.Sub(t.marked[stream]) >= t.progressEvery {
+			out[stream] = c
+			t.marked[stream] = now
+			delete(t.unsaved, stream)
 		}
 	}
-	return nil
+	return out
+}
+
+// save writes each stream's progress to its change.
+func (t *tracker) save(ctx context.Context, changes map[string]*change) error {
+	var errs []error
+	for stream, c := range changes {
+		if err := c.reporter.MarkProgress(ctx, scyllacdc.Progress{LastProcessedRecordTime: c.time}); err != nil {
+			errs = append(errs, fmt.Errorf("scylla: progress of stream %x: %w", stream, err))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // saved records a stream's progress as the library loaded it.
@@ -272,6 +307,7 @@ func (t *tracker) idle(ctx context.Context, stream string, at gocql.UUID, report
 	if due {
 		t.idleSaved[stream] = now
 		t.floor[stream] = at
+		delete(t.unsaved, stream) // at is past it
 	}
 	t.mu.Unlock()
 	if !due {
@@ -315,15 +351,22 @@ func (t *tracker) mayStartGeneration() error {
 	return nil
 }
 
-// Close implements relay.Cursor.
+// Close implements relay.Cursor. It writes the progress not written yet,
+// so a graceful restart does not read it again.
 func (t *tracker) Close() error {
 	t.mu.Lock()
-	defer t.mu.Unlock()
 	if !t.closed {
 		t.closed = true
 		close(t.quit)
 	}
 	t.cond.Broadcast()
+	last := t.due(true)
+	t.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := t.save(ctx, last); err != nil {
+		t.log.Warn("CDC progress not saved on close; the next start reads those changes again", "err", err)
+	}
 	return nil
 }
 

@@ -92,11 +92,25 @@ func (c cqlProgress) get(ctx context.Context, gen time.Time, table, stream strin
 	return last, err
 }
 
+// save is one lightweight transaction once the stream's row exists (the
+// update comes first: it is the common case), two when it creates it.
 func (c cqlProgress) save(ctx context.Context, gen time.Time, table, stream string, last gocql.UUID, epoch int64) (bool, error) {
-	if ok, err := c.s.Query(`INSERT INTO `+c.ks+`.outbox_cdc_progress (generation, table_name, stream_id, last_timeuuid, epoch)
-		VALUES (?, ?, ?, ?, ?) IF NOT EXISTS`, gen, table, []byte(stream), last, epoch).WithContext(ctx).MapScanCAS(map[string]any{}); err != nil || ok {
+	prev := map[string]any{}
+	ok, err := c.s.Query(`UPDATE `+c.ks+`.outbox_cdc_progress SET last_timeuuid = ?, epoch = ?
+		WHERE generation = ? AND table_name = ? AND stream_id = ? IF epoch <= ?`,
+		last, epoch, gen, table, []byte(stream), epoch).WithContext(ctx).MapScanCAS(prev)
+	if err != nil || ok {
 		return ok, err
 	}
+	if stored, found := prev["epoch"].(int64); found && stored != 0 {
+		return false, nil // a newer epoch's row
+	}
+	ok, err = c.s.Query(`INSERT INTO `+c.ks+`.outbox_cdc_progress (generation, table_name, stream_id, last_timeuuid, epoch)
+		VALUES (?, ?, ?, ?, ?) IF NOT EXISTS`, gen, table, []byte(stream), last, epoch).WithContext(ctx).MapScanCAS(map[string]any{})
+	if err != nil || ok {
+		return ok, err
+	}
+	// Created meanwhile by another epoch's write: decide against it.
 	return c.s.Query(`UPDATE `+c.ks+`.outbox_cdc_progress SET last_timeuuid = ?, epoch = ?
 		WHERE generation = ? AND table_name = ? AND stream_id = ? IF epoch <= ?`,
 		last, epoch, gen, table, []byte(stream), epoch).WithContext(ctx).MapScanCAS(map[string]any{})

@@ -1164,3 +1164,48 @@ func staleLease(store leaseStore, clock *fakeClock, epoch int64) *Lease {
 	l.held, l.ok = leaseRecord{Owner: "stale", Epoch: epoch, Expires: clock.t.Add(time.Hour)}, true
 	return l
 }
+
+// Each stream's progress is a lightweight transaction: written at most
+// once per interval while changes keep being acknowledged (the relay
+// commits every 50 ms), the latest kept and written at the next commit
+// past the interval or when the cursor closes.
+func TestProgressIsSavedAtMostOncePerIntervalPerStream(t *testing.T) {
+	ctx := t.Context()
+	tr := newTracker(64, nil)
+	clock := &fakeClock{t: time.Unix(1_000_000, 0)}
+	tr.now, tr.progressEvery = clock.now, time.Second
+	rep := &fakeReporter{}
+	var times []gocql.UUID
+	ack := func() {
+		t.Helper()
+		at := gocql.UUIDFromTime(clock.t)
+		times = append(times, at)
+		row, _ := insertRow(t, "a", int64(len(times)))
+		tr.consume(ctx, "s", at, []changeRow{row}, rep)
+		recs, _ := tr.Next(ctx, 10)
+		if err := tr.Commit(ctx, recs[len(recs)-1].Position); err != nil {
+			t.Fatal(err)
+		}
+	}
+	marked := func(n int, last gocql.UUID, what string) {
+		t.Helper()
+		if got, count := rep.last(); count != n || got != last {
+			t.Fatalf("%s: %d marks, the last %v; want %d, the last %v", what, count, got.Time(), n, last.Time())
+		}
+	}
+	ack()
+	marked(1, times[0], "the first acknowledged change")
+	for range 9 {
+		clock.advance(50 * time.Millisecond)
+		ack()
+	}
+	marked(1, times[0], "nine more within the interval")
+	clock.advance(600 * time.Millisecond)
+	ack()
+	marked(2, times[10], "past the interval")
+	clock.advance(100 * time.Millisecond)
+	ack()
+	marked(2, times[10], "within the next interval")
+	tr.Close()
+	marked(3, times[11], "closing the cursor writes the latest")
+}

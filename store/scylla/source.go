@@ -48,6 +48,11 @@ type CDCConfig struct {
 	// last event, or at the generation's start, and after a restart the
 	// reader re-reads from there, its whole stream group waiting.
 	IdleProgressEvery time.Duration
+	// ProgressEvery spaces out each stream's progress writes, a
+	// lightweight transaction each, while its changes keep being
+	// acknowledged (default 1 s; the relay commits every 50 ms). A crash
+	// re-reads up to that much, published again as duplicates.
+	ProgressEvery time.Duration
 	// GenerationPoll is how often the reader looks for a new CDC
 	// generation (default 15 s, the library's): events written in a new
 	// generation wait up to this long after a topology change.
@@ -91,6 +96,9 @@ func (c *CDCConfig) setDefaults() {
 	}
 	if c.IdleProgressEvery <= 0 {
 		c.IdleProgressEvery = time.Minute
+	}
+	if c.ProgressEvery <= 0 {
+		c.ProgressEvery = time.Second
 	}
 	if c.GenerationPoll <= 0 {
 		c.GenerationPoll = 15 * time.Second
@@ -155,7 +163,7 @@ func (src *Source) Open(ctx context.Context) (relay.Cursor, error) {
 		return nil, err
 	}
 	tr := newTracker(1024, src.cfg.Logger)
-	tr.idleEvery = src.cfg.IdleProgressEvery
+	tr.idleEvery, tr.progressEvery = src.cfg.IdleProgressEvery, src.cfg.ProgressEvery
 	src.current.Store(tr)
 	fenced := &fencedProgress{store: progress, lease: lease, loaded: tr.saved, tracker: tr}
 	reader, err := scyllacdc.NewReader(ctx, &scyllacdc.ReaderConfig{
