@@ -15,6 +15,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/outbox-dev/outbox/order"
 	"github.com/outbox-dev/outbox/outbox"
 	"github.com/outbox-dev/outbox/relay"
 )
@@ -35,6 +36,9 @@ type Harness struct {
 	// Append writes msgs in one transaction together with a domain row.
 	// With fail set it must write everything and then roll back.
 	Append func(ctx context.Context, msgs []outbox.Message, fail bool) error
+	// Orders, when set, is the store's order repository; its events must
+	// reach Source.
+	Orders order.Repository
 
 	features Features
 }
