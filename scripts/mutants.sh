@@ -8,6 +8,8 @@
 #
 #   ./scripts/mutants.sh            # every mutant
 #   ./scripts/mutants.sh M3 M7      # some
+#   MUTANTS_BOTH=1 ./scripts/mutants.sh   # run chaos too when a unit test
+#                                         # already caught the mutant
 #
 # With OUTBOX_TEST_PG_DSN and OUTBOX_TEST_KAFKA_BROKERS set (source
 # scripts/services.sh; start_services), chaos also runs against PostgreSQL
@@ -71,12 +73,17 @@ for m in "${MUTANTS[@]}"; do
   if ! (cd "$work" && go build ./... && go test -count=1 -timeout 10m $pkgs) >"$log" 2>&1; then
     caught=$(grep -m1 -oE -- '--- FAIL: [A-Za-z0-9_/]+' "$log" | sed 's/--- FAIL: //')
     caught="unit: ${caught:-build or test failure}"
-  elif ! (cd "$work" && go build -o "$work/outbox-bin" ./cmd/outbox && "$work/outbox-bin" "${chaos_args[@]}") >"$log" 2>&1; then
-    caught="chaos: $(grep -oE '^chaos: [a-z+-]+ R[0-9]+ FAILED' "$log" | sed 's/^chaos: //; s/ FAILED//' | head -3 | paste -sd, -)"
+  fi
+  if [ -z "$caught" ] || [ -n "${MUTANTS_BOTH:-}" ]; then
+    if ! (cd "$work" && go build -o "$work/outbox-bin" ./cmd/outbox && "$work/outbox-bin" "${chaos_args[@]}") >"$log.chaos" 2>&1; then
+      caught="${caught:+$caught; }chaos: $(grep -oE '^chaos: [a-z+-]+ R[0-9]+ FAILED' "$log.chaos" | sed 's/^chaos: //; s/ FAILED//' | sed 's/sqlite+kfake //; s/postgres+kafka /pg:/' | paste -sd, -)"
+    elif [ -n "$caught" ]; then
+      caught="$caught; chaos: nothing"
+    fi
   fi
   mv "$work/$file.orig" "$work/$file"
   if [ -n "$caught" ]; then
-    printf '%-4s %-9s %-40.40s %s\n' "$id" caught "$caught" "$what"
+    printf '%-4s %-9s %-60.60s %s\n' "$id" caught "$caught" "$what"
   else
     printf '%-4s %-9s %-40s %s\n' "$id" SURVIVED "-" "$what"
     survived+=("$id")
