@@ -2,6 +2,7 @@ package kafka_test
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"strings"
 	"testing"
@@ -79,17 +80,27 @@ func TestTLSAndSCRAMAgainstABrokerThatRequiresThem(t *testing.T) {
 	if err := publish(noTLS); err == nil {
 		t.Fatal("plaintext reached a TLS listener")
 	}
-	systemRoots, _ := kafka.TLSConfig("", "", "", "")
+	// Each refusal must be the one named: a config that failed to build
+	// (nil, so plaintext) would fail too, for another reason.
+	systemRoots, err := kafka.TLSConfig("", "", "", "")
+	if err != nil || systemRoots == nil {
+		t.Fatalf("system roots: %v", err)
+	}
 	untrusted := good
 	untrusted.TLS = systemRoots
-	if err := publish(untrusted); err == nil {
-		t.Fatal("a certificate from an unknown CA was trusted")
+	var unknownCA x509.UnknownAuthorityError
+	if err := publish(untrusted); !errors.As(err, &unknownCA) {
+		t.Fatalf("a certificate from an unknown CA: %v, want x509.UnknownAuthorityError", err)
 	}
-	wrongName, _ := kafka.TLSConfig(caFile, "", "", "kafka.example.com")
+	wrongName, err := kafka.TLSConfig(caFile, "", "", "kafka.example.com")
+	if err != nil || wrongName == nil {
+		t.Fatalf("TLS config for another host name: %v", err)
+	}
 	misnamed := good
 	misnamed.TLS = wrongName
-	if err := publish(misnamed); err == nil {
-		t.Fatal("a certificate for another host name was accepted")
+	var hostname x509.HostnameError
+	if err := publish(misnamed); !errors.As(err, &hostname) {
+		t.Fatalf("a certificate for another host name: %v, want x509.HostnameError", err)
 	}
 }
 
@@ -103,7 +114,10 @@ func mustOpts(t *testing.T, s kafka.Security) []kgo.Opt {
 }
 
 func TestSecuritySettingsThatCannotWork(t *testing.T) {
-	tlsCfg, _ := kafka.TLSConfig("", "", "", "")
+	tlsCfg, err := kafka.TLSConfig("", "", "", "")
+	if err != nil || tlsCfg == nil {
+		t.Fatalf("system roots: %v", err)
+	}
 	for _, tc := range []struct {
 		name string
 		sec  kafka.Security
