@@ -304,7 +304,8 @@ func TestCassandraOrdersWriteAheadIntent(t *testing.T) {
 	// The writer dies after its LWT: the order is at version 3, its event
 	// is only an intent.
 	v3 := next(v2)
-	crashing := Orders{s: s, crashAfterClaim: true}
+	crashing := s.Orders()
+	crashing.crashAfterClaim = true
 	if err := crashing.Update(ctx, v3, event(v3)); !errors.Is(err, errSimulatedCrash) {
 		t.Fatal(err)
 	}
@@ -331,8 +332,10 @@ func TestCassandraOrdersWriteAheadIntent(t *testing.T) {
 	if n, err := repo.RollForward(ctx, time.Hour); err != nil || n != 0 {
 		t.Fatalf("the sweeper touched a young intent: %d %v", n, err)
 	}
-	if n, err := repo.RollForward(ctx, 0); err != nil || n != 1 {
-		t.Fatalf("sweeper: %d %v, want 1", n, err)
+	// Two notes: version 5's, and version 3's, whose event version 4's
+	// update wrote (a writer drops only its own note).
+	if n, err := repo.RollForward(ctx, 0); err != nil || n != 2 {
+		t.Fatalf("sweeper: %d %v, want 2", n, err)
 	}
 	if got := outboxSequences(t, s, "o1"); !slices.Equal(got, []int64{1, 2, 3, 4, 5}) {
 		t.Fatalf("events after the sweeper: %v", got)
@@ -551,5 +554,68 @@ func TestCassandraOpenRefusesUnsafeConsistency(t *testing.T) {
 	}
 	if err := open(Config{LocalDC: "datacenter1", Consistency: gocql.Quorum}); err != nil {
 		t.Errorf("the node's own data centre at QUORUM (one data centre): %v", err)
+	}
+}
+
+// Two instances whose clocks are an hour ahead and an hour behind write
+// one order in turns. Every write to the order row is a lightweight
+// transaction, whose timestamp is its Paxos ballot (increasing per
+// partition, whatever the clients' clocks), and each outbox row is
+// written at the timestamp of the order row's latest transaction. So no
+// applied update is overwritten by an earlier write, and the aggregate's
+// outbox rows carry increasing timestamps in sequence order, the order in
+// which CDC delivers them.
+func TestCassandraSkewedClocksNeitherLoseUpdatesNorReorderEvents(t *testing.T) {
+	s, ks := cassandra(t)
+	ctx := t.Context()
+	ahead, behind := s.Orders(), s.Orders()
+	ahead.now = func() time.Time { return time.Now().Add(time.Hour) }
+	behind.now = func() time.Time { return time.Now().Add(-time.Hour) }
+	now := time.Now().UTC().Truncate(time.Microsecond)
+	o := order.Order{ID: "o1", CustomerID: "c1", Currency: "EUR", Items: []order.Item{{SKU: "a", Quantity: 1, UnitPrice: 5}},
+		Status: order.StatusPending, Total: 5, Version: 1, CreatedAt: now, UpdatedAt: now}
+	event := func(o order.Order, typ string) outbox.Message {
+		m, err := outbox.NewMessage(order.AggregateType, o.ID, typ, o.Version, map[string]int64{"version": o.Version})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+	if _, _, err := ahead.Create(ctx, o, event(o, order.EventCreated), "", ""); err != nil {
+		t.Fatal(err)
+	}
+	for v := int64(2); v <= 6; v++ {
+		repo, name := behind, "an hour behind"
+		if v%2 == 1 {
+			repo, name = ahead, "an hour ahead"
+		}
+		o.Version, o.Address = v, fmt.Sprintf("address %d", v)
+		if err := repo.Update(ctx, o, event(o, order.EventUpdated)); err != nil {
+			got, _ := s.Orders().Get(ctx, o.ID)
+			t.Fatalf("update to version %d from the instance %s: %v; the order reads version %d, %q: an applied update was overwritten",
+				v, name, err, got.Version, got.Address)
+		}
+	}
+	got, err := s.Orders().Get(ctx, o.ID)
+	if err != nil || got.Version != 6 || got.Address != "address 6" {
+		t.Fatalf("the order reads version %d, %q (%v); want the last update, version 6", got.Version, got.Address, err)
+	}
+	iter := s.session.Query(`SELECT sequence, WRITETIME(payload) FROM `+ks+`.outbox_messages WHERE aggregatetype = ? AND aggregateid = ?`,
+		order.AggregateType, o.ID).Iter()
+	var seq, wt, prev int64
+	n := 0
+	for iter.Scan(&seq, &wt) {
+		n++
+		if wt <= prev {
+			t.Errorf("event %d written at %s, not after event %d's %s: CDC would deliver it first",
+				seq, time.UnixMicro(wt).UTC(), seq-1, time.UnixMicro(prev).UTC())
+		}
+		if d := time.Since(time.UnixMicro(wt)); d < -time.Minute || d > time.Minute {
+			t.Errorf("event %d written at %s, %s from the cluster's time: it follows a client's clock", seq, time.UnixMicro(wt).UTC(), d.Round(time.Second))
+		}
+		prev = wt
+	}
+	if err := iter.Close(); err != nil || n != 6 {
+		t.Fatalf("%d outbox rows (%v), want 6", n, err)
 	}
 }

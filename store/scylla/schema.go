@@ -57,13 +57,18 @@ func Schema(keyspace string, opts SchemaOptions) ([]string, error) {
 		// pending_event is the write-ahead intent of an update (see
 		// orders.go): set by the LWT that bumps the version, cleared once
 		// the outbox row is written.
+		// Written by lightweight transactions only (see Orders):
+		// last_event_id is the latest version's event, how a write whose
+		// answer was lost recognises its own.
 		`CREATE TABLE IF NOT EXISTS ` + ks + `orders (
 			id text PRIMARY KEY, customer_id text, items text, currency text, address text,
 			status text, total bigint, version bigint, created_at bigint, updated_at bigint,
-			pending_event text, pending_event_id uuid)`,
-		// Updates whose outbox row may not be written yet, for the sweeper.
+			pending_event text, pending_event_id uuid, last_event_id uuid)`,
+		// Creates and updates whose outbox row may not be written yet, for
+		// the sweeper; bucket is a minute and a shard (see intents.go),
+		// intent a create's order and event.
 		`CREATE TABLE IF NOT EXISTS ` + ks + `order_intents (
-			bucket int, order_id text, version bigint, created_at bigint,
+			bucket int, order_id text, version bigint, created_at bigint, intent text,
 			PRIMARY KEY ((bucket), order_id, version))`,
 		`CREATE TABLE IF NOT EXISTS ` + ks + `order_idempotency_keys (
 			key text PRIMARY KEY, request_hash text, order_id text, intent text, done boolean, created_at bigint)`,
@@ -113,6 +118,8 @@ var outboxClustering = []string{"sequence", "event_time"}
 var addedColumns = []struct{ table, column, typ string }{
 	{"parked_aggregates", "pending_entry", "bigint"},
 	{"outbox_cdc_generation", "start_time", "timestamp"},
+	{"orders", "last_event_id", "uuid"},
+	{"order_intents", "intent", "text"},
 }
 
 // Migrate applies the schema; every statement is idempotent.

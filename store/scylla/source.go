@@ -75,9 +75,11 @@ func LowLatency() CDCConfig {
 		PostEmptyQueryDelay: 200 * time.Millisecond, PostNonEmptyQueryDelay: 20 * time.Millisecond}
 }
 
+const defaultConfidenceWindow = 10 * time.Second
+
 func (c *CDCConfig) setDefaults() {
 	if c.ConfidenceWindow <= 0 {
-		c.ConfidenceWindow = 10 * time.Second
+		c.ConfidenceWindow = defaultConfidenceWindow
 	}
 	if c.QueryWindow <= 0 {
 		c.QueryWindow = time.Minute

@@ -5,9 +5,11 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"slices"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/gocql/gocql"
@@ -39,6 +41,19 @@ type Config struct {
 	TLS *tls.Config
 	// Username and Password use the PasswordAuthenticator.
 	Username, Password string
+	// WriteAttempts bounds the attempts of an order write whose outcome
+	// is unknown (it timed out) before the request is answered
+	// order.ErrUnavailable (default 3).
+	WriteAttempts int
+	// EventWriteDeadline: an event's outbox write counts only if it was
+	// acknowledged within this long of taking its timestamp, or the CDC
+	// reader may already have passed it (default 1 s; ParseURL sets half
+	// the reader's confidence window). Writers and the relay must use the
+	// same profile.
+	EventWriteDeadline time.Duration
+	// Logger hears what the store cannot return: an event left for the
+	// sweeper after its change was committed (default slog.Default()).
+	Logger *slog.Logger
 	// IdempotencyTTL is how long an idempotency key replays its order
 	// (default DefaultIdempotencyTTL): its row is written with this TTL,
 	// in whole seconds from a minute up to CQL's limit of 20 years. A
@@ -59,10 +74,18 @@ func validIdempotencyTTL(d time.Duration) bool {
 
 // Store writes orders and outbox rows.
 type Store struct {
-	session  *gocql.Session
-	keyspace string
-	cl       gocql.Consistency
-	keyTTL   time.Duration
+	session       *gocql.Session
+	keyspace      string
+	cl            gocql.Consistency
+	keyTTL        time.Duration
+	attempts      int
+	eventDeadline time.Duration
+	log           *slog.Logger
+	// now, when set, stands for the cluster's clock (tests only).
+	now func() time.Time
+	// legacyAt is when the notes of earlier releases were last found
+	// swept (unix µs).
+	legacyAt atomic.Int64
 }
 
 // Open connects.
@@ -121,7 +144,17 @@ func Open(cfg Config) (*Store, error) {
 		s.Close()
 		return nil, err
 	}
-	return &Store{session: s, keyspace: cfg.Keyspace, cl: cfg.Consistency, keyTTL: cfg.IdempotencyTTL}, nil
+	if cfg.WriteAttempts <= 0 {
+		cfg.WriteAttempts = 3
+	}
+	if cfg.EventWriteDeadline <= 0 {
+		cfg.EventWriteDeadline = time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	return &Store{session: s, keyspace: cfg.Keyspace, cl: cfg.Consistency, keyTTL: cfg.IdempotencyTTL,
+		attempts: cfg.WriteAttempts, eventDeadline: cfg.EventWriteDeadline, log: cfg.Logger}, nil
 }
 
 // ErrUnsafeConsistency is returned by Open and ParseURL for settings

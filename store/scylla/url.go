@@ -4,7 +4,6 @@ import (
 	"cmp"
 	"context"
 	"fmt"
-	"log/slog"
 	"net/url"
 	"strconv"
 	"strings"
@@ -105,6 +104,9 @@ func ParseURL(raw string) (Settings, error) {
 			return st, fmt.Errorf("scylla: lease_ttl must be a duration from 2s to 10m, got %q", v)
 		}
 	}
+	// An event's outbox write must be acknowledged well within the
+	// reader's confidence window of its timestamp (see Orders.publish).
+	st.Config.EventWriteDeadline = cmp.Or(st.CDC.ConfidenceWindow, defaultConfidenceWindow) / 2
 	if v := q.Get("from"); v != "" && v != "oldest" {
 		if st.CDC.From, err = time.Parse(time.RFC3339Nano, v); err != nil {
 			return st, fmt.Errorf("scylla: from must be oldest or an RFC 3339 time such as 2026-11-30T10:00:00Z, got %q", v)
@@ -136,37 +138,4 @@ func (s *Store) Migrate(ctx context.Context, opts SchemaOptions) (int, error) {
 // Ping checks the cluster answers.
 func (s *Store) Ping(ctx context.Context) error {
 	return s.session.Query(`SELECT release_version FROM system.local`).WithContext(ctx).Consistency(gocql.One).Exec()
-}
-
-// Sweeper finishes order updates whose writer died between its LWT and
-// its outbox row (see Orders).
-type Sweeper struct {
-	orders   Orders
-	interval time.Duration
-	log      *slog.Logger
-}
-
-// NewSweeper sweeps every interval; intents younger than interval are
-// left to their writers.
-func (s *Store) NewSweeper(interval time.Duration, log *slog.Logger) *Sweeper {
-	return &Sweeper{orders: s.Orders(), interval: interval, log: log}
-}
-
-// Serve runs until ctx ends.
-func (w *Sweeper) Serve(ctx context.Context) error {
-	t := time.NewTicker(w.interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
-			n, err := w.orders.RollForward(ctx, w.interval)
-			if err != nil {
-				w.log.Warn("order intent sweep failed", "err", err)
-			} else if n > 0 {
-				w.log.Info("finished interrupted order updates", "count", n)
-			}
-		}
-	}
 }

@@ -1,0 +1,242 @@
+package scylla
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	toxiproxy "github.com/Shopify/toxiproxy/v2"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rs/zerolog"
+
+	"github.com/outbox-dev/outbox/order"
+	"github.com/outbox-dev/outbox/outbox"
+)
+
+// slowNode is a toxiproxy proxy in front of a node: while slowed, every
+// answer is held back longer than the client waits, so a write the node
+// applies times out at the client, which cannot tell whether it applied.
+type slowNode struct {
+	proxy *toxiproxy.Proxy
+	mu    sync.Mutex
+	slow  bool
+}
+
+func proxyNode(t *testing.T, upstream string) *slowNode {
+	t.Helper()
+	srv := toxiproxy.NewServer(toxiproxy.NewMetricsContainer(prometheus.NewRegistry()), zerolog.Nop())
+	p := toxiproxy.NewProxy(srv, "cql", "127.0.0.1:0", upstream)
+	if err := p.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Stop)
+	return &slowNode{proxy: p}
+}
+
+func (n *slowNode) setSlow(t *testing.T, slow bool) {
+	t.Helper()
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if slow == n.slow {
+		return
+	}
+	var err error
+	if slow {
+		_, err = n.proxy.Toxics.AddToxicJson(strings.NewReader(`{"name": "slow", "type": "latency", "stream": "downstream", "attributes": {"latency": 2000}}`))
+	} else {
+		err = n.proxy.Toxics.RemoveToxic(t.Context(), "slow")
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.slow = slow
+}
+
+// cassandraThroughProxy opens a second store on ks through a proxy whose
+// answers can be held back; the client gives up after 500 ms.
+func cassandraThroughProxy(t *testing.T, ks string) (*Store, *slowNode) {
+	t.Helper()
+	node := proxyNode(t, cassandraHosts(t)[0])
+	s, err := Open(Config{Hosts: []string{node.proxy.Listen}, Keyspace: ks, Timeout: 500 * time.Millisecond, ProtoVersion: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	// The driver prepares each statement on its first use: warm them up,
+	// so a slowed answer is that of a statement the node executed.
+	o := testOrder("warm-up")
+	if _, _, err := s.Orders().Create(t.Context(), o, orderEvent(t, o), "", ""); err != nil {
+		t.Fatal(err)
+	}
+	o.Version = 2
+	if err := s.Orders().Update(t.Context(), o, orderEvent(t, o)); err != nil {
+		t.Fatal(err)
+	}
+	return s, node
+}
+
+// steps records the repository's steps and lets a test act before each.
+type steps struct {
+	mu   sync.Mutex
+	seen []string
+	act  func(step string, attempt int)
+}
+
+func (s *steps) hook(step string, attempt int) {
+	s.mu.Lock()
+	s.seen = append(s.seen, fmt.Sprintf("%s#%d", step, attempt))
+	act := s.act
+	s.mu.Unlock()
+	if act != nil {
+		act(step, attempt)
+	}
+}
+
+func (s *steps) saw(step string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, x := range s.seen {
+		if x == step {
+			return true
+		}
+	}
+	return false
+}
+
+func testOrder(id string) order.Order {
+	now := time.Now().UTC().Truncate(time.Microsecond)
+	return order.Order{ID: id, CustomerID: "c1", Currency: "EUR", Items: []order.Item{{SKU: "a", Quantity: 1, UnitPrice: 5}},
+		Status: order.StatusPending, Total: 5, Version: 1, CreatedAt: now, UpdatedAt: now}
+}
+
+func orderEvent(t *testing.T, o order.Order) outbox.Message {
+	t.Helper()
+	typ := order.EventUpdated
+	if o.Version == 1 {
+		typ = order.EventCreated
+	}
+	m, err := outbox.NewMessage(order.AggregateType, o.ID, typ, o.Version, map[string]int64{"version": o.Version})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// eventRows are an order's outbox rows: sequence and write time.
+func eventRows(t *testing.T, s *Store, id string) (seqs []int64, written []time.Time) {
+	t.Helper()
+	iter := s.session.Query(`SELECT sequence, WRITETIME(payload) FROM `+s.keyspace+`.outbox_messages WHERE aggregatetype = ? AND aggregateid = ?`,
+		order.AggregateType, id).Iter()
+	var seq, wt int64
+	for iter.Scan(&seq, &wt) {
+		seqs, written = append(seqs, seq), append(written, time.UnixMicro(wt))
+	}
+	if err := iter.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return seqs, written
+}
+
+// A write whose answer is lost is retried with the same ids until its
+// outcome is known: an order's lightweight transaction that applied is
+// recognised as this request's own on the retry, and an outbox row whose
+// write timed out is written again at a fresh timestamp, so neither the
+// create nor the update is answered with an error, and each event has
+// one row.
+func TestCassandraATimedOutWriteIsRetriedUntilItsOutcomeIsKnown(t *testing.T) {
+	direct, ks := cassandra(t)
+	s, node := cassandraThroughProxy(t, ks)
+	ctx := t.Context()
+	for _, step := range []string{"claim", "event"} {
+		t.Run(step, func(t *testing.T) {
+			st := &steps{act: func(at string, attempt int) {
+				node.setSlow(t, at == step && attempt == 0) // the first attempt's answer is lost
+			}}
+			repo := s.Orders()
+			repo.hook = st.hook
+			o := testOrder("o-" + step)
+			if _, _, err := repo.Create(ctx, o, orderEvent(t, o), "", ""); err != nil {
+				t.Fatalf("create: %v", err)
+			}
+			if !st.saw(step + "#1") {
+				t.Fatalf("steps %v: the %s was not retried after its first answer was lost", st.seen, step)
+			}
+			o.Version, o.Address = 2, "2 Retry Road"
+			st.seen = nil
+			if err := repo.Update(ctx, o, orderEvent(t, o)); err != nil {
+				t.Fatalf("update: %v", err)
+			}
+			if !st.saw(step + "#1") {
+				t.Fatalf("steps %v: the %s was not retried after its first answer was lost", st.seen, step)
+			}
+			if got, err := direct.Orders().Get(ctx, o.ID); err != nil || got.Version != 2 || got.Address != o.Address {
+				t.Fatalf("order %+v (%v), want version 2", got, err)
+			}
+			if seqs, _ := eventRows(t, direct, o.ID); fmt.Sprint(seqs) != "[1 2]" {
+				t.Fatalf("event rows %v, want [1 2]", seqs)
+			}
+			if _, pending, _ := direct.Orders().get(ctx, o.ID); pending != nil {
+				t.Fatalf("event %d still pending", pending.Sequence)
+			}
+		})
+	}
+}
+
+// A write whose outcome stays unknown after every attempt is answered as
+// unavailable (503). It may still have applied, or apply later, with its
+// original timestamp, possibly after the CDC reader has passed that time;
+// so its write-ahead note has the sweeper finish it: the order exists
+// afterwards, and its event is written at a timestamp after the answer,
+// where the reader cannot have passed it.
+func TestCassandraAWriteWhoseOutcomeStaysUnknownIsAnswered503AndFinishedByTheSweeper(t *testing.T) {
+	direct, ks := cassandra(t)
+	s, node := cassandraThroughProxy(t, ks)
+	ctx := t.Context()
+	repo := s.Orders()
+	// From the lightweight transaction on, every answer is lost.
+	repo.hook = func(step string, _ int) {
+		if step == "claim" {
+			node.setSlow(t, true)
+		}
+	}
+	o := testOrder("o-unknown")
+	_, _, err := repo.Create(ctx, o, orderEvent(t, o), "", "")
+	answered := time.Now()
+	if !errors.Is(err, order.ErrUnavailable) {
+		t.Fatalf("create with every answer lost: %v, want order.ErrUnavailable (503)", err)
+	}
+	node.setSlow(t, false)
+	if n, err := direct.Orders().RollForward(ctx, 0); err != nil || n == 0 {
+		t.Fatalf("sweeper: %d, %v", n, err)
+	}
+	if got, err := direct.Orders().Get(ctx, o.ID); err != nil || got.Version != 1 {
+		t.Fatalf("after the sweeper the order reads %+v (%v), want it created", got, err)
+	}
+	seqs, written := eventRows(t, direct, o.ID)
+	if fmt.Sprint(seqs) != "[1]" || !written[0].After(answered) {
+		t.Fatalf("event rows %v written at %v; want event 1, written after the create was answered (%v)", seqs, written, answered)
+	}
+
+	// The same for an update.
+	o.Version = 2
+	err = repo.Update(ctx, o, orderEvent(t, o))
+	answered = time.Now()
+	if !errors.Is(err, order.ErrUnavailable) {
+		t.Fatalf("update with every answer lost: %v, want order.ErrUnavailable (503)", err)
+	}
+	node.setSlow(t, false)
+	if _, err := direct.Orders().RollForward(ctx, 0); err != nil {
+		t.Fatal(err)
+	}
+	seqs, written = eventRows(t, direct, o.ID)
+	if got, _ := direct.Orders().Get(ctx, o.ID); got.Version == 2 {
+		if fmt.Sprint(seqs) != "[1 2]" || !written[1].After(answered) {
+			t.Fatalf("the update applied, and its event rows are %v written at %v; want event 2 written after the answer (%v)", seqs, written, answered)
+		}
+	} else if fmt.Sprint(seqs) != "[1]" {
+		t.Fatalf("the update did not apply, yet the event rows are %v", seqs)
+	}
+}
