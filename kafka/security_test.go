@@ -12,6 +12,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/outbox-dev/outbox/internal/testcert"
+	"github.com/outbox-dev/outbox/internal/testenv"
 	"github.com/outbox-dev/outbox/kafka"
 	"github.com/outbox-dev/outbox/outbox"
 )
@@ -73,6 +74,24 @@ func TestTLSAndSCRAMAgainstABrokerThatRequiresThem(t *testing.T) {
 	}
 	if outbox.IsPermanent(kafka.Classify(err)) {
 		t.Fatalf("an authentication failure would dead-letter every event: %v", err)
+	}
+	// The broker refuses the credentials (kfake by closing the
+	// connection): the publisher says so, as an authorization failure,
+	// not as an outage.
+	p, err := kafka.NewPublisher(kafka.Config{Brokers: []string{addr}, TopicTemplate: "secure.{aggregatetype}", Security: wrong})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	var pingErr error
+	testenv.Eventually(t, 5*time.Second, "Ping saying the relay is not authorized", func() bool {
+		ctx, cancel := context.WithTimeout(t.Context(), time.Second)
+		defer cancel()
+		pingErr = p.Ping(ctx) // the first attempt's refusal is seen by the next
+		return errors.Is(pingErr, kafka.ErrAuthorization)
+	})
+	if !strings.Contains(pingErr.Error(), "SASL") || strings.Contains(pingErr.Error(), wrongPass) {
+		t.Fatalf("Ping with a wrong password: %v, want it to name SASL, without the password", pingErr)
 	}
 
 	noTLS := good

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
 // reachability follows the client's connection attempts, so an outage is
@@ -27,25 +28,30 @@ type reachability struct {
 	ping          func(context.Context) error
 	probeInterval time.Duration
 
-	mu       sync.Mutex
-	brokers  map[string]error // address -> the last attempt's error (nil: connected)
-	down     error            // non-nil while unreachable
-	watchers map[int]func(error)
-	nextID   int
-	probing  bool
-	closed   chan struct{}
+	mu      sync.Mutex
+	brokers map[string]error // address -> the last attempt's error (nil: connected)
+	// saslFailed holds addresses whose connection failed while
+	// authenticating: a broker may refuse bad credentials by closing it.
+	saslFailed map[string]bool
+	down       error // non-nil while unreachable
+	watchers   map[int]func(error)
+	nextID     int
+	probing    bool
+	closed     chan struct{}
 
 	notifyMu sync.Mutex // keeps notifications in the order of the changes
 }
 
 var (
 	_ kgo.HookBrokerConnect = (*reachability)(nil)
+	_ kgo.HookBrokerRead    = (*reachability)(nil)
 )
 
 func newReachability(probeInterval time.Duration) *reachability {
 	return &reachability{
 		probeInterval: probeInterval,
 		brokers:       map[string]error{},
+		saslFailed:    map[string]bool{},
 		watchers:      map[int]func(error){},
 		closed:        make(chan struct{}),
 	}
@@ -55,6 +61,10 @@ func newReachability(probeInterval time.Duration) *reachability {
 func (r *reachability) OnBrokerConnect(meta kgo.BrokerMetadata, _ time.Duration, _ net.Conn, err error) {
 	addr := net.JoinHostPort(meta.Host, strconv.Itoa(int(meta.Port)))
 	r.mu.Lock()
+	if err != nil && r.saslFailed[addr] {
+		err = fmt.Errorf("%w: SASL authentication failed (check the SASL user and password): %w", ErrAuthorization, err)
+	}
+	delete(r.saslFailed, addr)
 	r.brokers[addr] = err
 	was := r.down
 	if err == nil {
@@ -74,6 +84,18 @@ func (r *reachability) OnBrokerConnect(meta kgo.BrokerMetadata, _ time.Duration,
 	if startProbe {
 		go r.probe()
 	}
+}
+
+// OnBrokerRead implements kgo.HookBrokerRead: it notes a connection that
+// failed while authenticating, which OnBrokerConnect then reports as the
+// broker refusing the relay (ErrAuthorization), not as an outage.
+func (r *reachability) OnBrokerRead(meta kgo.BrokerMetadata, key int16, _ int, _, _ time.Duration, err error) {
+	if err == nil || (kmsg.Key(key) != kmsg.SASLHandshake && kmsg.Key(key) != kmsg.SASLAuthenticate) {
+		return
+	}
+	r.mu.Lock()
+	r.saslFailed[net.JoinHostPort(meta.Host, strconv.Itoa(int(meta.Port)))] = true
+	r.mu.Unlock()
 }
 
 func (r *reachability) allDownLocked() bool {
