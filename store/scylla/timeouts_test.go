@@ -3,12 +3,15 @@ package scylla
 import (
 	"errors"
 	"fmt"
+	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	toxiproxy "github.com/Shopify/toxiproxy/v2"
+	"github.com/gocql/gocql"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
@@ -238,5 +241,111 @@ func TestCassandraAWriteWhoseOutcomeStaysUnknownIsAnswered503AndFinishedByTheSwe
 		}
 	} else if fmt.Sprint(seqs) != "[1]" {
 		t.Fatalf("the update did not apply, yet the event rows are %v", seqs)
+	}
+}
+
+// tombstonesRead runs f with query tracing on and returns how many
+// tombstone cells the node says its reads passed.
+func tombstonesRead(t *testing.T, s *Store, f func()) int {
+	t.Helper()
+	var buf strings.Builder
+	tw := gocql.NewTraceWriter(s.session, &buf)
+	s.session.SetTrace(tw)
+	f()
+	s.session.SetTrace(nil)
+	n := 0
+	for _, m := range regexp.MustCompile(`(\d+) tombstone cells`).FindAllStringSubmatch(buf.String(), -1) {
+		c, _ := strconv.Atoi(m[1])
+		n += c
+	}
+	return n
+}
+
+// Notes go to a partition per minute and shard. Each completed write
+// deletes its note, so a partition collects tombstones; with one
+// partition for every note (earlier releases' bucket 0) each sweep read
+// all of them, and Cassandra fails such a read at 100,000. Now a sweep
+// reads only the minutes from its horizon on, and the horizon passes
+// minutes found empty: the old tombstones are never read again, and a
+// note left in a past minute is still found.
+func TestCassandraNotesAreBucketedAndSweptFromAHorizon(t *testing.T) {
+	s, ks := cassandra(t)
+	ctx := t.Context()
+	base := time.Now().Truncate(time.Minute).Add(-30 * time.Minute)
+	clock := &fakeClock{t: base}
+	s.now = clock.now // the cluster's clock, as the sweeper reads it
+	buckets := map[int32]bool{}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for minute := range 10 {
+		repo := s.Orders()
+		repo.now = func() time.Time { return base.Add(time.Duration(minute)*time.Minute + time.Second) }
+		wg.Go(func() {
+			for i := range 120 {
+				id := fmt.Sprintf("done-%d-%d", minute, i)
+				k, err := repo.writeNote(ctx, id, 2, "")
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				repo.dropNote(ctx, k)
+				// And what every update did before: one partition.
+				if err := s.session.Query(`INSERT INTO `+ks+`.order_intents (bucket, order_id, version, created_at) VALUES (0, ?, 2, 0)`, id).Exec(); err != nil {
+					t.Error(err)
+					return
+				}
+				if err := s.session.Query(`DELETE FROM `+ks+`.order_intents WHERE bucket = 0 AND order_id = ? AND version = 2`, id).Exec(); err != nil {
+					t.Error(err)
+					return
+				}
+				mu.Lock()
+				buckets[k.bucket] = true
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	if len(buckets) < 40 {
+		t.Fatalf("1,200 notes over 10 minutes went to %d partitions, want them spread over minutes and shards", len(buckets))
+	}
+	// A writer that died after noting an update, 25 minutes ago.
+	died := s.Orders()
+	died.now = func() time.Time { return base.Add(5 * time.Minute) }
+	o := testOrder("left")
+	if _, _, err := s.Orders().Create(ctx, o, orderEvent(t, o), "", ""); err != nil {
+		t.Fatal(err)
+	}
+	o.Version = 2
+	died.crashAfterClaim = true
+	if err := died.Update(ctx, o, orderEvent(t, o)); !errors.Is(err, errSimulatedCrash) {
+		t.Fatal(err)
+	}
+	clock.t = base.Add(30 * time.Minute)
+	if n, err := s.Orders().RollForward(ctx, 30*time.Second); err != nil || n < 1 {
+		t.Fatalf("first sweep: %d, %v", n, err)
+	}
+	if seqs, _ := eventRows(t, s, "left"); fmt.Sprint(seqs) != "[1 2]" {
+		t.Fatalf("the note left 25 minutes ago was not finished: events %v", seqs)
+	}
+	var horizon int64
+	if err := s.session.Query(`SELECT next FROM ` + ks + `.outbox_sequences WHERE name = 'order_intents_horizon'`).Scan(&horizon); err != nil {
+		t.Fatal(err)
+	}
+	if want := minuteOf(clock.t.Add(-noteSkew)); horizon != want {
+		t.Fatalf("horizon at minute %d, want %d (ten minutes before the cluster's time)", horizon, want)
+	}
+	before := tombstonesRead(t, s, func() {
+		if err := s.session.Query(`SELECT order_id FROM ` + ks + `.order_intents WHERE bucket = 0`).Exec(); err != nil {
+			t.Fatal(err)
+		}
+	})
+	swept := tombstonesRead(t, s, func() {
+		if _, err := s.Orders().RollForward(ctx, 30*time.Second); err != nil {
+			t.Fatal(err)
+		}
+	})
+	t.Logf("tombstones read: %d by one read of the old single partition, %d by a whole sweep now", before, swept)
+	if before < 1000 || swept > 100 {
+		t.Fatalf("tombstones read: %d by the old partition's read (want 1,200), %d by a sweep (want none of the 1,200 passed minutes')", before, swept)
 	}
 }
