@@ -188,7 +188,7 @@ func runDemo(ctx context.Context, cfg config, opts demoOptions, stdout, stderr i
 		wg.Wait()
 	}()
 
-	fmt.Fprintf(stdout, "outbox demo: API %s  broker %s  store %s\n", d.base, strings.Join(a.brokers, ","), cfg.Store)
+	fmt.Fprintf(stdout, "outbox demo: API %s  broker %s  store %s\n", d.base, strings.Join(a.brokers, ","), redactURL(cfg.Store))
 	viewCtx, stopView := context.WithCancel(runCtx)
 	var viewWG sync.WaitGroup
 	viewWG.Go(func() { d.view(viewCtx, stdout) })
