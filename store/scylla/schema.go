@@ -83,8 +83,8 @@ func Schema(keyspace string, opts SchemaOptions) ([]string, error) {
 			aggregatetype text, aggregateid text, sequence bigint, event_time timeuuid,
 			id uuid, type text, payload text, headers map<text, text>, timestamp bigint,
 			PRIMARY KEY ((aggregatetype, aggregateid), ` + strings.Join(outboxClustering, ", ") + `))` + cdc,
-		// Dead letters are rare and listed by id: one partition, clustered
-		// by an id drawn from an LWT sequence.
+		// Dead letters are listed by id, drawn from an LWT sequence; a
+		// partition holds a range of ids (see deadletters.go).
 		`CREATE TABLE IF NOT EXISTS ` + ks + `dead_letter_queue (
 			bucket int, id bigint, event_id uuid, aggregatetype text, aggregateid text, type text, sequence bigint,
 			payload text, headers map<text, text>, timestamp bigint, error text, failure_count int,
@@ -93,8 +93,12 @@ func Schema(keyspace string, opts SchemaOptions) ([]string, error) {
 			PRIMARY KEY ((bucket), id))`,
 		`CREATE TABLE IF NOT EXISTS ` + ks + `parked_aggregates (
 			aggregatetype text, aggregateid text, parked_at bigint, pending_action text, pending_entry bigint, reason text,
-			requested_at bigint, last_error text,
+			requested_at bigint, last_error text, parked_events int,
 			PRIMARY KEY ((aggregatetype, aggregateid)))`,
+		// Each aggregate's parked dead letters, by id.
+		`CREATE TABLE IF NOT EXISTS ` + ks + `parked_dead_letters (
+			aggregatetype text, aggregateid text, id bigint, parked_at bigint,
+			PRIMARY KEY ((aggregatetype, aggregateid), id))`,
 		`CREATE TABLE IF NOT EXISTS ` + ks + `outbox_sequences (name text PRIMARY KEY, next bigint)`,
 		// Progress per CDC stream, with the lease epoch that wrote it.
 		`CREATE TABLE IF NOT EXISTS ` + ks + `outbox_cdc_progress (
@@ -120,6 +124,7 @@ var addedColumns = []struct{ table, column, typ string }{
 	{"outbox_cdc_generation", "start_time", "timestamp"},
 	{"orders", "last_event_id", "uuid"},
 	{"order_intents", "intent", "text"},
+	{"parked_aggregates", "parked_events", "int"},
 }
 
 // Migrate applies the schema; every statement is idempotent.
@@ -148,7 +153,7 @@ func Migrate(ctx context.Context, session *gocql.Session, keyspace string, opts 
 			}
 		}
 	}
-	return nil
+	return initDeadLetterBuckets(ctx, session, keyspace)
 }
 
 // checkOutboxKey refuses an outbox table whose clustering key is not

@@ -522,7 +522,7 @@ func TestLeaseFencesAStaleRelay(t *testing.T) {
 
 func TestSchemaAndEventKeys(t *testing.T) {
 	stmts, err := Schema("shop", SchemaOptions{})
-	if err != nil || len(stmts) != 11 {
+	if err != nil || len(stmts) != 12 {
 		t.Fatalf("schema: %d statements, %v", len(stmts), err)
 	}
 	var outboxTable string

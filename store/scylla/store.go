@@ -86,6 +86,10 @@ type Store struct {
 	// legacyAt is when the notes of earlier releases were last found
 	// swept (unix µs).
 	legacyAt atomic.Int64
+	// dlqBucketSize is how many consecutive dead-letter ids share a
+	// partition; dlqFrom is the first id of that layout (0: not read yet).
+	dlqBucketSize int64
+	dlqFrom       atomic.Int64
 }
 
 // Open connects.
@@ -154,7 +158,7 @@ func Open(cfg Config) (*Store, error) {
 		cfg.Logger = slog.Default()
 	}
 	return &Store{session: s, keyspace: cfg.Keyspace, cl: cfg.Consistency, keyTTL: cfg.IdempotencyTTL,
-		attempts: cfg.WriteAttempts, eventDeadline: cfg.EventWriteDeadline, log: cfg.Logger}, nil
+		attempts: cfg.WriteAttempts, eventDeadline: cfg.EventWriteDeadline, log: cfg.Logger, dlqBucketSize: defaultDLQBucketSize}, nil
 }
 
 // ErrUnsafeConsistency is returned by Open and ParseURL for settings
