@@ -39,3 +39,31 @@ func (s *Store) Keyspace() string { return s.keyspace }
 // HoldLeaseRenewals stops (or resumes) renewing the lease, as a stalled
 // relay would.
 func (src *Source) HoldLeaseRenewals(on bool) { src.holdRenewals.Store(on) }
+
+// OrdersWithClock is the repository of an instance whose clock is now.
+func (s *Store) OrdersWithClock(now func() time.Time) Orders {
+	r := s.Orders()
+	r.now = now
+	return r
+}
+
+// BeforeStep has f hear each step of the repository's writes before it
+// runs (note, key, claim, arm, read, event, clear, done).
+func (r Orders) BeforeStep(f func(step string, attempt int)) Orders {
+	r.hook = f
+	return r
+}
+
+// CrashingAfterClaim stops each update after its lightweight
+// transaction, as a crash would.
+func (r Orders) CrashingAfterClaim() Orders {
+	r.crashAfterClaim = true
+	return r
+}
+
+// NoteAt writes a write-ahead note as if at was the writer's time.
+func (r Orders) NoteAt(ctx context.Context, at time.Time, id string, version int64) error {
+	r.now = func() time.Time { return at }
+	_, err := r.writeNote(ctx, id, version, "")
+	return err
+}

@@ -51,6 +51,9 @@ type Config struct {
 	// the reader's confidence window). Writers and the relay must use the
 	// same profile.
 	EventWriteDeadline time.Duration
+	// QueryObserver, when set, hears every statement the store runs (for
+	// metrics).
+	QueryObserver gocql.QueryObserver
 	// Logger hears what the store cannot return: an event left for the
 	// sweeper after its change was committed (default slog.Default()).
 	Logger *slog.Logger
@@ -133,6 +136,7 @@ func Open(cfg Config) (*Store, error) {
 	if cfg.TLS != nil {
 		c.SslOpts = &gocql.SslOptions{Config: cfg.TLS.Clone(), EnableHostVerification: true}
 	}
+	c.QueryObserver = cfg.QueryObserver
 	if cfg.Username != "" {
 		c.Authenticator = gocql.PasswordAuthenticator{Username: cfg.Username, Password: cfg.Password}
 	}
