@@ -67,6 +67,7 @@ func cassandraWith(t *testing.T, cfg Config) (*Store, string) {
 }
 
 func TestCassandraBatchAppendIsAtomicAndRetrySafe(t *testing.T) {
+	t.Parallel()
 	s, ks := cassandra(t)
 	ctx := t.Context()
 	now := time.Now().UTC().Truncate(time.Millisecond)
@@ -101,6 +102,7 @@ func TestCassandraBatchAppendIsAtomicAndRetrySafe(t *testing.T) {
 }
 
 func TestCassandraLeaseAndFencedProgress(t *testing.T) {
+	t.Parallel()
 	s, ks := cassandra(t)
 	ctx := t.Context()
 	clock := &fakeClock{t: time.Now().UTC().Truncate(time.Millisecond)}
@@ -146,6 +148,7 @@ func TestCassandraLeaseAndFencedProgress(t *testing.T) {
 // again while the progress rows carry a newer one: every progress write
 // would be refused after every restart, so the refusal is fatal.
 func TestCassandraLeaseTableResetIsFatal(t *testing.T) {
+	t.Parallel()
 	s, ks := cassandra(t)
 	ctx := t.Context()
 	clock := &fakeClock{t: time.Now().UTC().Truncate(time.Millisecond)}
@@ -192,6 +195,7 @@ func (c *countingObserver) ObserveQuery(context.Context, gocql.ObservedQuery) { 
 // A stream's progress write is one lightweight transaction once its row
 // exists (two the first time), and still refused for an older epoch.
 func TestCassandraProgressWriteIsOneLightweightTransaction(t *testing.T) {
+	t.Parallel()
 	_, ks := cassandra(t)
 	obs := &countingObserver{}
 	c := gocql.NewCluster(cassandraHosts(t)...)
@@ -233,6 +237,7 @@ func TestCassandraProgressWriteIsOneLightweightTransaction(t *testing.T) {
 }
 
 func TestCassandraDeadLetterConformance(t *testing.T) {
+	t.Parallel()
 	storetest.RunDeadLetters(t, func(t *testing.T) storetest.Store {
 		s, _ := cassandra(t)
 		return s
@@ -254,6 +259,7 @@ func outboxSequences(t *testing.T, s *Store, id string) []int64 {
 }
 
 func TestCassandraOrdersWriteAheadIntent(t *testing.T) {
+	t.Parallel()
 	s, _ := cassandra(t)
 	ctx := t.Context()
 	repo := s.Orders()
@@ -365,6 +371,7 @@ func TestCassandraOrdersWriteAheadIntent(t *testing.T) {
 // backwards (clocks of several instances) is read back in sequence order,
 // and retried, still leaves one row per event.
 func TestCassandraAnAggregatesEventsClusterInSequenceOrder(t *testing.T) {
+	t.Parallel()
 	s, _ := cassandra(t)
 	ctx := t.Context()
 	base := time.Now().UTC().Truncate(time.Microsecond)
@@ -390,6 +397,7 @@ func TestCassandraAnAggregatesEventsClusterInSequenceOrder(t *testing.T) {
 // CQL cannot change a primary key, so Migrate refuses an outbox table
 // clustered the old way (by event_time alone) rather than keep it.
 func TestCassandraMigrateRefusesTheOldOutboxKey(t *testing.T) {
+	t.Parallel()
 	s, ks := cassandra(t)
 	ctx := t.Context()
 	old := ks + "_old"
@@ -421,6 +429,7 @@ func TestCassandraMigrateRefusesTheOldOutboxKey(t *testing.T) {
 // than the claim, so the whole row goes at once and a retry after the
 // window finds no key.
 func TestCassandraIdempotencyKeysExpire(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name string
 		ttl  time.Duration // configured; 0 takes the default
@@ -495,6 +504,7 @@ func keyTTLs(t *testing.T, s *Store, ks, key string, max time.Duration) {
 // certificate names localhost only, and nodes are dialled by IP, so the
 // name to verify is given with server_name.
 func TestCassandraTLSVerifiesTheNode(t *testing.T) {
+	t.Parallel()
 	hosts := os.Getenv("OUTBOX_TEST_CASSANDRA_HOSTS")
 	ca := os.Getenv("OUTBOX_TEST_CASSANDRA_TLS_CA")
 	if hosts == "" || ca == "" {
@@ -535,6 +545,7 @@ func testcertCA(t *testing.T) string { return testcert.New(t).CAFile }
 // Open refuses a write consistency whose replicas need not overlap the
 // CDC reader's LOCAL_QUORUM, and a data centre the cluster does not have.
 func TestCassandraOpenRefusesUnsafeConsistency(t *testing.T) {
+	t.Parallel()
 	hosts := cassandraHosts(t)
 	open := func(cfg Config) error {
 		cfg.Hosts, cfg.Keyspace, cfg.Timeout, cfg.ProtoVersion = hosts, "system", 10*time.Second, 4
@@ -566,6 +577,7 @@ func TestCassandraOpenRefusesUnsafeConsistency(t *testing.T) {
 // outbox rows carry increasing timestamps in sequence order, the order in
 // which CDC delivers them.
 func TestCassandraSkewedClocksNeitherLoseUpdatesNorReorderEvents(t *testing.T) {
+	t.Parallel()
 	s, ks := cassandra(t)
 	ctx := t.Context()
 	ahead, behind := s.Orders(), s.Orders()

@@ -39,6 +39,7 @@ func liveRowsRead(t *testing.T, s *Store, f func()) int {
 // counting read only that aggregate's, while listing everything pages
 // through the partitions in id order.
 func TestCassandraDeadLettersArePartitionedAndIndexed(t *testing.T) {
+	t.Parallel()
 	s, ks := cassandra(t)
 	s.dlqBucketSize = 10
 	ctx := t.Context()
@@ -123,6 +124,7 @@ func TestCassandraDeadLettersArePartitionedAndIndexed(t *testing.T) {
 // release after the migrate is still found by id (and indexed by the next
 // migrate).
 func TestCassandraDeadLettersOfAnEarlierReleaseStayReadable(t *testing.T) {
+	t.Parallel()
 	s, ks := cassandra(t)
 	ctx := t.Context()
 	opts := SchemaOptions{WithoutCDC: true, Replication: "{'class': 'SimpleStrategy', 'replication_factor': 1}"}

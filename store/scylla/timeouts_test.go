@@ -150,6 +150,7 @@ func eventRows(t *testing.T, s *Store, id string) (seqs []int64, written []time.
 // create nor the update is answered with an error, and each event has
 // one row.
 func TestCassandraATimedOutWriteIsRetriedUntilItsOutcomeIsKnown(t *testing.T) {
+	t.Parallel()
 	direct, ks := cassandra(t)
 	s, node := cassandraThroughProxy(t, ks)
 	ctx := t.Context()
@@ -195,6 +196,7 @@ func TestCassandraATimedOutWriteIsRetriedUntilItsOutcomeIsKnown(t *testing.T) {
 // afterwards, and its event is written at a timestamp after the answer,
 // where the reader cannot have passed it.
 func TestCassandraAWriteWhoseOutcomeStaysUnknownIsAnswered503AndFinishedByTheSweeper(t *testing.T) {
+	t.Parallel()
 	direct, ks := cassandra(t)
 	s, node := cassandraThroughProxy(t, ks)
 	ctx := t.Context()
@@ -269,6 +271,7 @@ func tombstonesRead(t *testing.T, s *Store, f func()) int {
 // minutes found empty: the old tombstones are never read again, and a
 // note left in a past minute is still found.
 func TestCassandraNotesAreBucketedAndSweptFromAHorizon(t *testing.T) {
+	t.Parallel()
 	s, ks := cassandra(t)
 	ctx := t.Context()
 	base := time.Now().Truncate(time.Minute).Add(-30 * time.Minute)
