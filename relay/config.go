@@ -24,6 +24,13 @@ type Config struct {
 	// dead-lettered; reading stops at the bound (default 1024: four per
 	// worker, and little reading wasted while the broker does not answer).
 	MaxInFlight int
+	// MaxBehind bounds the records read from the oldest unsettled one on
+	// (default 64 × MaxInFlight). Normally that is the window itself; while
+	// one aggregate is stuck, the others flow past it and are published,
+	// but the checkpoint cannot pass it, so a crash would publish them all
+	// again. MaxBehind caps that: past it, reading waits until the stuck
+	// record settles or is parked (StuckTimeout).
+	MaxBehind int
 	// BatchSize bounds the records asked of the source at once (default 512).
 	BatchSize int
 	// PublishTimeout bounds one publish attempt (default 10 s).
@@ -55,6 +62,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.MaxInFlight == 0 {
 		c.MaxInFlight = 1024
+	}
+	if c.MaxBehind == 0 {
+		c.MaxBehind = 64 * c.MaxInFlight
 	}
 	if c.BatchSize == 0 {
 		c.BatchSize = 512
@@ -95,7 +105,7 @@ func (c Config) Validate() error {
 	for _, f := range []struct {
 		name string
 		v    int
-	}{{"Workers", c.Workers}, {"MaxInFlight", c.MaxInFlight}, {"BatchSize", c.BatchSize}} {
+	}{{"Workers", c.Workers}, {"MaxInFlight", c.MaxInFlight}, {"MaxBehind", c.MaxBehind}, {"BatchSize", c.BatchSize}} {
 		if f.v < 0 {
 			return fmt.Errorf("%w: %s must not be negative, got %d", ErrInvalidConfig, f.name, f.v)
 		}
@@ -110,6 +120,9 @@ func (c Config) Validate() error {
 		if f.v < 0 {
 			return fmt.Errorf("%w: %s must not be negative, got %s", ErrInvalidConfig, f.name, f.v)
 		}
+	}
+	if c.MaxBehind != 0 && c.MaxBehind < max(c.MaxInFlight, 1) {
+		return fmt.Errorf("%w: MaxBehind %d must be at least MaxInFlight (%d)", ErrInvalidConfig, c.MaxBehind, c.MaxInFlight)
 	}
 	return nil
 }

@@ -113,13 +113,14 @@ func (r *Relay) Serve(ctx context.Context) error {
 		return fmt.Errorf("relay: load parked aggregates: %w", err)
 	}
 	run := &run{
-		Relay:   r,
-		cur:     cur,
-		lanes:   map[outbox.AggregateKey]*lane{},
-		parked:  map[outbox.AggregateKey]bool{},
-		actions: map[outbox.AggregateKey]bool{},
-		slots:   make(chan struct{}, r.cfg.MaxInFlight),
-		work:    make(chan *lane, r.cfg.Workers),
+		Relay:     r,
+		cur:       cur,
+		lanes:     map[outbox.AggregateKey]*lane{},
+		parked:    map[outbox.AggregateKey]bool{},
+		actions:   map[outbox.AggregateKey]bool{},
+		slots:     make(chan struct{}, r.cfg.MaxInFlight),
+		work:      make(chan *lane, r.cfg.Workers),
+		headMoved: make(chan struct{}, 1),
 	}
 	for _, p := range parked {
 		run.parked[p.Key] = true
@@ -158,6 +159,9 @@ type run struct {
 
 	slots chan struct{} // one per record read and not yet settled: the in-flight bound
 	work  chan *lane
+	// headMoved is signalled when the oldest unsettled record settles: a
+	// reader held back by MaxBehind may go on.
+	headMoved chan struct{}
 }
 
 type lane struct {
@@ -232,8 +236,13 @@ func (r *run) read(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		}
+		behind, ok := r.waitBehind(ctx)
+		if !ok {
+			<-r.slots
+			return nil
+		}
 		free := cap(r.slots) - len(r.slots) + 1
-		recs, err := r.cur.Next(ctx, min(r.cfg.BatchSize, free))
+		recs, err := r.cur.Next(ctx, min(r.cfg.BatchSize, free, r.cfg.MaxBehind-behind))
 		<-r.slots
 		if err != nil {
 			if ctx.Err() != nil {
@@ -255,6 +264,25 @@ func (r *run) read(ctx context.Context) error {
 			if !r.enqueue(ctx, rec.Message.Key(), item{rec: rec, entry: e}) {
 				return nil
 			}
+		}
+	}
+}
+
+// waitBehind waits while the records read from the oldest unsettled one
+// on reach MaxBehind, and returns how many there are (false when ctx
+// ended).
+func (r *run) waitBehind(ctx context.Context) (int, bool) {
+	for {
+		r.mu.Lock()
+		behind := r.window.behind()
+		r.mu.Unlock()
+		if behind < r.cfg.MaxBehind {
+			return behind, true
+		}
+		select {
+		case <-r.headMoved:
+		case <-ctx.Done():
+			return 0, false
 		}
 	}
 }
@@ -325,8 +353,15 @@ func (r *run) drainLane(ctx, drainCtx context.Context, l *lane) {
 		r.mu.Lock()
 		l.queue = l.queue[1:]
 		if it.entry != nil {
+			wasHead := r.window.head == it.entry
 			r.window.settle(it.entry)
 			r.stats.inFlight.Store(int64(r.window.len))
+			if wasHead {
+				select {
+				case r.headMoved <- struct{}{}:
+				default:
+				}
+			}
 		} else {
 			delete(r.actions, l.key)
 		}
@@ -490,7 +525,7 @@ func (r *run) stuckTooLong(s *StuckAggregate) bool {
 	r.stuckMu.Lock()
 	since := s.Since
 	r.stuckMu.Unlock()
-	return time.Since(since) >= r.cfg.StuckTimeout && r.lastAck.Load() > since.UnixNano()
+	return time.Since(since) >= r.cfg.StuckTimeout && r.lastAck.Load() >= since.UnixNano()
 }
 
 func (r *Relay) unstuck(key outbox.AggregateKey) {

@@ -83,6 +83,15 @@ func (w *window) committed(c checkpointTarget) {
 	}
 }
 
+// behind is how many records were read from the oldest unsettled one on:
+// what a crash now would read, and publish, again.
+func (w *window) behind() int {
+	if w.head == nil {
+		return 0
+	}
+	return int(w.read - w.head.seq + 1)
+}
+
 // lag is how far the checkpoint is behind what was read.
 func (w *window) lag() Lag {
 	l := Lag{Events: int(w.read - w.saved)}

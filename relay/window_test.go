@@ -32,7 +32,7 @@ func TestStuckAggregateBoundsTheWindowThenIsParked(t *testing.T) {
 			return nil
 		}}
 		const window = 64
-		r := newRelay(t, memSource(t, s), pub, s, relay.Config{MaxInFlight: window, StuckTimeout: time.Minute})
+		r := newRelay(t, memSource(t, s), pub, s, relay.Config{MaxInFlight: window, MaxBehind: 10_000, StuckTimeout: time.Minute})
 		serve(t, r)
 		w.write("order", "a", 0)
 		stuck := w.write("order", "stuck", 0) // position 2
@@ -242,5 +242,61 @@ func TestUndecodableRecordIsDeadLettered(t *testing.T) {
 				t.Fatal("the undecodable row was published")
 			}
 		}
+	})
+}
+
+// While one aggregate is stuck the others flow past it, but the
+// checkpoint cannot: a crash then would publish them all again. MaxBehind
+// caps how far reading runs ahead of the stuck record, so what a crash
+// republishes stays bounded; once the stuck record is parked, the rest
+// follows.
+func TestMaxBehindBoundsWhatACrashRepublishesWhileAnAggregateIsStuck(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		s := memstore.New()
+		w := newWriter(t, s)
+		pub := &fakePublisher{fail: func(m outbox.Message) error {
+			if m.AggregateID == "stuck" {
+				return errors.New("NOT_ENOUGH_REPLICAS")
+			}
+			return nil
+		}}
+		const behind = 100
+		crashed := make(chan struct{})
+		r := newRelay(t, &crashingSource{Source: memSource(t, s), crashed: crashed}, pub, s,
+			relay.Config{MaxInFlight: 8, MaxBehind: behind, StuckTimeout: time.Minute})
+		stop := serve(t, r)
+		w.write("order", "stuck", 0)
+		for i := range 1000 {
+			w.write("order", fmt.Sprintf("o%d", i%20), i)
+		}
+		settle(t, 10*time.Second, func() bool { return len(pub.published()) == behind-1 })
+		elapse(5 * time.Second)
+		if n := len(pub.published()); n != behind-1 {
+			t.Fatalf("published %d while the stuck record holds the checkpoint; want reading to stop %d records past it", n, behind)
+		}
+		close(crashed) // the process dies: no further checkpoint
+		stop()
+		pub2 := &fakePublisher{fail: pub.fail}
+		r2 := newRelay(t, memSource(t, s), pub2, s, relay.Config{MaxInFlight: 8, MaxBehind: behind, StuckTimeout: time.Minute})
+		serve(t, r2)
+		settle(t, 10*time.Second, func() bool { return len(pub2.published()) >= behind-1 })
+		first := pub2.published()[:behind-1]
+		again := 0
+		for _, m := range first {
+			for _, p := range pub.published() {
+				if p.ID == m.ID {
+					again++
+				}
+			}
+		}
+		if again > behind {
+			t.Fatalf("a crash republished %d records, more than MaxBehind %d", again, behind)
+		}
+		// Past the deadline the stuck record is parked and the rest flows.
+		// (With nothing else to publish, its failures open the breaker,
+		// which slows its rounds; others were acknowledged after it began
+		// failing, so it is still parked once a round ends past the
+		// deadline.)
+		settle(t, 10*time.Minute, func() bool { return r2.Stats().DeadLettered == 1 && len(pub2.published()) >= 1000 })
 	})
 }

@@ -31,7 +31,7 @@ MUTANTS=(
   'M8|kafka/publisher.go|s/\t\tKey:       \[\]byte\(m\.AggregateID\),/\t\tKey:       []byte(m.ID.String()),/|./kafka|records keyed by event id instead of aggregate id'
   'M9|relay/relay.go|s/(func \(r \*run\) handle\(ctx context\.Context, m outbox\.Message\) bool \{\n)/$1\tif m.ID[15]%97 == 0 {\n\t\treturn true\n\t}\n/|./relay|some events settled (and checkpointed) without being published'
   'M10|relay/relay.go|s/case i == 0:\n/case len(entries) > 0:\n\t\t\ti = 0\n/|./relay|an interrupted skip skips whatever entry is first by then'
-  'M11|relay/relay.go|s/ \&\& r\.lastAck\.Load\(\) > since\.UnixNano\(\)//|./relay|an outage parks aggregates once StuckTimeout passes'
+  'M11|relay/relay.go|s/ \&\& r\.lastAck\.Load\(\) >= since\.UnixNano\(\)//|./relay|an outage parks aggregates once StuckTimeout passes'
   'M12|relay/relay.go|s/\t\tr\.br\.Trip\(\)\n/\t\t_ = r.br\n/|./relay ./kafka|the breaker never hears that the broker is unreachable'
   'M13|store/postgres/poll.go|s/ORDER BY outbox\.txid, outbox\.position LIMIT/ORDER BY txid, position LIMIT/|./store/postgres|polling sorts transaction ids as text'
   'M14|relay/window.go|s/(func \(w \*window\) settle\(e \*entry\) \{\n)/$1\tif e != w.head {\n\t\treturn\n\t}\n/|./relay|settled records behind a stuck one are never removed: the window grows'
