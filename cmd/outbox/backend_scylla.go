@@ -62,6 +62,7 @@ func (b *scyllaBackend) source(_ context.Context, _ config, log *slog.Logger) (r
 func (b *scyllaBackend) backlog(context.Context) (int64, error) { return 0, nil }
 
 func (b *scyllaBackend) workers(_ config, log *slog.Logger) map[string]suture.Service {
+	b.SetLogger(log)
 	return map[string]suture.Service{"order-sweeper": b.NewSweeper(30*time.Second, log.With("worker", "order-sweeper"))}
 }
 

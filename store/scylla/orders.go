@@ -456,7 +456,7 @@ func (r Orders) claimed(ctx context.Context, id string, ev outbox.Message) bool 
 // row), and the next update of the order or the sweeper writes the event.
 func (r Orders) finish(ctx context.Context, id string, ev outbox.Message, armed time.Time, note noteKey) {
 	if err := r.publish(ctx, id, ev, armed); err != nil {
-		r.s.log.Warn("order event left pending for the sweeper", "order", id, "event_id", ev.ID, "err", err)
+		r.s.log.Load().Warn("order event left pending for the sweeper", "order", id, "event_id", ev.ID, "err", err)
 		return
 	}
 	r.dropNote(ctx, note)

@@ -83,7 +83,7 @@ type Store struct {
 	keyTTL        time.Duration
 	attempts      int
 	eventDeadline time.Duration
-	log           *slog.Logger
+	log           atomic.Pointer[slog.Logger]
 	// now, when set, stands for the cluster's clock (tests only).
 	now func() time.Time
 	// legacyAt is when the notes of earlier releases were last found
@@ -161,8 +161,10 @@ func Open(cfg Config) (*Store, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	return &Store{session: s, keyspace: cfg.Keyspace, cl: cfg.Consistency, keyTTL: cfg.IdempotencyTTL,
-		attempts: cfg.WriteAttempts, eventDeadline: cfg.EventWriteDeadline, log: cfg.Logger, dlqBucketSize: defaultDLQBucketSize}, nil
+	st := &Store{session: s, keyspace: cfg.Keyspace, cl: cfg.Consistency, keyTTL: cfg.IdempotencyTTL,
+		attempts: cfg.WriteAttempts, eventDeadline: cfg.EventWriteDeadline, dlqBucketSize: defaultDLQBucketSize}
+	st.log.Store(cfg.Logger)
+	return st, nil
 }
 
 // ErrUnsafeConsistency is returned by Open and ParseURL for settings
@@ -225,6 +227,13 @@ func dataCentres(s *gocql.Session) ([]string, error) {
 		}
 	}
 	return dcs, nil
+}
+
+// SetLogger replaces Config.Logger, for a logger made after Open.
+func (s *Store) SetLogger(l *slog.Logger) {
+	if l != nil {
+		s.log.Store(l)
+	}
 }
 
 // Session exposes the session (the CDC reader needs it).
