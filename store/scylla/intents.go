@@ -195,15 +195,41 @@ func (r Orders) sweepBucket(ctx context.Context, bucket int32, cutoff time.Time)
 // settle finishes what a note names: a create is inserted if absent (its
 // outcome was unknown, or its writer died), then any pending event of the
 // order is written and cleared.
+//
+// A note outlives an update or create whose lightweight transaction timed
+// out. Paxos may still complete such a transaction later, if a replica
+// accepted it and a later round hears of it first, and nothing would
+// then note its event. So once nothing is pending, settle commits a
+// transaction of its own on the row (it rewrites last_event_id with its
+// value): a round with a higher ballot than the earlier one, after which
+// no replica completes the earlier one. (Cassandra since CASSANDRA-12126
+// makes a SERIAL read do as much; this does not depend on it.)
 func (r Orders) settle(ctx context.Context, id, intent string) error {
-	if intent == "" {
-		return r.rollForward(ctx, id)
+	if intent != "" {
+		var ci createIntent
+		if err := json.Unmarshal([]byte(intent), &ci); err != nil {
+			return fmt.Errorf("scylla: order %s: corrupt create note: %w", id, err)
+		}
+		if err := r.finishCreate(ctx, ci); err != nil {
+			return err
+		}
+	} else if err := r.rollForward(ctx, id); err != nil {
+		return err
 	}
-	var ci createIntent
-	if err := json.Unmarshal([]byte(intent), &ci); err != nil {
-		return fmt.Errorf("scylla: order %s: corrupt create note: %w", id, err)
+	var last *gocql.UUID
+	err := r.s.session.Query(`SELECT last_event_id FROM `+r.s.keyspace+`.orders WHERE id = ?`, id).
+		WithContext(ctx).Consistency(gocql.LocalSerial).Scan(&last)
+	if errors.Is(err, gocql.ErrNotFound) {
+		return fmt.Errorf("scylla: order %s: %w", id, order.ErrNotFound)
 	}
-	return r.finishCreate(ctx, ci)
+	if err == nil {
+		_, err = r.s.session.Query(`UPDATE `+r.s.keyspace+`.orders SET last_event_id = ? WHERE id = ? IF last_event_id = ?`, last, id, last).
+			WithContext(ctx).MapScanCAS(map[string]any{})
+	}
+	if err != nil {
+		return r.failed(fmt.Sprintf("settle order %s", id), err)
+	}
+	return r.rollForward(ctx, id) // anything the settled round completed
 }
 
 // clusterNow is the time on the node that answers: the sweeper's horizon
