@@ -44,6 +44,15 @@ type Publisher interface {
 	Publish(ctx context.Context, m outbox.Message) error
 }
 
+// Fencer is an optional capability of a Cursor: Fence says, before each
+// publish attempt, whether this relay may still publish (a source read
+// under a lease, say, whose lease was lost). An error stops publishing at
+// once: the record in hand stays unacknowledged for whoever takes over,
+// and Serve returns the error.
+type Fencer interface {
+	Fence() error
+}
+
 // BrokerWatcher is an optional capability of a Publisher: the broker's
 // reachability as the client sees it, apart from any publish. WatchBroker
 // calls fn with the current state, then on every change: a non-nil error

@@ -122,6 +122,10 @@ func (r *Relay) Serve(ctx context.Context) error {
 		work:      make(chan *lane, r.cfg.Workers),
 		headMoved: make(chan struct{}, 1),
 	}
+	run.fence = func() error { return nil }
+	if f, ok := cur.(Fencer); ok {
+		run.fence = f.Fence
+	}
 	for _, p := range parked {
 		run.parked[p.Key] = true
 	}
@@ -162,6 +166,10 @@ type run struct {
 	// headMoved is signalled when the oldest unsettled record settles: a
 	// reader held back by MaxBehind may go on.
 	headMoved chan struct{}
+	// fence is the cursor's Fence, checked before each publish attempt.
+	fence func() error
+	// stop ends this run with an error (set by serve).
+	stop context.CancelCauseFunc
 }
 
 type lane struct {
@@ -181,6 +189,7 @@ func (r *run) serve(ctx context.Context) error {
 	// from its checkpoint and the message in hand is read again.
 	ctx, cancelRun := context.WithCancelCause(ctx)
 	defer cancelRun(nil)
+	r.stop = cancelRun
 	// Publishes in flight when ctx ends get DrainTimeout to finish, so a
 	// graceful stop does not turn acknowledged work into duplicates.
 	drainCtx, cancelDrain := context.WithCancel(context.WithoutCancel(ctx))
@@ -425,7 +434,7 @@ func (r *run) publish(ctx context.Context, m outbox.Message) (int, error) {
 			r.acknowledged(m, total)
 			return total, nil
 		}
-		if outbox.IsPermanent(err) || ctx.Err() != nil {
+		if outbox.IsPermanent(err) || ctx.Err() != nil || errors.Is(err, errFenced) {
 			return total, err
 		}
 		stuck = r.roundFailed(m, began, total, err, stuck)
@@ -450,6 +459,13 @@ func (r *run) publish(ctx context.Context, m outbox.Message) (int, error) {
 func (r *run) attempt(m outbox.Message) func(context.Context) error {
 	return func(ctx context.Context) error {
 		for {
+			if err := r.fence(); err != nil {
+				// Another relay may own the source now: publish nothing
+				// more, and end this run.
+				r.stop(fmt.Errorf("relay: %w: %w", errFenced, err))
+				// Canceled, so no retry policy tries again.
+				return fmt.Errorf("relay: %w: %w (%w)", errFenced, err, context.Canceled)
+			}
 			err := r.br.Do(func() error {
 				actx, cancel := context.WithTimeout(ctx, r.cfg.PublishTimeout)
 				defer cancel()
@@ -748,6 +764,9 @@ var ErrNotParked = errors.New("aggregate is not parked")
 
 // ErrNotFound is returned by stores for an unknown dead-letter id.
 var ErrNotFound = errors.New("not found")
+
+// errFenced marks a publish the cursor's Fence refused.
+var errFenced = errors.New("fenced")
 
 // ErrStuck is wrapped in the dead letter of a message parked because it
 // failed transiently for longer than Config.StuckTimeout while other

@@ -300,3 +300,68 @@ func TestMaxBehindBoundsWhatACrashRepublishesWhileAnAggregateIsStuck(t *testing.
 		settle(t, 10*time.Minute, func() bool { return r2.Stats().DeadLettered == 1 && len(pub2.published()) >= 1000 })
 	})
 }
+
+// fencedSource's cursor refuses publishing once fenced is closed, as a
+// cursor read under a lease does once the lease is lost.
+type fencedSource struct {
+	relay.Source
+	fenced chan struct{}
+}
+
+func (s fencedSource) Open(ctx context.Context) (relay.Cursor, error) {
+	c, err := s.Source.Open(ctx)
+	return fencedCursor{Cursor: c, fenced: s.fenced}, err
+}
+
+type fencedCursor struct {
+	relay.Cursor
+	fenced chan struct{}
+}
+
+func (c fencedCursor) Fence() error {
+	select {
+	case <-c.fenced:
+		return errors.New("lease lost to relay-b")
+	default:
+		return nil
+	}
+}
+
+// A relay whose cursor is fenced (its lease lost) publishes nothing more,
+// not even a retry of the record in hand, and Serve ends with the reason.
+func TestAFencedRelayStopsPublishingAtOnce(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		s := memstore.New()
+		w := newWriter(t, s)
+		var down atomic.Bool
+		pub := &fakePublisher{fail: func(m outbox.Message) error {
+			if down.Load() {
+				return errors.New("connection refused")
+			}
+			return nil
+		}}
+		fenced := make(chan struct{})
+		r := newRelay(t, fencedSource{Source: memSource(t, s), fenced: fenced}, pub, s, relay.Config{})
+		done := make(chan error, 1)
+		go func() { done <- r.Serve(t.Context()) }()
+		w.write("order", "a", 0)
+		settle(t, time.Second, func() bool { return len(pub.published()) == 1 })
+		down.Store(true)
+		w.write("order", "a", 1) // in hand, retried round after round
+		elapse(500 * time.Millisecond)
+		close(fenced)
+		down.Store(false) // the broker answers again, but this relay may not publish
+		elapse(5 * time.Second)
+		select {
+		case err := <-done:
+			if err == nil || !strings.Contains(err.Error(), "lease lost") {
+				t.Fatalf("Serve() = %v, want the fence's reason", err)
+			}
+		default:
+			t.Fatal("a fenced relay kept running")
+		}
+		if n := len(pub.published()); n != 1 {
+			t.Fatalf("%d published; a fenced relay must publish nothing more", n)
+		}
+	})
+}

@@ -420,6 +420,13 @@ func (c *cursor) failure() error {
 	return c.err
 }
 
+// Fence implements relay.Fencer: the relay asks before each publish
+// attempt, so a relay whose lease is lost publishes nothing more, not
+// even a retry of the record in hand.
+func (c *cursor) Fence() error { return c.fenced() }
+
+var _ relay.Fencer = (*cursor)(nil)
+
 // fenced checks the lease; once it is lost the cursor fails.
 func (c *cursor) fenced() error {
 	if _, err := c.lease.Epoch(); err != nil {
