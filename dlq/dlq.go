@@ -11,7 +11,6 @@ import (
 	"sync/atomic"
 
 	"github.com/outbox-dev/outbox/outbox"
-	"github.com/outbox-dev/outbox/relay"
 )
 
 // Notifier sends an alert for a dead letter.
@@ -25,7 +24,7 @@ type Counter interface{ Alert(outcome string) }
 // Worker implements relay.DeadLetterStore: reads go straight to the store,
 // AddDeadLetter goes through the worker's own goroutine.
 type Worker struct {
-	relay.DeadLetterStore
+	outbox.DeadLetterStore
 	notify  Notifier
 	counter Counter
 	log     *slog.Logger
@@ -37,7 +36,7 @@ type Worker struct {
 	failed atomic.Int64
 }
 
-var _ relay.DeadLetterStore = (*Worker)(nil)
+var _ outbox.DeadLetterStore = (*Worker)(nil)
 
 type write struct {
 	ctx   context.Context
@@ -51,7 +50,7 @@ type writeResult struct {
 }
 
 // New wraps store. notify and counter may be nil.
-func New(store relay.DeadLetterStore, notify Notifier, counter Counter, log *slog.Logger) *Worker {
+func New(store outbox.DeadLetterStore, notify Notifier, counter Counter, log *slog.Logger) *Worker {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}

@@ -14,7 +14,6 @@ import (
 
 	"github.com/outbox-dev/outbox/order"
 	"github.com/outbox-dev/outbox/outbox"
-	"github.com/outbox-dev/outbox/relay"
 )
 
 //go:embed openapi.json
@@ -33,7 +32,7 @@ type Orders interface {
 
 // DeadLetters is the operator's view of the dead-letter store.
 type DeadLetters interface {
-	relay.ActionRequester
+	outbox.ActionRequester
 	ListDeadLetters(ctx context.Context, f outbox.DeadLetterFilter) ([]outbox.DeadLetter, error)
 	GetDeadLetter(ctx context.Context, id int64) (outbox.DeadLetter, error)
 	ParkedAggregates(ctx context.Context) ([]outbox.ParkedAggregate, error)

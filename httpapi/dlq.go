@@ -115,7 +115,7 @@ func (a *api) deadLetter(w http.ResponseWriter, r *http.Request) (outbox.DeadLet
 		if dl, err = a.DeadLetters.GetDeadLetter(r.Context(), id); err == nil {
 			return dl, true
 		}
-		if !errors.Is(err, relay.ErrNotFound) {
+		if !errors.Is(err, outbox.ErrNotFound) {
 			a.internal(w, r, err)
 			return dl, false
 		}
@@ -164,7 +164,7 @@ func actionRequest(w http.ResponseWriter, r *http.Request) (relay.RequestOptions
 
 func (a *api) actionProblem(w http.ResponseWriter, r *http.Request, err error) {
 	switch {
-	case errors.Is(err, relay.ErrNotParked):
+	case errors.Is(err, outbox.ErrNotParked):
 		writeProblem(w, r, problem(http.StatusConflict, "not-parked", "Not parked", "that dead letter's aggregate is no longer parked"))
 	case errors.Is(err, relay.ErrNotFirst):
 		writeProblem(w, r, problem(http.StatusConflict, "not-first", "Not the failed message", err.Error()))
@@ -240,7 +240,7 @@ func (a *api) replayAll(w http.ResponseWriter, r *http.Request) {
 		switch {
 		case err == nil:
 			res.Plans = append(res.Plans, plan)
-		case errors.Is(err, relay.ErrReplayLimit) || errors.Is(err, relay.ErrNotParked):
+		case errors.Is(err, relay.ErrReplayLimit) || errors.Is(err, outbox.ErrNotParked):
 			res.Refused = append(res.Refused, refusal{Aggregate: pa.Key, Reason: err.Error()})
 		default:
 			a.internal(w, r, err)

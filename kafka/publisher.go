@@ -13,7 +13,6 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/outbox-dev/outbox/outbox"
-	"github.com/outbox-dev/outbox/relay"
 	"github.com/outbox-dev/outbox/retry"
 )
 
@@ -89,8 +88,8 @@ const (
 )
 
 var (
-	_ relay.Publisher     = (*Publisher)(nil)
-	_ relay.BrokerWatcher = (*Publisher)(nil)
+	_ outbox.Publisher     = (*Publisher)(nil)
+	_ outbox.BrokerWatcher = (*Publisher)(nil)
 )
 
 // NewPublisher validates cfg and connects lazily: no broker is dialled

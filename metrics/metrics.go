@@ -86,11 +86,11 @@ func (m *Metrics) OnPublishFailed(outbox.Message, int, error) { m.failedRounds.I
 func (m *Metrics) OnDeadLetter(dl outbox.DeadLetter) {
 	m.deadLettered.WithLabelValues(dl.Message.Type).Inc()
 }
-func (m *Metrics) OnStuck(outbox.AggregateKey)                  { m.stuck.Inc() }
-func (m *Metrics) OnUnstuck(outbox.AggregateKey)                { m.stuck.Dec() }
-func (m *Metrics) OnPark(outbox.AggregateKey)                   { m.parked.Inc() }
-func (m *Metrics) OnUnpark(outbox.AggregateKey)                 { m.parked.Dec() }
-func (m *Metrics) OnCheckpoint(_ relay.Position, lag relay.Lag) { m.setLag(lag) }
+func (m *Metrics) OnStuck(outbox.AggregateKey)                   { m.stuck.Inc() }
+func (m *Metrics) OnUnstuck(outbox.AggregateKey)                 { m.stuck.Dec() }
+func (m *Metrics) OnPark(outbox.AggregateKey)                    { m.parked.Inc() }
+func (m *Metrics) OnUnpark(outbox.AggregateKey)                  { m.parked.Dec() }
+func (m *Metrics) OnCheckpoint(_ outbox.Position, lag relay.Lag) { m.setLag(lag) }
 func (m *Metrics) setLag(lag relay.Lag) {
 	m.lagEvents.Set(float64(lag.Events))
 	m.lagSeconds.Set(lag.Age.Seconds())

@@ -13,16 +13,16 @@ import (
 	"log/slog"
 	"time"
 
-	"github.com/outbox-dev/outbox/relay"
+	"github.com/outbox-dev/outbox/outbox"
 )
 
 // Fetcher is what a store offers for polling.
 type Fetcher interface {
 	// Fetch returns up to max records after pos ("" means from the start),
 	// in commit order.
-	Fetch(ctx context.Context, after relay.Position, max int) ([]relay.Record, error)
-	LoadCheckpoint(ctx context.Context, name string) (relay.Position, error)
-	SaveCheckpoint(ctx context.Context, name string, pos relay.Position) error
+	Fetch(ctx context.Context, after outbox.Position, max int) ([]outbox.Record, error)
+	LoadCheckpoint(ctx context.Context, name string) (outbox.Position, error)
+	SaveCheckpoint(ctx context.Context, name string, pos outbox.Position) error
 }
 
 // Config holds the polling knobs. Its zero value works.
@@ -62,7 +62,7 @@ type Lock interface {
 var ErrLockLost = errors.New("poll: relay lock lost; another relay may be active")
 
 // NewSource builds a polling source over f.
-func NewSource(f Fetcher, cfg Config) (relay.Source, error) {
+func NewSource(f Fetcher, cfg Config) (outbox.Source, error) {
 	if cfg.Name == "" {
 		cfg.Name = "default"
 	}
@@ -91,7 +91,7 @@ type source struct {
 
 // Open waits, as a standby, until it holds the lock (when there is one),
 // then starts after the last checkpoint.
-func (s *source) Open(ctx context.Context) (relay.Cursor, error) {
+func (s *source) Open(ctx context.Context) (outbox.Cursor, error) {
 	lost, err := s.lock(ctx)
 	if err != nil {
 		return nil, err
@@ -144,11 +144,11 @@ func (s *source) unlock() {
 
 type cursor struct {
 	*source
-	pos  relay.Position
+	pos  outbox.Position
 	lost <-chan struct{}
 }
 
-func (c *cursor) Next(ctx context.Context, max int) ([]relay.Record, error) {
+func (c *cursor) Next(ctx context.Context, max int) ([]outbox.Record, error) {
 	select {
 	case <-c.lost:
 		return nil, ErrLockLost
@@ -172,7 +172,7 @@ func (c *cursor) Next(ctx context.Context, max int) ([]relay.Record, error) {
 	return nil, nil
 }
 
-func (c *cursor) Commit(ctx context.Context, pos relay.Position) error {
+func (c *cursor) Commit(ctx context.Context, pos outbox.Position) error {
 	select {
 	case <-c.lost:
 		return ErrLockLost // another relay may own the checkpoint now

@@ -13,7 +13,6 @@ import (
 
 	"github.com/outbox-dev/outbox/outbox"
 	"github.com/outbox-dev/outbox/poll"
-	"github.com/outbox-dev/outbox/relay"
 	"github.com/outbox-dev/outbox/store/memstore"
 )
 
@@ -154,7 +153,7 @@ func TestOneActiveReaderPerLock(t *testing.T) {
 		if err := active.Commit(t.Context(), recs[0].Position); err != nil {
 			t.Fatal(err)
 		}
-		opened := make(chan relay.Cursor, 1)
+		opened := make(chan outbox.Cursor, 1)
 		go func() {
 			c, err := second.Open(t.Context())
 			if err != nil {
@@ -173,7 +172,7 @@ func TestOneActiveReaderPerLock(t *testing.T) {
 		}
 		appendOne(t, s, 2)
 		active.Close() // the first relay stops
-		var standby relay.Cursor
+		var standby outbox.Cursor
 		select {
 		case standby = <-opened:
 		case <-time.After(time.Second):

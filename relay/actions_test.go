@@ -87,7 +87,7 @@ func TestSkipRequestsAreCheckedAgainstTheirEntry(t *testing.T) {
 		if _, err := relay.Request(t.Context(), s, key, outbox.ActionSkip, relay.RequestOptions{Entry: parked[1].ID}); !errors.Is(err, relay.ErrNotFirst) {
 			t.Fatalf("skip of the second entry: %v, want ErrNotFirst", err)
 		}
-		if _, err := relay.Request(t.Context(), s, key, outbox.ActionReplay, relay.RequestOptions{Entry: 999}); !errors.Is(err, relay.ErrNotParked) {
+		if _, err := relay.Request(t.Context(), s, key, outbox.ActionReplay, relay.RequestOptions{Entry: 999}); !errors.Is(err, outbox.ErrNotParked) {
 			t.Fatalf("replay naming an unknown entry: %v, want ErrNotParked", err)
 		}
 		// A request written straight to the store that names the second

@@ -124,9 +124,9 @@ func (p *haltingPublisher) Publish(ctx context.Context, m outbox.Message) error 
 }
 
 // checkpointHook calls fn after each checkpoint written.
-type checkpointHook func(relay.Position)
+type checkpointHook func(outbox.Position)
 
-func (h checkpointHook) OnCheckpoint(pos relay.Position, _ relay.Lag) { h(pos) }
+func (h checkpointHook) OnCheckpoint(pos outbox.Position, _ relay.Lag) { h(pos) }
 
 // The duplicate bound: a relay that crashes (its later checkpoints lost,
 // nothing more reaching the broker) republishes, once restarted, only
@@ -155,7 +155,7 @@ func TestCrashRepublishesAtMostMaxInFlight(t *testing.T) {
 				crash()
 			}
 		}
-		hook := checkpointHook(func(pos relay.Position) {
+		hook := checkpointHook(func(pos outbox.Position) {
 			select {
 			case <-crashed: // a dropped commit is not written
 				return
@@ -195,7 +195,7 @@ func TestCrashRepublishesAtMostMaxInFlight(t *testing.T) {
 // restartAndCatchUp starts a relay from the store's checkpoint and waits
 // until it has read every record past it and settled them all; it does
 // not rely on that relay's own checkpoints.
-func restartAndCatchUp(t *testing.T, s *memstore.Store, pub relay.Publisher, maxInFlight int) {
+func restartAndCatchUp(t *testing.T, s *memstore.Store, pub outbox.Publisher, maxInFlight int) {
 	t.Helper()
 	behind, err := s.Backlog(t.Context(), "default")
 	if err != nil {
@@ -329,7 +329,7 @@ func TestShutdownDrainsInFlightPublishesAndWritesTheLastCheckpoint(t *testing.T)
 		publishTakes   time.Duration
 		wantReturn     time.Duration // after the cancel, which comes 1 s in
 		wantPublished  int
-		wantCheckpoint relay.Position
+		wantCheckpoint outbox.Position
 	}{
 		{"publishes drain within DrainTimeout", 2 * time.Second, time.Second, 10, "10"},
 		{"publishes slower than DrainTimeout are abandoned", 30 * time.Second, 5 * time.Second, 0, ""},

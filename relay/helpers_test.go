@@ -95,21 +95,21 @@ func (w *writer) write(typ, agg string, payload any) outbox.Message {
 
 // countingSource counts cursor reads, to show reading stops.
 type countingSource struct {
-	relay.Source
+	outbox.Source
 	reads atomic.Int64
 }
 
-func (s *countingSource) Open(ctx context.Context) (relay.Cursor, error) {
+func (s *countingSource) Open(ctx context.Context) (outbox.Cursor, error) {
 	c, err := s.Source.Open(ctx)
 	return &countingCursor{Cursor: c, reads: &s.reads}, err
 }
 
 type countingCursor struct {
-	relay.Cursor
+	outbox.Cursor
 	reads *atomic.Int64
 }
 
-func (c *countingCursor) Next(ctx context.Context, max int) ([]relay.Record, error) {
+func (c *countingCursor) Next(ctx context.Context, max int) ([]outbox.Record, error) {
 	c.reads.Add(1)
 	return c.Cursor.Next(ctx, max)
 }

@@ -210,7 +210,7 @@ func TestKfakeTransientOutageOpensBreakerStopsReadingAndRecovers(t *testing.T) {
 // countingPublisher counts failed publishes, which is what the breaker
 // counts (franz-go may carry several in one produce request).
 type countingPublisher struct {
-	relay.Publisher
+	outbox.Publisher
 	failures atomic.Int64
 }
 

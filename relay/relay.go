@@ -758,13 +758,6 @@ func (r *run) runAction(ctx context.Context, p outbox.ParkedAggregate) {
 	})
 }
 
-// ErrNotParked is returned by stores when an action names an aggregate
-// that is not parked.
-var ErrNotParked = errors.New("aggregate is not parked")
-
-// ErrNotFound is returned by stores for an unknown dead-letter id.
-var ErrNotFound = errors.New("not found")
-
 // errFenced marks a publish the cursor's Fence refused.
 var errFenced = errors.New("fenced")
 

@@ -29,7 +29,7 @@ func settle(t *testing.T, limit time.Duration, cond func() bool) {
 	}
 }
 
-func newRelay(t *testing.T, src relay.Source, pub relay.Publisher, dlq relay.DeadLetterStore, cfg relay.Config) *relay.Relay {
+func newRelay(t *testing.T, src outbox.Source, pub outbox.Publisher, dlq outbox.DeadLetterStore, cfg relay.Config) *relay.Relay {
 	t.Helper()
 	r, err := relay.New(src, pub, dlq, cfg)
 	if err != nil {
@@ -226,7 +226,7 @@ func TestReplayLimitStopsEndlessLoops(t *testing.T) {
 		if !errors.Is(err, relay.ErrReplayLimit) {
 			t.Fatalf("third replay: %v, want ErrReplayLimit", err)
 		}
-		if _, err := relay.Request(t.Context(), s, outbox.AggregateKey{Type: "order", ID: "nope"}, outbox.ActionReplay, relay.RequestOptions{}); !errors.Is(err, relay.ErrNotParked) {
+		if _, err := relay.Request(t.Context(), s, outbox.AggregateKey{Type: "order", ID: "nope"}, outbox.ActionReplay, relay.RequestOptions{}); !errors.Is(err, outbox.ErrNotParked) {
 			t.Fatalf("replay of an aggregate not parked: %v", err)
 		}
 	})
@@ -266,21 +266,21 @@ func TestCheckpointNeverPassesAnUnacknowledgedEvent(t *testing.T) {
 // crashingSource drops every commit after crash() is called, as a process
 // killed before its next checkpoint would.
 type crashingSource struct {
-	relay.Source
+	outbox.Source
 	crashed chan struct{}
 }
 
-func (s *crashingSource) Open(ctx context.Context) (relay.Cursor, error) {
+func (s *crashingSource) Open(ctx context.Context) (outbox.Cursor, error) {
 	c, err := s.Source.Open(ctx)
 	return &crashingCursor{Cursor: c, crashed: s.crashed}, err
 }
 
 type crashingCursor struct {
-	relay.Cursor
+	outbox.Cursor
 	crashed chan struct{}
 }
 
-func (c *crashingCursor) Commit(ctx context.Context, pos relay.Position) error {
+func (c *crashingCursor) Commit(ctx context.Context, pos outbox.Position) error {
 	select {
 	case <-c.crashed:
 		return errors.New("process gone")
@@ -381,19 +381,19 @@ func TestWorkerPanicEndsServeWithAnErrorAndLosesNothing(t *testing.T) {
 }
 
 // failingSource fails its reads after the first batch.
-type failingSource struct{ relay.Source }
+type failingSource struct{ outbox.Source }
 
-func (s failingSource) Open(ctx context.Context) (relay.Cursor, error) {
+func (s failingSource) Open(ctx context.Context) (outbox.Cursor, error) {
 	c, err := s.Source.Open(ctx)
 	return &failingCursor{Cursor: c}, err
 }
 
 type failingCursor struct {
-	relay.Cursor
+	outbox.Cursor
 	reads int
 }
 
-func (c *failingCursor) Next(ctx context.Context, max int) ([]relay.Record, error) {
+func (c *failingCursor) Next(ctx context.Context, max int) ([]outbox.Record, error) {
 	if c.reads++; c.reads > 1 {
 		return nil, errors.New("connection reset")
 	}

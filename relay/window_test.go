@@ -180,7 +180,7 @@ func TestBrokerWatcherOpensAndClosesTheBreakerAtOnce(t *testing.T) {
 // openFunc is a source whose Open fails with the function's error.
 type openFunc func() error
 
-func (f openFunc) Open(context.Context) (relay.Cursor, error) { return nil, f() }
+func (f openFunc) Open(context.Context) (outbox.Cursor, error) { return nil, f() }
 
 func TestFatalSourceErrorIsReturnedAsFatal(t *testing.T) {
 	s := memstore.New()
@@ -194,27 +194,27 @@ func TestFatalSourceErrorIsReturnedAsFatal(t *testing.T) {
 
 // badSource hands the relay one row it could not decode among good ones.
 type badSource struct {
-	relay.Source
-	bad relay.Record
+	outbox.Source
+	bad outbox.Record
 }
 
-func (s badSource) Open(ctx context.Context) (relay.Cursor, error) {
+func (s badSource) Open(ctx context.Context) (outbox.Cursor, error) {
 	c, err := s.Source.Open(ctx)
 	return &badCursor{Cursor: c, bad: s.bad}, err
 }
 
 type badCursor struct {
-	relay.Cursor
-	bad  relay.Record
+	outbox.Cursor
+	bad  outbox.Record
 	sent bool
 }
 
-func (c *badCursor) Next(ctx context.Context, max int) ([]relay.Record, error) {
+func (c *badCursor) Next(ctx context.Context, max int) ([]outbox.Record, error) {
 	recs, err := c.Cursor.Next(ctx, max)
 	if !c.sent && len(recs) > 0 {
 		c.sent = true
 		c.bad.Position = recs[0].Position
-		return append([]relay.Record{c.bad}, recs...), err
+		return append([]outbox.Record{c.bad}, recs...), err
 	}
 	return recs, err
 }
@@ -227,7 +227,7 @@ func TestUndecodableRecordIsDeadLettered(t *testing.T) {
 		w := newWriter(t, s)
 		raw, _ := outbox.NewMessage("order", "broken", "Unknown", 0, map[string]string{"raw": "\x00garbage"})
 		pub := &fakePublisher{}
-		r := newRelay(t, badSource{Source: memSource(t, s), bad: relay.Record{Message: raw, Err: errors.New("payload is not JSON")}}, pub, s, relay.Config{})
+		r := newRelay(t, badSource{Source: memSource(t, s), bad: outbox.Record{Message: raw, Err: errors.New("payload is not JSON")}}, pub, s, relay.Config{})
 		serve(t, r)
 		for i := range 5 {
 			w.write("order", "ok", i)
@@ -304,17 +304,17 @@ func TestMaxBehindBoundsWhatACrashRepublishesWhileAnAggregateIsStuck(t *testing.
 // fencedSource's cursor refuses publishing once fenced is closed, as a
 // cursor read under a lease does once the lease is lost.
 type fencedSource struct {
-	relay.Source
+	outbox.Source
 	fenced chan struct{}
 }
 
-func (s fencedSource) Open(ctx context.Context) (relay.Cursor, error) {
+func (s fencedSource) Open(ctx context.Context) (outbox.Cursor, error) {
 	c, err := s.Source.Open(ctx)
 	return fencedCursor{Cursor: c, fenced: s.fenced}, err
 }
 
 type fencedCursor struct {
-	relay.Cursor
+	outbox.Cursor
 	fenced chan struct{}
 }
 

@@ -16,7 +16,6 @@ import (
 	"github.com/outbox-dev/outbox/order"
 	"github.com/outbox-dev/outbox/outbox"
 	"github.com/outbox-dev/outbox/poll"
-	"github.com/outbox-dev/outbox/relay"
 	"github.com/outbox-dev/outbox/store/postgres"
 	"github.com/outbox-dev/outbox/store/sqlite"
 )
@@ -24,14 +23,14 @@ import (
 // backend is a store as the command sees it: the adapters below pick the
 // source, the repository and the extra workers each store needs.
 type backend interface {
-	relay.DeadLetterStore
+	outbox.DeadLetterStore
 	httpapi.DeadLetters
 	Ping(ctx context.Context) error
 	Migrate(ctx context.Context) (int, error)
 	Close() error
 	orders() order.Repository
 	// source builds the relay's source (and sets up what it needs).
-	source(ctx context.Context, cfg config, log *slog.Logger) (relay.Source, error)
+	source(ctx context.Context, cfg config, log *slog.Logger) (outbox.Source, error)
 	// backlog counts events not yet acknowledged, when the store knows.
 	backlog(ctx context.Context) (int64, error)
 	// workers are extra supervised services (cleanup).
@@ -98,7 +97,7 @@ func sourceKind(cfg config) string {
 type sqliteBackend struct{ *sqlite.Store }
 
 func (b *sqliteBackend) orders() order.Repository { return b.Store.Orders() }
-func (b *sqliteBackend) source(_ context.Context, cfg config, log *slog.Logger) (relay.Source, error) {
+func (b *sqliteBackend) source(_ context.Context, cfg config, log *slog.Logger) (outbox.Source, error) {
 	if cfg.Source != "" && cfg.Source != "poll" {
 		return nil, usagef("--source %s: SQLite is read by polling; use --source poll", cfg.Source)
 	}
@@ -136,7 +135,7 @@ func (b *sqliteBackend) committed(ctx context.Context) ([]checker.Event, error) 
 	return historyOf(recs), err
 }
 
-func historyOf(recs []relay.Record) []checker.Event {
+func historyOf(recs []outbox.Record) []checker.Event {
 	out := make([]checker.Event, 0, len(recs))
 	for _, r := range recs {
 		out = append(out, committedEvent(r.Message))
@@ -158,7 +157,7 @@ type postgresBackend struct {
 
 func (b *postgresBackend) orders() order.Repository { return b.Store.Orders() }
 
-func (b *postgresBackend) source(ctx context.Context, cfg config, log *slog.Logger) (relay.Source, error) {
+func (b *postgresBackend) source(ctx context.Context, cfg config, log *slog.Logger) (outbox.Source, error) {
 	switch cfg.Source {
 	case "", "cdc":
 		src, err := b.CDC(postgres.CDCConfig{Slot: cfg.Slot, RecreateSlot: cfg.RecreateSlot, Logger: log})

@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/outbox-dev/outbox/outbox"
-	"github.com/outbox-dev/outbox/relay"
 )
 
 // Store is safe for concurrent use.
@@ -20,7 +19,7 @@ type Store struct {
 	mu          sync.Mutex
 	rows        []outbox.Message // position = index + 1
 	ids         map[string]bool
-	checkpoints map[string]relay.Position
+	checkpoints map[string]outbox.Position
 	dead        []outbox.DeadLetter // ID = index + 1
 	parked      map[outbox.AggregateKey]*outbox.ParkedAggregate
 	wake        chan struct{}
@@ -30,7 +29,7 @@ type Store struct {
 func New() *Store {
 	return &Store{
 		ids:         map[string]bool{},
-		checkpoints: map[string]relay.Position{},
+		checkpoints: map[string]outbox.Position{},
 		parked:      map[outbox.AggregateKey]*outbox.ParkedAggregate{},
 		wake:        make(chan struct{}, 1),
 	}
@@ -81,7 +80,7 @@ func (s *Store) Transact(ctx context.Context, fn func(*Tx) error) error {
 // Wake is signalled after each commit.
 func (s *Store) Wake() <-chan struct{} { return s.wake }
 
-func parsePos(p relay.Position) (int, error) {
+func parsePos(p outbox.Position) (int, error) {
 	if p == "" {
 		return 0, nil
 	}
@@ -93,29 +92,29 @@ func parsePos(p relay.Position) (int, error) {
 }
 
 // Fetch implements poll.Fetcher.
-func (s *Store) Fetch(ctx context.Context, after relay.Position, max int) ([]relay.Record, error) {
+func (s *Store) Fetch(ctx context.Context, after outbox.Position, max int) ([]outbox.Record, error) {
 	n, err := parsePos(after)
 	if err != nil {
 		return nil, err
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	var out []relay.Record
+	var out []outbox.Record
 	for i := n; i < len(s.rows) && len(out) < max; i++ {
-		out = append(out, relay.Record{Message: s.rows[i], Position: relay.Position(strconv.Itoa(i + 1))})
+		out = append(out, outbox.Record{Message: s.rows[i], Position: outbox.Position(strconv.Itoa(i + 1))})
 	}
 	return out, nil
 }
 
 // LoadCheckpoint implements poll.Fetcher.
-func (s *Store) LoadCheckpoint(ctx context.Context, name string) (relay.Position, error) {
+func (s *Store) LoadCheckpoint(ctx context.Context, name string) (outbox.Position, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.checkpoints[name], nil
 }
 
 // SaveCheckpoint implements poll.Fetcher.
-func (s *Store) SaveCheckpoint(ctx context.Context, name string, pos relay.Position) error {
+func (s *Store) SaveCheckpoint(ctx context.Context, name string, pos outbox.Position) error {
 	if _, err := parsePos(pos); err != nil {
 		return err
 	}
@@ -201,7 +200,7 @@ func (s *Store) ResolveDeadLetter(ctx context.Context, id int64, status outbox.D
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if id < 1 || int(id) > len(s.dead) {
-		return fmt.Errorf("memstore: dead letter %d: %w", id, relay.ErrNotFound)
+		return fmt.Errorf("memstore: dead letter %d: %w", id, outbox.ErrNotFound)
 	}
 	d := &s.dead[id-1]
 	now := time.Now().UTC()
@@ -251,7 +250,7 @@ func (s *Store) RequestAction(ctx context.Context, key outbox.AggregateKey, req 
 	defer s.mu.Unlock()
 	p := s.parked[key]
 	if p == nil {
-		return fmt.Errorf("memstore: %s: %w", key, relay.ErrNotParked)
+		return fmt.Errorf("memstore: %s: %w", key, outbox.ErrNotParked)
 	}
 	now := time.Now().UTC()
 	p.Pending, p.PendingEntry, p.Reason, p.RequestedAt = req.Action, req.Entry, req.Reason, &now
@@ -290,7 +289,7 @@ func (s *Store) GetDeadLetter(ctx context.Context, id int64) (outbox.DeadLetter,
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if id < 1 || int(id) > len(s.dead) {
-		return outbox.DeadLetter{}, fmt.Errorf("memstore: dead letter %d: %w", id, relay.ErrNotFound)
+		return outbox.DeadLetter{}, fmt.Errorf("memstore: dead letter %d: %w", id, outbox.ErrNotFound)
 	}
 	return s.dead[id-1], nil
 }

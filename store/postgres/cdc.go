@@ -21,7 +21,6 @@ import (
 	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/outbox-dev/outbox/outbox"
-	"github.com/outbox-dev/outbox/relay"
 )
 
 // ErrSlotLost is returned when the replication slot the relay confirmed
@@ -77,7 +76,7 @@ type CDCSource struct {
 	confirmed atomic.Uint64
 }
 
-var _ relay.Source = (*CDCSource)(nil)
+var _ outbox.Source = (*CDCSource)(nil)
 
 // CDC builds a logical-replication source over the store's database.
 func (s *Store) CDC(cfg CDCConfig) (*CDCSource, error) {
@@ -147,7 +146,7 @@ func (c *CDCSource) Setup(ctx context.Context) (pglogrepl.LSN, error) {
 			return 0, fmt.Errorf("postgres: create slot %s: %w", c.cfg.Slot, err)
 		}
 		start, _ := pglogrepl.ParseLSN(lsn)
-		if err := c.s.SaveCheckpoint(ctx, c.checkpointName(), relay.Position(start.String())); err != nil {
+		if err := c.s.SaveCheckpoint(ctx, c.checkpointName(), outbox.Position(start.String())); err != nil {
 			return 0, err
 		}
 		var before int64
@@ -180,7 +179,7 @@ func (c *CDCSource) Setup(ctx context.Context) (pglogrepl.LSN, error) {
 	return start, nil
 }
 
-func orNone(s relay.Position) string {
+func orNone(s outbox.Position) string {
 	if s == "" {
 		return "nothing"
 	}
@@ -209,7 +208,7 @@ const objectInUse = "55006"
 // confirmed position and the relay's checkpoint (see Setup). A record's
 // position is the end of the last transaction it completes, so a partly
 // acknowledged transaction is never confirmed.
-func (c *CDCSource) Open(ctx context.Context) (relay.Cursor, error) {
+func (c *CDCSource) Open(ctx context.Context) (outbox.Cursor, error) {
 	cfg, err := pgconn.ParseConfig(c.s.dsn)
 	if err != nil {
 		return nil, fmt.Errorf("postgres: parse DSN: %w", redact(err))
@@ -266,7 +265,7 @@ func (c *CDCSource) Open(ctx context.Context) (relay.Cursor, error) {
 	}
 	c.confirmed.Store(uint64(start))
 	cur := &cdcCursor{
-		src: c, conn: conn, out: make(chan []relay.Record, cdcChunks), done: make(chan struct{}),
+		src: c, conn: conn, out: make(chan []outbox.Record, cdcChunks), done: make(chan struct{}),
 		relations: map[uint32]*pglogrepl.RelationMessage{}, types: pgtype.NewMap(),
 		lastCommitEnd: start, serverEnd: start,
 	}
@@ -290,7 +289,7 @@ const (
 type cdcCursor struct {
 	src    *CDCSource
 	conn   *pgconn.PgConn
-	out    chan []relay.Record
+	out    chan []outbox.Record
 	done   chan struct{}
 	cancel context.CancelFunc
 	once   sync.Once
@@ -301,7 +300,7 @@ type cdcCursor struct {
 	types         *pgtype.Map
 	inTx          bool
 	held          *outbox.Message // the newest row: its position is known only at the next message
-	ready         []relay.Record  // the chunk being filled or waiting to be handed over
+	ready         []outbox.Record // the chunk being filled or waiting to be handed over
 	readyEnd      pglogrepl.LSN   // the transaction end the chunk completes, if any
 	lastCommitEnd pglogrepl.LSN
 	serverEnd     pglogrepl.LSN
@@ -310,10 +309,10 @@ type cdcCursor struct {
 	ackedLSN atomic.Uint64
 	// handedLSN: the end of the last transaction whose last row the relay has.
 	handedLSN atomic.Uint64
-	carry     []relay.Record // the rest of a chunk larger than Next's max
+	carry     []outbox.Record // the rest of a chunk larger than Next's max
 }
 
-func (c *cdcCursor) Next(ctx context.Context, max int) ([]relay.Record, error) {
+func (c *cdcCursor) Next(ctx context.Context, max int) ([]outbox.Record, error) {
 	if len(c.carry) == 0 {
 		idle := time.NewTimer(250 * time.Millisecond)
 		defer idle.Stop()
@@ -340,7 +339,7 @@ func (c *cdcCursor) Next(ctx context.Context, max int) ([]relay.Record, error) {
 
 // Commit records that everything up to pos was acknowledged; the stream
 // goroutine confirms it to the server with its next status update.
-func (c *cdcCursor) Commit(ctx context.Context, pos relay.Position) error {
+func (c *cdcCursor) Commit(ctx context.Context, pos outbox.Position) error {
 	lsn, err := pglogrepl.ParseLSN(string(pos))
 	if err != nil {
 		return fmt.Errorf("postgres: bad CDC position %q", pos)
@@ -486,13 +485,13 @@ func (c *cdcCursor) handleLogical(data []byte) error {
 			return err
 		}
 		if c.held != nil {
-			c.ready = append(c.ready, relay.Record{Message: *c.held, Position: relay.Position(c.lastCommitEnd.String())})
+			c.ready = append(c.ready, outbox.Record{Message: *c.held, Position: outbox.Position(c.lastCommitEnd.String())})
 		}
 		c.held = &om
 	case *pglogrepl.CommitMessage:
 		end := m.TransactionEndLSN
 		if c.held != nil {
-			c.ready = append(c.ready, relay.Record{Message: *c.held, Position: relay.Position(end.String())})
+			c.ready = append(c.ready, outbox.Record{Message: *c.held, Position: outbox.Position(end.String())})
 			c.held, c.readyEnd = nil, end
 		}
 		c.inTx = false

@@ -9,7 +9,6 @@ import (
 
 	"github.com/outbox-dev/outbox/internal/testenv"
 	"github.com/outbox-dev/outbox/outbox"
-	"github.com/outbox-dev/outbox/relay"
 	"github.com/outbox-dev/outbox/store/postgres"
 )
 
@@ -62,7 +61,7 @@ func TestCDCConfirmsToTheWALEndWhenIdle(t *testing.T) {
 		return m
 	}
 	// readOne reads the event just committed and returns its position.
-	readOne := func(want outbox.Message) relay.Position {
+	readOne := func(want outbox.Message) outbox.Position {
 		t.Helper()
 		got := drain(t, cur, 1, 10*time.Second)
 		if len(got) != 1 || got[0].Message.ID != want.ID {

@@ -10,12 +10,11 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/outbox-dev/outbox/outbox"
-	"github.com/outbox-dev/outbox/relay"
 )
 
 var (
-	_ relay.DeadLetterStore = (*Store)(nil)
-	_ relay.ActionRequester = (*Store)(nil)
+	_ outbox.DeadLetterStore = (*Store)(nil)
+	_ outbox.ActionRequester = (*Store)(nil)
 )
 
 const deadLetterColumns = `id, event_id, aggregatetype, aggregateid, type, sequence, payload, headers, timestamp,
@@ -129,7 +128,7 @@ func (s *Store) ResolveDeadLetter(ctx context.Context, id int64, status outbox.D
 		return fmt.Errorf("postgres: resolve dead letter %d: %w", id, err)
 	}
 	if tag.RowsAffected() == 0 {
-		return fmt.Errorf("postgres: dead letter %d: %w", id, relay.ErrNotFound)
+		return fmt.Errorf("postgres: dead letter %d: %w", id, outbox.ErrNotFound)
 	}
 	return nil
 }
@@ -177,7 +176,7 @@ func (s *Store) RequestAction(ctx context.Context, key outbox.AggregateKey, req 
 		return fmt.Errorf("postgres: request %s on %s: %w", req.Action, key, err)
 	}
 	if tag.RowsAffected() == 0 {
-		return fmt.Errorf("postgres: %s: %w", key, relay.ErrNotParked)
+		return fmt.Errorf("postgres: %s: %w", key, outbox.ErrNotParked)
 	}
 	return nil
 }
@@ -237,7 +236,7 @@ func (s *Store) ListDeadLetters(ctx context.Context, f outbox.DeadLetterFilter) 
 func (s *Store) GetDeadLetter(ctx context.Context, id int64) (outbox.DeadLetter, error) {
 	d, err := scanDeadLetter(s.pool.QueryRow(ctx, `SELECT `+deadLetterColumns+` FROM outbox_dead_letters WHERE id = $1`, id))
 	if errors.Is(err, pgx.ErrNoRows) {
-		return d, fmt.Errorf("postgres: dead letter %d: %w", id, relay.ErrNotFound)
+		return d, fmt.Errorf("postgres: dead letter %d: %w", id, outbox.ErrNotFound)
 	}
 	if err != nil {
 		return d, fmt.Errorf("postgres: dead letter %d: %w", id, err)

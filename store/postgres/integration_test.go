@@ -85,7 +85,7 @@ func TestOrdersReachKafkaInOrder(t *testing.T) {
 		t.Run(source, func(t *testing.T) {
 			s, _ := newDB(t)
 			ctx := t.Context()
-			var src relay.Source
+			var src outbox.Source
 			if source == "cdc" {
 				c := cdc(t, s, postgres.CDCConfig{})
 				if _, err := c.Setup(ctx); err != nil {

@@ -12,7 +12,6 @@ import (
 
 	"github.com/outbox-dev/outbox/outbox"
 	"github.com/outbox-dev/outbox/poll"
-	"github.com/outbox-dev/outbox/relay"
 )
 
 // The polling source reads in (txid, position) order, and only rows whose
@@ -37,7 +36,7 @@ type pollPos struct {
 	position int64
 }
 
-func parsePollPos(p relay.Position) (pollPos, error) {
+func parsePollPos(p outbox.Position) (pollPos, error) {
 	if p == "" {
 		return pollPos{}, nil
 	}
@@ -73,7 +72,7 @@ func scanRecord(rows pgx.Rows) (outbox.Message, int64, uint64, error) {
 }
 
 // Fetch implements poll.Fetcher.
-func (s *Store) Fetch(ctx context.Context, after relay.Position, max int) ([]relay.Record, error) {
+func (s *Store) Fetch(ctx context.Context, after outbox.Position, max int) ([]outbox.Record, error) {
 	from, err := parsePollPos(after)
 	if err != nil {
 		return nil, err
@@ -88,19 +87,19 @@ func (s *Store) Fetch(ctx context.Context, after relay.Position, max int) ([]rel
 		return nil, fmt.Errorf("postgres: fetch after %s: %w", from, err)
 	}
 	defer rows.Close()
-	var out []relay.Record
+	var out []outbox.Record
 	for rows.Next() {
 		m, pos, tx, err := scanRecord(rows)
 		if err != nil {
 			return nil, fmt.Errorf("postgres: fetch: %w", err)
 		}
-		out = append(out, relay.Record{Message: m, Position: relay.Position(pollPos{tx, pos}.String())})
+		out = append(out, outbox.Record{Message: m, Position: outbox.Position(pollPos{tx, pos}.String())})
 	}
 	return out, rows.Err()
 }
 
 // LoadCheckpoint implements poll.Fetcher.
-func (s *Store) LoadCheckpoint(ctx context.Context, name string) (relay.Position, error) {
+func (s *Store) LoadCheckpoint(ctx context.Context, name string) (outbox.Position, error) {
 	var pos string
 	err := s.pool.QueryRow(ctx, `SELECT position FROM outbox_checkpoints WHERE name = $1`, name).Scan(&pos)
 	if errors.Is(err, pgx.ErrNoRows) {
@@ -109,11 +108,11 @@ func (s *Store) LoadCheckpoint(ctx context.Context, name string) (relay.Position
 	if err != nil {
 		return "", fmt.Errorf("postgres: load checkpoint %q: %w", name, err)
 	}
-	return relay.Position(pos), nil
+	return outbox.Position(pos), nil
 }
 
 // SaveCheckpoint implements poll.Fetcher.
-func (s *Store) SaveCheckpoint(ctx context.Context, name string, pos relay.Position) error {
+func (s *Store) SaveCheckpoint(ctx context.Context, name string, pos outbox.Position) error {
 	_, err := s.pool.Exec(ctx, `INSERT INTO outbox_checkpoints (name, position, updated_at) VALUES ($1, $2, now())
 		ON CONFLICT (name) DO UPDATE SET position = excluded.position, updated_at = excluded.updated_at`, name, string(pos))
 	if err != nil {

@@ -5,7 +5,6 @@ import (
 	"testing"
 
 	"github.com/outbox-dev/outbox/outbox"
-	"github.com/outbox-dev/outbox/relay"
 )
 
 // Polling orders rows by their transaction id as a number. Sorted as the
@@ -32,7 +31,7 @@ func TestPollingOrdersTransactionIDsAsNumbers(t *testing.T) {
 	}
 	for _, max := range []int{1, 2, 3, 4, 100} {
 		var got []int64
-		var after relay.Position
+		var after outbox.Position
 		for range 10 {
 			recs, err := s.Fetch(ctx, after, max)
 			if err != nil {

@@ -16,7 +16,6 @@ import (
 	"github.com/outbox-dev/outbox/order"
 	"github.com/outbox-dev/outbox/outbox"
 	"github.com/outbox-dev/outbox/poll"
-	"github.com/outbox-dev/outbox/relay"
 	"github.com/outbox-dev/outbox/store/postgres"
 	"github.com/outbox-dev/outbox/store/storetest"
 )
@@ -93,11 +92,11 @@ func TestConformanceCDC(t *testing.T) {
 }
 
 // drain reads a cursor until it has want records or the time runs out.
-func drain(t *testing.T, cur relay.Cursor, want int, limit time.Duration) []relay.Record {
+func drain(t *testing.T, cur outbox.Cursor, want int, limit time.Duration) []outbox.Record {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), limit)
 	defer cancel()
-	var out []relay.Record
+	var out []outbox.Record
 	for len(out) < want && ctx.Err() == nil {
 		recs, err := cur.Next(ctx, 1000)
 		if err != nil {

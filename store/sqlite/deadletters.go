@@ -12,12 +12,11 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/outbox-dev/outbox/outbox"
-	"github.com/outbox-dev/outbox/relay"
 )
 
 var (
-	_ relay.DeadLetterStore = (*Store)(nil)
-	_ relay.ActionRequester = (*Store)(nil)
+	_ outbox.DeadLetterStore = (*Store)(nil)
+	_ outbox.ActionRequester = (*Store)(nil)
 )
 
 func encodeHeaders(h map[string]string) (string, error) {
@@ -172,7 +171,7 @@ func (s *Store) ResolveDeadLetter(ctx context.Context, id int64, status outbox.D
 		return fmt.Errorf("sqlite: resolve dead letter %d: %w", id, err)
 	}
 	if n, _ := res.RowsAffected(); n == 0 {
-		return fmt.Errorf("sqlite: dead letter %d: %w", id, relay.ErrNotFound)
+		return fmt.Errorf("sqlite: dead letter %d: %w", id, outbox.ErrNotFound)
 	}
 	return nil
 }
@@ -220,7 +219,7 @@ func (s *Store) RequestAction(ctx context.Context, key outbox.AggregateKey, req 
 		return fmt.Errorf("sqlite: request %s on %s: %w", req.Action, key, err)
 	}
 	if n, _ := res.RowsAffected(); n == 0 {
-		return fmt.Errorf("sqlite: %s: %w", key, relay.ErrNotParked)
+		return fmt.Errorf("sqlite: %s: %w", key, outbox.ErrNotParked)
 	}
 	return nil
 }
@@ -272,7 +271,7 @@ func (s *Store) ListDeadLetters(ctx context.Context, f outbox.DeadLetterFilter) 
 func (s *Store) GetDeadLetter(ctx context.Context, id int64) (outbox.DeadLetter, error) {
 	d, err := scanDeadLetter(s.db.QueryRowContext(ctx, `SELECT `+deadLetterColumns+` FROM outbox_dead_letters WHERE id = ?`, id))
 	if errors.Is(err, sql.ErrNoRows) {
-		return d, fmt.Errorf("sqlite: dead letter %d: %w", id, relay.ErrNotFound)
+		return d, fmt.Errorf("sqlite: dead letter %d: %w", id, outbox.ErrNotFound)
 	}
 	if err != nil {
 		return d, fmt.Errorf("sqlite: dead letter %d: %w", id, err)

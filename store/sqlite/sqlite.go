@@ -24,7 +24,6 @@ import (
 	_ "modernc.org/sqlite" // registers the "sqlite" driver
 
 	"github.com/outbox-dev/outbox/outbox"
-	"github.com/outbox-dev/outbox/relay"
 )
 
 //go:embed migrations/*.sql
@@ -243,7 +242,7 @@ func (s *Store) Append(ctx context.Context, tx *sql.Tx, msgs ...outbox.Message) 
 }
 
 // Fetch implements poll.Fetcher.
-func (s *Store) Fetch(ctx context.Context, after relay.Position, max int) ([]relay.Record, error) {
+func (s *Store) Fetch(ctx context.Context, after outbox.Position, max int) ([]outbox.Record, error) {
 	from, err := parsePosition(after)
 	if err != nil {
 		return nil, err
@@ -257,7 +256,7 @@ func (s *Store) Fetch(ctx context.Context, after relay.Position, max int) ([]rel
 		return nil, fmt.Errorf("sqlite: fetch after %d: %w", from, err)
 	}
 	defer rows.Close()
-	var out []relay.Record
+	var out []outbox.Record
 	for rows.Next() {
 		var pos int64
 		var m outbox.Message
@@ -269,12 +268,12 @@ func (s *Store) Fetch(ctx context.Context, after relay.Position, max int) ([]rel
 		if err := fillMessage(&m, id, payload, headers, ts); err != nil {
 			return nil, fmt.Errorf("sqlite: fetch position %d: %w", pos, err)
 		}
-		out = append(out, relay.Record{Message: m, Position: relay.Position(strconv.FormatInt(pos, 10))})
+		out = append(out, outbox.Record{Message: m, Position: outbox.Position(strconv.FormatInt(pos, 10))})
 	}
 	return out, rows.Err()
 }
 
-func parsePosition(p relay.Position) (int64, error) {
+func parsePosition(p outbox.Position) (int64, error) {
 	if p == "" {
 		return 0, nil
 	}
@@ -286,7 +285,7 @@ func parsePosition(p relay.Position) (int64, error) {
 }
 
 // LoadCheckpoint implements poll.Fetcher.
-func (s *Store) LoadCheckpoint(ctx context.Context, name string) (relay.Position, error) {
+func (s *Store) LoadCheckpoint(ctx context.Context, name string) (outbox.Position, error) {
 	var pos string
 	err := s.db.QueryRowContext(ctx, `SELECT position FROM outbox_checkpoints WHERE name = ?`, name).Scan(&pos)
 	if errors.Is(err, sql.ErrNoRows) {
@@ -295,11 +294,11 @@ func (s *Store) LoadCheckpoint(ctx context.Context, name string) (relay.Position
 	if err != nil {
 		return "", fmt.Errorf("sqlite: load checkpoint %q: %w", name, err)
 	}
-	return relay.Position(pos), nil
+	return outbox.Position(pos), nil
 }
 
 // SaveCheckpoint implements poll.Fetcher.
-func (s *Store) SaveCheckpoint(ctx context.Context, name string, pos relay.Position) error {
+func (s *Store) SaveCheckpoint(ctx context.Context, name string, pos outbox.Position) error {
 	if _, err := parsePosition(pos); err != nil {
 		return err
 	}

@@ -17,13 +17,12 @@ import (
 
 	"github.com/outbox-dev/outbox/order"
 	"github.com/outbox-dev/outbox/outbox"
-	"github.com/outbox-dev/outbox/relay"
 )
 
 // Store is what the suite needs of an adapter beyond its source.
 type Store interface {
-	relay.DeadLetterStore
-	relay.ActionRequester
+	outbox.DeadLetterStore
+	outbox.ActionRequester
 	ListDeadLetters(ctx context.Context, f outbox.DeadLetterFilter) ([]outbox.DeadLetter, error)
 	GetDeadLetter(ctx context.Context, id int64) (outbox.DeadLetter, error)
 }
@@ -32,7 +31,7 @@ type Store interface {
 type Harness struct {
 	Store Store
 	// Source reads the outbox; the suite opens and commits cursors on it.
-	Source relay.Source
+	Source outbox.Source
 	// Append writes msgs in one transaction together with a domain row.
 	// With fail set it must write everything and then roll back.
 	Append func(ctx context.Context, msgs []outbox.Message, fail bool) error
@@ -114,7 +113,7 @@ func ctx(t *testing.T) context.Context {
 }
 
 // readAll drains a fresh cursor until it returns nothing twice in a row.
-func readAll(t *testing.T, h Harness) ([]relay.Record, relay.Cursor) {
+func readAll(t *testing.T, h Harness) ([]outbox.Record, outbox.Cursor) {
 	t.Helper()
 	c := ctx(t)
 	cur, err := h.Source.Open(c)
@@ -122,7 +121,7 @@ func readAll(t *testing.T, h Harness) ([]relay.Record, relay.Cursor) {
 		t.Fatalf("open source: %v", err)
 	}
 	t.Cleanup(func() { cur.Close() })
-	var out []relay.Record
+	var out []outbox.Record
 	lastRecord := time.Now()
 	for empty := 0; ; {
 		recs, err := cur.Next(c, 100)
@@ -175,13 +174,13 @@ func testAppendRoundTrip(t *testing.T, h Harness) {
 
 // inWantOrder checks that got holds each aggregate's records in want's
 // order and returns it rearranged into want's global order.
-func inWantOrder(t *testing.T, got []relay.Record, want []outbox.Message) []relay.Record {
+func inWantOrder(t *testing.T, got []outbox.Record, want []outbox.Message) []outbox.Record {
 	t.Helper()
 	next := map[outbox.AggregateKey][]outbox.Message{}
 	for _, w := range want {
 		next[w.Key()] = append(next[w.Key()], w)
 	}
-	byID := map[uuid.UUID]relay.Record{}
+	byID := map[uuid.UUID]outbox.Record{}
 	for _, g := range got {
 		k := g.Message.Key()
 		if len(next[k]) == 0 || next[k][0].ID != g.Message.ID {
@@ -190,7 +189,7 @@ func inWantOrder(t *testing.T, got []relay.Record, want []outbox.Message) []rela
 		next[k] = next[k][1:]
 		byID[g.Message.ID] = g
 	}
-	out := make([]relay.Record, len(want))
+	out := make([]outbox.Record, len(want))
 	for i, w := range want {
 		out[i] = byID[w.ID]
 	}
@@ -350,7 +349,7 @@ func testActions(t *testing.T, h Harness) {
 	c := ctx(t)
 	s := h.Store
 	a1, a2 := Msg(t, "a", 1), Msg(t, "a", 2)
-	if err := s.RequestAction(c, a1.Key(), outbox.ActionRequest{Action: outbox.ActionReplay, Entry: 1, Reason: "x"}); !errors.Is(err, relay.ErrNotParked) {
+	if err := s.RequestAction(c, a1.Key(), outbox.ActionRequest{Action: outbox.ActionReplay, Entry: 1, Reason: "x"}); !errors.Is(err, outbox.ErrNotParked) {
 		t.Fatalf("request on an aggregate not parked: %v, want ErrNotParked", err)
 	}
 	d1 := must[outbox.DeadLetter](t)(s.AddDeadLetter(c, dead(a1, "boom")))
@@ -403,7 +402,7 @@ func testActions(t *testing.T, h Harness) {
 	if got.Status != outbox.StatusReplayed || got.ResolvedAt == nil || got.Resolution != "released" || got.ReplayCount != 1 {
 		t.Fatalf("resolved entry: %+v", got)
 	}
-	if err := s.ResolveDeadLetter(c, 999999, outbox.StatusSkipped, ""); !errors.Is(err, relay.ErrNotFound) {
+	if err := s.ResolveDeadLetter(c, 999999, outbox.StatusSkipped, ""); !errors.Is(err, outbox.ErrNotFound) {
 		t.Fatalf("resolving an unknown id: %v, want ErrNotFound", err)
 	}
 }
@@ -496,7 +495,7 @@ func testListing(t *testing.T, h Harness) {
 	if err != nil || one.ID != ids[3] || one.Message.AggregateID != "agg1" || one.Message.Type != "Event1" || !one.LastFailedAt.Equal(t0.Add(3*time.Minute)) {
 		t.Fatalf("get %d: %+v %v", ids[3], one, err)
 	}
-	if _, err := s.GetDeadLetter(c, 424242); !errors.Is(err, relay.ErrNotFound) {
+	if _, err := s.GetDeadLetter(c, 424242); !errors.Is(err, outbox.ErrNotFound) {
 		t.Fatalf("unknown id: %v, want ErrNotFound", err)
 	}
 }
