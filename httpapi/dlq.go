@@ -6,11 +6,12 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
 	"time"
 	"unicode/utf8"
 
+	"github.com/outbox-dev/outbox/dlq"
 	"github.com/outbox-dev/outbox/outbox"
-	"github.com/outbox-dev/outbox/relay"
 )
 
 const maxListLimit = 500
@@ -120,8 +121,12 @@ func (a *api) deadLetter(w http.ResponseWriter, r *http.Request) (outbox.DeadLet
 			return dl, false
 		}
 	}
-	writeProblem(w, r, problem(http.StatusNotFound, "not-found", "Dead letter not found", "no dead letter has id "+r.PathValue("id")))
+	notFound(w, r)
 	return outbox.DeadLetter{}, false
+}
+
+func notFound(w http.ResponseWriter, r *http.Request) {
+	writeProblem(w, r, problem(http.StatusNotFound, "not-found", "Dead letter not found", "no dead letter has id "+r.PathValue("id")))
 }
 
 func (a *api) getDeadLetter(w http.ResponseWriter, r *http.Request) {
@@ -135,8 +140,8 @@ type actionBody struct {
 }
 
 // actionRequest reads ?dry_run and the optional {"reason": ...} body.
-func actionRequest(w http.ResponseWriter, r *http.Request) (relay.RequestOptions, *Problem) {
-	var opts relay.RequestOptions
+func actionRequest(w http.ResponseWriter, r *http.Request) (dlq.RequestOptions, *Problem) {
+	var opts dlq.RequestOptions
 	for k := range r.URL.Query() {
 		if k != "dry_run" {
 			return opts, badParam(k, "is not a known parameter")
@@ -164,15 +169,23 @@ func actionRequest(w http.ResponseWriter, r *http.Request) (relay.RequestOptions
 
 func (a *api) actionProblem(w http.ResponseWriter, r *http.Request, err error) {
 	switch {
+	case errors.Is(err, outbox.ErrNotFound):
+		notFound(w, r)
+	case errors.Is(err, dlq.ErrResolved):
+		writeProblem(w, r, problem(http.StatusConflict, "not-parked", "Not parked", strings.TrimPrefix(err.Error(), "dlq: ")))
 	case errors.Is(err, outbox.ErrNotParked):
 		writeProblem(w, r, problem(http.StatusConflict, "not-parked", "Not parked", "that dead letter's aggregate is no longer parked"))
-	case errors.Is(err, relay.ErrNotFirst):
-		writeProblem(w, r, problem(http.StatusConflict, "not-first", "Not the failed message", err.Error()))
-	case errors.Is(err, relay.ErrReplayLimit):
-		writeProblem(w, r, problem(http.StatusConflict, "replay-limit", "Replay limit reached", err.Error()))
+	case errors.Is(err, dlq.ErrNotFirst):
+		writeProblem(w, r, problem(http.StatusConflict, "not-first", "Not the failed message", strings.TrimPrefix(err.Error(), "dlq: ")))
+	case errors.Is(err, dlq.ErrReplayLimit):
+		writeProblem(w, r, problem(http.StatusConflict, "replay-limit", "Replay limit reached", strings.TrimPrefix(err.Error(), "dlq: ")))
 	default:
 		a.internal(w, r, err)
 	}
+}
+
+func (a *api) ops() dlq.Ops {
+	return dlq.Ops{Store: a.DeadLetters, MaxReplays: a.MaxReplays, Poke: a.Poke}
 }
 
 func (a *api) actOnDeadLetter(action outbox.Action) http.HandlerFunc {
@@ -182,16 +195,12 @@ func (a *api) actOnDeadLetter(action outbox.Action) http.HandlerFunc {
 			writeProblem(w, r, p)
 			return
 		}
-		dl, ok := a.deadLetter(w, r)
-		if !ok {
+		id, err := strconv.ParseInt(r.PathValue("id"), 10, 64)
+		if err != nil || id < 1 {
+			notFound(w, r)
 			return
 		}
-		if dl.Status != outbox.StatusParked {
-			writeProblem(w, r, problem(http.StatusConflict, "not-parked", "Not parked", fmt.Sprintf("dead letter %d is already %s", dl.ID, dl.Status)))
-			return
-		}
-		opts.MaxReplays, opts.Entry = a.MaxReplays, dl.ID
-		plan, err := relay.Request(r.Context(), a.DeadLetters, dl.Message.Key(), action, opts)
+		plan, err := a.ops().Act(r.Context(), id, action, opts)
 		if err != nil {
 			a.actionProblem(w, r, err)
 			return
@@ -205,21 +214,7 @@ func (a *api) accepted(w http.ResponseWriter, dryRun bool, body any) {
 		writeJSON(w, http.StatusOK, body)
 		return
 	}
-	if a.Poke != nil {
-		a.Poke()
-	}
 	writeJSON(w, http.StatusAccepted, body)
-}
-
-type refusal struct {
-	Aggregate outbox.AggregateKey `json:"aggregate"`
-	Reason    string              `json:"reason"`
-}
-
-type replayAllResult struct {
-	DryRun  bool         `json:"dry_run"`
-	Plans   []relay.Plan `json:"plans"`
-	Refused []refusal    `json:"refused"`
 }
 
 func (a *api) replayAll(w http.ResponseWriter, r *http.Request) {
@@ -228,24 +223,10 @@ func (a *api) replayAll(w http.ResponseWriter, r *http.Request) {
 		writeProblem(w, r, p)
 		return
 	}
-	opts.MaxReplays = a.MaxReplays
-	parked, err := a.DeadLetters.ParkedAggregates(r.Context())
+	res, err := a.ops().ReplayAll(r.Context(), opts)
 	if err != nil {
 		a.internal(w, r, err)
 		return
-	}
-	res := replayAllResult{DryRun: opts.DryRun, Plans: []relay.Plan{}, Refused: []refusal{}}
-	for _, pa := range parked {
-		plan, err := relay.Request(r.Context(), a.DeadLetters, pa.Key, outbox.ActionReplay, opts)
-		switch {
-		case err == nil:
-			res.Plans = append(res.Plans, plan)
-		case errors.Is(err, relay.ErrReplayLimit) || errors.Is(err, outbox.ErrNotParked):
-			res.Refused = append(res.Refused, refusal{Aggregate: pa.Key, Reason: err.Error()})
-		default:
-			a.internal(w, r, err)
-			return
-		}
 	}
 	a.accepted(w, opts.DryRun, res)
 }

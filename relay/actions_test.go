@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/outbox-dev/outbox/checker"
+	"github.com/outbox-dev/outbox/dlq"
 	"github.com/outbox-dev/outbox/outbox"
 	"github.com/outbox-dev/outbox/relay"
 	"github.com/outbox-dev/outbox/store/memstore"
@@ -30,7 +31,7 @@ func TestInterruptedSkipSkipsOnlyTheEntryItNamed(t *testing.T) {
 		parked, _ := s.ParkedMessages(t.Context(), key)
 
 		pub.setFail(func(outbox.Message) error { return errors.New("broker down") })
-		plan, err := relay.Request(t.Context(), s, key, outbox.ActionSkip, relay.RequestOptions{Entry: parked[0].ID, Reason: "poison"})
+		plan, err := dlq.Request(t.Context(), s, key, outbox.ActionSkip, dlq.RequestOptions{Entry: parked[0].ID, Reason: "poison"})
 		if err != nil || plan.Entry != parked[0].ID {
 			t.Fatalf("skip plan %+v %v", plan, err)
 		}
@@ -84,10 +85,10 @@ func TestSkipRequestsAreCheckedAgainstTheirEntry(t *testing.T) {
 		settle(t, 10*time.Second, func() bool { return r.Stats().DeadLettered == 2 })
 		key := outbox.AggregateKey{Type: "order", ID: "p"}
 		parked, _ := s.ParkedMessages(t.Context(), key)
-		if _, err := relay.Request(t.Context(), s, key, outbox.ActionSkip, relay.RequestOptions{Entry: parked[1].ID}); !errors.Is(err, relay.ErrNotFirst) {
+		if _, err := dlq.Request(t.Context(), s, key, outbox.ActionSkip, dlq.RequestOptions{Entry: parked[1].ID}); !errors.Is(err, dlq.ErrNotFirst) {
 			t.Fatalf("skip of the second entry: %v, want ErrNotFirst", err)
 		}
-		if _, err := relay.Request(t.Context(), s, key, outbox.ActionReplay, relay.RequestOptions{Entry: 999}); !errors.Is(err, outbox.ErrNotParked) {
+		if _, err := dlq.Request(t.Context(), s, key, outbox.ActionReplay, dlq.RequestOptions{Entry: 999}); !errors.Is(err, outbox.ErrNotParked) {
 			t.Fatalf("replay naming an unknown entry: %v, want ErrNotParked", err)
 		}
 		// A request written straight to the store that names the second

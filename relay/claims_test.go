@@ -12,6 +12,7 @@ import (
 
 	"github.com/outbox-dev/outbox/breaker"
 	"github.com/outbox-dev/outbox/checker"
+	"github.com/outbox-dev/outbox/dlq"
 	"github.com/outbox-dev/outbox/outbox"
 	"github.com/outbox-dev/outbox/relay"
 	"github.com/outbox-dev/outbox/store/memstore"
@@ -377,16 +378,16 @@ func TestReplayLimitDefaultsToThree(t *testing.T) {
 		name    string
 		replays int
 		action  outbox.Action
-		opts    relay.RequestOptions
+		opts    dlq.RequestOptions
 		refused bool
 	}{
-		{"never replayed", 0, outbox.ActionReplay, relay.RequestOptions{}, false},
-		{"replayed twice", 2, outbox.ActionReplay, relay.RequestOptions{}, false},
-		{"replayed three times", 3, outbox.ActionReplay, relay.RequestOptions{}, true},
-		{"replayed four times", 4, outbox.ActionReplay, relay.RequestOptions{}, true},
-		{"a higher limit given", 3, outbox.ActionReplay, relay.RequestOptions{MaxReplays: 5}, false},
-		{"a lower limit given", 1, outbox.ActionReplay, relay.RequestOptions{MaxReplays: 1}, true},
-		{"skip after four replays", 4, outbox.ActionSkip, relay.RequestOptions{}, false},
+		{"never replayed", 0, outbox.ActionReplay, dlq.RequestOptions{}, false},
+		{"replayed twice", 2, outbox.ActionReplay, dlq.RequestOptions{}, false},
+		{"replayed three times", 3, outbox.ActionReplay, dlq.RequestOptions{}, true},
+		{"replayed four times", 4, outbox.ActionReplay, dlq.RequestOptions{}, true},
+		{"a higher limit given", 3, outbox.ActionReplay, dlq.RequestOptions{MaxReplays: 5}, false},
+		{"a lower limit given", 1, outbox.ActionReplay, dlq.RequestOptions{MaxReplays: 1}, true},
+		{"skip after four replays", 4, outbox.ActionSkip, dlq.RequestOptions{}, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx := t.Context()
@@ -408,8 +409,8 @@ func TestReplayLimitDefaultsToThree(t *testing.T) {
 			if got, err := s.GetDeadLetter(ctx, d.ID); err != nil || got.ReplayCount != tc.replays {
 				t.Fatalf("replay count %d (%v), want %d", got.ReplayCount, err, tc.replays)
 			}
-			_, err = relay.Request(ctx, s, m.Key(), tc.action, tc.opts)
-			if refused := errors.Is(err, relay.ErrReplayLimit); refused != tc.refused || (!tc.refused && err != nil) {
+			_, err = dlq.Request(ctx, s, m.Key(), tc.action, tc.opts)
+			if refused := errors.Is(err, dlq.ErrReplayLimit); refused != tc.refused || (!tc.refused && err != nil) {
 				t.Fatalf("%s after %d replays with %+v: %v; want refused %v", tc.action, tc.replays, tc.opts, err, tc.refused)
 			}
 		})

@@ -18,6 +18,7 @@ import (
 
 	"github.com/outbox-dev/outbox/breaker"
 	"github.com/outbox-dev/outbox/checker"
+	"github.com/outbox-dev/outbox/dlq"
 	"github.com/outbox-dev/outbox/internal/testenv"
 	"github.com/outbox-dev/outbox/kafka"
 	"github.com/outbox-dev/outbox/outbox"
@@ -253,10 +254,10 @@ func TestKfakePermanentFailuresParkOnlyTheirAggregateAndReplayRestoresOrder(t *t
 	}
 	// The policy is changed: replay the invoices; skip the oversized order.
 	deny.Remove()
-	if _, err := relay.Request(t.Context(), rg.store, outbox.AggregateKey{Type: "invoice", ID: "i1"}, outbox.ActionReplay, relay.RequestOptions{Reason: "policy changed"}); err != nil {
+	if _, err := dlq.Request(t.Context(), rg.store, outbox.AggregateKey{Type: "invoice", ID: "i1"}, outbox.ActionReplay, dlq.RequestOptions{Reason: "policy changed"}); err != nil {
 		t.Fatal(err)
 	}
-	plan, err := relay.Request(t.Context(), rg.store, big.Key(), outbox.ActionSkip, relay.RequestOptions{Reason: "payload too large"})
+	plan, err := dlq.Request(t.Context(), rg.store, big.Key(), outbox.ActionSkip, dlq.RequestOptions{Reason: "payload too large"})
 	if err != nil || plan.Skip[0].Message.ID != big.ID || len(plan.Republish) != 6 {
 		t.Fatalf("skip plan %+v %v", plan, err)
 	}

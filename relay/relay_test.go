@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/outbox-dev/outbox/checker"
+	"github.com/outbox-dev/outbox/dlq"
 	"github.com/outbox-dev/outbox/outbox"
 	"github.com/outbox-dev/outbox/relay"
 	"github.com/outbox-dev/outbox/retry"
@@ -151,7 +152,7 @@ func TestPermanentFailureParksOnlyItsAggregateAndReplayRestoresOrder(t *testing.
 			}
 		}
 		// Dry run: a plan, and nothing changes.
-		plan, err := relay.Request(t.Context(), s, p[0].Key(), outbox.ActionReplay, relay.RequestOptions{DryRun: true})
+		plan, err := dlq.Request(t.Context(), s, p[0].Key(), outbox.ActionReplay, dlq.RequestOptions{DryRun: true})
 		if err != nil || len(plan.Republish) != 4 {
 			t.Fatalf("dry run: %+v %v", plan, err)
 		}
@@ -160,7 +161,7 @@ func TestPermanentFailureParksOnlyItsAggregateAndReplayRestoresOrder(t *testing.
 		}
 		// The cause is fixed; replay, then keep writing.
 		pub.setFail(nil)
-		if _, err := relay.Request(t.Context(), s, p[0].Key(), outbox.ActionReplay, relay.RequestOptions{Reason: "fixed"}); err != nil {
+		if _, err := dlq.Request(t.Context(), s, p[0].Key(), outbox.ActionReplay, dlq.RequestOptions{Reason: "fixed"}); err != nil {
 			t.Fatal(err)
 		}
 		r.Poke()
@@ -189,7 +190,7 @@ func TestSkipDiscardsTheFailureAndReleasesTheRest(t *testing.T) {
 			w.write("order", "p", i)
 		}
 		settle(t, 10*time.Second, func() bool { return r.Stats().DeadLettered == 3 })
-		plan, err := relay.Request(t.Context(), s, outbox.AggregateKey{Type: "order", ID: "p"}, outbox.ActionSkip, relay.RequestOptions{Reason: "poison"})
+		plan, err := dlq.Request(t.Context(), s, outbox.AggregateKey{Type: "order", ID: "p"}, outbox.ActionSkip, dlq.RequestOptions{Reason: "poison"})
 		if err != nil || len(plan.Skip) != 1 || len(plan.Republish) != 2 {
 			t.Fatalf("skip plan %+v %v", plan, err)
 		}
@@ -213,7 +214,7 @@ func TestReplayLimitStopsEndlessLoops(t *testing.T) {
 		m := w.write("order", "p", 0)
 		settle(t, 10*time.Second, func() bool { return r.Stats().DeadLettered == 1 })
 		for i := range 2 {
-			if _, err := relay.Request(t.Context(), s, m.Key(), outbox.ActionReplay, relay.RequestOptions{MaxReplays: 2}); err != nil {
+			if _, err := dlq.Request(t.Context(), s, m.Key(), outbox.ActionReplay, dlq.RequestOptions{MaxReplays: 2}); err != nil {
 				t.Fatalf("replay %d refused: %v", i+1, err)
 			}
 			r.Poke()
@@ -222,11 +223,11 @@ func TestReplayLimitStopsEndlessLoops(t *testing.T) {
 				return len(d) == 1 && d[0].ReplayCount == i+1
 			})
 		}
-		_, err := relay.Request(t.Context(), s, m.Key(), outbox.ActionReplay, relay.RequestOptions{MaxReplays: 2})
-		if !errors.Is(err, relay.ErrReplayLimit) {
+		_, err := dlq.Request(t.Context(), s, m.Key(), outbox.ActionReplay, dlq.RequestOptions{MaxReplays: 2})
+		if !errors.Is(err, dlq.ErrReplayLimit) {
 			t.Fatalf("third replay: %v, want ErrReplayLimit", err)
 		}
-		if _, err := relay.Request(t.Context(), s, outbox.AggregateKey{Type: "order", ID: "nope"}, outbox.ActionReplay, relay.RequestOptions{}); !errors.Is(err, outbox.ErrNotParked) {
+		if _, err := dlq.Request(t.Context(), s, outbox.AggregateKey{Type: "order", ID: "nope"}, outbox.ActionReplay, dlq.RequestOptions{}); !errors.Is(err, outbox.ErrNotParked) {
 			t.Fatalf("replay of an aggregate not parked: %v", err)
 		}
 	})

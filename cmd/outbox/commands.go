@@ -14,9 +14,9 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/outbox-dev/outbox/dlq"
 	"github.com/outbox-dev/outbox/kafka"
 	"github.com/outbox-dev/outbox/outbox"
-	"github.com/outbox-dev/outbox/relay"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -307,36 +307,32 @@ func dlqCmd(stdout io.Writer) *cobra.Command {
 				return err
 			}
 			defer h.Close()
-			ctx := cmd.Context()
-			var keys []outbox.AggregateKey
-			var entry int64
+			ops := dlq.Ops{Store: h.store}
+			opts := dlq.RequestOptions{DryRun: dryRun, Reason: reason}
+			var plans []dlq.Plan
+			var refused []dlq.Refusal
 			if all && action == outbox.ActionReplay {
-				parked, err := h.store.ParkedAggregates(ctx)
+				res, err := ops.ReplayAll(cmd.Context(), opts)
 				if err != nil {
 					return err
 				}
-				for _, p := range parked {
-					keys = append(keys, p.Key)
-				}
+				plans, refused = res.Plans, res.Refused
 			} else {
 				id, _ := parseID(args)
-				d, err := h.store.GetDeadLetter(ctx, id)
-				if err != nil {
-					return err
-				}
-				keys = append(keys, d.Message.Key())
-				entry = d.ID
-			}
-			var plans []relay.Plan
-			for _, k := range keys {
-				plan, err := relay.Request(ctx, h.store, k, action, relay.RequestOptions{DryRun: dryRun, Reason: reason, Entry: entry})
+				plan, err := ops.Act(cmd.Context(), id, action, opts)
 				if err != nil {
 					return err
 				}
 				plans = append(plans, plan)
 			}
 			if asJSON {
-				return printJSON(stdout, plans)
+				if all {
+					return printJSON(stdout, dlq.ReplayAllResult{DryRun: dryRun, Plans: plans, Refused: refused})
+				}
+				return printJSON(stdout, plans[0])
+			}
+			for _, r := range refused {
+				fmt.Fprintf(stdout, "refused %s: %s\n", r.Aggregate, r.Reason)
 			}
 			for _, p := range plans {
 				verb := "requested; the running relay carries it out"
@@ -345,7 +341,7 @@ func dlqCmd(stdout io.Writer) *cobra.Command {
 				}
 				fmt.Fprintf(stdout, "%s %s: skip %d, republish %d in order (%s)\n", p.Action, p.Aggregate, len(p.Skip), len(p.Republish), verb)
 			}
-			if len(plans) == 0 {
+			if len(plans)+len(refused) == 0 {
 				fmt.Fprintln(stdout, "no parked aggregates")
 			}
 			return nil

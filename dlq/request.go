@@ -1,4 +1,4 @@
-package relay
+package dlq
 
 import (
 	"context"
@@ -47,29 +47,29 @@ type Plan struct {
 
 // Request asks the relay owning the store to replay or skip a parked
 // aggregate. The relay carries it out inside the aggregate's lane; call
-// Relay.Poke to have it look at once.
-func Request(ctx context.Context, s ActionRequester, key outbox.AggregateKey, action outbox.Action, opts RequestOptions) (Plan, error) {
+// the relay's Poke to have it look at once.
+func Request(ctx context.Context, s outbox.ActionRequester, key outbox.AggregateKey, action outbox.Action, opts RequestOptions) (Plan, error) {
 	if action != outbox.ActionReplay && action != outbox.ActionSkip {
-		return Plan{}, fmt.Errorf("relay: unknown action %q (want replay or skip)", action)
+		return Plan{}, fmt.Errorf("dlq: unknown action %q (want replay or skip)", action)
 	}
 	if opts.MaxReplays == 0 {
 		opts.MaxReplays = 3
 	}
 	entries, err := s.ParkedMessages(ctx, key)
 	if err != nil {
-		return Plan{}, fmt.Errorf("relay: load parked messages of %s: %w", key, err)
+		return Plan{}, fmt.Errorf("dlq: load parked messages of %s: %w", key, err)
 	}
 	if len(entries) == 0 {
-		return Plan{}, fmt.Errorf("relay: %s: %w", key, ErrNotParked)
+		return Plan{}, fmt.Errorf("dlq: %s: %w", key, outbox.ErrNotParked)
 	}
 	head := entries[0]
 	if opts.Entry != 0 {
 		i := slices.IndexFunc(entries, func(d outbox.DeadLetter) bool { return d.ID == opts.Entry })
 		switch {
 		case i < 0:
-			return Plan{}, fmt.Errorf("relay: dead letter %d of %s: %w", opts.Entry, key, ErrNotParked)
+			return Plan{}, fmt.Errorf("dlq: dead letter %d of %s: %w", opts.Entry, key, outbox.ErrNotParked)
 		case i > 0 && action == outbox.ActionSkip:
-			return Plan{}, fmt.Errorf("relay: dead letter %d of %s: only the first parked message (%d) can be skipped: %w",
+			return Plan{}, fmt.Errorf("dlq: dead letter %d of %s: only the first parked message (%d) can be skipped: %w",
 				opts.Entry, key, head.ID, ErrNotFirst)
 		}
 	}
@@ -77,14 +77,14 @@ func Request(ctx context.Context, s ActionRequester, key outbox.AggregateKey, ac
 	if action == outbox.ActionSkip {
 		plan.Skip, plan.Republish = entries[:1], entries[1:]
 	} else if head.ReplayCount >= opts.MaxReplays {
-		return plan, fmt.Errorf("relay: %s: event %s was replayed %d times; skip it or fix it: %w",
+		return plan, fmt.Errorf("dlq: %s: event %s was replayed %d times; skip it or fix it: %w",
 			key, head.Message.ID, head.ReplayCount, ErrReplayLimit)
 	}
 	if opts.DryRun {
 		return plan, nil
 	}
 	if err := s.RequestAction(ctx, key, outbox.ActionRequest{Action: action, Entry: head.ID, Reason: opts.Reason}); err != nil {
-		return plan, fmt.Errorf("relay: request %s of %s: %w", action, key, err)
+		return plan, fmt.Errorf("dlq: request %s of %s: %w", action, key, err)
 	}
 	return plan, nil
 }
