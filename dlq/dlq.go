@@ -1,12 +1,12 @@
-// Package dlq is the dead-letter worker, the design's DlqActor: it owns
-// the writes to the dead-letter store, keeps counts, logs each dead
-// letter, and sends alerts. A failing write or alert is logged and the
-// worker carries on (the Resume policy); the relay retries the write.
+// Package dlq owns dead letters: the worker, the design's DlqActor, which
+// counts, logs and alerts each dead letter written (a failing alert is
+// logged and the worker carries on: the Resume policy; the relay retries
+// a failing write), and the operator's operations (list, show, replay,
+// skip) that the HTTP API and the CLI both call.
 package dlq
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
 	"sync/atomic"
 
@@ -21,15 +21,17 @@ type Notifier interface {
 // Counter hears alert outcomes (sent, failed, dropped), for metrics.
 type Counter interface{ Alert(outcome string) }
 
-// Worker implements relay.DeadLetterStore: reads go straight to the store,
-// AddDeadLetter goes through the worker's own goroutine.
+// Worker implements outbox.DeadLetterStore over a store: every dead letter
+// written through it is counted, logged (once, here) and alerted. Writes
+// happen on the caller's goroutine (the relay's lane, which owns the
+// aggregate's order); alerts go through a bounded queue to Serve's
+// goroutine, so a slow webhook never holds the relay back.
 type Worker struct {
 	outbox.DeadLetterStore
 	notify  Notifier
 	counter Counter
 	log     *slog.Logger
 
-	writes chan write
 	alerts chan outbox.DeadLetter
 	total  atomic.Int64
 	sent   atomic.Int64
@@ -38,40 +40,35 @@ type Worker struct {
 
 var _ outbox.DeadLetterStore = (*Worker)(nil)
 
-type write struct {
-	ctx   context.Context
-	dl    outbox.DeadLetter
-	reply chan writeResult
-}
-
-type writeResult struct {
-	dl  outbox.DeadLetter
-	err error
-}
-
 // New wraps store. notify and counter may be nil.
 func New(store outbox.DeadLetterStore, notify Notifier, counter Counter, log *slog.Logger) *Worker {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
 	return &Worker{DeadLetterStore: store, notify: notify, counter: counter, log: log,
-		writes: make(chan write), alerts: make(chan outbox.DeadLetter, 256)}
+		alerts: make(chan outbox.DeadLetter, 256)}
 }
 
-// AddDeadLetter hands the write to the worker and waits for it.
+// AddDeadLetter writes dl to the store, then counts, logs and queues an
+// alert for it. A failed write is returned for the caller to retry.
 func (w *Worker) AddDeadLetter(ctx context.Context, dl outbox.DeadLetter) (outbox.DeadLetter, error) {
-	req := write{ctx: ctx, dl: dl, reply: make(chan writeResult, 1)}
-	select {
-	case w.writes <- req:
-	case <-ctx.Done():
-		return dl, fmt.Errorf("dlq: worker unavailable: %w", ctx.Err())
+	stored, err := w.DeadLetterStore.AddDeadLetter(ctx, dl)
+	if err != nil {
+		return stored, err
 	}
-	select {
-	case r := <-req.reply:
-		return r.dl, r.err
-	case <-ctx.Done():
-		return dl, fmt.Errorf("dlq: worker unavailable: %w", ctx.Err())
+	w.total.Add(1)
+	w.log.Error("event dead-lettered",
+		"id", stored.ID, "event_id", stored.Message.ID, "aggregate", stored.Message.Key().String(),
+		"type", stored.Message.Type, "error", stored.Error, "parked_behind", stored.ParkedBehind)
+	if w.notify != nil {
+		select {
+		case w.alerts <- stored:
+		default:
+			w.count("dropped")
+			w.log.Warn("alert queue full; alert dropped", "id", stored.ID)
+		}
 	}
+	return stored, nil
 }
 
 // Stats are the worker's counts since start.
@@ -86,37 +83,10 @@ func (w *Worker) Stats() Stats {
 	return Stats{DeadLettered: w.total.Load(), AlertsSent: w.sent.Load(), AlertsFailed: w.failed.Load()}
 }
 
-// Serve performs writes and sends alerts until ctx ends.
+// Serve sends the queued alerts until ctx ends.
 func (w *Worker) Serve(ctx context.Context) error {
-	alertsDone := make(chan struct{})
-	go func() { defer close(alertsDone); w.sendAlerts(ctx) }()
-	defer func() { <-alertsDone }()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case req := <-w.writes:
-			dl, err := w.DeadLetterStore.AddDeadLetter(req.ctx, req.dl)
-			req.reply <- writeResult{dl, err}
-			if err != nil {
-				w.log.Error("dead-letter write failed", "event_id", req.dl.Message.ID, "err", err)
-				continue
-			}
-			w.total.Add(1)
-			w.log.Error("event dead-lettered",
-				"id", dl.ID, "event_id", dl.Message.ID, "aggregate", dl.Message.Key().String(),
-				"type", dl.Message.Type, "error", dl.Error, "parked_behind", dl.ParkedBehind)
-			if w.notify == nil {
-				continue
-			}
-			select {
-			case w.alerts <- dl:
-			default:
-				w.count("dropped")
-				w.log.Warn("alert queue full; alert dropped", "id", dl.ID)
-			}
-		}
-	}
+	w.sendAlerts(ctx)
+	return nil
 }
 
 func (w *Worker) sendAlerts(ctx context.Context) {

@@ -350,7 +350,6 @@ func (r *run) drainLane(ctx, drainCtx context.Context, l *lane) {
 			r.runAction(drainCtx, *it.action)
 			done = true
 		case it.rec.Err != nil:
-			r.log.Error("undecodable record dead-lettered", "event_id", it.rec.Message.ID, "position", it.rec.Position, "err", it.rec.Err)
 			done = r.deadLetter(drainCtx, outbox.DeadLetter{Message: it.rec.Message,
 				Error: "the source could not decode this row: " + it.rec.Err.Error()})
 		default:
@@ -396,7 +395,7 @@ func (r *run) handle(ctx context.Context, m outbox.Message) bool {
 	case err == nil:
 		return true
 	case outbox.IsPermanent(err):
-		r.log.Error("message dead-lettered", "event_id", m.ID, "aggregate", key.String(), "attempts", attempts, "err", err)
+		// Logged where it is stored (the dead-letter worker), once.
 		return r.deadLetter(ctx, outbox.DeadLetter{Message: m, Error: err.Error(), FailureCount: attempts})
 	default:
 		return false // ctx ended
