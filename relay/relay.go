@@ -122,10 +122,7 @@ func (r *Relay) Serve(ctx context.Context) error {
 		work:      make(chan *lane, r.cfg.Workers),
 		headMoved: make(chan struct{}, 1),
 	}
-	run.fence = func() error { return nil }
-	if f, ok := cur.(Fencer); ok {
-		run.fence = f.Fence
-	}
+	run.send = run.attemptChain(cur)
 	for _, p := range parked {
 		run.parked[p.Key] = true
 	}
@@ -166,8 +163,9 @@ type run struct {
 	// headMoved is signalled when the oldest unsettled record settles: a
 	// reader held back by MaxBehind may go on.
 	headMoved chan struct{}
-	// fence is the cursor's Fence, checked before each publish attempt.
-	fence func() error
+	// send is one publish attempt: fenced, through the breaker, timed
+	// (see publish.go).
+	send sendFunc
 	// stop ends this run with an error (set by serve).
 	stop context.CancelCauseFunc
 }
@@ -378,169 +376,6 @@ func (r *run) drainLane(ctx, drainCtx context.Context, l *lane) {
 			<-r.slots // settled: room to read one more
 		}
 	}
-}
-
-// handle publishes m or dead-letters it. It reports whether m is settled.
-func (r *run) handle(ctx context.Context, m outbox.Message) bool {
-	key := m.Key()
-	r.mu.Lock()
-	parked := r.parked[key]
-	r.mu.Unlock()
-	if parked {
-		// The store fills ParkedBehind with the aggregate's first failure.
-		return r.deadLetter(ctx, outbox.DeadLetter{Message: m, Error: "aggregate parked behind an earlier dead letter"})
-	}
-	attempts, err := r.publish(ctx, m)
-	switch {
-	case err == nil:
-		return true
-	case outbox.IsPermanent(err):
-		// Logged where it is stored (the dead-letter worker), once.
-		return r.deadLetter(ctx, outbox.DeadLetter{Message: m, Error: err.Error(), FailureCount: attempts})
-	default:
-		return false // ctx ended
-	}
-}
-
-// publish tries m until the broker acknowledges it, it fails permanently,
-// it has been stuck longer than StuckTimeout, or ctx ends. Each round is
-// Retry's schedule of attempts; a round of transient failures is followed
-// by a wait on the breaker, never by a dead letter.
-func (r *run) publish(ctx context.Context, m outbox.Message) (int, error) {
-	total := 0
-	began := time.Now()
-	var stuck *StuckAggregate
-	defer func() {
-		if stuck != nil {
-			r.unstuck(m.Key())
-		}
-	}()
-	for {
-		if err := r.br.WaitUntilCallable(ctx); err != nil {
-			return total, err
-		}
-		n, err := r.cfg.Retry.Do(ctx, r.attempt(m), func(a retry.Attempt) {
-			r.stats.retried.Add(1)
-			hooks(r.cfg.Hooks).each(func(h Hook) {
-				if rh, ok := h.(RetryHook); ok {
-					rh.OnRetry(m, a)
-				}
-			})
-			stuck = r.failing(m, began, total+a.N, a.Err, stuck)
-		})
-		total += n
-		if err == nil {
-			r.acknowledged(m, total)
-			return total, nil
-		}
-		if outbox.IsPermanent(err) || ctx.Err() != nil || errors.Is(err, errFenced) {
-			return total, err
-		}
-		stuck = r.roundFailed(m, began, total, err, stuck)
-		if r.stuckTooLong(stuck) {
-			return total, outbox.Permanent(fmt.Errorf("%w: failing for %s (%d attempts) while other aggregates were published; last error: %w",
-				ErrStuck, time.Since(stuck.Since).Round(time.Second), total, err))
-		}
-		if r.br.State() == breaker.Closed {
-			// Other aggregates keep the breaker closed while this one
-			// fails: pause a full backoff before the next round.
-			if err := retry.Wait(ctx, r.cfg.Retry.MaxDelay); err != nil {
-				return total, err
-			}
-		}
-	}
-}
-
-// attempt is one try of m through the breaker, bounded by PublishTimeout.
-// A call the breaker refuses without trying is not an attempt: it waits
-// for the breaker (in half-open, others hold the probe quota) and asks
-// again.
-func (r *run) attempt(m outbox.Message) func(context.Context) error {
-	return func(ctx context.Context) error {
-		for {
-			if err := r.fence(); err != nil {
-				// Another relay may own the source now: publish nothing
-				// more, and end this run.
-				r.stop(fmt.Errorf("relay: %w: %w", errFenced, err))
-				// Canceled, so no retry policy tries again.
-				return fmt.Errorf("relay: %w: %w (%w)", errFenced, err, context.Canceled)
-			}
-			err := r.br.Do(func() error {
-				actx, cancel := context.WithTimeout(ctx, r.cfg.PublishTimeout)
-				defer cancel()
-				return r.pub.Publish(actx, m)
-			})
-			if !errors.Is(err, breaker.ErrOpen) {
-				return err
-			}
-			if werr := r.br.WaitUntilCallable(ctx); werr != nil {
-				return werr
-			}
-			if werr := retry.Wait(ctx, max(r.cfg.Retry.InitialDelay, 10*time.Millisecond)); werr != nil {
-				return werr
-			}
-		}
-	}
-}
-
-func (r *run) acknowledged(m outbox.Message, attempts int) {
-	r.lastAck.Store(time.Now().UnixNano())
-	r.stats.published.Add(1)
-	hooks(r.cfg.Hooks).each(func(h Hook) {
-		if ph, ok := h.(PublishHook); ok {
-			ph.OnPublish(m, attempts, time.Since(m.Timestamp))
-		}
-	})
-}
-
-// roundFailed records a round of transient failures.
-func (r *run) roundFailed(m outbox.Message, began time.Time, attempts int, err error, stuck *StuckAggregate) *StuckAggregate {
-	r.stats.failed.Add(1)
-	r.log.Warn("publish round failed; waiting for the broker", "event_id", m.ID, "attempts", attempts, "err", err)
-	hooks(r.cfg.Hooks).each(func(h Hook) {
-		if fh, ok := h.(FailHook); ok {
-			fh.OnPublishFailed(m, attempts, err)
-		}
-	})
-	return r.failing(m, began, attempts, err, stuck)
-}
-
-// failing records a failed attempt of m: its aggregate shows as stuck
-// (Stats, StuckHook), since its first attempt (began), until it settles.
-func (r *run) failing(m outbox.Message, began time.Time, attempts int, err error, stuck *StuckAggregate) *StuckAggregate {
-	key := m.Key()
-	r.stuckMu.Lock()
-	first := stuck == nil
-	if first {
-		stuck = &StuckAggregate{Aggregate: key, EventID: m.ID.String(), Since: began}
-		r.stuck[key] = stuck
-	}
-	stuck.Attempts, stuck.Error, stuck.LastFailure = attempts, err.Error(), time.Now()
-	r.stuckMu.Unlock()
-	if first {
-		hooks(r.cfg.Hooks).each(func(h Hook) {
-			if sh, ok := h.(StuckHook); ok {
-				sh.OnStuck(key)
-			}
-		})
-	}
-	return stuck
-}
-
-// stuckTooLong reports whether a failing message has waited past
-// StuckTimeout while the broker acknowledged other messages: it is stuck
-// on its own (a missing topic, a partition below its minimum in-sync
-// replicas), and holding it longer would hold the checkpoint, and with
-// it the database's log, without end. During an outage nothing is
-// acknowledged, so nothing is parked.
-func (r *run) stuckTooLong(s *StuckAggregate) bool {
-	if r.cfg.StuckTimeout < 0 {
-		return false
-	}
-	r.stuckMu.Lock()
-	since := s.Since
-	r.stuckMu.Unlock()
-	return time.Since(since) >= r.cfg.StuckTimeout && r.lastAck.Load() >= since.UnixNano()
 }
 
 func (r *Relay) unstuck(key outbox.AggregateKey) {
