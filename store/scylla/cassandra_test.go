@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"os"
 	"slices"
@@ -629,5 +630,40 @@ func TestCassandraSkewedClocksNeitherLoseUpdatesNorReorderEvents(t *testing.T) {
 	}
 	if err := iter.Close(); err != nil || n != 6 {
 		t.Fatalf("%d outbox rows (%v), want 6", n, err)
+	}
+}
+
+// TestCassandraScanOutboxReturnsWholeEvents: the chaos checker compares
+// each published record with the committed event, payload and headers
+// included; a scan that left them out made every record look corrupt.
+func TestCassandraScanOutboxReturnsWholeEvents(t *testing.T) {
+	t.Parallel()
+	s, _ := cassandra(t)
+	ctx := t.Context()
+	var want []outbox.Message
+	for seq := int64(1); seq <= 3; seq++ {
+		m, err := outbox.NewMessage(order.AggregateType, "o1", order.EventUpdated, seq, map[string]int64{"version": seq})
+		if err != nil {
+			t.Fatal(err)
+		}
+		m.Headers = map[string]string{outbox.HeaderTraceParent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}
+		want = append(want, m)
+	}
+	if err := s.AppendEvents(ctx, want...); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.ScanOutbox(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != len(want) {
+		t.Fatalf("scanned %d events, want %d", len(got), len(want))
+	}
+	for i, g := range got {
+		w := want[i]
+		if g.ID != w.ID || g.Key() != w.Key() || g.Sequence != w.Sequence || g.Type != w.Type || !g.Timestamp.Equal(w.Timestamp.Truncate(time.Microsecond)) ||
+			string(g.Payload) != string(w.Payload) || !maps.Equal(g.Headers, w.Headers) {
+			t.Errorf("event %d scanned as\n %+v\nwant\n %+v", i, g, w)
+		}
 	}
 }

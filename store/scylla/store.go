@@ -317,17 +317,22 @@ func (s *Store) AppendEvents(ctx context.Context, msgs ...outbox.Message) error 
 	return nil
 }
 
-// ScanOutbox reads every outbox row, each aggregate's in order: a full
-// table scan, for the demo's checker and tests, not for production paths.
+// ScanOutbox reads every outbox row whole (payload and headers included),
+// each aggregate's in order: a full table scan, for the checkers of the
+// demo, chaos and tests, not for production paths.
 func (s *Store) ScanOutbox(ctx context.Context) ([]outbox.Message, error) {
-	iter := s.session.Query(`SELECT id, aggregatetype, aggregateid, type, sequence, timestamp FROM ` + s.keyspace + `.outbox_messages`).
+	iter := s.session.Query(`SELECT id, aggregatetype, aggregateid, type, sequence, timestamp, payload, headers FROM ` + s.keyspace + `.outbox_messages`).
 		WithContext(ctx).PageSize(5000).Iter()
 	var out []outbox.Message
-	var m outbox.Message
 	var id gocql.UUID
 	var us int64
-	for iter.Scan(&id, &m.AggregateType, &m.AggregateID, &m.Type, &m.Sequence, &us) {
-		m.ID, m.Timestamp = uuid.UUID(id), time.UnixMicro(us).UTC()
+	var payload string
+	for {
+		var m outbox.Message
+		if !iter.Scan(&id, &m.AggregateType, &m.AggregateID, &m.Type, &m.Sequence, &us, &payload, &m.Headers) {
+			break
+		}
+		m.ID, m.Timestamp, m.Payload = uuid.UUID(id), time.UnixMicro(us).UTC(), []byte(payload)
 		out = append(out, m)
 	}
 	if err := iter.Close(); err != nil {
