@@ -7,6 +7,8 @@ import (
 	"context"
 	"crypto/subtle"
 	_ "embed"
+	"fmt"
+	"runtime/debug"
 	"log/slog"
 	"net/http"
 	"strings"
@@ -22,7 +24,7 @@ var openapiDoc []byte
 // OpenAPI returns the OpenAPI 3.1 document served at /openapi.json.
 func OpenAPI() []byte { return openapiDoc }
 
-// Orders runs the order commands (order.Mailbox or order.Service).
+// Orders runs the order commands (order.Service).
 type Orders interface {
 	Create(ctx context.Context, in order.CreateInput, meta order.Meta) (order.Order, bool, error)
 	Get(ctx context.Context, id string) (order.Order, error)
@@ -55,12 +57,18 @@ type Deps struct {
 	AdminToken string
 	// MaxReplays refuses replays past this many (default 3).
 	MaxReplays int
+	// MaxOrderRequests bounds the order commands running at once (0: no
+	// bound); more wait for a turn until their request ends, then get 503.
+	MaxOrderRequests int
 	Logger     *slog.Logger
 }
 
 type api struct {
 	Deps
 	mux *http.ServeMux
+	// orderTurns holds one token per order command running, when
+	// MaxOrderRequests bounds them.
+	orderTurns chan struct{}
 }
 
 // New builds the API handler.
@@ -69,10 +77,13 @@ func New(d Deps) http.Handler {
 		d.Logger = slog.New(slog.DiscardHandler)
 	}
 	a := &api{Deps: d, mux: http.NewServeMux()}
-	a.mux.HandleFunc("POST /orders", a.createOrder)
-	a.mux.HandleFunc("GET /orders/{id}", a.getOrder)
-	a.mux.HandleFunc("PATCH /orders/{id}", a.updateOrder)
-	a.mux.HandleFunc("POST /orders/{id}/cancel", a.cancelOrder)
+	if d.MaxOrderRequests > 0 {
+		a.orderTurns = make(chan struct{}, d.MaxOrderRequests)
+	}
+	a.mux.HandleFunc("POST /orders", a.orderTurn(a.createOrder))
+	a.mux.HandleFunc("GET /orders/{id}", a.orderTurn(a.getOrder))
+	a.mux.HandleFunc("PATCH /orders/{id}", a.orderTurn(a.updateOrder))
+	a.mux.HandleFunc("POST /orders/{id}/cancel", a.orderTurn(a.cancelOrder))
 	a.mux.HandleFunc("GET /dlq", a.admin(a.listDeadLetters))
 	a.mux.HandleFunc("GET /dlq/{id}", a.admin(a.getDeadLetter))
 	a.mux.HandleFunc("POST /dlq/{id}/replay", a.admin(a.actOnDeadLetter(outbox.ActionReplay)))
@@ -89,9 +100,76 @@ func New(d Deps) http.Handler {
 	return a
 }
 
-// ServeHTTP adds safe headers and turns the mux's own 404 and 405 into
-// problem JSON.
+// ServeHTTP adds safe headers, turns the mux's own 404 and 405 into
+// problem JSON, and a handler's panic into a logged 500: the server and
+// every other request carry on.
 func (a *api) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	rw := &responseStarted{ResponseWriter: w}
+	defer func() {
+		p := recover()
+		if p == nil {
+			return
+		}
+		if p == http.ErrAbortHandler {
+			panic(p)
+		}
+		a.Logger.Error("HTTP handler panicked", "method", r.Method, "path", r.URL.Path, "panic", p, "stack", string(debug.Stack()))
+		if !rw.started {
+			writeProblem(rw, r, problem(http.StatusInternalServerError, "internal", "Internal error",
+				"the request failed unexpectedly; it may or may not have been applied (retry with If-Match or Idempotency-Key to be safe)"))
+		}
+	}()
+	a.serve(rw, r)
+}
+
+// responseStarted notes whether a handler began its answer, so a panic is
+// answered only when nothing was written yet.
+type responseStarted struct {
+	http.ResponseWriter
+	started bool
+}
+
+func (w *responseStarted) WriteHeader(code int) { w.started = true; w.ResponseWriter.WriteHeader(code) }
+func (w *responseStarted) Write(b []byte) (int, error) {
+	w.started = true
+	return w.ResponseWriter.Write(b)
+}
+func (w *responseStarted) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// maxTurnWait bounds how long an order command waits for a turn; the
+// server's WriteTimeout (30 s) does not end a request's context.
+const maxTurnWait = 10 * time.Second
+
+// orderTurn runs h when an order command may run: a bounded number run at
+// once (they hold database connections and, on SQLite, the one writer),
+// and one that waits longer than maxTurnWait, or whose request ends
+// first, is answered 503 having done nothing.
+func (a *api) orderTurn(h http.HandlerFunc) http.HandlerFunc {
+	if a.orderTurns == nil {
+		return h
+	}
+	return func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case a.orderTurns <- struct{}{}:
+		default:
+			t := time.NewTimer(maxTurnWait)
+			defer t.Stop()
+			select {
+			case a.orderTurns <- struct{}{}:
+			case <-r.Context().Done():
+				a.orderProblem(w, r, fmt.Errorf("%w: waiting for a turn: %w", order.ErrUnavailable, r.Context().Err()))
+				return
+			case <-t.C:
+				a.orderProblem(w, r, fmt.Errorf("%w: no turn within %s", order.ErrUnavailable, maxTurnWait))
+				return
+			}
+		}
+		defer func() { <-a.orderTurns }()
+		h(w, r)
+	}
+}
+
+func (a *api) serve(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("X-Content-Type-Options", "nosniff")
 	w.Header().Set("Cache-Control", "no-store")
 	if _, pattern := a.mux.Handler(r); pattern == "" {

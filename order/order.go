@@ -94,6 +94,10 @@ var (
 	ErrConflict       = errors.New("version conflict")
 	ErrCancelled      = errors.New("order is cancelled")
 	ErrIdempotencyKey = errors.New("idempotency key reused with a different request")
+	// ErrUnavailable: the store could not be reached or did not answer in
+	// time, or the command got no turn to run. A retry with If-Match or
+	// an Idempotency-Key is safe.
+	ErrUnavailable = errors.New("order service unavailable")
 )
 
 // ValidationError names the field that is wrong.

@@ -2,7 +2,7 @@
 //
 // The root supervisor is the coordinator: it owns every worker's
 // lifecycle and the bounded graceful shutdown. Policies map as follows:
-//   - Restart (order workers, relay): a panic or error ends the worker's
+//   - Restart (relay, store workers such as the ScyllaDB sweeper): a panic or error ends the worker's
 //     Serve; the coordinator starts it again (the relay from its
 //     checkpoint). Only the worker that failed is restarted.
 //   - Resume (health checker, dead-letter worker): the worker handles a

@@ -94,7 +94,7 @@ func TestHelpDocumentsEveryFlag(t *testing.T) {
 	if code != 0 {
 		t.Fatal(code)
 	}
-	for _, flag := range []string{"--store", "--brokers", "--http", "--broker-port", "--topic-template", "--poll-interval", "--breaker-open-timeout", "--order-workers", "--config", "--log-level"} {
+	for _, flag := range []string{"--store", "--brokers", "--http", "--broker-port", "--topic-template", "--poll-interval", "--breaker-open-timeout", "--order-concurrency", "--config", "--log-level"} {
 		if !strings.Contains(out, flag) {
 			t.Errorf("serve --help does not document %s", flag)
 		}

@@ -108,7 +108,7 @@ func (inverted) Type() string { return "bool" }
 
 func addHTTPFlags(fs *pflag.FlagSet, c *config) {
 	fs.StringVar(&c.HTTP, "http", "127.0.0.1:8080", "HTTP listen address; beyond loopback it needs OUTBOX_ADMIN_TOKEN")
-	fs.IntVar(&c.OrderWorkers, "order-workers", 4, "order workers serving commands concurrently")
+	fs.IntVar(&c.OrderWorkers, "order-concurrency", 4, "order commands run at once; more wait for a turn (up to 10s, then 503)")
 }
 
 // resolve fills flags not given on the command line from OUTBOX_* variables,
@@ -196,7 +196,7 @@ func (c *config) validate() error {
 	case c.MaxInFlight < 0 || c.MaxInFlight > 1<<20:
 		return usagef("--max-in-flight must be between 1 and 1048576, got %d", c.MaxInFlight)
 	case c.OrderWorkers < 0 || c.OrderWorkers > 256:
-		return usagef("--order-workers must be between 1 and 256, got %d", c.OrderWorkers)
+		return usagef("--order-concurrency must be between 1 and 256, got %d", c.OrderWorkers)
 	}
 	switch c.LogLevel {
 	case "debug", "info", "warn", "error":

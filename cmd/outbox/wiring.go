@@ -32,11 +32,12 @@ import (
 // supervision tree; the packages below it know nothing of flags.
 
 type appOptions struct {
-	http        bool        // serve the API and run order workers
+	http        bool        // serve the API
 	relayOnly   bool        // outbox relay: needs --brokers, says what it relays
 	brokerOpts  []kfake.Opt // extra options for the embedded broker
 	kafkaOpts   []kgo.Opt   // extra client options (chaos: a dialer through a proxy)
 	relayConfig func(*relay.Config)
+	wrapOrders  func(httpapi.Orders) httpapi.Orders // tests: inject faults
 }
 
 type app struct {
@@ -54,8 +55,6 @@ type app struct {
 	health     *health.Checker
 	metrics    *metrics.Metrics
 	tree       *supervise.Tree
-	mailbox    *order.Mailbox
-	workers    []*order.Worker
 	listener   net.Listener
 	closers    []func() error
 }
@@ -229,18 +228,16 @@ func newApp(ctx context.Context, cfg config, logOut io.Writer, opts appOptions) 
 		a.tree.Add(name, w)
 	}
 	if opts.http {
-		a.mailbox = order.NewMailbox(64)
-		svc := order.NewService(a.store.orders())
-		for i := range max(cfg.OrderWorkers, 1) {
-			w := order.NewWorker(svc, a.mailbox)
-			a.workers = append(a.workers, w)
-			a.tree.Add(fmt.Sprintf("order-%d", i+1), w)
+		var orders httpapi.Orders = order.NewService(a.store.orders())
+		if opts.wrapOrders != nil {
+			orders = opts.wrapOrders(orders)
 		}
 		if a.listener, err = net.Listen("tcp", cfg.HTTP); err != nil {
 			return nil, fmt.Errorf("listen on %s: %w", cfg.HTTP, err)
 		}
 		handler := httpapi.New(httpapi.Deps{
-			Orders:      a.mailbox,
+			Orders:      orders,
+			MaxOrderRequests: max(cfg.OrderWorkers, 1),
 			DeadLetters: a.store,
 			Poke:        a.relay.Poke,
 			Ready:       a.ready,
