@@ -40,12 +40,19 @@ type Worker struct {
 
 var _ outbox.DeadLetterStore = (*Worker)(nil)
 
-// New wraps store. notify and counter may be nil.
-func New(store outbox.DeadLetterStore, notify Notifier, counter Counter, log *slog.Logger) *Worker {
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
+// Config configures a Worker; every field may be left zero.
+type Config struct {
+	Notifier Notifier // alerts; none when nil
+	Counter  Counter  // alert outcomes, for metrics
+	Logger   *slog.Logger
+}
+
+// New wraps store.
+func New(store outbox.DeadLetterStore, cfg Config) *Worker {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Worker{DeadLetterStore: store, notify: notify, counter: counter, log: log,
+	return &Worker{DeadLetterStore: store, notify: cfg.Notifier, counter: cfg.Counter, log: cfg.Logger,
 		alerts: make(chan outbox.DeadLetter, 256)}
 }
 

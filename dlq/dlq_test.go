@@ -42,7 +42,7 @@ func TestWorkerWritesCountsAndAlertsWithRetries(t *testing.T) {
 		t.Fatal(err)
 	}
 	store := memstore.New()
-	w := dlq.New(store, hook, nil, nil)
+	w := dlq.New(store, dlq.Config{Notifier: hook})
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error)
 	go func() { done <- w.Serve(ctx) }()

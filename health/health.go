@@ -39,15 +39,24 @@ type Checker struct {
 	results map[string]Result
 }
 
-// New builds a checker (interval default 5 s).
-func New(interval time.Duration, log *slog.Logger, checks ...Check) *Checker {
-	if interval <= 0 {
-		interval = 5 * time.Second
+// Config configures a Checker. The zero value checks every 5 s and logs
+// nothing.
+type Config struct {
+	// Interval between rounds of checks (default 5 s). Each check is
+	// bounded by the smaller of Interval and 2 s.
+	Interval time.Duration
+	Logger   *slog.Logger
+}
+
+// New builds a checker.
+func New(cfg Config, checks ...Check) *Checker {
+	if cfg.Interval <= 0 {
+		cfg.Interval = 5 * time.Second
 	}
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Checker{checks: checks, interval: interval, timeout: min(interval, 2*time.Second), log: log, results: map[string]Result{}}
+	return &Checker{checks: checks, interval: cfg.Interval, timeout: min(cfg.Interval, 2*time.Second), log: cfg.Logger, results: map[string]Result{}}
 }
 
 // startupGrace lets sibling workers start before the first round, so the

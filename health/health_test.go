@@ -11,7 +11,7 @@ import (
 
 func TestFailingAndPanickingChecksAreReportedAndResumed(t *testing.T) {
 	storeDown := true
-	c := health.New(time.Second, nil,
+	c := health.New(health.Config{Interval: time.Second},
 		health.Check{Name: "store", Critical: true, Run: func(context.Context) error {
 			if storeDown {
 				return errors.New("database is locked")

@@ -36,7 +36,7 @@ type fixture struct {
 
 func newFixture(t testing.TB, token string) *fixture {
 	t.Helper()
-	s, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "api.db"), sqlite.Options{Synchronous: "NORMAL"})
+	s, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "api.db"), sqlite.Config{Synchronous: "NORMAL"})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,7 +13,7 @@ import (
 
 func newService(t *testing.T) (*order.Service, *sqlite.Store) {
 	t.Helper()
-	s, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "o.db"), sqlite.Options{})
+	s, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "o.db"), sqlite.Config{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -106,7 +106,7 @@ func BenchmarkDrain(b *testing.B) {
 
 func backlog(b *testing.B, n, aggregates int, payload string) (*sqlite.Store, []outbox.Message) {
 	ctx := context.Background()
-	s, err := sqlite.Open(ctx, filepath.Join(b.TempDir(), "bench.db"), sqlite.Options{Synchronous: "NORMAL"})
+	s, err := sqlite.Open(ctx, filepath.Join(b.TempDir(), "bench.db"), sqlite.Config{Synchronous: "NORMAL"})
 	if err != nil {
 		b.Fatal(err)
 	}

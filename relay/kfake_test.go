@@ -64,7 +64,7 @@ func newRig(t *testing.T, pubCfg kafka.Config) *rig {
 // are to be injected, nil for a real broker.
 func newRigOn(t *testing.T, b *kafka.Embedded, brokers []string, pubCfg kafka.Config) *rig {
 	t.Helper()
-	s, err := sqlite.Open(t.Context(), filepath.Join(t.TempDir(), "outbox.db"), sqlite.Options{Synchronous: "NORMAL"})
+	s, err := sqlite.Open(t.Context(), filepath.Join(t.TempDir(), "outbox.db"), sqlite.Config{Synchronous: "NORMAL"})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -62,7 +62,7 @@ func openBackend(ctx context.Context, cfg config, log *slog.Logger) (backend, er
 	switch scheme {
 	case "sqlite":
 		path, _ := parseStoreURL(cfg.Store)
-		s, err := sqlite.Open(ctx, path, sqlite.Options{})
+		s, err := sqlite.Open(ctx, path, sqlite.Config{})
 		if err != nil {
 			return nil, err
 		}

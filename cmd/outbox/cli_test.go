@@ -104,7 +104,7 @@ func TestHelpDocumentsEveryFlag(t *testing.T) {
 func TestDLQCommands(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "dlq.db")
 	ctx := context.Background()
-	s, err := sqlite.Open(ctx, path, sqlite.Options{})
+	s, err := sqlite.Open(ctx, path, sqlite.Config{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -159,7 +159,7 @@ func runDemo(ctx context.Context, cfg config, opts demoOptions, stdout, stderr i
 		return err
 	}
 	defer os.RemoveAll(inboxDir)
-	inbox, err := sqlite.Open(ctx, filepath.Join(inboxDir, "inbox.db"), sqlite.Options{Synchronous: "NORMAL"})
+	inbox, err := sqlite.Open(ctx, filepath.Join(inboxDir, "inbox.db"), sqlite.Config{Synchronous: "NORMAL"})
 	if err != nil {
 		return err
 	}

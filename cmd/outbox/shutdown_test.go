@@ -126,7 +126,7 @@ func TestGracefulStopWithPublishesInFlightLeavesNoDuplicates(t *testing.T) {
 		st := status(c)
 		return st.Backlog == 0 && st.LagEvents == 0 && st.InFlight == 0
 	})
-	s, err := sqlite.Open(t.Context(), strings.TrimPrefix(store, "sqlite://"), sqlite.Options{})
+	s, err := sqlite.Open(t.Context(), strings.TrimPrefix(store, "sqlite://"), sqlite.Config{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -109,7 +109,7 @@ func twoRelaysOneStore(t *testing.T, store, source string, appendEvent appendFn)
 
 func TestTwoRelaysOnOneSQLiteFilePublishOnce(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "orders.db")
-	s, err := sqlite.Open(t.Context(), path, sqlite.Options{})
+	s, err := sqlite.Open(t.Context(), path, sqlite.Config{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -135,7 +135,7 @@ func newApp(ctx context.Context, cfg config, logOut io.Writer, opts appOptions) 
 		}
 		notifier = wh
 	}
-	a.dlq = dlq.New(a.store, notifier, a.metrics, a.log.With("worker", "dlq"))
+	a.dlq = dlq.New(a.store, dlq.Config{Notifier: notifier, Counter: a.metrics, Logger: a.log.With("worker", "dlq")})
 
 	src, err := a.store.source(ctx, cfg, a.log.With("worker", "relay"))
 	if err != nil {
@@ -162,7 +162,7 @@ func newApp(ctx context.Context, cfg config, logOut io.Writer, opts appOptions) 
 		a.metrics.SetParked(len(parked))
 	}
 
-	a.health = health.New(time.Second, a.log.With("worker", "health"),
+	a.health = health.New(health.Config{Interval: time.Second, Logger: a.log.With("worker", "health")},
 		health.Check{Name: "store", Critical: true, Run: a.store.Ping},
 		health.Check{Name: "relay", Critical: true, Run: func(context.Context) error {
 			if !a.relay.Running() {
@@ -236,15 +236,15 @@ func newApp(ctx context.Context, cfg config, logOut io.Writer, opts appOptions) 
 			return nil, fmt.Errorf("listen on %s: %w", cfg.HTTP, err)
 		}
 		handler := httpapi.New(httpapi.Deps{
-			Orders:      orders,
+			Orders:           orders,
 			MaxOrderRequests: max(cfg.OrderWorkers, 1),
-			DeadLetters: a.store,
-			Poke:        a.relay.Poke,
-			Ready:       a.ready,
-			Status:      func(ctx context.Context) any { return a.status(ctx) },
-			Metrics:     promhttp.HandlerFor(reg, promhttp.HandlerOpts{}),
-			AdminToken:  cfg.AdminToken,
-			Logger:      a.log.With("worker", "http"),
+			DeadLetters:      a.store,
+			Poke:             a.relay.Poke,
+			Ready:            a.ready,
+			Status:           func(ctx context.Context) any { return a.status(ctx) },
+			Metrics:          promhttp.HandlerFor(reg, promhttp.HandlerOpts{}),
+			AdminToken:       cfg.AdminToken,
+			Logger:           a.log.With("worker", "http"),
 		})
 		a.tree.Add("http", &httpService{srv: httpapi.NewServer(cfg.HTTP, handler), ln: a.listener, log: a.log})
 	}

@@ -15,7 +15,7 @@ import (
 func TestRelayLockAdmitsOneHolder(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "outbox.db")
 	open := func() *sqlite.Store {
-		s, err := sqlite.Open(t.Context(), path, sqlite.Options{})
+		s, err := sqlite.Open(t.Context(), path, sqlite.Config{})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -29,8 +29,8 @@ import (
 //go:embed migrations/*.sql
 var migrations embed.FS
 
-// Options tune the database. The zero value is durable: synchronous=FULL.
-type Options struct {
+// Config tunes the database. The zero value is durable: synchronous=FULL.
+type Config struct {
 	// Synchronous is SQLite's PRAGMA synchronous: FULL (default) survives
 	// power loss; NORMAL only survives a process crash, in WAL mode.
 	Synchronous string
@@ -88,28 +88,28 @@ func (s *Store) execTx(ctx context.Context, tx *sql.Tx, query string, args ...an
 
 // Open opens (creating if needed) the database at path. ":memory:" is not
 // supported: the relay and writers need one shared database.
-func Open(ctx context.Context, path string, opts Options) (*Store, error) {
+func Open(ctx context.Context, path string, cfg Config) (*Store, error) {
 	if path == "" || path == ":memory:" {
 		return nil, fmt.Errorf("sqlite: a file path is required, got %q", path)
 	}
-	if opts.Synchronous == "" {
-		opts.Synchronous = "FULL"
+	if cfg.Synchronous == "" {
+		cfg.Synchronous = "FULL"
 	}
-	switch strings.ToUpper(opts.Synchronous) {
+	switch strings.ToUpper(cfg.Synchronous) {
 	case "OFF", "NORMAL", "FULL", "EXTRA":
 	default:
-		return nil, fmt.Errorf("sqlite: Synchronous must be OFF, NORMAL, FULL or EXTRA, got %q", opts.Synchronous)
+		return nil, fmt.Errorf("sqlite: Synchronous must be OFF, NORMAL, FULL or EXTRA, got %q", cfg.Synchronous)
 	}
-	if opts.BusyTimeout < 0 {
-		return nil, fmt.Errorf("sqlite: BusyTimeout must not be negative, got %s", opts.BusyTimeout)
+	if cfg.BusyTimeout < 0 {
+		return nil, fmt.Errorf("sqlite: BusyTimeout must not be negative, got %s", cfg.BusyTimeout)
 	}
-	if opts.BusyTimeout == 0 {
-		opts.BusyTimeout = 5 * time.Second
+	if cfg.BusyTimeout == 0 {
+		cfg.BusyTimeout = 5 * time.Second
 	}
 	q := url.Values{}
 	q.Add("_pragma", "journal_mode(WAL)")
-	q.Add("_pragma", "synchronous("+strings.ToUpper(opts.Synchronous)+")")
-	q.Add("_pragma", fmt.Sprintf("busy_timeout(%d)", opts.BusyTimeout.Milliseconds()))
+	q.Add("_pragma", "synchronous("+strings.ToUpper(cfg.Synchronous)+")")
+	q.Add("_pragma", fmt.Sprintf("busy_timeout(%d)", cfg.BusyTimeout.Milliseconds()))
 	q.Add("_pragma", "foreign_keys(ON)")
 	// Take the write lock at BEGIN: a deferred transaction that reads then
 	// writes can fail with SQLITE_BUSY instead of waiting.

@@ -19,7 +19,7 @@ import (
 func open(t testing.TB) *sqlite.Store {
 	t.Helper()
 	ctx := context.Background()
-	s, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "outbox.db"), sqlite.Options{})
+	s, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "outbox.db"), sqlite.Config{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -76,12 +76,12 @@ func TestOpenRejectsBadOptions(t *testing.T) {
 	for _, tc := range []struct {
 		name string
 		path string
-		opts sqlite.Options
+		opts sqlite.Config
 	}{
-		{"memory", ":memory:", sqlite.Options{}},
-		{"empty path", "", sqlite.Options{}},
-		{"bad synchronous", filepath.Join(t.TempDir(), "x.db"), sqlite.Options{Synchronous: "SOMETIMES"}},
-		{"negative busy timeout", filepath.Join(t.TempDir(), "x.db"), sqlite.Options{BusyTimeout: -time.Second}},
+		{"memory", ":memory:", sqlite.Config{}},
+		{"empty path", "", sqlite.Config{}},
+		{"bad synchronous", filepath.Join(t.TempDir(), "x.db"), sqlite.Config{Synchronous: "SOMETIMES"}},
+		{"negative busy timeout", filepath.Join(t.TempDir(), "x.db"), sqlite.Config{BusyTimeout: -time.Second}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if _, err := sqlite.Open(context.Background(), tc.path, tc.opts); err == nil {
