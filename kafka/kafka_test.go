@@ -249,3 +249,25 @@ func TestPublisherConfigErrors(t *testing.T) {
 		t.Fatal("embedded broker accepted port 70000")
 	}
 }
+
+func TestTheDefaultRoutingKeepsAnAggregateInOnePartition(t *testing.T) {
+	e := embedded(t)
+	p := publisher(t, e.Addrs(), kafka.Config{}) // no TopicTemplate
+	for i, typ := range []string{"OrderCreated", "OrderUpdated", "OrderCancelled"} {
+		if err := p.Publish(ctx(t), msg(t, "order", "o-1", typ, int64(i+1), "x")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	recs, err := kafka.ReadAll(ctx(t), e.Addrs(), []string{"outbox.event.order"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(recs) != 3 {
+		t.Fatalf("outbox.event.order holds %d records, want all 3 of the aggregate's events", len(recs))
+	}
+	for i, r := range recs {
+		if seq, _ := r.Sequence(); seq != int64(i+1) || r.Partition != recs[0].Partition {
+			t.Fatalf("record %d: sequence %d in partition %d, want %d in one partition", i, seq, r.Partition, i+1)
+		}
+	}
+}

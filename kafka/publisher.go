@@ -19,7 +19,10 @@ import (
 // Config configures the publisher. Its zero value needs only Brokers.
 type Config struct {
 	Brokers []string
-	// TopicTemplate routes messages (default TopicPerEventType, the design's).
+	// TopicTemplate routes messages. The default, TopicPerAggregateType,
+	// keeps an aggregate's events on one partition of one topic, in
+	// order; TopicPerEventType (the original design's) spreads them over
+	// topics, where consumers see them in no common order.
 	TopicTemplate string
 	// Linger is how long franz-go waits to fill a batch. The relay waits on
 	// every acknowledgement, so the default is 0: latency over batching.
@@ -99,7 +102,7 @@ func NewPublisher(cfg Config) (*Publisher, error) {
 		return nil, fmt.Errorf("kafka: Brokers is empty")
 	}
 	if cfg.TopicTemplate == "" {
-		cfg.TopicTemplate = TopicPerEventType
+		cfg.TopicTemplate = TopicPerAggregateType
 	}
 	router, err := NewRouter(cfg.TopicTemplate)
 	if err != nil {

@@ -72,7 +72,7 @@ func addCommonFlags(fs *pflag.FlagSet, c *config) {
 	fs.StringVar(&c.KafkaSASL, "kafka-sasl-mechanism", "", "SASL mechanism: SCRAM-SHA-256, SCRAM-SHA-512 or PLAIN (TLS only); the password comes from OUTBOX_KAFKA_SASL_PASSWORD or _FILE")
 	fs.StringVar(&c.KafkaSASLUser, "kafka-sasl-user", "", "SASL user")
 	fs.IntVar(&c.BrokerPort, "broker-port", 9092, "port of the embedded broker on 127.0.0.1 (0: any free port)")
-	fs.StringVar(&c.TopicTemplate, "topic-template", "outbox.event.{aggregatetype}", "topic routing: {aggregatetype} and {type} are replaced; {type} is the design's topic per event type")
+	fs.StringVar(&c.TopicTemplate, "topic-template", kafka.TopicPerAggregateType, "topic routing: {aggregatetype} and {type} are replaced; {type} is the design's topic per event type")
 	f := fs.VarPF(inverted{&c.NoAutoCreate}, "kafka-auto-create-topics", "", "let the broker create a missing topic on first publish; off, an event for a missing topic fails (and is parked after --stuck-timeout)")
 	f.NoOptDefVal, f.DefValue = "true", "true"
 	fs.DurationVar(&c.PollInterval, "poll-interval", 100*time.Millisecond, "how often the relay polls an idle outbox")
