@@ -14,8 +14,8 @@ import (
 
 	"github.com/outbox-dev/outbox/kafka"
 	"github.com/outbox-dev/outbox/outbox"
-	"github.com/outbox-dev/outbox/poll"
 	"github.com/outbox-dev/outbox/relay"
+	"github.com/outbox-dev/outbox/store/poll"
 	"github.com/outbox-dev/outbox/store/sqlite"
 )
 

@@ -6,9 +6,9 @@ import (
 	"time"
 
 	"github.com/outbox-dev/outbox/outbox"
-	"github.com/outbox-dev/outbox/poll"
 	"github.com/outbox-dev/outbox/relay"
 	"github.com/outbox-dev/outbox/store/memstore"
+	"github.com/outbox-dev/outbox/store/poll"
 )
 
 // printer stands in for a Kafka publisher.

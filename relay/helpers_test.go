@@ -12,9 +12,9 @@ import (
 	"github.com/outbox-dev/outbox/checker"
 	"github.com/outbox-dev/outbox/internal/testenv"
 	"github.com/outbox-dev/outbox/outbox"
-	"github.com/outbox-dev/outbox/poll"
 	"github.com/outbox-dev/outbox/relay"
 	"github.com/outbox-dev/outbox/store/memstore"
+	"github.com/outbox-dev/outbox/store/poll"
 )
 
 // fakePublisher records what it acknowledged, in order; fail decides

@@ -15,7 +15,7 @@ import (
 	"github.com/outbox-dev/outbox/httpapi"
 	"github.com/outbox-dev/outbox/order"
 	"github.com/outbox-dev/outbox/outbox"
-	"github.com/outbox-dev/outbox/poll"
+	"github.com/outbox-dev/outbox/store/poll"
 	"github.com/outbox-dev/outbox/store/postgres"
 	"github.com/outbox-dev/outbox/store/sqlite"
 )

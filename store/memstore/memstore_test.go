@@ -7,8 +7,8 @@ import (
 	"time"
 
 	"github.com/outbox-dev/outbox/outbox"
-	"github.com/outbox-dev/outbox/poll"
 	"github.com/outbox-dev/outbox/store/memstore"
+	"github.com/outbox-dev/outbox/store/poll"
 	"github.com/outbox-dev/outbox/store/storetest"
 )
 

@@ -20,9 +20,9 @@ import (
 	"github.com/outbox-dev/outbox/kafka"
 	"github.com/outbox-dev/outbox/order"
 	"github.com/outbox-dev/outbox/outbox"
-	"github.com/outbox-dev/outbox/poll"
 	"github.com/outbox-dev/outbox/relay"
 	"github.com/outbox-dev/outbox/retry"
+	"github.com/outbox-dev/outbox/store/poll"
 	"github.com/outbox-dev/outbox/store/postgres"
 )
 

@@ -9,7 +9,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/outbox-dev/outbox/outbox"
-	"github.com/outbox-dev/outbox/poll"
+	"github.com/outbox-dev/outbox/store/poll"
 )
 
 // A transaction's id is taken at its first write, not at its commit. T1

@@ -11,7 +11,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/outbox-dev/outbox/outbox"
-	"github.com/outbox-dev/outbox/poll"
+	"github.com/outbox-dev/outbox/store/poll"
 )
 
 // The polling source reads in (txid, position) order, and only rows whose

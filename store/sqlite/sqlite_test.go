@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/outbox-dev/outbox/outbox"
-	"github.com/outbox-dev/outbox/poll"
+	"github.com/outbox-dev/outbox/store/poll"
 	"github.com/outbox-dev/outbox/store/sqlite"
 	"github.com/outbox-dev/outbox/store/storetest"
 )

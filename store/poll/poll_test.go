@@ -12,8 +12,8 @@ import (
 	"time"
 
 	"github.com/outbox-dev/outbox/outbox"
-	"github.com/outbox-dev/outbox/poll"
 	"github.com/outbox-dev/outbox/store/memstore"
+	"github.com/outbox-dev/outbox/store/poll"
 )
 
 // appendOne commits one event; it reports with t.Error, so it may run on
