@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"time"
 
 	"github.com/gocql/gocql"
@@ -283,8 +284,17 @@ func unavailable(err error) bool {
 		}
 		return false
 	}
-	return errors.Is(err, gocql.ErrNoConnections) || errors.Is(err, gocql.ErrHostDown) || errors.Is(err, gocql.ErrNoPool) ||
-		errors.Is(err, gocql.ErrNoConnectionsInPool) || errors.Is(err, gocql.ErrNoStreams)
+	if errors.Is(err, gocql.ErrNoConnections) || errors.Is(err, gocql.ErrHostDown) || errors.Is(err, gocql.ErrNoPool) ||
+		errors.Is(err, gocql.ErrNoConnectionsInPool) || errors.Is(err, gocql.ErrNoStreams) || errors.Is(err, gocql.ErrConnectionClosed) {
+		return true
+	}
+	// A request the driver never sent, the node being gone: a connection
+	// it had closed, or a write that failed (a broken pipe after the node
+	// was killed). Not one it could not encode, which is this side's.
+	var qe *gocql.QueryError
+	var me gocql.MarshalError
+	var ne net.Error
+	return errors.As(err, &qe) && !qe.PotentiallyExecuted() && !errors.As(err, &me) || errors.As(err, &ne)
 }
 
 // ttlSeconds is d as a CQL TTL.

@@ -96,7 +96,11 @@ type Store struct {
 }
 
 // Open connects.
-func Open(cfg Config) (*Store, error) {
+func Open(cfg Config) (*Store, error) { return open(cfg, nil) }
+
+// open is Open with the driver's configuration adjusted by tweak (tests:
+// a dialer).
+func open(cfg Config, tweak func(*gocql.ClusterConfig)) (*Store, error) {
 	if len(cfg.Hosts) == 0 || cfg.Keyspace == "" {
 		return nil, fmt.Errorf("scylla: Hosts and Keyspace are required")
 	}
@@ -139,6 +143,9 @@ func Open(cfg Config) (*Store, error) {
 	c.QueryObserver = cfg.QueryObserver
 	if cfg.Username != "" {
 		c.Authenticator = gocql.PasswordAuthenticator{Username: cfg.Username, Password: cfg.Password}
+	}
+	if tweak != nil {
+		tweak(c)
 	}
 	s, err := c.CreateSession()
 	if err != nil {

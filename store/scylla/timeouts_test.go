@@ -1,12 +1,16 @@
 package scylla
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"net"
 	"regexp"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -350,5 +354,84 @@ func TestCassandraNotesAreBucketedAndSweptFromAHorizon(t *testing.T) {
 	t.Logf("tombstones read: %d by one read of the old single partition, %d by a whole sweep now", before, swept)
 	if before < 1000 || swept > 100 {
 		t.Fatalf("tombstones read: %d by the old partition's read (want 1,200), %d by a sweep (want none of the 1,200 passed minutes')", before, swept)
+	}
+}
+
+// breakableDialer dials connections whose writes fail once it is broken,
+// as a socket does whose peer was SIGKILLed (EPIPE): the request never
+// reaches the node.
+type breakableDialer struct{ broken atomic.Bool }
+
+func (d *breakableDialer) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
+	var nd net.Dialer
+	c, err := nd.DialContext(ctx, network, addr)
+	if err != nil {
+		return nil, err
+	}
+	return &breakableConn{Conn: c, d: d}, nil
+}
+
+type breakableConn struct {
+	net.Conn
+	d *breakableDialer
+}
+
+func (c *breakableConn) Write(b []byte) (int, error) {
+	if c.d.broken.Load() {
+		c.Conn.Close()
+		return 0, &net.OpError{Op: "write", Net: "tcp", Err: syscall.EPIPE}
+	}
+	return c.Conn.Write(b)
+}
+
+// TestCassandraARequestTheNodeNeverReceivedIsAnswered503: when the node
+// dies (chaos R6 SIGKILLs it), requests on the connections it left are
+// not sent: the driver reports them not executed (a broken pipe, a closed
+// connection). They are the cluster's unavailability, answered 503, not
+// 500 (found by R6 on the ScyllaDB emulation: "claim idempotency key:
+// gocql: connection closed waiting for response (potentially executed:
+// false)" answered 500).
+func TestCassandraARequestTheNodeNeverReceivedIsAnswered503(t *testing.T) {
+	t.Parallel()
+	_, ks := cassandra(t)
+	d := &breakableDialer{}
+	s, err := open(Config{Hosts: cassandraHosts(t), Keyspace: ks, Timeout: 10 * time.Second, ProtoVersion: 4}, func(c *gocql.ClusterConfig) {
+		c.Dialer = d
+		c.NumConns = 1
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ctx := t.Context()
+	o := testOrder("o1")
+	if _, _, err := s.Orders().Create(ctx, o, orderEvent(t, o), "key-1", "h1"); err != nil {
+		t.Fatal(err)
+	}
+	d.broken.Store(true)
+	for _, tc := range []struct {
+		what string
+		op   func() error
+	}{
+		{"create with a key", func() error {
+			o := testOrder("o2")
+			_, _, err := s.Orders().Create(ctx, o, orderEvent(t, o), "key-2", "h2")
+			return err
+		}},
+		{"create", func() error {
+			o := testOrder("o3")
+			_, _, err := s.Orders().Create(ctx, o, orderEvent(t, o), "", "")
+			return err
+		}},
+		{"update", func() error {
+			o := testOrder("o1")
+			o.Version = 2
+			return s.Orders().Update(ctx, o, orderEvent(t, o))
+		}},
+		{"read", func() error { _, err := s.Orders().Get(ctx, "o1"); return err }},
+	} {
+		if err := tc.op(); !errors.Is(err, order.ErrUnavailable) {
+			t.Errorf("%s on a dead connection: %v, want order.ErrUnavailable (503)", tc.what, err)
+		}
 	}
 }
