@@ -10,8 +10,8 @@
 # Source it, call start_services, and it exports OUTBOX_TEST_PG_DSN,
 # OUTBOX_TEST_PG_CTL (a wrapper: stop-immediate | start),
 # OUTBOX_TEST_KAFKA_BROKERS, OUTBOX_TEST_KAFKA_CTL (kill | start),
-# OUTBOX_TEST_CASSANDRA_HOSTS and
-# OUTBOX_TEST_SCYLLA_HOSTS (the emulation's proxy).
+# OUTBOX_TEST_CASSANDRA_HOSTS, OUTBOX_TEST_CASSANDRA_CTL (kill | start)
+# and OUTBOX_TEST_SCYLLA_HOSTS (the emulation's proxy).
 # stop_services (also run on EXIT) stops them all.
 set -uo pipefail
 
@@ -245,8 +245,13 @@ data_file_directories: [$dir/data]
 commitlog_directory: $dir/commitlog
 saved_caches_directory: $dir/caches
 hints_directory: $dir/hints
-commitlog_sync: periodic
-commitlog_sync_period: 10000ms
+# Acknowledged means on disk: with the default periodic sync (10 s, as in
+# ScyllaDB) a SIGKILLed node replays its commit log only up to the last
+# sync and loses what it acknowledged since (a one-node cluster has no
+# other replica to keep it), which chaos R6 would blame on the outbox.
+commitlog_sync: batch
+# Tests drop their keyspaces (chaos one per scenario): no snapshot of each.
+auto_snapshot: false
 seed_provider:
   - class_name: org.apache.cassandra.locator.SimpleSeedProvider
     parameters:
@@ -280,18 +285,44 @@ LOG
            java.base/java.util.concurrent.atomic java.base/java.lang.reflect java.base/java.net; do opens+=(--add-opens "$m=ALL-UNNAMED"); done
   # CASSANDRA_HEAP: a smaller heap where several clusters share a machine.
   local heap=${CASSANDRA_HEAP:-1g}
-  java -Xms"${CASSANDRA_HEAP_MIN:-512m}" -Xmx"$heap" -XX:+UseSerialGC "${opens[@]}" -Dcassandra.config="file://$dir/cassandra.yaml" \
-    -Dlogback.configurationFile="$dir/logback.xml" -Dcassandra-foreground=yes -Dcassandra.skip_wait_for_gossip_to_settle=0 \
-    -Dcassandra.ring_delay_ms=100 -Dcassandra.jmx.local.port="$jport" -Dcassandra.storagedir="$dir" \
-    -Dcassandra.triggers_dir="$dir/triggers" \
-    -cp "$CASSANDRA_LIBS/*" org.apache.cassandra.service.CassandraDaemon >"$dir/stdout.log" 2>&1 &
-  CASSANDRA_PID=$!
-  if ! wait_port 127.0.0.1 "$port" 120; then
+  local java=(java -Xms"${CASSANDRA_HEAP_MIN:-512m}" -Xmx"$heap" -XX:+UseSerialGC "${opens[@]}" -Dcassandra.config="file://$dir/cassandra.yaml"
+    -Dlogback.configurationFile="$dir/logback.xml" -Dcassandra-foreground=yes -Dcassandra.skip_wait_for_gossip_to_settle=0
+    -Dcassandra.ring_delay_ms=100 -Dcassandra.jmx.local.port="$jport" -Dcassandra.storagedir="$dir"
+    -Dcassandra.triggers_dir="$dir/triggers"
+    -cp "$CASSANDRA_LIBS/*" org.apache.cassandra.service.CassandraDaemon)
+  # The node runs under a control script, so tests can SIGKILL it and
+  # start it again with the same command line, the trigger directory
+  # included (chaos R6 on the ScyllaDB emulation); its current pid is kept
+  # in cassandra.pid.
+  local javacmd
+  javacmd=$(printf '%q ' "${java[@]}")
+  cat >"$dir/ctl.sh" <<CTL
+#!/usr/bin/env bash
+# Test helper: kill sends SIGKILL to the node and waits until it is gone;
+# start starts it again and waits until it answers CQL.
+case "\$1" in
+  kill)
+    pid=\$(cat "$dir/cassandra.pid" 2>/dev/null) || exit 0
+    kill -9 "\$pid" 2>/dev/null || exit 0
+    for _ in \$(seq 1 100); do kill -0 "\$pid" 2>/dev/null || exit 0; sleep 0.1; done
+    echo "cassandra (pid \$pid) still runs after SIGKILL" >&2; exit 1 ;;
+  start)
+    setsid $javacmd >>"$dir/stdout.log" 2>&1 </dev/null &
+    echo \$! >"$dir/cassandra.pid"
+    for _ in \$(seq 1 1200); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && exit 0; sleep 0.1; done
+    echo "cassandra did not listen on $port" >&2; exit 1 ;;
+  *) echo "usage: \$0 kill|start" >&2; exit 2 ;;
+esac
+CTL
+  chmod +x "$dir/ctl.sh"
+  CASSANDRA_DIR=$dir
+  if ! "$dir/ctl.sh" start; then
     echo "services: Cassandra did not listen on $port" >&2
     tail -30 "$dir/stdout.log" "$dir/system.log" >&2
     return 1
   fi
   export OUTBOX_TEST_CASSANDRA_HOSTS="127.0.0.1:$port"
+  export OUTBOX_TEST_CASSANDRA_CTL="$dir/ctl.sh"
   export OUTBOX_TEST_CASSANDRA_TLS_CA="$dir/tls/ca.pem"
   echo "services: Apache Cassandra on 127.0.0.1:$port"
   start_scylla_emulation "$port"
@@ -299,7 +330,15 @@ LOG
 
 stop_services() {
   if [ -n "${SCYLLAEMU_PID:-}" ]; then kill "$SCYLLAEMU_PID" 2>/dev/null || true; wait "$SCYLLAEMU_PID" 2>/dev/null || true; SCYLLAEMU_PID=; fi
-  if [ -n "${CASSANDRA_PID:-}" ]; then kill "$CASSANDRA_PID" 2>/dev/null || true; wait "$CASSANDRA_PID" 2>/dev/null || true; CASSANDRA_PID=; fi
+  # The node's current pid: the control script may have restarted it.
+  if [ -n "${CASSANDRA_DIR:-}" ] && [ -f "$CASSANDRA_DIR/cassandra.pid" ]; then
+    local cpid
+    cpid=$(cat "$CASSANDRA_DIR/cassandra.pid")
+    kill "$cpid" 2>/dev/null || true
+    for _ in $(seq 1 200); do kill -0 "$cpid" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$cpid" 2>/dev/null || true
+    CASSANDRA_DIR=
+  fi
   if [ -n "${KAFKA_DIR:-}" ] && [ -f "$KAFKA_DIR/kafka.pid" ]; then
     local kpid
     kpid=$(cat "$KAFKA_DIR/kafka.pid")
