@@ -35,12 +35,15 @@ func upstream(t *testing.T) string {
 	return strings.Split(hosts, ",")[0]
 }
 
-func session(t *testing.T, addr string) *gocql.Session {
+func session(t *testing.T, addr string, opts ...func(*gocql.ClusterConfig)) *gocql.Session {
 	t.Helper()
 	host, port, _ := net.SplitHostPort(addr)
 	c := gocql.NewCluster(host)
 	c.Port, _ = strconv.Atoi(port)
 	c.Timeout, c.Consistency = 20*time.Second, gocql.One
+	for _, o := range opts {
+		o(c)
+	}
 	s, err := c.CreateSession()
 	if err != nil {
 		t.Fatal(err)
