@@ -32,10 +32,12 @@ func TestTheProxyOutlivesACassandraRestart(t *testing.T) {
 	if ctl == "" || os.Getenv("OUTBOX_TEST_RESTART_CASSANDRA") != "1" {
 		t.Skip("restarts the shared Cassandra node: set OUTBOX_TEST_RESTART_CASSANDRA=1 and OUTBOX_TEST_CASSANDRA_CTL")
 	}
+	// Cancelled by the cleanup, after the keyspace is dropped through the
+	// proxy.
 	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
 	p, err := New(ctx, Config{Upstream: up})
 	if err != nil {
+		cancel()
 		t.Fatal(err)
 	}
 	done := make(chan error, 1)
