@@ -33,7 +33,7 @@ fi
 echo "peers: building outbox, the Watermill forwarder, the driver and the Debezium peer"
 (cd "$ROOT" && go build -o "$WORK/outbox" ./cmd/outbox)
 (cd "$HERE" && go build -o "$WORK/watermill-forwarder" ./cmd/watermill-forwarder && go build -o "$WORK/peers" ./cmd/peers)
-(cd "$HERE/debezium" && mvn -B -q package -DskipTests dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory=target/deps)
+(cd "$HERE/debezium" && rm -rf target/deps && mvn -B -q package -DskipTests dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory=target/deps)
 
 rev="$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)"
 if [ -n "$(git -C "$ROOT" status --porcelain -- . ':!bench/peers' 2>/dev/null | head -1)" ]; then

@@ -136,7 +136,7 @@ func keptUpCell(rep *report, sys string, sc scenario) string {
 	}
 	sort.Float64s(lags)
 	lag := median(lags)
-	behind := fmt.Sprintf("falls behind (%d/%d rounds): lag %s events ≈ %.1f s of writes when the writers stopped", ran-kept, ran,
+	behind := fmt.Sprintf("falls behind (%d/%d rounds): lag %s events ≈ %.1f s of writes when the writers stopped (median)", ran-kept, ran,
 		thousands(lag), lag/float64(sc.Rate))
 	return behind
 }

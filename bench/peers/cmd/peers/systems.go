@@ -174,7 +174,7 @@ func (s *outboxSys) Setup(ctx context.Context, r *run) error { return migrate(ct
 
 func (s *outboxSys) Start(ctx context.Context, r *run) (*proc, error) {
 	return startProc(r, s.o.outboxBin, "relay", "--store", r.dsn, "--brokers", s.o.brokers, "--source", s.source,
-		"--slot", r.slot, "--topic-template", r.prefix+".{aggregatetype}", "--log-level", "warn")
+		"--slot", r.slot, "--topic-template", r.prefix+".{aggregatetype}")
 }
 
 func (s *outboxSys) InsertBatch(ctx context.Context, conn *pgx.Conn, r *run, evs []event) error {
