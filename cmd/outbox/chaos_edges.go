@@ -48,7 +48,7 @@ func runTwoRelays(r *chaosRun, res *scenarioResult) error {
 	if err := waitOutput(r.ctx, second, "standby", 30*time.Second); err != nil {
 		return fmt.Errorf("the second relay never said it is a standby: %w\n%s", err, second.output)
 	}
-	aggs, per := 50, r.size(10, 40)
+	aggs, per := 50, r.sizeOn(10, 40, 3, 10)
 	if err := r.writeOrders(r.ctx, aggs, per, 4, 0); err != nil {
 		return err
 	}
@@ -239,7 +239,10 @@ func (t chaosTarget) brokersOr(run []string) []string {
 func runLongOutage(r *chaosRun, res *scenarioResult) error {
 	cfg := r.config()
 	timeout := "n/a (polling)"
-	if !r.target.embedded() && r.target.source != "poll" {
+	switch {
+	case r.target.isScylla():
+		timeout = "n/a (CDC reader polls)" // no replication session to time out
+	case !r.target.embedded() && r.target.source != "poll":
 		// A short wal_sender_timeout for the relay's replication session,
 		// so the quick run's outage outlasts it too.
 		ms := r.size(2000, 60000)
@@ -344,7 +347,7 @@ func runInterruptedSkip(r *chaosRun, res *scenarioResult) error {
 	if err != nil {
 		return err
 	}
-	if err := r.writeOrders(r.ctx, 20, r.size(5, 20), 2, 0); err != nil {
+	if err := r.writeOrders(r.ctx, 20, r.sizeOn(5, 20, 3, 10), 2, 0); err != nil {
 		return err
 	}
 	parkedWant := 3 + len(replayed)
@@ -508,7 +511,7 @@ func runStuckAggregate(r *chaosRun, res *scenarioResult) error {
 	}()
 	start := time.Now()
 	writeErr := make(chan error, 1)
-	go func() { writeErr <- r.writeOrders(r.ctx, 100, r.size(20, 100), 4, 0) }()
+	go func() { writeErr <- r.writeOrders(r.ctx, 100, r.sizeOn(20, 100, 4, 20), 4, 0) }()
 	var seenStuck time.Duration
 	var flowedWhileStuck int64
 	for time.Since(start) < deadline+time.Minute {
@@ -593,7 +596,9 @@ func (r *chaosRun) createTopic(topic string, configs map[string]*string) error {
 // dead-lettered (the design's "dead letter after 5 failures" is exactly
 // what must not happen), and be published once its topic recovers.
 func runTransientRounds(r *chaosRun, res *scenarioResult) error {
-	failFor := time.Duration(r.size(6, 20)) * time.Second // several 1.2 s rounds, far below StuckTimeout
+	// Several 1.2 s rounds, far below StuckTimeout; on ScyllaDB the first
+	// attempt comes 2–3 s in (the confidence window, the reader's start).
+	failFor := time.Duration(r.sizeOn(6, 20, 9, 20)) * time.Second
 	topic := r.topicOf("ledger")
 	cfg := r.config()
 	var heal func() error

@@ -24,6 +24,7 @@ import (
 	"time"
 
 	toxiproxy "github.com/Shopify/toxiproxy/v2"
+	"github.com/gocql/gocql"
 	"github.com/jackc/pgx/v5"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
@@ -41,16 +42,24 @@ import (
 
 // chaosTarget is the store and broker a chaos run works against.
 type chaosTarget struct {
-	name string // "sqlite+kfake", "postgres+kafka" or "postgres-poll+kafka"
+	name string // "sqlite+kfake", "postgres+kafka", "postgres-poll+kafka" or "scylla+kafka"
 	// pgDSN and brokers are set for PostgreSQL + Apache Kafka.
 	pgDSN    string
 	pgCtl    string // script taking stop-immediate|start, for R6
 	kafkaCtl string // script taking kill|start, for R12
 	source   string // "" (the store's default) or "poll"
 	brokers  []string
+	// scylla (hosts) and brokers are set for ScyllaDB CDC + Apache Kafka;
+	// cassandraCtl takes kill|start for the node under the emulation (R6).
+	scylla       string
+	cassandraCtl string
 }
 
-func (t chaosTarget) embedded() bool { return t.pgDSN == "" }
+func (t chaosTarget) embedded() bool { return t.pgDSN == "" && t.scylla == "" }
+
+// isScylla: ScyllaDB CDC (in CI, the emulation: Cassandra, a CDC-log
+// trigger and a CQL proxy, read by the real driver and scylla-cdc-go).
+func (t chaosTarget) isScylla() bool { return t.scylla != "" }
 
 // chaosRun is one scenario's world: a fresh store, a broker (the
 // in-process one behind a TCP proxy, or Apache Kafka), fresh topics, and
@@ -69,6 +78,8 @@ type chaosRun struct {
 	store    string // URL
 	slot     string
 	pgDB     string
+	keyspace string  // ScyllaDB: the run's own, dropped by Close
+	cluster  string  // ScyllaDB: "emulation" or "ScyllaDB" (see scyllaCluster)
 	db       backend // the run's own connection, for writes and checks
 	broker   *kafka.Embedded
 	direct   string // kfake's own address, behind the proxy
@@ -131,12 +142,24 @@ func newChaosRun(ctx context.Context, target chaosTarget, name string, seed uint
 }
 
 func (r *chaosRun) setup() error {
-	if r.target.embedded() {
+	switch {
+	case r.target.embedded():
 		r.store = "sqlite://" + filepath.Join(r.dir, "outbox.db")
 		if err := r.startBroker(); err != nil {
 			return err
 		}
-	} else {
+	case r.target.isScylla():
+		// A keyspace per scenario, created by migrate through the hosts
+		// given (on the emulation, its proxy completes the outbox table's
+		// WITH cdc). rf=1: one node. The low-latency profile (a 2 s
+		// confidence window) and a 2 s lease keep takeovers short.
+		r.keyspace = "chaos_" + r.id
+		r.store = "scylla://" + r.target.scylla + "/" + r.keyspace + "?rf=1&profile=low-latency&lease_ttl=2s"
+		r.brokers = r.target.brokers
+		if err := r.proxyRealBroker(); err != nil {
+			return err
+		}
+	default:
 		r.pgDB, r.slot = "chaos_"+r.id, "chaos_"+r.id
 		admin, err := pgx.Connect(r.ctx, r.target.pgDSN)
 		if err != nil {
@@ -163,8 +186,13 @@ func (r *chaosRun) setup() error {
 	if r.from, err = kafka.EndOffsets(r.ctx, r.brokers); err != nil {
 		return fmt.Errorf("chaos: mark the topics' ends: %w", err)
 	}
+	if sb, ok := db.(*scyllaBackend); ok {
+		if r.cluster, err = scyllaCluster(r.ctx, sb); err != nil {
+			return err
+		}
+	}
 	// Create the slot before any write (what `outbox migrate` does).
-	if !r.target.embedded() {
+	if r.target.pgDSN != "" {
 		if _, err := db.source(r.ctx, cfg, discardLogger()); err != nil {
 			return err
 		}
@@ -321,6 +349,43 @@ func (r *chaosRun) breakerTimeout() time.Duration {
 	return 30 * time.Second
 }
 
+// scyllaCluster says what the scylla:// hosts are: the ScyllaDB CDC
+// emulation of the test services (Apache Cassandra with a CDC-log trigger
+// behind a CQL proxy, its metadata in the keyspace scyllaemu; see
+// DESIGN.md), whose figures are not a ScyllaDB cluster's, or ScyllaDB.
+func scyllaCluster(ctx context.Context, b *scyllaBackend) (string, error) {
+	var n int
+	if err := b.Session().Query(`SELECT count(*) FROM system_schema.keyspaces WHERE keyspace_name = 'scyllaemu'`).WithContext(ctx).Scan(&n); err != nil {
+		return "", fmt.Errorf("chaos: look for the ScyllaDB emulation: %w", err)
+	}
+	if n > 0 {
+		return "emulation", nil
+	}
+	return "ScyllaDB", nil
+}
+
+// dropKeyspace drops the run's ScyllaDB keyspace through the hosts the
+// run used (on the emulation, the proxy then forgets its cdc options).
+func (r *chaosRun) dropKeyspace() {
+	if r.keyspace == "" {
+		return
+	}
+	sb, _ := r.db.(*scyllaBackend)
+	if sb == nil {
+		var err error
+		if sb, err = openScylla(r.store, "", 24*time.Hour); err != nil {
+			fmt.Fprintf(r.logOut, "chaos: keyspace %s not dropped: %v\n", r.keyspace, err)
+			return
+		}
+		defer sb.Close()
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := sb.Session().Query("DROP KEYSPACE IF EXISTS " + r.keyspace).WithContext(ctx).Exec(); err != nil {
+		fmt.Fprintf(r.logOut, "chaos: keyspace %s not dropped: %v\n", r.keyspace, err)
+	}
+}
+
 // Close stops children, brokers and stores, and drops the run's database.
 func (r *chaosRun) Close() {
 	r.mu.Lock()
@@ -329,6 +394,7 @@ func (r *chaosRun) Close() {
 	for _, k := range kids {
 		k.kill()
 	}
+	r.dropKeyspace()
 	if r.db != nil {
 		r.db.Close()
 	}
@@ -502,15 +568,18 @@ func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
 // writeOrders writes events order by order: aggregates orders, each
 // created and then updated until it has perAgg events, by writers
 // goroutines each owning a share of the orders. Acknowledged writes are
-// remembered; failed ones are retried after pause.
-func (r *chaosRun) writeOrders(ctx context.Context, aggregates, perAgg, writers int, pace time.Duration) error {
+// remembered; failed ones are retried after pause. stop ends the writers
+// between writes, with stop's error: a write in flight runs on the run's
+// context and finishes (on ScyllaDB an order write cancelled midway may
+// have applied with its event left for the sweeper, 30 s or more later).
+func (r *chaosRun) writeOrders(stop context.Context, aggregates, perAgg, writers int, pace time.Duration) error {
 	svc := order.NewService(r.db.orders())
 	var wg sync.WaitGroup
 	errs := make(chan error, writers)
 	for w := range writers {
 		wg.Go(func() {
 			for a := w; a < aggregates; a += writers {
-				if err := r.writeOne(ctx, svc, a, perAgg, pace); err != nil {
+				if err := r.writeOne(stop, svc, a, perAgg, pace); err != nil {
 					errs <- err
 					return
 				}
@@ -522,10 +591,14 @@ func (r *chaosRun) writeOrders(ctx context.Context, aggregates, perAgg, writers 
 	return <-errs
 }
 
-func (r *chaosRun) writeOne(ctx context.Context, svc *order.Service, a, perAgg int, pace time.Duration) error {
+func (r *chaosRun) writeOne(stop context.Context, svc *order.Service, a, perAgg int, pace time.Duration) error {
+	ctx := r.ctx
 	items := []order.Item{{SKU: fmt.Sprintf("sku-%d", a), Quantity: 1, UnitPrice: 100}}
 	var o order.Order
 	for {
+		if err := stop.Err(); err != nil {
+			return err
+		}
 		var err error
 		if o, _, err = svc.Create(ctx, order.CreateInput{CustomerID: fmt.Sprintf("c%d", a), Currency: "EUR", Items: items}, order.Meta{}); err == nil {
 			break
@@ -533,12 +606,15 @@ func (r *chaosRun) writeOne(ctx context.Context, svc *order.Service, a, perAgg i
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		retry.Wait(ctx, 50*time.Millisecond) // the store is down: wait and retry
+		retry.Wait(stop, 50*time.Millisecond) // the store is down: wait and retry
 	}
 	r.ack(o.ID, o.Version)
 	for o.Version < int64(perAgg) {
 		if pace > 0 {
-			retry.Wait(ctx, pace)
+			retry.Wait(stop, pace)
+		}
+		if err := stop.Err(); err != nil {
+			return err
 		}
 		addr := fmt.Sprintf("street %d", o.Version)
 		next, err := svc.Update(ctx, o.ID, order.UpdateInput{Address: &addr}, o.Version, order.Meta{})
@@ -551,7 +627,7 @@ func (r *chaosRun) writeOne(ctx context.Context, svc *order.Service, a, perAgg i
 				o = cur
 				r.ack(o.ID, o.Version)
 			}
-			retry.Wait(ctx, 50*time.Millisecond)
+			retry.Wait(stop, 50*time.Millisecond)
 			continue
 		}
 		o = next
@@ -701,6 +777,23 @@ func (r *chaosRun) contents(ctx context.Context) (string, error) {
 			}
 			rows.Close()
 		}
+	case *scyllaBackend:
+		// Every table a request writes, notes included; not the relay's
+		// (lease, progress) nor the sweeper's horizon.
+		for _, t := range []string{"orders", "order_intents", "order_idempotency_keys", "outbox_messages", "dead_letter_queue",
+			"parked_aggregates", "parked_dead_letters"} {
+			iter := db.Session().Query("SELECT * FROM " + r.keyspace + "." + t).WithContext(ctx).PageSize(5000).Iter()
+			for {
+				row := map[string]any{}
+				if !iter.MapScan(row) {
+					break
+				}
+				fmt.Fprintf(h, "%s %v\n", t, row) // fmt sorts map keys
+			}
+			if err := iter.Close(); err != nil {
+				return "", fmt.Errorf("chaos: read %s: %w", t, err)
+			}
+		}
 	default:
 		o, e, err := r.db.CountRows(ctx)
 		if err != nil {
@@ -709,6 +802,54 @@ func (r *chaosRun) contents(ctx context.Context) (string, error) {
 		fmt.Fprintf(h, "%d %d", o, e)
 	}
 	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// waitPendingEvents waits, on ScyllaDB, until no order row holds a
+// pending event. An order write interrupted after the order row's
+// lightweight transaction (the writer stopped, or the outcome stayed
+// unknown and the request was answered 503) leaves its event in the row,
+// for the order's next update or the sweeper, which every 30 s finishes
+// the notes older than 30 s: up to a minute. Every acknowledged write
+// must have its event once the sweeper has run, so the run waits for it
+// (90 s at most) before checking.
+func (r *chaosRun) waitPendingEvents(res *scenarioResult) error {
+	sb, ok := r.db.(*scyllaBackend)
+	if !ok {
+		return nil
+	}
+	start := time.Now()
+	first := -1
+	for {
+		iter := sb.Session().Query("SELECT pending_event_id FROM " + r.keyspace + ".orders").WithContext(r.ctx).PageSize(5000).Iter()
+		n := 0
+		var id *gocql.UUID
+		for iter.Scan(&id) {
+			if id != nil {
+				n++
+			}
+		}
+		if err := iter.Close(); err != nil {
+			return fmt.Errorf("chaos: read the orders' pending events: %w", err)
+		}
+		if first < 0 {
+			first = n
+		}
+		if n == 0 {
+			break
+		}
+		if time.Since(start) > 90*time.Second {
+			res.fail("%d orders still hold a pending event %s after the writes: the sweeper did not finish them", n, time.Since(start).Round(time.Second))
+			break
+		}
+		if err := retry.Wait(r.ctx, 500*time.Millisecond); err != nil {
+			return err
+		}
+	}
+	if first > 0 {
+		res.Figures["pending_events_left_for_sweeper"] = first
+		res.Figures["sweeper_finished_them_s"] = round(time.Since(start).Seconds())
+	}
+	return nil
 }
 
 // ackedMissing counts acknowledged writes with no outbox row: a 2xx (or

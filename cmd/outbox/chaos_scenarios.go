@@ -85,8 +85,26 @@ func (r *chaosRun) size(quick, full int) int {
 	return full
 }
 
+// sizeOn scales a figure for --quick, with figures of its own for
+// ScyllaDB: there an order write is a note, two lightweight transactions,
+// a read and the outbox row (on the emulation, every write of a table
+// with the CDC trigger goes through Cassandra's batchlog), about 50
+// events/s with 4 writers on a 2-core machine, and every event waits out
+// the 2 s confidence window before it is read.
+func (r *chaosRun) sizeOn(quick, full, scyllaQuick, scyllaFull int) int {
+	if r.target.isScylla() {
+		return r.size(scyllaQuick, scyllaFull)
+	}
+	return r.size(quick, full)
+}
+
 // finish settles the run and fills the invariant figures.
 func (r *chaosRun) finish(res *scenarioResult, timeout time.Duration) error {
+	if r.target.isScylla() {
+		if err := r.waitPendingEvents(res); err != nil {
+			return err
+		}
+	}
 	rep, _, err := r.settle(r.ctx, timeout)
 	if err != nil {
 		return err
@@ -120,7 +138,7 @@ func runBaseline(r *chaosRun, res *scenarioResult) error {
 	if err != nil {
 		return err
 	}
-	aggs, per := 100, r.size(10, 100)
+	aggs, per := 100, r.sizeOn(10, 100, 3, 30)
 	start := time.Now()
 	if err := r.writeOrders(r.ctx, aggs, per, 4, 0); err != nil {
 		return err
@@ -140,8 +158,13 @@ func runBaseline(r *chaosRun, res *scenarioResult) error {
 // writers run, restarting it each time, and times how long each new
 // child takes to publish again.
 func runKills(r *chaosRun, res *scenarioResult) error {
-	kills := r.size(5, 20)
+	kills := r.sizeOn(5, 20, 3, 10)
 	aggs, per := 100, r.size(40, 100)
+	if r.target.isScylla() {
+		// A restarted relay waits out the killed one's 2 s lease and the
+		// confidence window: writes go on until the last kill is done.
+		per = 1000
+	}
 	ctx, cancel := context.WithCancel(r.ctx)
 	defer cancel()
 	writeErr := make(chan error, 1)
@@ -176,7 +199,10 @@ func runKills(r *chaosRun, res *scenarioResult) error {
 			retry.Wait(r.ctx, 10*time.Millisecond)
 		}
 	}
-	if err := <-writeErr; err != nil {
+	if r.target.isScylla() {
+		cancel()
+	}
+	if err := <-writeErr; err != nil && !errors.Is(err, context.Canceled) {
 		return err
 	}
 	if err := r.finish(res, 2*time.Minute); err != nil {
@@ -184,7 +210,7 @@ func runKills(r *chaosRun, res *scenarioResult) error {
 	}
 	slices.Sort(recoveries)
 	res.Figures["kills"] = kills
-	res.Figures["events"] = aggs * per
+	res.Figures["events"] = res.Acked
 	res.Figures["unpublished_at_kills"] = fmt.Sprint(gaps)
 	for i, g := range gaps {
 		if g == 0 {
@@ -227,13 +253,20 @@ func (r *chaosRun) assertDupBound(res *scenarioResult, crashes int) {
 // unpublished waits (up to limit) until the relay has work it has not
 // checkpointed (events behind the polling checkpoint, or WAL behind the
 // slot's confirmed position), and says how much: events, or bytes of WAL.
+// On ScyllaDB, whose progress lives per stream in the store, it is the
+// events committed and not yet on the broker (records published, copies
+// included, subtracted: a lower bound), none of which a checkpoint can
+// have passed.
 func (r *chaosRun) unpublished(limit time.Duration) (int64, error) {
 	for deadline := time.Now().Add(limit); ; {
 		var gap int64
 		lag, slot, err := r.db.slotLag(r.ctx)
-		if slot {
+		switch {
+		case slot:
 			gap = lag
-		} else {
+		case r.target.isScylla():
+			gap, err = r.unpublishedEvents()
+		default:
 			gap, err = r.db.backlog(r.ctx)
 		}
 		if err != nil {
@@ -244,6 +277,20 @@ func (r *chaosRun) unpublished(limit time.Duration) (int64, error) {
 		}
 		retry.Wait(r.ctx, 2*time.Millisecond)
 	}
+}
+
+// unpublishedEvents is the events committed minus the records published
+// since the run began: at least that many events are not on the broker.
+func (r *chaosRun) unpublishedEvents() (int64, error) {
+	committed, err := r.db.committed(r.ctx)
+	if err != nil {
+		return 0, err
+	}
+	n, err := r.published(r.ctx)
+	if err != nil {
+		return 0, err
+	}
+	return max(int64(len(committed))-n, 0), nil
 }
 
 // startApp runs the relay in this process, for scenarios that need its
@@ -312,8 +359,8 @@ func (p *panicker) firedCount() int64 {
 }
 
 func runPanics(r *chaosRun, res *scenarioResult) error {
-	panics := r.size(10, 50)
-	aggs, per := 100, r.size(20, 100)
+	panics := r.sizeOn(10, 50, 5, 20)
+	aggs, per := 100, r.sizeOn(20, 100, 4, 20)
 	p := &panicker{at: map[int64]bool{}}
 	for len(p.at) < panics {
 		p.at[int64(1+r.rng.IntN(aggs*per*3/4))] = true
@@ -496,7 +543,7 @@ func runLostAcks(r *chaosRun, res *scenarioResult) error {
 			n++
 		}
 	}()
-	if err := r.writeOrders(r.ctx, 100, r.size(10, 100), 4, time.Millisecond); err != nil {
+	if err := r.writeOrders(r.ctx, 100, r.sizeOn(10, 100, 3, 30), 4, time.Millisecond); err != nil {
 		return err
 	}
 	cancel()
@@ -617,8 +664,12 @@ func (h *httpWriter) orders(from, n int) error {
 // the database lives in the serve process, so the hard stop is SIGKILL
 // of that process (and a new one).
 func runDatabaseStop(r *chaosRun, res *scenarioResult) error {
-	if !r.target.embedded() && r.target.pgCtl == "" {
+	if r.target.pgDSN != "" && r.target.pgCtl == "" {
 		res.Skipped = "no PostgreSQL control script (OUTBOX_TEST_PG_CTL)"
+		return nil
+	}
+	if r.target.isScylla() && r.target.cassandraCtl == "" {
+		res.Skipped = "no Cassandra control script (OUTBOX_TEST_CASSANDRA_CTL)"
 		return nil
 	}
 	window := strconv.Itoa(chaosWindow)
@@ -631,17 +682,18 @@ func runDatabaseStop(r *chaosRun, res *scenarioResult) error {
 	base := func() string { mu.Lock(); defer mu.Unlock(); return "http://" + current.http }
 	h := &httpWriter{r: r, base: base, client: &http.Client{Timeout: 5 * time.Second}, pace: 5 * time.Millisecond}
 	stops := r.size(1, 3)
-	n := r.size(400, 1200)
+	n := r.sizeOn(400, 1200, 120, 600)
 	writeErr := make(chan error, 4)
 	var wg sync.WaitGroup
 	for w := range 4 {
 		wg.Go(func() { writeErr <- h.orders(w*n/4, n/4) })
 	}
-	var downtimes []string
+	var downtimes, resumed []string
 	for range stops {
 		retry.Wait(r.ctx, time.Duration(300+r.rng.IntN(700))*time.Millisecond)
 		stopped := time.Now()
-		if r.target.embedded() {
+		switch {
+		case r.target.embedded():
 			current.kill()
 			next, err := r.startChild("serve", "--max-in-flight", window)
 			if err != nil {
@@ -650,7 +702,18 @@ func runDatabaseStop(r *chaosRun, res *scenarioResult) error {
 			mu.Lock()
 			current = next
 			mu.Unlock()
-		} else {
+		case r.target.isScylla():
+			// SIGKILL of the Cassandra JVM under the emulation, restarted
+			// with the same command line (its CDC trigger included); the
+			// proxy in front of it stays and dials it again.
+			if out, err := exec.Command(r.target.cassandraCtl, "kill").CombinedOutput(); err != nil {
+				return fmt.Errorf("cassandra kill: %v: %s", err, out)
+			}
+			retry.Wait(r.ctx, 2*time.Second)
+			if out, err := exec.Command(r.target.cassandraCtl, "start").CombinedOutput(); err != nil {
+				return fmt.Errorf("cassandra start: %v: %s", err, out)
+			}
+		default:
 			if out, err := exec.Command(r.target.pgCtl, "stop-immediate").CombinedOutput(); err != nil {
 				return fmt.Errorf("pg_ctl stop: %v: %s", err, out)
 			}
@@ -660,6 +723,12 @@ func runDatabaseStop(r *chaosRun, res *scenarioResult) error {
 			}
 		}
 		downtimes = append(downtimes, fmt.Sprintf("%dms", time.Since(stopped).Milliseconds()))
+		// How long after the database answered again the writes resumed.
+		back, ok := time.Now(), h.ok.Load()
+		for h.ok.Load() == ok && time.Since(back) < time.Minute && r.ctx.Err() == nil {
+			retry.Wait(r.ctx, 10*time.Millisecond)
+		}
+		resumed = append(resumed, fmt.Sprintf("%dms", time.Since(back).Milliseconds()))
 	}
 	wg.Wait()
 	close(writeErr)
@@ -691,6 +760,10 @@ func runDatabaseStop(r *chaosRun, res *scenarioResult) error {
 		}
 	}
 	res.Figures["downtime"] = strings.Join(downtimes, " ")
+	res.Figures["2xx_again_after"] = strings.Join(resumed, " ")
+	if r.target.isScylla() && h.s503.Load() == 0 {
+		res.fail("no request was answered 503 while Cassandra was down")
+	}
 	r.assertDupBound(res, stops)
 	mu.Lock()
 	defer mu.Unlock()
@@ -721,7 +794,7 @@ func runSlowBroker(r *chaosRun, res *scenarioResult) error {
 			peakBacklog.Store(max(peakBacklog.Load(), a.relay.Stats().LagEvents))
 		}
 	}()
-	aggs, per := 100, r.size(10, 50)
+	aggs, per := 100, r.sizeOn(10, 50, 3, 20)
 	start := time.Now()
 	if err := r.writeOrders(r.ctx, aggs, per, 4, 0); err != nil {
 		stopSampling()
@@ -754,7 +827,7 @@ func runSlowBroker(r *chaosRun, res *scenarioResult) error {
 // behind it, not published: the dead-lettered set must equal the poison
 // aggregates' events, and the other aggregates must not wait for them.
 func runPoison(r *chaosRun, res *scenarioResult) error {
-	aggs, per := 100, r.size(10, 100)
+	aggs, per := 100, r.sizeOn(10, 100, 3, 30)
 	poisonN := aggs * per / 100
 	var poison []string
 	for i := range poisonN {
@@ -840,7 +913,8 @@ func runRetention(r *chaosRun, res *scenarioResult) error {
 	}
 	before, _ := r.published(r.ctx)
 	svc := order.NewService(r.db.orders())
-	n := r.size(200, 2000)
+	n := r.sizeOn(200, 2000, 100, 500)
+	firstBacklog := time.Now()
 	for range n {
 		o, _, err := svc.Create(r.ctx, order.CreateInput{CustomerID: "c", Currency: "EUR", Items: []order.Item{{SKU: "a", Quantity: 1, UnitPrice: 1}}}, order.Meta{})
 		if err != nil {
@@ -850,6 +924,9 @@ func runRetention(r *chaosRun, res *scenarioResult) error {
 	}
 	if after, _ := r.published(r.ctx); after != before {
 		res.fail("%d events published with the relay stopped", after-before)
+	}
+	if r.target.isScylla() {
+		return r.cdcBacklog(res, firstBacklog)
 	}
 	backlog, err := r.db.backlog(r.ctx)
 	if err != nil {
@@ -907,6 +984,64 @@ func runRetention(r *chaosRun, res *scenarioResult) error {
 	return nil
 }
 
+// cdcBacklog is R9 on ScyllaDB, whose backlog is the CDC log past each
+// stream's saved progress. A relay shows it as CDC lag (the backend's
+// cdcLag, exported as outbox_cdc_lag_seconds and checked by the
+// cdc-log-ttl health check against the log's TTL): the age of the oldest
+// change read and not acknowledged. So the relay is restarted in this
+// process and its lag sampled: it must show at least how long the first
+// change of the backlog waited, and fall to 0 once the backlog drained.
+// There is no position to lose: the reader resumes from progress saved in
+// the store, and the log keeps each change for its TTL.
+func (r *chaosRun) cdcBacklog(res *scenarioResult, firstBacklog time.Time) error {
+	a, stop, err := r.startApp(nil)
+	if err != nil {
+		return err
+	}
+	defer stop()
+	restarted := time.Now()
+	var peak atomic.Int64
+	sampleCtx, stopSampling := context.WithCancel(r.ctx)
+	defer stopSampling()
+	sampled := make(chan struct{})
+	go func() {
+		defer close(sampled)
+		for retry.Wait(sampleCtx, 10*time.Millisecond) == nil {
+			if lag, _, ok := a.store.cdcLag(); ok {
+				peak.Store(max(peak.Load(), int64(lag)))
+			}
+		}
+	}()
+	if err := r.finish(res, 2*time.Minute); err != nil {
+		return err
+	}
+	stopSampling()
+	<-sampled
+	// The last acknowledgements reach the reader's tracker a commit later.
+	var after time.Duration
+	for deadline := time.Now().Add(5 * time.Second); ; retry.Wait(r.ctx, 20*time.Millisecond) {
+		lag, ttl, _ := a.store.cdcLag()
+		after = lag
+		res.Figures["cdc_log_ttl"] = ttl.String()
+		if lag == 0 || time.Now().After(deadline) {
+			break
+		}
+	}
+	waited := restarted.Sub(firstBacklog)
+	res.Figures["first_backlog_change_waited_s"] = round(waited.Seconds())
+	res.Figures["peak_cdc_lag_s"] = round(time.Duration(peak.Load()).Seconds())
+	res.Figures["cdc_lag_after_drain_s"] = round(after.Seconds())
+	if time.Duration(peak.Load()) < waited {
+		res.fail("the restarted relay's CDC lag peaked at %s, less than the %s its backlog's first change had waited: the backlog is invisible",
+			time.Duration(peak.Load()).Round(time.Millisecond), waited.Round(time.Millisecond))
+	}
+	if after != 0 {
+		res.fail("CDC lag %s after the backlog drained, want 0", after.Round(time.Millisecond))
+	}
+	res.Figures["position_loss"] = "n/a: the CDC log keeps a change for its TTL (cdc_ttl); past it the cdc-log-ttl health check and alert fire"
+	return stop()
+}
+
 func firstLine(s, containing string) string {
 	for _, l := range strings.Split(s, "\n") {
 		if strings.Contains(l, containing) {
@@ -934,7 +1069,7 @@ func runFuzzHTTP(r *chaosRun, res *scenarioResult) error {
 	r.mu.Lock()
 	known := r.acked[0].order
 	r.mu.Unlock()
-	n := r.size(300, 3000)
+	n := r.sizeOn(300, 3000, 150, 1000)
 	statuses := map[int]int{}
 	for range n {
 		method, path, body, hdr := fuzzRequest(r, known)
