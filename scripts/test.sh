@@ -37,15 +37,26 @@ echo "== go test -race"
 go test -race -count=1 -timeout 25m ./... "$@"
 
 # The fault matrix against the real binary, after the tests: it stops
-# PostgreSQL hard (R6), which must not happen under another package's test.
+# PostgreSQL and Cassandra hard (R6), which must not happen under another
+# package's test. Any failed or skipped scenario exits 1.
 echo "== outbox chaos --quick"
 mkdir -p .tmp
 go build -o .tmp/outbox ./cmd/outbox
 chaos_args=(chaos --quick --history .tmp/chaos)
+if [ -n "${OUTBOX_TEST_KAFKA_BROKERS:-}" ] && [ -n "${OUTBOX_TEST_PG_DSN:-}${OUTBOX_TEST_SCYLLA_HOSTS:-}" ]; then
+  chaos_args+=(--kafka "$OUTBOX_TEST_KAFKA_BROKERS" --kafka-ctl "${OUTBOX_TEST_KAFKA_CTL:-}")
+fi
 if [ -n "${OUTBOX_TEST_PG_DSN:-}" ] && [ -n "${OUTBOX_TEST_KAFKA_BROKERS:-}" ]; then
-  chaos_args+=(--postgres "$OUTBOX_TEST_PG_DSN" --kafka "$OUTBOX_TEST_KAFKA_BROKERS" --pg-ctl "${OUTBOX_TEST_PG_CTL:-}" --kafka-ctl "${OUTBOX_TEST_KAFKA_CTL:-}")
+  chaos_args+=(--postgres "$OUTBOX_TEST_PG_DSN" --pg-ctl "${OUTBOX_TEST_PG_CTL:-}")
 elif [ "${OUTBOX_REQUIRE_SERVICES:-}" = 1 ]; then
   echo "test.sh: chaos needs PostgreSQL and Kafka (OUTBOX_REQUIRE_SERVICES=1)" >&2
+  exit 1
+fi
+# ScyllaDB CDC on the emulation (Cassandra + CDC-log trigger + CQL proxy).
+if [ -n "${OUTBOX_TEST_SCYLLA_HOSTS:-}" ] && [ -n "${OUTBOX_TEST_KAFKA_BROKERS:-}" ]; then
+  chaos_args+=(--scylla "$OUTBOX_TEST_SCYLLA_HOSTS" --cassandra-ctl "${OUTBOX_TEST_CASSANDRA_CTL:-}")
+elif [ "${OUTBOX_REQUIRE_SERVICES:-}" = 1 ]; then
+  echo "test.sh: chaos needs the ScyllaDB emulation and Kafka (OUTBOX_REQUIRE_SERVICES=1)" >&2
   exit 1
 fi
 .tmp/outbox "${chaos_args[@]}"
