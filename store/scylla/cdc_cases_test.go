@@ -717,3 +717,49 @@ func TestScyllaRelayChild(t *testing.T) {
 	tree.Add("relay", r)
 	t.Fatal(tree.Serve(context.Background()))
 }
+
+// TestScyllaCDCBacklogIsTheLogPastSavedProgress: with no relay running,
+// the backlog is what the log holds past the saved progress: all of it
+// before a first start, nothing once a relay acknowledged every change and
+// closed, then what was written since, with the time of its oldest.
+func TestScyllaCDCBacklogIsTheLogPastSavedProgress(t *testing.T) {
+	t.Parallel()
+	s := cluster(t)
+	ctx := t.Context()
+	backlog := func(want int64, after time.Time) {
+		t.Helper()
+		rows, oldest, err := s.CDCBacklog(ctx)
+		if err != nil || rows != want {
+			t.Fatalf("CDC backlog: %d rows (%v), want %d", rows, err, want)
+		}
+		// cdc$time is the write's timestamp, this clock's (the driver's).
+		if want > 0 && (oldest.Before(after.Add(-time.Millisecond)) || oldest.After(time.Now())) {
+			t.Fatalf("oldest change of the backlog at %s, want after %s", oldest.Format(time.RFC3339Nano), after.Format(time.RFC3339Nano))
+		}
+	}
+	backlog(0, time.Time{})
+	start := time.Now()
+	first := []outbox.Message{storetest.Msg(t, "a", 1), storetest.Msg(t, "a", 2), storetest.Msg(t, "a", 3)}
+	if err := s.AppendEvents(ctx, first...); err != nil { // one change of three rows
+		t.Fatal(err)
+	}
+	for _, agg := range []string{"b", "c"} {
+		if err := s.AppendEvents(ctx, storetest.Msg(t, agg, 1)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	backlog(5, start)
+
+	cur := open(t, s.CDC(scylla.LowLatency()))
+	readAcked(t, cur, 5, 30*time.Second)
+	cur.Close() // saves the latest progress
+	backlog(0, time.Time{})
+
+	later := time.Now()
+	for _, m := range []outbox.Message{storetest.Msg(t, "a", 4), storetest.Msg(t, "d", 1)} {
+		if err := s.AppendEvents(ctx, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	backlog(2, later)
+}
