@@ -33,6 +33,7 @@ type collector struct {
 	fetchErrs   []string
 
 	unique       atomic.Int64
+	sentinels    atomic.Int64 // warm-up records consumed
 	sentinel     chan struct{}
 	sentinelOnce sync.Once
 }
@@ -88,6 +89,7 @@ func (c *collector) record(now time.Time, value []byte) {
 		}
 	}
 	if p.W == 1 {
+		c.sentinels.Add(1)
 		c.sentinelOnce.Do(func() { close(c.sentinel) })
 		return
 	}

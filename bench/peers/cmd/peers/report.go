@@ -259,7 +259,7 @@ func markdown(rep *report) string {
 		}
 		w("| %s | %d | %s | %d | %d | %d | %s |\n", sys, runs, thousands(float64(committed)), lost, dups, ooo, f)
 	}
-	w("\n\"lost\" counts committed events not consumed when the run's wait ended (a drain waits up to max(120 s, events/200 s); a fixed rate up to max(30 s, the window) after the writers stop): a run that falls behind and did not catch up by then shows its remainder here, and is listed as failed only when the relay itself failed.\n\n")
+	w("\n\"lost\" counts committed events never consumed: a run waits for everything while the relay makes progress (a drain up to max(120 s, events/200 s) after the relay's start, a fixed rate up to 4 min after the writers stop; a wait also ends after 30 s without a new event), so a relay that fell behind is judged on its whole backlog. A run whose wait ended before everything arrived is listed as failed, with how many were missing.\n\n")
 
 	w("### Every run\n\n| round | scenario | system | committed | delivered | ev/s or p50/p95/p99 ms | kept up | CPU ms/1k | lost | dup | ooo | error |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, r := range rep.Results {

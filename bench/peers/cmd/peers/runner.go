@@ -47,8 +47,8 @@ type result struct {
 	P99ms          float64 `json:"p99_ms,omitempty"`
 	MaxMS          float64 `json:"max_ms,omitempty"`
 	KeptUp         bool    `json:"kept_up"`
-	EndLag         int     `json:"end_lag_events,omitempty"` // committed − consumed when the writers stopped
-	MaxLag         int     `json:"max_lag_events,omitempty"` // largest committed − consumed, sampled every 100 ms
+	EndLag         int     `json:"end_lag_events,omitempty"` // committed − consumed when the writers stopped (warm-up events included)
+	MaxLag         int     `json:"max_lag_events,omitempty"` // largest committed − consumed, sampled every 100 ms (warm-up events included)
 	CatchUpSeconds float64 `json:"catch_up_seconds,omitempty"`
 
 	// relay process
@@ -72,7 +72,9 @@ func (r *result) line() string {
 
 const (
 	sentinelTimeout = 180 * time.Second
-	keptUpGrace     = 5 * time.Second // after the writers stop, everything must arrive within this
+	keptUpGrace     = 5 * time.Second  // after the writers stop, everything must arrive within this
+	catchUpMax      = 4 * time.Minute  // the longest wait after the writers stop
+	stallTimeout    = 30 * time.Second // a wait ends when nothing new arrived for this long
 )
 
 func runOne(ctx context.Context, e *env, sys system, round int, sc scenario) *result {
@@ -199,8 +201,14 @@ func drain(ctx context.Context, r *run, res *result, conn *pgx.Conn, pp **proc, 
 	}
 	*pp = p
 	deadline := p.t0.Add(drainDeadline(n))
+	lastCount, lastProgress := col.unique.Load(), time.Now()
 	for col.unique.Load() < int64(n) && time.Now().Before(deadline) && !p.exited() && ctx.Err() == nil {
 		time.Sleep(20 * time.Millisecond)
+		if c := col.unique.Load(); c != lastCount {
+			lastCount, lastProgress = c, time.Now()
+		} else if lastCount > 0 && time.Since(lastProgress) > stallTimeout {
+			break // events arrived, then nothing for a long while
+		}
 	}
 	complete := col.unique.Load() >= int64(n)
 	cpu, _ := p.cpu()
@@ -268,7 +276,13 @@ func fixedRate(ctx context.Context, r *run, res *result, p *proc, col *collector
 	var err error
 
 	committed := make([]bool, n)
-	var nCommitted atomic.Int64
+	var nCommitted, warmCommitted atomic.Int64
+	sentinelBase := col.sentinels.Load()
+	// lag counts the warm-up events too: a relay still working through
+	// them is behind by them.
+	lag := func() int64 {
+		return warmCommitted.Load() + nCommitted.Load() - (col.sentinels.Load() - sentinelBase) - col.unique.Load()
+	}
 	var writeErrs atomic.Int64
 	var firstErr atomic.Value
 
@@ -285,7 +299,7 @@ func fixedRate(ctx context.Context, r *run, res *result, p *proc, col *collector
 			case <-stopSampler:
 				return
 			case <-tk.C:
-				if lag := nCommitted.Load() - col.unique.Load(); lag > maxLag.Load() {
+				if lag := lag(); lag > maxLag.Load() {
 					maxLag.Store(lag)
 				}
 			}
@@ -311,6 +325,8 @@ func fixedRate(ctx context.Context, r *run, res *result, p *proc, col *collector
 				if ev.K >= 0 {
 					committed[ev.K] = true
 					nCommitted.Add(1)
+				} else {
+					warmCommitted.Add(1)
 				}
 			}
 		}(w)
@@ -350,16 +366,20 @@ func fixedRate(ctx context.Context, r *run, res *result, p *proc, col *collector
 	res.Committed = total
 	res.WriteErrors = int(writeErrs.Load())
 	res.AchievedRate = float64(total) / end.Sub(measuredStart).Seconds()
-	res.EndLag = total - int(col.unique.Load())
+	res.EndLag = int(lag())
 
-	// Catch-up: wait for everything, up to the window's length (30 s at least).
-	wait := time.Duration(sc.Seconds) * time.Second
-	if wait < 30*time.Second {
-		wait = 30 * time.Second
-	}
-	deadline := end.Add(wait)
+	// Catch-up: wait for everything while the relay makes progress (a
+	// relay that fell behind works through its backlog, so that lost and
+	// duplicated are judged on everything), up to catchUpMax.
+	deadline := end.Add(catchUpMax)
+	lastCount, lastProgress := col.unique.Load(), time.Now()
 	for col.unique.Load() < int64(total) && time.Now().Before(deadline) && !p.exited() && ctx.Err() == nil {
 		time.Sleep(10 * time.Millisecond)
+		if c := col.unique.Load(); c != lastCount {
+			lastCount, lastProgress = c, time.Now()
+		} else if time.Since(lastProgress) > stallTimeout {
+			break
+		}
 	}
 	doneAt := time.Now()
 	complete := col.unique.Load() >= int64(total)
@@ -406,6 +426,9 @@ func fixedRate(ctx context.Context, r *run, res *result, p *proc, col *collector
 	}
 	if ctx.Err() != nil {
 		return ctx.Err()
+	}
+	if !complete {
+		return fmt.Errorf("incomplete: %d of %d committed events arrived; the wait ended %.0f s after the writers stopped", s.unique, total, res.CatchUpSeconds)
 	}
 	return nil
 }
