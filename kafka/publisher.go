@@ -52,10 +52,17 @@ const NoRecordRetries = -1
 // Publisher implements relay.Publisher with an idempotent producer and
 // acks from all in-sync replicas.
 type Publisher struct {
-	client *kgo.Client
-	router *Router
-	reach  *reachability
-	once   sync.Once
+	client         *kgo.Client
+	router         *Router
+	reach          *reachability
+	once           sync.Once
+	maxRecordBytes int32
+	// runs sends runs of several messages of one aggregate; see
+	// PublishBatch.
+	runs *runFlusher
+	// seenTopics holds the topics a record was acknowledged on: a run for
+	// any other topic starts with its first message alone.
+	seenTopics sync.Map
 	// autoCreate: the broker creates a missing topic on first use, which
 	// is worth a short wait; without it a missing topic stays missing.
 	autoCreate bool
@@ -160,9 +167,18 @@ func NewPublisher(cfg Config) (*Publisher, error) {
 	if err != nil {
 		return nil, fmt.Errorf("kafka: new client: %w", err)
 	}
+	runOpts := append(opts, kgo.ClientID(cfg.ClientID+"-runs"), kgo.ManualFlushing(), kgo.MaxBufferedRecords(1<<20))
+	runClient, err := kgo.NewClient(append(runOpts, cfg.Opts...)...)
+	if err != nil {
+		client.Close()
+		return nil, fmt.Errorf("kafka: new client: %w", err)
+	}
 	reach.ping = client.Ping
-	return &Publisher{client: client, router: router, reach: reach, autoCreate: !cfg.DisableAutoTopicCreation,
-		inflight: map[uuid.UUID]*pending{}}, nil
+	p := &Publisher{client: client, router: router, reach: reach, autoCreate: !cfg.DisableAutoTopicCreation, maxRecordBytes: cfg.MaxRecordBytes,
+		runs:     newRunFlusher(runClient, int(cfg.MaxRecordBytes)*3/4),
+		inflight: map[uuid.UUID]*pending{}}
+	go p.runs.serve(p)
+	return p, nil
 }
 
 // Record builds the Kafka record for m: key = aggregate id, headers carry
@@ -213,10 +229,149 @@ func (p *Publisher) Publish(ctx context.Context, m outbox.Message) error {
 	return nil
 }
 
-// produce hands rec to the client, unless the client still has (or has
-// delivered) an earlier record of the same event, and waits for the
-// outcome or for ctx.
+// PublishBatch sends msgs, consecutive messages of one aggregate, and
+// waits for their acknowledgements in order: it returns at the first
+// failure, with how many were acknowledged before it.
+//
+// No message may reach the log ahead of one that failed. The client
+// pipelines produce requests, and when one is refused it fails the
+// records after it but not those produced a moment later, which it then
+// sends under a new producer epoch; nor does a broker that has no state
+// for the producer on a partition refuse a later request whose sequence
+// does not follow. So a run of several messages is never pipelined: it
+// goes through the run client (see runFlusher), where it is one batch of
+// one produce request, appended or refused whole. A message the client
+// refuses before buffering it (too large, no topic to route to) and the
+// first message for a topic not yet seen acknowledged (whose metadata
+// may take a while) go alone, after the ones before them.
+func (p *Publisher) PublishBatch(ctx context.Context, msgs []outbox.Message) (int, error) {
+	done := 0
+	for done < len(msgs) {
+		if n, err := p.waitEarlier(ctx, msgs[done:]); n > 0 || err != nil {
+			done += n
+			if err != nil {
+				return done, err
+			}
+			continue
+		}
+		end, bytes := done+1, batchOverhead+recordBytes(msgs[done])
+		for end < len(msgs) && !p.alone(msgs[end]) && !p.hasPending(msgs[end]) && bytes+recordBytes(msgs[end]) <= p.runs.maxBytes {
+			bytes += recordBytes(msgs[end])
+			end++
+		}
+		if end-done == 1 || p.alone(msgs[done]) || !p.topicSeen(msgs[done]) {
+			if err := p.Publish(ctx, msgs[done]); err != nil {
+				return done, err
+			}
+			done++
+			continue
+		}
+		n, err := p.runs.publish(ctx, p, msgs[done:end])
+		done += n
+		if err != nil {
+			return done, err
+		}
+	}
+	return done, nil
+}
+
+// waitEarlier waits for the leading messages an earlier attempt left with
+// a client, and reports how many of them were acknowledged.
+func (p *Publisher) waitEarlier(ctx context.Context, msgs []outbox.Message) (int, error) {
+	n := 0
+	for n < len(msgs) && p.hasPending(msgs[n]) {
+		if err := p.Publish(ctx, msgs[n]); err != nil {
+			return n, err
+		}
+		n++
+	}
+	return n, nil
+}
+
+func (p *Publisher) hasPending(m outbox.Message) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.inflight[m.ID] != nil
+}
+
+// alone reports whether m must be sent on its own: the client could fail
+// it before buffering (too large for a batch by itself, with room for the
+// batch's overhead, or unroutable), leaving later records to go ahead.
+func (p *Publisher) alone(m outbox.Message) bool {
+	if _, err := p.router.Topic(m); err != nil {
+		return true
+	}
+	return recordBytes(m) > int(p.maxRecordBytes)-batchOverhead
+}
+
+// recordBytes is more than m's record takes in a batch.
+func recordBytes(m outbox.Message) int {
+	size := 2*len(m.AggregateID) + len(m.Payload) + len(m.Type) + len(m.AggregateType) + 160
+	for k, v := range m.Headers {
+		size += len(k) + len(v) + 8
+	}
+	return size
+}
+
+func (p *Publisher) runBytes(msgs []outbox.Message) int {
+	n := batchOverhead
+	for _, m := range msgs {
+		n += recordBytes(m)
+	}
+	return n
+}
+
+// batchOverhead is more than a record batch's header and one record's
+// framing take, so a record that passes alone fits a batch by itself.
+const batchOverhead = 1024
+
+// topicSeen reports whether a record for m's topic was acknowledged.
+func (p *Publisher) topicSeen(m outbox.Message) bool {
+	topic, err := p.router.Topic(m)
+	if err != nil {
+		return false
+	}
+	_, ok := p.seenTopics.Load(topic)
+	return ok
+}
+
+// settle ends w, the pending record of event id, with the client's answer.
+func (p *Publisher) settle(id uuid.UUID, w *pending, r *kgo.Record, err error) {
+	if err == nil && r != nil {
+		p.seenTopics.Store(r.Topic, struct{}{})
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if err != nil || !w.abandoned {
+		delete(p.inflight, id)
+	} else {
+		p.keepLocked(id)
+	}
+	w.err = err
+	close(w.done)
+}
+
+func (p *Publisher) abandon(ws []*pending) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, w := range ws {
+		select {
+		case <-w.done:
+		default:
+			w.abandoned = true
+		}
+	}
+}
+
+// produce hands rec to the client and waits for its outcome; see start
+// and wait.
 func (p *Publisher) produce(ctx context.Context, m outbox.Message, rec *kgo.Record) error {
+	return p.wait(ctx, p.start(ctx, m, rec))
+}
+
+// start hands rec to the client, unless the client still has (or has
+// delivered) an earlier record of the same event.
+func (p *Publisher) start(ctx context.Context, m outbox.Message, rec *kgo.Record) *pending {
 	p.mu.Lock()
 	w := p.inflight[m.ID]
 	if w == nil {
@@ -225,19 +380,15 @@ func (p *Publisher) produce(ctx context.Context, m outbox.Message, rec *kgo.Reco
 		// The record's own context never ends: only the client's retry
 		// limits fail it, and only when that is safe. Callers stop
 		// waiting through ctx instead.
-		p.client.Produce(context.WithoutCancel(ctx), rec, func(_ *kgo.Record, err error) {
-			p.mu.Lock()
-			if err != nil || !w.abandoned {
-				delete(p.inflight, m.ID)
-			} else {
-				p.keepLocked(m.ID)
-			}
-			w.err = err
-			close(w.done)
-			p.mu.Unlock()
-		})
+		p.client.Produce(context.WithoutCancel(ctx), rec, func(r *kgo.Record, err error) { p.settle(m.ID, w, r, err) })
 	}
 	p.mu.Unlock()
+	return w
+}
+
+// wait waits for w's outcome or for ctx; giving up leaves the record with
+// the client (abandoned), for a later attempt of the same event to wait on.
+func (p *Publisher) wait(ctx context.Context, w *pending) error {
 	select {
 	case <-w.done:
 		return w.err
@@ -299,6 +450,9 @@ func (p *Publisher) Ping(ctx context.Context) error {
 func (p *Publisher) Close() error {
 	p.once.Do(func() {
 		p.reach.close()
+		p.runs.close()
+		p.runs.client.Close()
+		<-p.runs.exited
 		p.client.Close()
 	})
 	return nil

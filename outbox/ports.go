@@ -48,6 +48,17 @@ type Publisher interface {
 	Publish(ctx context.Context, m Message) error
 }
 
+// BatchPublisher is an optional capability of a Publisher: consecutive
+// messages of one aggregate, in order, in one call, so an aggregate with a
+// backlog is not one broker round trip per message. The broker
+// acknowledges a prefix: msgs[:acked] are durable, and err (nil only when
+// acked == len(msgs)) is why msgs[acked] is not. No message after
+// msgs[acked] may end up in the log ahead of it: a later attempt that
+// publishes msgs[acked] first keeps the aggregate's order.
+type BatchPublisher interface {
+	PublishBatch(ctx context.Context, msgs []Message) (acked int, err error)
+}
+
 // Fencer is an optional capability of a Cursor: Fence says, before each
 // publish attempt, whether this relay may still publish (a source read
 // under a lease, say, whose lease was lost). An error stops publishing at

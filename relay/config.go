@@ -31,6 +31,11 @@ type Config struct {
 	// again. MaxBehind caps that: past it, reading waits until the stuck
 	// record settles or is parked (StuckTimeout).
 	MaxBehind int
+	// MaxRun bounds how many consecutive messages of one aggregate are
+	// published in one call, when the publisher takes runs
+	// (outbox.BatchPublisher): an aggregate with a backlog is not one
+	// broker round trip per message (default 256; 1: one at a time).
+	MaxRun int
 	// BatchSize bounds the records asked of the source at once (default 512).
 	BatchSize int
 	// PublishTimeout bounds one publish attempt (default 10 s).
@@ -69,6 +74,9 @@ func (c *Config) setDefaults() {
 	if c.BatchSize == 0 {
 		c.BatchSize = 512
 	}
+	if c.MaxRun == 0 {
+		c.MaxRun = 256
+	}
 	if c.PublishTimeout == 0 {
 		c.PublishTimeout = 10 * time.Second
 	}
@@ -105,7 +113,7 @@ func (c Config) Validate() error {
 	for _, f := range []struct {
 		name string
 		v    int
-	}{{"Workers", c.Workers}, {"MaxInFlight", c.MaxInFlight}, {"MaxBehind", c.MaxBehind}, {"BatchSize", c.BatchSize}} {
+	}{{"Workers", c.Workers}, {"MaxInFlight", c.MaxInFlight}, {"MaxBehind", c.MaxBehind}, {"BatchSize", c.BatchSize}, {"MaxRun", c.MaxRun}} {
 		if f.v < 0 {
 			return fmt.Errorf("%w: %s must not be negative, got %d", ErrInvalidConfig, f.name, f.v)
 		}

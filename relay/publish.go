@@ -11,25 +11,33 @@ import (
 	"github.com/outbox-dev/outbox/retry"
 )
 
-// The publish path, one message at a time within its aggregate:
+// The publish path, a run of an aggregate's consecutive messages at a
+// time (one message when the publisher cannot take runs):
 //
 //	handle     parked aggregate → dead letter; otherwise publish, and a
-//	           permanent failure → dead letter
-//	publish    rounds until acknowledged, permanent, stuck too long or ctx ends:
+//	           permanent failure of the run's first message → dead letter
+//	publish    rounds until some of the run is acknowledged, its first
+//	           message fails permanently, it is stuck too long or ctx ends:
 //	             waitForBroker → round (Retry's schedule of attempts) →
 //	             settle the round → pauseBetweenRounds
-//	attempt    waitWhileRefused(fenced(breakered(timed(Publisher.Publish))))
+//	           a run that fails permanently is tried again as its first
+//	           message alone, so only the failing message is dead-lettered
+//	attempt    waitWhileRefused(fenced(breakered(timed(Publisher))))
 //
 // A round of transient failures is never a dead letter: it ends in a wait
-// for the broker, so an outage is back-pressure.
+// for the broker, so an outage is back-pressure. The publisher
+// acknowledges a prefix of the run, and no message after the first
+// unacknowledged one is ever in the log ahead of it
+// (outbox.BatchPublisher), so a failed message is never overtaken.
 
-// sendFunc is one publish attempt of a message.
-type sendFunc func(context.Context, outbox.Message) error
+// sendFunc is one publish attempt of a run: how many of msgs, from the
+// first, the broker acknowledged, and why the next one was not.
+type sendFunc func(context.Context, []outbox.Message) (int, error)
 
 // attemptChain builds the attempt from the publisher outwards; each layer
 // is one rule a reader can check on its own.
 func (r *run) attemptChain(cur Cursor) sendFunc {
-	send := r.timed(r.pub.Publish)
+	send := r.timed(r.publisher())
 	send = r.breakered(send)
 	if f, ok := cur.(Fencer); ok {
 		send = r.fenced(f.Fence, send)
@@ -37,20 +45,47 @@ func (r *run) attemptChain(cur Cursor) sendFunc {
 	return r.waitWhileRefused(send)
 }
 
+// publisher sends runs through the BatchPublisher, or one message at a
+// time.
+func (r *run) publisher() sendFunc {
+	if bp, ok := r.pub.(outbox.BatchPublisher); ok && r.cfg.MaxRun > 1 {
+		return bp.PublishBatch
+	}
+	return func(ctx context.Context, msgs []outbox.Message) (int, error) {
+		if err := r.pub.Publish(ctx, msgs[0]); err != nil {
+			return 0, err
+		}
+		return 1, nil
+	}
+}
+
 // timed bounds an attempt by PublishTimeout.
 func (r *run) timed(next sendFunc) sendFunc {
-	return func(ctx context.Context, m outbox.Message) error {
+	return func(ctx context.Context, msgs []outbox.Message) (int, error) {
 		ctx, cancel := context.WithTimeout(ctx, r.cfg.PublishTimeout)
 		defer cancel()
-		return next(ctx, m)
+		return next(ctx, msgs)
 	}
 }
 
 // breakered passes the attempt through the breaker, which counts its
-// outcome or refuses it with breaker.ErrOpen.
+// outcome or refuses it with breaker.ErrOpen. Part of the run
+// acknowledged is a success: the broker answers.
 func (r *run) breakered(next sendFunc) sendFunc {
-	return func(ctx context.Context, m outbox.Message) error {
-		return r.br.Do(func() error { return next(ctx, m) })
+	return func(ctx context.Context, msgs []outbox.Message) (int, error) {
+		var n int
+		var sendErr error
+		err := r.br.Do(func() error {
+			n, sendErr = next(ctx, msgs)
+			if n > 0 {
+				return nil
+			}
+			return sendErr
+		})
+		if n > 0 {
+			return n, sendErr
+		}
+		return 0, err
 	}
 }
 
@@ -58,17 +93,17 @@ func (r *run) breakered(next sendFunc) sendFunc {
 // count as an attempt: it waits for the breaker (in half-open, others
 // hold the probe quota) and asks again, through the fence again.
 func (r *run) waitWhileRefused(next sendFunc) sendFunc {
-	return func(ctx context.Context, m outbox.Message) error {
+	return func(ctx context.Context, msgs []outbox.Message) (int, error) {
 		for {
-			err := next(ctx, m)
-			if !errors.Is(err, breaker.ErrOpen) {
-				return err
+			n, err := next(ctx, msgs)
+			if n > 0 || !errors.Is(err, breaker.ErrOpen) {
+				return n, err
 			}
 			if err := r.br.WaitUntilCallable(ctx); err != nil {
-				return err
+				return 0, err
 			}
 			if err := retry.Wait(ctx, max(r.cfg.Retry.InitialDelay, 10*time.Millisecond)); err != nil {
-				return err
+				return 0, err
 			}
 		}
 	}
@@ -78,92 +113,117 @@ func (r *run) waitWhileRefused(next sendFunc) sendFunc {
 // the source: this run publishes nothing more (not even a retry of the
 // message in hand) and ends with the reason.
 func (r *run) fenced(fence func() error, next sendFunc) sendFunc {
-	return func(ctx context.Context, m outbox.Message) error {
+	return func(ctx context.Context, msgs []outbox.Message) (int, error) {
 		if err := fence(); err != nil {
 			r.stop(fmt.Errorf("relay: %w: %w", errFenced, err))
 			// Canceled, so no retry policy tries again.
-			return fmt.Errorf("relay: %w: %w (%w)", errFenced, err, context.Canceled)
+			return 0, fmt.Errorf("relay: %w: %w (%w)", errFenced, err, context.Canceled)
 		}
-		return next(ctx, m)
+		return next(ctx, msgs)
 	}
 }
 
-// handle publishes m or dead-letters it. It reports whether m is settled.
-func (r *run) handle(ctx context.Context, m outbox.Message) bool {
-	key := m.Key()
+// handle publishes msgs, consecutive messages of one aggregate, or
+// dead-letters the first. It reports how many, from the first, are
+// settled: at least one, or none when ctx ended.
+func (r *run) handle(ctx context.Context, msgs []outbox.Message) int {
+	key := msgs[0].Key()
 	r.mu.Lock()
 	parked := r.parked[key]
 	r.mu.Unlock()
 	if parked {
 		// The store fills ParkedBehind with the aggregate's first failure.
-		return r.deadLetter(ctx, outbox.DeadLetter{Message: m, Error: "aggregate parked behind an earlier dead letter"})
+		if r.deadLetter(ctx, outbox.DeadLetter{Message: msgs[0], Error: "aggregate parked behind an earlier dead letter"}) {
+			return 1
+		}
+		return 0
 	}
-	attempts, err := r.publish(ctx, m)
+	acked, attempts, err := r.publish(ctx, msgs)
 	switch {
-	case err == nil:
-		return true
+	case acked > 0:
+		return acked
 	case outbox.IsPermanent(err):
 		// Logged where it is stored (the dead-letter worker), once.
-		return r.deadLetter(ctx, outbox.DeadLetter{Message: m, Error: err.Error(), FailureCount: attempts})
+		if r.deadLetter(ctx, outbox.DeadLetter{Message: msgs[0], Error: err.Error(), FailureCount: attempts}) {
+			return 1
+		}
+		return 0
 	default:
-		return false // ctx ended
+		return 0 // ctx ended
 	}
 }
 
-// failure is what publish knows about a message that has not yet been
-// acknowledged.
+// failure is what publish knows about a run's first message while it is
+// not acknowledged.
 type failure struct {
 	began    time.Time       // first attempt
 	attempts int             // across rounds
 	stuck    *StuckAggregate // set from the first failed attempt
 }
 
-// publish tries m in rounds until the broker acknowledges it, it fails
-// permanently, it has been stuck longer than StuckTimeout, or ctx ends.
-func (r *run) publish(ctx context.Context, m outbox.Message) (int, error) {
+// publish tries msgs in rounds until some of them are acknowledged, the
+// first fails permanently on its own, it has been stuck longer than
+// StuckTimeout, or ctx ends. It returns how many were acknowledged.
+func (r *run) publish(ctx context.Context, msgs []outbox.Message) (int, int, error) {
 	f := &failure{began: time.Now()}
 	defer func() {
 		if f.stuck != nil {
-			r.unstuck(m.Key())
+			r.unstuck(msgs[0].Key())
 		}
 	}()
 	for {
 		if err := r.br.WaitUntilCallable(ctx); err != nil {
-			return f.attempts, err
+			return 0, f.attempts, err
 		}
-		err := r.round(ctx, m, f)
-		if err == nil {
-			r.acknowledged(m, f.attempts)
-			return f.attempts, nil
+		acked, err := r.round(ctx, msgs, f)
+		if acked > 0 {
+			for _, m := range msgs[:acked] {
+				r.acknowledged(m, f.attempts)
+			}
+			return acked, f.attempts, nil
+		}
+		if outbox.IsPermanent(err) && len(msgs) > 1 {
+			// Which message of the run failed is not known: find out
+			// with the first alone, at once.
+			msgs = msgs[:1]
+			continue
 		}
 		if outbox.IsPermanent(err) || ctx.Err() != nil || errors.Is(err, errFenced) {
-			return f.attempts, err
+			return 0, f.attempts, err
 		}
-		r.roundFailed(m, f, err)
+		r.roundFailed(msgs[0], f, err)
 		if r.stuckTooLong(f.stuck) {
-			return f.attempts, outbox.Permanent(fmt.Errorf("%w: failing for %s (%d attempts) while other aggregates were published; last error: %w",
+			return 0, f.attempts, outbox.Permanent(fmt.Errorf("%w: failing for %s (%d attempts) while other aggregates were published; last error: %w",
 				ErrStuck, time.Since(f.stuck.Since).Round(time.Second), f.attempts, err))
 		}
 		if err := r.pauseBetweenRounds(ctx); err != nil {
-			return f.attempts, err
+			return 0, f.attempts, err
 		}
 	}
 }
 
-// round is Retry's schedule of attempts of m.
-func (r *run) round(ctx context.Context, m outbox.Message, f *failure) error {
+// round is Retry's schedule of attempts of msgs; it ends at the first
+// attempt that has some of them acknowledged, and returns how many.
+func (r *run) round(ctx context.Context, msgs []outbox.Message, f *failure) (int, error) {
 	before := f.attempts
-	n, err := r.cfg.Retry.Do(ctx, func(ctx context.Context) error { return r.send(ctx, m) }, func(a retry.Attempt) {
+	var acked int
+	n, err := r.cfg.Retry.Do(ctx, func(ctx context.Context) error {
+		var err error
+		if acked, err = r.send(ctx, msgs); acked > 0 {
+			return nil
+		}
+		return err
+	}, func(a retry.Attempt) {
 		r.stats.retried.Add(1)
 		hooks(r.cfg.Hooks).each(func(h Hook) {
 			if rh, ok := h.(RetryHook); ok {
-				rh.OnRetry(m, a)
+				rh.OnRetry(msgs[0], a)
 			}
 		})
-		r.failing(m, f, before+a.N, a.Err)
+		r.failing(msgs[0], f, before+a.N, a.Err)
 	})
 	f.attempts = before + n
-	return err
+	return acked, err
 }
 
 // pauseBetweenRounds waits a full backoff when the breaker is closed: other

@@ -327,9 +327,13 @@ func (r *run) worker(ctx, drainCtx context.Context) {
 	}
 }
 
-// drainLane processes a lane's items one at a time until it is empty, so
-// an aggregate never has two messages in flight.
+// drainLane processes a lane's items in order until it is empty: an
+// operator action or an undecodable record on its own, and consecutive
+// records as one run of at most MaxRun, so an aggregate has at most one
+// run in flight and nothing of it is published ahead of an earlier
+// message that failed.
 func (r *run) drainLane(ctx, drainCtx context.Context, l *lane) {
+	var msgs []outbox.Message // reused for each run
 	for {
 		r.mu.Lock()
 		if len(l.queue) == 0 || ctx.Err() != nil {
@@ -340,41 +344,62 @@ func (r *run) drainLane(ctx, drainCtx context.Context, l *lane) {
 			return
 		}
 		it := l.queue[0]
+		msgs = msgs[:0]
+		if it.action == nil && it.rec.Err == nil {
+			for _, next := range l.queue[:min(len(l.queue), r.cfg.MaxRun)] {
+				if next.action != nil || next.rec.Err != nil {
+					break
+				}
+				msgs = append(msgs, next.rec.Message)
+			}
+		}
 		r.mu.Unlock()
 
-		var done bool
+		settled := 0
 		switch {
 		case it.action != nil:
 			r.runAction(drainCtx, *it.action)
-			done = true
+			settled = 1
 		case it.rec.Err != nil:
-			done = r.deadLetter(drainCtx, outbox.DeadLetter{Message: it.rec.Message,
-				Error: "the source could not decode this row: " + it.rec.Err.Error()})
-		default:
-			done = r.handle(drainCtx, it.rec.Message)
-		}
-		if !done {
-			return // shutting down; the record stays unacknowledged
-		}
-		r.mu.Lock()
-		l.queue = l.queue[1:]
-		if it.entry != nil {
-			wasHead := r.window.head == it.entry
-			r.window.settle(it.entry)
-			r.stats.inFlight.Store(int64(r.window.len))
-			if wasHead {
-				select {
-				case r.headMoved <- struct{}{}:
-				default:
-				}
+			if r.deadLetter(drainCtx, outbox.DeadLetter{Message: it.rec.Message,
+				Error: "the source could not decode this row: " + it.rec.Err.Error()}) {
+				settled = 1
 			}
-		} else {
+		default:
+			settled = r.handle(drainCtx, msgs)
+		}
+		if settled == 0 {
+			return // shutting down; the records stay unacknowledged
+		}
+		r.settle(l, settled)
+	}
+}
+
+// settle removes the first n items of l, which are done.
+func (r *run) settle(l *lane, n int) {
+	records := 0
+	r.mu.Lock()
+	for _, it := range l.queue[:n] {
+		if it.entry == nil {
 			delete(r.actions, l.key)
+			continue
 		}
-		r.mu.Unlock()
-		if it.entry != nil {
-			<-r.slots // settled: room to read one more
+		records++
+		wasHead := r.window.head == it.entry
+		r.window.settle(it.entry)
+		if wasHead {
+			select {
+			case r.headMoved <- struct{}{}:
+			default:
+			}
 		}
+	}
+	clear(l.queue[:n]) // let the settled records go
+	l.queue = l.queue[n:]
+	r.stats.inFlight.Store(int64(r.window.len))
+	r.mu.Unlock()
+	for range records {
+		<-r.slots // settled: room to read one more
 	}
 }
 
@@ -557,7 +582,7 @@ func (r *run) runAction(ctx context.Context, p outbox.ParkedAggregate) {
 		}
 	}
 	for _, dl := range entries {
-		_, err := r.publish(ctx, dl.Message)
+		_, _, err := r.publish(ctx, []outbox.Message{dl.Message})
 		if err != nil {
 			if !outbox.IsPermanent(err) {
 				return // ctx ended; the request stays pending

@@ -1,0 +1,135 @@
+package kafka_test
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/outbox-dev/outbox/kafka"
+	"github.com/outbox-dev/outbox/outbox"
+)
+
+func aggregateRun(t *testing.T, aggType, agg string, n int, payload func(i int) string) []outbox.Message {
+	ms := make([]outbox.Message, n)
+	for i := range ms {
+		ms[i] = msg(t, aggType, agg, "Changed", int64(i+1), payload(i))
+	}
+	return ms
+}
+
+// inTopic returns the sequences of agg's records in topic, in log order.
+func inTopic(t *testing.T, brokers []string, topic, agg string) []int64 {
+	t.Helper()
+	recs, err := kafka.ReadAll(ctx(t), brokers, []string{topic})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var seqs []int64
+	partition := int32(-1)
+	for _, r := range recs {
+		if r.Key != agg {
+			continue
+		}
+		if partition >= 0 && r.Partition != partition {
+			t.Fatalf("%s's records in partitions %d and %d", agg, partition, r.Partition)
+		}
+		partition = r.Partition
+		seq, _ := r.Sequence()
+		seqs = append(seqs, seq)
+	}
+	return seqs
+}
+
+func wantPrefix(t *testing.T, got []int64, n int) {
+	t.Helper()
+	if len(got) != n {
+		t.Fatalf("the log holds %v, want the first %d of the run, in order", got, n)
+	}
+	for i, s := range got {
+		if s != int64(i+1) {
+			t.Fatalf("the log holds %v, want 1..%d in order", got, n)
+		}
+	}
+}
+
+func TestPublishBatchAcknowledgesTheRunInOrder(t *testing.T) {
+	for name, brokers := range brokerTargets(t) {
+		t.Run(name, func(t *testing.T) {
+			p := publisher(t, brokers, kafka.Config{})
+			aggType := fmt.Sprintf("run%d", time.Now().UnixNano())
+			// Twice past a flush's size: several runs, each one batch.
+			ms := aggregateRun(t, aggType, "a", 600, func(i int) string { return fmt.Sprint(i) + strings.Repeat("x", 3000) })
+			n, err := p.PublishBatch(ctx(t), ms)
+			if err != nil || n != len(ms) {
+				t.Fatalf("PublishBatch = %d, %v; want %d, nil", n, err, len(ms))
+			}
+			wantPrefix(t, inTopic(t, brokers, "outbox.event."+aggType, "a"), len(ms))
+		})
+	}
+}
+
+// A record the client refuses before buffering it (too large) does not
+// fail the records after it, so they must not be sent with it.
+func TestPublishBatchNeverSendsPastARecordTooLarge(t *testing.T) {
+	e := embedded(t)
+	p := publisher(t, e.Addrs(), kafka.Config{MaxRecordBytes: 8192, RecordRetries: kafka.NoRecordRetries})
+	ms := aggregateRun(t, "big", "a", 10, func(i int) string {
+		if i == 4 {
+			return strings.Repeat("x", 9000)
+		}
+		return "small"
+	})
+	n, err := p.PublishBatch(ctx(t), ms)
+	if n != 4 || !outbox.IsPermanent(err) || !errors.Is(err, kerr.MessageTooLarge) {
+		t.Fatalf("PublishBatch = %d, %v; want 4 and a permanent MESSAGE_TOO_LARGE", n, err)
+	}
+	wantPrefix(t, inTopic(t, e.Addrs(), "outbox.event.big", "a"), 4)
+}
+
+// The broker refusing a produce fails the records after it in the
+// partition too: what is acknowledged is a prefix, what is in the log is
+// that prefix, and sending the rest again completes the run with no copy.
+// Each case starts on a partition this producer never wrote to, where the
+// broker would take a later pipelined request even though an earlier one
+// was refused.
+func TestPublishBatchARefusedProduceLeavesAPrefix(t *testing.T) {
+	e := embedded(t)
+	for _, refuse := range []int{1, 2, 3, 4, 5} { // the n-th produce request of the run
+		t.Run(fmt.Sprint(refuse), func(t *testing.T) {
+			p := publisher(t, e.Addrs(), kafka.Config{RecordRetries: kafka.NoRecordRetries})
+			aggType := fmt.Sprintf("refused%d", refuse)
+			topic := "outbox.event." + aggType
+			other := publisher(t, e.Addrs(), kafka.Config{})
+			if err := other.Publish(ctx(t), msg(t, aggType, "a", "Warm", 0, "x")); err != nil { // the topic and partition exist
+				t.Fatal(err)
+			}
+			// 1.2 MB: the run takes several produce requests.
+			ms := aggregateRun(t, aggType, "a", 300, func(i int) string { return fmt.Sprint(i) + strings.Repeat("x", 4000) })
+			seen := 0
+			h := e.Cluster().Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Produce}, Topic: topic, Err: kerr.CorruptMessage, Count: -1,
+				When: func(kmsg.Request) bool { seen++; return seen == refuse }})
+			n, err := p.PublishBatch(ctx(t), ms)
+			h.Remove()
+			t.Logf("request %d of %d refused: %d acknowledged, %v", refuse, seen, n, err)
+			got := inTopic(t, e.Addrs(), topic, "a")[1:] // past the warm-up record
+			wantPrefix(t, got, n)
+			if n == len(ms) {
+				return // the run took fewer requests
+			}
+			if !errors.Is(err, kerr.CorruptMessage) {
+				t.Fatalf("%d of %d acknowledged; error %v, want CORRUPT_MESSAGE", n, len(ms), err)
+			}
+			m, err := p.PublishBatch(ctx(t), ms[n:])
+			if err != nil || n+m != len(ms) {
+				t.Fatalf("sending the rest again: %d, %v", m, err)
+			}
+			wantPrefix(t, inTopic(t, e.Addrs(), topic, "a")[1:], len(ms))
+		})
+	}
+}
