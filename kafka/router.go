@@ -3,8 +3,9 @@ package kafka
 import (
 	"errors"
 	"fmt"
-	"regexp"
 	"strings"
+	"sync"
+	"sync/atomic"
 
 	"github.com/outbox-dev/outbox/outbox"
 )
@@ -24,12 +25,33 @@ var ErrInvalidTemplate = errors.New("invalid topic template")
 // ErrUnroutable marks a message whose routed topic is not a legal name.
 var ErrUnroutable = errors.New("unroutable message")
 
-var legalTopic = regexp.MustCompile(`^[a-zA-Z0-9._-]{1,249}$`)
+// legalTopic reports whether Kafka allows s as (part of) a topic name:
+// 1 to 249 of [a-zA-Z0-9._-]. A loop, not a regexp: it runs per record.
+func legalTopic(s string) bool {
+	if len(s) == 0 || len(s) > 249 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '.' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
 
 // Router maps a message to its topic.
 type Router struct {
 	parts []string // literal, or a variable name prefixed by "\x00"
+	// routes caches the topic of each (aggregatetype, type) seen, up to
+	// maxRoutes of them: a relay sees a handful, and each record asks.
+	routes  sync.Map // routeKey → string
+	nroutes atomic.Int32
 }
+
+type routeKey struct{ aggregateType, typ string }
+
+const maxRoutes = 4096
 
 // NewRouter parses a template made of literal text and the variables
 // {type} and {aggregatetype}.
@@ -66,7 +88,7 @@ func NewRouter(template string) (*Router, error) {
 		rest = rest[open+end+1:]
 	}
 	for _, p := range r.parts {
-		if !strings.HasPrefix(p, "\x00") && !legalTopic.MatchString(p) {
+		if !strings.HasPrefix(p, "\x00") && !legalTopic(p) {
 			return nil, fmt.Errorf("%w: TopicTemplate %q has characters Kafka does not allow in a topic", ErrInvalidTemplate, template)
 		}
 	}
@@ -75,6 +97,20 @@ func NewRouter(template string) (*Router, error) {
 
 // Topic returns m's topic, or a permanent ErrUnroutable error.
 func (r *Router) Topic(m outbox.Message) (string, error) {
+	key := routeKey{m.AggregateType, m.Type}
+	if topic, ok := r.routes.Load(key); ok {
+		return topic.(string), nil
+	}
+	topic, err := r.route(m)
+	if err == nil && r.nroutes.Load() < maxRoutes {
+		if _, loaded := r.routes.LoadOrStore(key, topic); !loaded {
+			r.nroutes.Add(1)
+		}
+	}
+	return topic, err
+}
+
+func (r *Router) route(m outbox.Message) (string, error) {
 	var b strings.Builder
 	for _, p := range r.parts {
 		switch p {
@@ -87,7 +123,7 @@ func (r *Router) Topic(m outbox.Message) (string, error) {
 		}
 	}
 	topic := b.String()
-	if !legalTopic.MatchString(topic) || topic == "." || topic == ".." {
+	if !legalTopic(topic) || topic == "." || topic == ".." {
 		return "", outbox.Permanent(fmt.Errorf("%w: event %s routes to illegal topic %q", ErrUnroutable, m.ID, topic))
 	}
 	return topic, nil
