@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strconv"
 	"sync"
 	"time"
 
@@ -179,28 +178,6 @@ func NewPublisher(cfg Config) (*Publisher, error) {
 		inflight: map[uuid.UUID]*pending{}}
 	go p.runs.serve(p)
 	return p, nil
-}
-
-// Record builds the Kafka record for m: key = aggregate id, headers carry
-// the event's identity and order.
-func Record(m outbox.Message, topic string) *kgo.Record {
-	headers := []kgo.RecordHeader{
-		{Key: outbox.HeaderID, Value: []byte(m.ID.String())},
-		{Key: outbox.HeaderType, Value: []byte(m.Type)},
-		{Key: outbox.HeaderAggregateType, Value: []byte(m.AggregateType)},
-		{Key: outbox.HeaderAggregateID, Value: []byte(m.AggregateID)},
-		{Key: outbox.HeaderSequence, Value: []byte(strconv.FormatInt(m.Sequence, 10))},
-	}
-	if tp := m.Headers[outbox.HeaderTraceParent]; tp != "" {
-		headers = append(headers, kgo.RecordHeader{Key: outbox.HeaderTraceParent, Value: []byte(tp)})
-	}
-	return &kgo.Record{
-		Topic:     topic,
-		Key:       []byte(m.AggregateID),
-		Value:     m.Payload,
-		Headers:   headers,
-		Timestamp: m.Timestamp,
-	}
 }
 
 // Publish sends m and waits for the broker's acknowledgement, or until ctx
