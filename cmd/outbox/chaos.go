@@ -200,6 +200,7 @@ func runScenario(ctx context.Context, t chaosTarget, s scenario, seed uint64, op
 		res.fail("%v", err)
 	}
 	if opts.history != "" {
+		res.Seconds = round(time.Since(start).Seconds()) // the deferred one comes too late for the file
 		writeHistory(r, res, filepath.Join(opts.history, fmt.Sprintf("%s-%s", t.name, s.id)))
 	}
 	return res

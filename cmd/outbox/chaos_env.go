@@ -852,6 +852,58 @@ func (r *chaosRun) waitPendingEvents(res *scenarioResult) error {
 	return nil
 }
 
+// relayDups counts the copies the relay published beyond those the store
+// logged. On ScyllaDB an order write whose outbox row was acknowledged
+// later than EventWriteDeadline (half the confidence window: 1 s here),
+// or not at all, is written again at a fresh timestamp, as the design
+// has it: the CDC log then holds the event twice and it is published
+// twice, with its id, whatever the relay does. Those copies are counted
+// apart (logged); dup and extra (the most copies of one event past the
+// log's) are the relay's, which crashes bound. Elsewhere the store holds
+// each event once, and dup is the checker's.
+func (r *chaosRun) relayDups(ctx context.Context, obs []checker.Observed) (dup, extra, logged int, err error) {
+	var copies map[string]int // how many times the store logged each event
+	if r.target.isScylla() {
+		if copies, err = r.loggedCopies(ctx); err != nil {
+			return 0, 0, 0, err
+		}
+	}
+	published := map[string]int{}
+	for _, o := range obs {
+		published[o.ID]++
+	}
+	for id, n := range published {
+		if have := max(copies[id], 1); n > have {
+			dup += n - have
+			extra = max(extra, n-have)
+		}
+	}
+	for _, c := range copies {
+		logged += max(c-1, 0)
+	}
+	return dup, extra, logged, nil
+}
+
+// loggedCopies counts each event's rows in the outbox table's CDC log.
+func (r *chaosRun) loggedCopies(ctx context.Context) (map[string]int, error) {
+	sb, ok := r.db.(*scyllaBackend)
+	if !ok {
+		return nil, nil
+	}
+	iter := sb.Session().Query(`SELECT id FROM ` + r.keyspace + `.outbox_messages_scylla_cdc_log BYPASS CACHE`).WithContext(ctx).PageSize(5000).Iter()
+	copies := map[string]int{}
+	var id *gocql.UUID
+	for iter.Scan(&id) {
+		if id != nil {
+			copies[id.String()]++
+		}
+	}
+	if err := iter.Close(); err != nil {
+		return nil, fmt.Errorf("chaos: read the CDC log: %w", err)
+	}
+	return copies, nil
+}
+
 // ackedMissing counts acknowledged writes with no outbox row: a 2xx (or
 // a returned commit) whose event the store does not hold.
 func (r *chaosRun) ackedMissing(committed []checker.Event) int {

@@ -38,7 +38,11 @@ type scenarioResult struct {
 	Missing  int            `json:"acknowledged_without_event"`
 	ReadModl int            `json:"read_model_mismatches"`
 	Figures  map[string]any `json:"figures"`
-	Failures []string       `json:"failures,omitempty"`
+	// RelayDup and RelayExtra are the duplicates the relay made (see
+	// chaosRun.relayDups), and the most extra copies of one event.
+	RelayDup   int      `json:"relay_dup"`
+	RelayExtra int      `json:"relay_extra_copies"`
+	Failures   []string `json:"failures,omitempty"`
 	Skipped  string         `json:"skipped,omitempty"`
 	Seconds  float64        `json:"seconds"`
 }
@@ -105,11 +109,21 @@ func (r *chaosRun) finish(res *scenarioResult, timeout time.Duration) error {
 			return err
 		}
 	}
-	rep, _, err := r.settle(r.ctx, timeout)
+	rep, obs, err := r.settle(r.ctx, timeout)
 	if err != nil {
 		return err
 	}
 	res.Report = rep
+	var logged int
+	if res.RelayDup, res.RelayExtra, logged, err = r.relayDups(r.ctx, obs); err != nil {
+		return err
+	}
+	if r.target.isScylla() {
+		res.Figures["relay_dup"] = res.RelayDup
+		if logged > 0 {
+			res.Figures["logged_twice"] = logged // writes re-armed past EventWriteDeadline
+		}
+	}
 	committed, err := r.db.committed(r.ctx)
 	if err != nil {
 		return err
@@ -148,8 +162,8 @@ func runBaseline(r *chaosRun, res *scenarioResult) error {
 	}
 	res.Figures["events"] = aggs * per
 	res.Figures["events_per_sec"] = round(float64(aggs*per) / time.Since(start).Seconds())
-	if res.Report.Dup != 0 {
-		res.fail("%d duplicates without any fault", res.Report.Dup)
+	if res.RelayDup != 0 {
+		res.fail("%d duplicates without any fault", res.RelayDup)
 	}
 	return kid.stop()
 }
@@ -242,21 +256,18 @@ const (
 func (r *chaosRun) assertDupBound(res *scenarioResult, crashes int) {
 	bound := crashes * chaosDupPerCrash
 	res.Figures["dup_bound"] = bound
-	if res.Report.Dup > bound {
-		res.fail("%d duplicates from %d crashes, more than the bound %d (%d per crash)", res.Report.Dup, crashes, bound, chaosDupPerCrash)
+	if res.RelayDup > bound {
+		res.fail("%d duplicates from %d crashes, more than the bound %d (%d per crash)", res.RelayDup, crashes, bound, chaosDupPerCrash)
 	}
-	if res.Report.MaxCopies > crashes+1 {
-		res.fail("an event published %d times after %d crashes", res.Report.MaxCopies, crashes)
+	if res.RelayExtra > crashes {
+		res.fail("an event published %d times more than the store logged it, after %d crashes", res.RelayExtra, crashes)
 	}
 }
 
 // unpublished waits (up to limit) until the relay has work it has not
-// checkpointed (events behind the polling checkpoint, or WAL behind the
-// slot's confirmed position), and says how much: events, or bytes of WAL.
-// On ScyllaDB, whose progress lives per stream in the store, it is the
-// events committed and not yet on the broker (records published, copies
-// included, subtracted: a lower bound), none of which a checkpoint can
-// have passed.
+// checkpointed (events behind the polling checkpoint, WAL behind the
+// slot's confirmed position, or CDC log rows past each stream's saved
+// progress on ScyllaDB), and says how much: events, or bytes of WAL.
 func (r *chaosRun) unpublished(limit time.Duration) (int64, error) {
 	for deadline := time.Now().Add(limit); ; {
 		var gap int64
@@ -265,7 +276,7 @@ func (r *chaosRun) unpublished(limit time.Duration) (int64, error) {
 		case slot:
 			gap = lag
 		case r.target.isScylla():
-			gap, err = r.unpublishedEvents()
+			gap, _, err = r.db.(*scyllaBackend).CDCBacklog(r.ctx)
 		default:
 			gap, err = r.db.backlog(r.ctx)
 		}
@@ -277,20 +288,6 @@ func (r *chaosRun) unpublished(limit time.Duration) (int64, error) {
 		}
 		retry.Wait(r.ctx, 2*time.Millisecond)
 	}
-}
-
-// unpublishedEvents is the events committed minus the records published
-// since the run began: at least that many events are not on the broker.
-func (r *chaosRun) unpublishedEvents() (int64, error) {
-	committed, err := r.db.committed(r.ctx)
-	if err != nil {
-		return 0, err
-	}
-	n, err := r.published(r.ctx)
-	if err != nil {
-		return 0, err
-	}
-	return max(int64(len(committed))-n, 0), nil
 }
 
 // startApp runs the relay in this process, for scenarios that need its
@@ -926,7 +923,7 @@ func runRetention(r *chaosRun, res *scenarioResult) error {
 		res.fail("%d events published with the relay stopped", after-before)
 	}
 	if r.target.isScylla() {
-		return r.cdcBacklog(res, firstBacklog)
+		return r.cdcBacklog(res, n, firstBacklog)
 	}
 	backlog, err := r.db.backlog(r.ctx)
 	if err != nil {
@@ -985,15 +982,28 @@ func runRetention(r *chaosRun, res *scenarioResult) error {
 }
 
 // cdcBacklog is R9 on ScyllaDB, whose backlog is the CDC log past each
-// stream's saved progress. A relay shows it as CDC lag (the backend's
-// cdcLag, exported as outbox_cdc_lag_seconds and checked by the
+// stream's saved progress. With the relay stopped it is read from the
+// store (scylla.Store.CDCBacklog): at least the n events written since.
+// A relay shows it as CDC lag (the
+// backend's cdcLag, exported as outbox_cdc_lag_seconds and checked by the
 // cdc-log-ttl health check against the log's TTL): the age of the oldest
 // change read and not acknowledged. So the relay is restarted in this
 // process and its lag sampled: it must show at least how long the first
 // change of the backlog waited, and fall to 0 once the backlog drained.
 // There is no position to lose: the reader resumes from progress saved in
 // the store, and the log keeps each change for its TTL.
-func (r *chaosRun) cdcBacklog(res *scenarioResult, firstBacklog time.Time) error {
+func (r *chaosRun) cdcBacklog(res *scenarioResult, n int, firstBacklog time.Time) error {
+	rows, oldest, err := r.db.(*scyllaBackend).CDCBacklog(r.ctx)
+	if err != nil {
+		return err
+	}
+	res.Figures["cdc_backlog_rows"] = rows
+	if !oldest.IsZero() {
+		res.Figures["cdc_backlog_oldest_age_s"] = round(time.Since(oldest).Seconds())
+	}
+	if rows < int64(n) {
+		res.fail("the CDC log holds %d rows past the saved progress with the relay stopped and %d events written since: the backlog is invisible", rows, n)
+	}
 	a, stop, err := r.startApp(nil)
 	if err != nil {
 		return err
