@@ -43,8 +43,8 @@ type scenarioResult struct {
 	RelayDup   int      `json:"relay_dup"`
 	RelayExtra int      `json:"relay_extra_copies"`
 	Failures   []string `json:"failures,omitempty"`
-	Skipped  string         `json:"skipped,omitempty"`
-	Seconds  float64        `json:"seconds"`
+	Skipped    string   `json:"skipped,omitempty"`
+	Seconds    float64  `json:"seconds"`
 }
 
 func (s *scenarioResult) fail(format string, args ...any) {
