@@ -65,6 +65,22 @@ func (e *env) dsn(db string) string {
 	return u.String()
 }
 
+// postmasterStart is when the server last started: a change during a run
+// means something restarted it.
+func (e *env) postmasterStart(ctx context.Context) string {
+	var t time.Time
+	for i := 0; i < 60; i++ {
+		if err := e.admin.QueryRow(ctx, "SELECT pg_postmaster_start_time()").Scan(&t); err == nil {
+			return t.UTC().Format(time.RFC3339Nano)
+		}
+		if ctx.Err() != nil {
+			break
+		}
+		time.Sleep(time.Second)
+	}
+	return "unknown"
+}
+
 func (e *env) createDB(ctx context.Context, db string) error {
 	_, err := e.admin.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{db}.Sanitize())
 	return err

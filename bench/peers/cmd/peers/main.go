@@ -69,7 +69,21 @@ func main() {
 	flag.StringVar(&o.workDir, "work", "", "directory for logs and offsets")
 	flag.StringVar(&o.outJSON, "json", "", "write results as JSON here")
 	flag.StringVar(&o.outMD, "md", "", "write the markdown report here")
+	fromJSON := flag.String("from-json", "", "only render the markdown of a saved JSON result (to -md, and stdout)")
 	flag.Parse()
+	if *fromJSON != "" {
+		b, err := os.ReadFile(*fromJSON)
+		if err != nil {
+			fatalf("%v", err)
+		}
+		var rep report
+		if err := json.Unmarshal(b, &rep); err != nil {
+			fatalf("%s: %v", *fromJSON, err)
+		}
+		o.outJSON = ""
+		writeOutputs(&o, &rep)
+		return
+	}
 	if o.quick {
 		o.rounds = 1
 		o.events = 10000
@@ -224,9 +238,12 @@ func runAll(ctx context.Context, o *options) (*report, error) {
 					continue
 				}
 				sys, _ := newSystem(sysName, o)
-				res := runOne(ctx, env, sys, round, sc)
-				rep.Results = append(rep.Results, res)
-				logf("%s", res.line())
+				for _, res := range runOne(ctx, env, sys, round, sc) {
+					rep.Results = append(rep.Results, res)
+					if !res.Disrupted {
+						logf("%s", res.line())
+					}
+				}
 				// Keep partial results on disk as we go.
 				if o.outJSON != "" {
 					rep.Summary = summarize(rep)

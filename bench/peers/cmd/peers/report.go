@@ -42,7 +42,7 @@ func summarize(rep *report) []summary {
 	type key struct{ sys, sc, m string }
 	vals := map[key][]float64{}
 	for _, r := range rep.Results {
-		if r.Error != "" && !(r.Kind == "rate" && r.Committed > 0) {
+		if r.Disrupted || (r.Error != "" && !(r.Kind == "rate" && r.Committed > 0)) {
 			continue
 		}
 		for m, v := range metricsOf(r) {
@@ -103,7 +103,7 @@ func cell(rep *report, sys, sc, m, f string) string {
 func resultsOf(rep *report, sys, sc string) []*result {
 	var out []*result
 	for _, r := range rep.Results {
-		if r.System == sys && r.Scenario == sc {
+		if r.System == sys && r.Scenario == sc && !r.Disrupted {
 			out = append(out, r)
 		}
 	}
@@ -173,6 +173,7 @@ func markdown(rep *report) string {
 			rates = append(rates, sc)
 		}
 	}
+	headline(w, rep, drains, rates)
 	if len(drains) > 0 {
 		w("### Drain: a backlog committed while the relay was stopped\n\n")
 		w("events/s from the relay's start to the last event consumed; \"steady\" is from the first to the last event consumed (without the start-up); start-up is the relay's start → first event consumed.\n\n")
@@ -240,7 +241,7 @@ func markdown(rep *report) string {
 		var runs, committed, lost, dups, ooo, failed int
 		var fails []string
 		for _, r := range rep.Results {
-			if r.System != sys {
+			if r.System != sys || r.Disrupted {
 				continue
 			}
 			runs++
@@ -261,7 +262,7 @@ func markdown(rep *report) string {
 	}
 	w("\n\"lost\" counts committed events never consumed: a run waits for everything while the relay makes progress (a drain up to max(120 s, events/200 s) after the relay's start, a fixed rate up to 4 min after the writers stop; a wait also ends after 30 s without a new event), so a relay that fell behind is judged on its whole backlog. A run whose wait ended before everything arrived is listed as failed, with how many were missing.\n\n")
 
-	w("### Every run\n\n| round | scenario | system | committed | delivered | ev/s or p50/p95/p99 ms | kept up | CPU ms/1k | lost | dup | ooo | error |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+	w("### Every run\n\nA run marked disrupted (PostgreSQL restarted by other work on the shared machine, or its writers' connections failed) was run again; it is listed here and left out of every other table.\n\n| round | scenario | system | committed | delivered | ev/s or p50/p95/p99 ms | kept up | CPU ms/1k | lost | dup | ooo | error |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, r := range rep.Results {
 		fig := ""
 		kept := ""
@@ -323,4 +324,83 @@ func kv(m map[string]string) string {
 		parts = append(parts, k+"="+m[k])
 	}
 	return strings.Join(parts, ", ")
+}
+
+// headline is the one-table summary: drains, p50/p95/p99 and keeping up
+// at each rate, CPU at each rate, and the integrity counts.
+func headline(w func(string, ...any), rep *report, drains, rates []scenario) {
+	w("### Summary\n\n| system |")
+	for _, sc := range drains {
+		w(" %s ev/s |", sc.Name)
+	}
+	for _, sc := range rates {
+		w(" p50 / p95 / p99 ms @%s ev/s |", thousands(float64(sc.Rate)))
+	}
+	for _, sc := range rates {
+		w(" CPU ms per 1,000 ev @%s |", thousands(float64(sc.Rate)))
+	}
+	w(" lost / dup / out of order |\n|---|")
+	for i := 0; i < len(drains)+2*len(rates)+1; i++ {
+		w("---|")
+	}
+	w("\n")
+	for _, sys := range rep.Options.Systems {
+		w("| %s |", sys)
+		for _, sc := range drains {
+			w(" %s |", cell(rep, sys, sc.Name, "drain_evps", "%.0f"))
+		}
+		for _, sc := range rates {
+			c := fmt.Sprintf("%s / %s / %s", med(rep, sys, sc.Name, "p50_ms"), med(rep, sys, sc.Name, "p95_ms"), med(rep, sys, sc.Name, "p99_ms"))
+			if lag, behind := behindLag(rep, sys, sc); behind {
+				c += fmt.Sprintf("; **falls behind** (lag %s ev ≈ %.1f s)", thousands(lag), lag/float64(sc.Rate))
+			}
+			w(" %s |", c)
+		}
+		for _, sc := range rates {
+			w(" %s |", cell(rep, sys, sc.Name, "cpu_ms_per_1k", "%.0f"))
+		}
+		var lost, dups, ooo, runs int
+		for _, r := range rep.Results {
+			if r.System == sys && !r.Disrupted {
+				runs++
+				lost += r.Lost
+				dups += r.Duplicates
+				ooo += r.OutOfOrder + r.Phantoms
+			}
+		}
+		w(" %d / %d / %d |\n", lost, dups, ooo)
+	}
+	w("\nDrains and CPU: median (min–max) of the rounds; latencies: medians of the rounds' percentiles (the ranges are in the tables below). A system absent from a column did not run that scenario.\n\n")
+}
+
+func med(rep *report, sys, sc, m string) string {
+	s, ok := find(rep, sys, sc, m)
+	if !ok || s.N == 0 {
+		return "—"
+	}
+	if s.Median >= 100 {
+		return fmt.Sprintf("%.0f", s.Median)
+	}
+	return fmt.Sprintf("%.1f", s.Median)
+}
+
+// behindLag is the median end-of-window lag of the rounds that fell
+// behind, when most rounds did.
+func behindLag(rep *report, sys string, sc scenario) (float64, bool) {
+	var lags []float64
+	ran := 0
+	for _, r := range resultsOf(rep, sys, sc.Name) {
+		if r.Committed == 0 {
+			continue
+		}
+		ran++
+		if !r.KeptUp {
+			lags = append(lags, float64(r.EndLag))
+		}
+	}
+	if len(lags) == 0 || 2*len(lags) < ran {
+		return 0, false
+	}
+	sort.Float64s(lags)
+	return median(lags), true
 }

@@ -21,6 +21,12 @@ type result struct {
 	Scenario string `json:"scenario"`
 	Kind     string `json:"kind"`
 	Error    string `json:"error,omitempty"`
+	// Disrupted: something outside the comparison broke the run
+	// (PostgreSQL restarted by other work on the shared machine, or the
+	// writers' connections failed); the run is retried and this one is
+	// kept only as a record, outside the summary.
+	Disrupted bool `json:"disrupted,omitempty"`
+	Attempt   int  `json:"attempt"`
 
 	Committed   int  `json:"committed"`
 	Delivered   int  `json:"delivered"`  // distinct events consumed
@@ -77,7 +83,34 @@ const (
 	stallTimeout    = 30 * time.Second // a wait ends when nothing new arrived for this long
 )
 
-func runOne(ctx context.Context, e *env, sys system, round int, sc scenario) *result {
+// runOne runs a scenario, and once more when something outside the
+// comparison disrupted it; every attempt is returned.
+func runOne(ctx context.Context, e *env, sys system, round int, sc scenario) []*result {
+	var out []*result
+	for attempt := 1; attempt <= 2; attempt++ {
+		before := e.postmasterStart(ctx)
+		res := runAttempt(ctx, e, sys, round, sc)
+		res.Attempt = attempt
+		after := e.postmasterStart(ctx)
+		if before != after || res.WriteErrors > 0 {
+			res.Disrupted = true
+			why := fmt.Sprintf("%d write error(s)", res.WriteErrors)
+			if before != after {
+				why = fmt.Sprintf("PostgreSQL restarted during the run (started %s, then %s) by other work on the machine", before, after)
+			}
+			res.Error = strings.TrimSpace("disrupted: " + why + "; " + res.Error)
+		}
+		out = append(out, res)
+		if !res.Disrupted || ctx.Err() != nil {
+			break
+		}
+		logf("%s", res.line())
+		logf("retrying %s round %d %s", sys.Name(), round, sc.Name)
+	}
+	return out
+}
+
+func runAttempt(ctx context.Context, e *env, sys system, round int, sc scenario) *result {
 	res := &result{System: sys.Name(), Round: round, Scenario: sc.Name, Kind: sc.Kind}
 	short := strings.ReplaceAll(sys.Name(), "-", "_")
 	r := &run{env: e, sys: sys, round: round, sc: sc,
