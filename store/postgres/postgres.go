@@ -11,9 +11,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io/fs"
-	"sort"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -24,8 +21,11 @@ import (
 	"github.com/outbox-dev/outbox/outbox"
 )
 
+// orderMigrations are the order service's tables; the outbox's are in
+// package migrations (see migrate.go).
+//
 //go:embed migrations/*.sql
-var migrations embed.FS
+var orderMigrations embed.FS
 
 // Store is safe for concurrent use.
 type Store struct {
@@ -65,56 +65,6 @@ func (s *Store) Ping(ctx context.Context) error { return s.pool.Ping(ctx) }
 func (s *Store) Close() error {
 	s.once.Do(s.pool.Close)
 	return nil
-}
-
-// Migrate applies the embedded migrations not yet applied, under an
-// advisory lock so concurrent starts do not race, and reports how many.
-func (s *Store) Migrate(ctx context.Context) (int, error) {
-	conn, err := s.pool.Acquire(ctx)
-	if err != nil {
-		return 0, fmt.Errorf("postgres: migrate: %w", err)
-	}
-	defer conn.Release()
-	if _, err := conn.Exec(ctx, `SELECT pg_advisory_lock(7261535)`); err != nil {
-		return 0, fmt.Errorf("postgres: migrate: %w", err)
-	}
-	defer conn.Exec(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock(7261535)`)
-	if _, err := conn.Exec(ctx, `CREATE TABLE IF NOT EXISTS outbox_schema_migrations (
-		version INT PRIMARY KEY, name TEXT NOT NULL, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())`); err != nil {
-		return 0, fmt.Errorf("postgres: migrate: %w", err)
-	}
-	entries, err := fs.ReadDir(migrations, "migrations")
-	if err != nil {
-		return 0, err
-	}
-	sort.Slice(entries, func(i, j int) bool { return entries[i].Name() < entries[j].Name() })
-	applied := 0
-	for _, e := range entries {
-		version, err := strconv.Atoi(strings.SplitN(e.Name(), "_", 2)[0])
-		if err != nil {
-			return applied, fmt.Errorf("postgres: migration %s has no numeric prefix", e.Name())
-		}
-		body, err := fs.ReadFile(migrations, "migrations/"+e.Name())
-		if err != nil {
-			return applied, err
-		}
-		err = pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
-			var n int
-			if err := tx.QueryRow(ctx, `SELECT count(*) FROM outbox_schema_migrations WHERE version = $1`, version).Scan(&n); err != nil || n > 0 {
-				return err
-			}
-			if _, err := tx.Exec(ctx, string(body)); err != nil {
-				return err
-			}
-			applied++
-			_, err := tx.Exec(ctx, `INSERT INTO outbox_schema_migrations (version, name) VALUES ($1, $2)`, version, e.Name())
-			return err
-		})
-		if err != nil {
-			return applied, fmt.Errorf("postgres: migration %s: %w", e.Name(), err)
-		}
-	}
-	return applied, nil
 }
 
 // Transact runs fn in a transaction (commit on nil, roll back on error)

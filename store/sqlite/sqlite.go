@@ -13,9 +13,7 @@ import (
 	"embed"
 	"errors"
 	"fmt"
-	"io/fs"
 	"net/url"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -26,8 +24,11 @@ import (
 	"github.com/outbox-dev/outbox/outbox"
 )
 
+// orderMigrations are the order service's tables; the outbox's are in
+// package migrations (see migrate.go).
+//
 //go:embed migrations/*.sql
-var migrations embed.FS
+var orderMigrations embed.FS
 
 // Config tunes the database. The zero value is durable: synchronous=FULL.
 type Config struct {
@@ -143,52 +144,6 @@ func (s *Store) Close() error {
 
 // Ping checks the database answers.
 func (s *Store) Ping(ctx context.Context) error { return s.db.PingContext(ctx) }
-
-// Migrate applies the embedded migrations not yet applied, each in its own
-// transaction, and reports how many it applied.
-func (s *Store) Migrate(ctx context.Context) (int, error) {
-	return migrate(ctx, s.db, migrations, "migrations")
-}
-
-func migrate(ctx context.Context, db *sql.DB, files fs.FS, dir string) (int, error) {
-	if _, err := db.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS outbox_schema_migrations (
-		version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)`); err != nil {
-		return 0, fmt.Errorf("sqlite: migrate: %w", err)
-	}
-	entries, err := fs.ReadDir(files, dir)
-	if err != nil {
-		return 0, fmt.Errorf("sqlite: migrate: %w", err)
-	}
-	sort.Slice(entries, func(i, j int) bool { return entries[i].Name() < entries[j].Name() })
-	applied := 0
-	for _, e := range entries {
-		version, err := strconv.Atoi(strings.SplitN(e.Name(), "_", 2)[0])
-		if err != nil {
-			return applied, fmt.Errorf("sqlite: migration %s has no numeric prefix", e.Name())
-		}
-		body, err := fs.ReadFile(files, dir+"/"+e.Name())
-		if err != nil {
-			return applied, err
-		}
-		err = transact(ctx, db, func(tx *sql.Tx) error {
-			var n int
-			if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM outbox_schema_migrations WHERE version = ?`, version).Scan(&n); err != nil || n > 0 {
-				return err
-			}
-			if _, err := tx.ExecContext(ctx, string(body)); err != nil {
-				return err
-			}
-			applied++
-			_, err := tx.ExecContext(ctx, `INSERT INTO outbox_schema_migrations (version, name, applied_at) VALUES (?, ?, ?)`,
-				version, e.Name(), time.Now().UnixMicro())
-			return err
-		})
-		if err != nil {
-			return applied, fmt.Errorf("sqlite: migration %s: %w", e.Name(), err)
-		}
-	}
-	return applied, nil
-}
 
 func transact(ctx context.Context, db *sql.DB, fn func(*sql.Tx) error) (err error) {
 	tx, err := db.BeginTx(ctx, nil)
