@@ -702,11 +702,12 @@ func runDatabaseStop(r *chaosRun, res *scenarioResult) error {
 		case r.target.isScylla():
 			// SIGKILL of the Cassandra JVM under the emulation, restarted
 			// with the same command line (its CDC trigger included); the
-			// proxy in front of it stays and dials it again.
+			// proxy in front of it stays and dials it again. The node
+			// takes seconds to start (the JVM, the commit log's replay):
+			// down that long.
 			if out, err := exec.Command(r.target.cassandraCtl, "kill").CombinedOutput(); err != nil {
 				return fmt.Errorf("cassandra kill: %v: %s", err, out)
 			}
-			retry.Wait(r.ctx, 2*time.Second)
 			if out, err := exec.Command(r.target.cassandraCtl, "start").CombinedOutput(); err != nil {
 				return fmt.Errorf("cassandra start: %v: %s", err, out)
 			}
