@@ -18,6 +18,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/outbox-dev/outbox/internal/appendsql"
 	"github.com/outbox-dev/outbox/outbox"
 )
 
@@ -88,54 +89,23 @@ func (s *Store) poke() {
 // Wake is signalled after each Transact commit.
 func (s *Store) Wake() <-chan struct{} { return s.wake }
 
-func headersJSON(h map[string]string) ([]byte, error) {
-	if len(h) == 0 {
-		return []byte("{}"), nil
-	}
-	return json.Marshal(h)
-}
+func headersJSON(h map[string]string) ([]byte, error) { return appendsql.HeadersJSON(h) }
 
-// aggregateHead is a CTE named h that raises and returns the ordering
-// txid of an aggregate's next event: the greater of this transaction's id
-// and that of the aggregate's previous event (migration 0005 says why).
-// The upsert's row lock serialises appends to one aggregate until commit,
-// so its events' txids follow commit order. from, when not empty, is a
-// CTE that must return a row for the head to be written (an update that
-// matched).
-func aggregateHead(typ, id, from string) string {
-	src := "VALUES (" + typ + "::text, " + id + "::text, pg_current_xact_id())"
-	if from != "" {
-		src = "SELECT " + typ + "::text, " + id + "::text, pg_current_xact_id() FROM " + from
-	}
-	return `h AS (
-	INSERT INTO outbox_aggregate_heads AS head (aggregatetype, aggregateid, txid) ` + src + `
-	ON CONFLICT (aggregatetype, aggregateid) DO UPDATE SET txid = greatest(head.txid, excluded.txid)
-	RETURNING txid
-)`
-}
+// aggregateHead is the CTE that orders an aggregate's events by commit
+// (appendsql.AggregateHead).
+func aggregateHead(typ, id, from string) string { return appendsql.AggregateHead(typ, id, from) }
 
-var appendSQL = `WITH ` + aggregateHead("$2", "$3", "") + `
-INSERT INTO outbox (id, aggregatetype, aggregateid, type, sequence, payload, headers, timestamp, txid)
-SELECT $1, $2, $3, $4, $5, $6, $7, $8, txid FROM h`
-
-// Append inserts messages into the outbox inside the caller's transaction.
-// An aggregate's events are read back, by either source, in the order
-// their transactions commit, whoever the caller: appends to one aggregate
-// wait for each other's commit. Under REPEATABLE READ or SERIALIZABLE, an
-// append that would come after an aggregate's event committed since the
-// transaction began fails with a serialization error (40001), to be
-// retried like any other.
+// Append inserts messages into the outbox inside the caller's transaction,
+// as pgxoutbox.Append does (the same statement): an aggregate's events
+// are read back, by either source, in the order their transactions
+// commit, whoever the caller.
 func (s *Store) Append(ctx context.Context, tx pgx.Tx, msgs ...outbox.Message) error {
 	for _, m := range msgs {
-		if err := m.Validate(); err != nil {
-			return err
-		}
-		headers, err := headersJSON(m.Headers)
+		m, headers, err := appendsql.Prepare(ctx, m)
 		if err != nil {
 			return err
 		}
-		if _, err := tx.Exec(ctx, appendSQL,
-			m.ID, m.AggregateType, m.AggregateID, m.Type, m.Sequence, []byte(m.Payload), headers, m.Timestamp); err != nil {
+		if _, err := tx.Exec(ctx, appendsql.Postgres, appendsql.PgxArgs(m, headers)...); err != nil {
 			return fmt.Errorf("postgres: append outbox message %s: %w", m.ID, err)
 		}
 	}

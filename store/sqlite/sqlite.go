@@ -21,6 +21,7 @@ import (
 
 	_ "modernc.org/sqlite" // registers the "sqlite" driver
 
+	"github.com/outbox-dev/outbox/internal/appendsql"
 	"github.com/outbox-dev/outbox/outbox"
 )
 
@@ -55,9 +56,6 @@ type Store struct {
 
 const fetchSQL = `SELECT position, id, aggregatetype, aggregateid, type, sequence, payload, headers, timestamp
 		FROM outbox WHERE position > ? ORDER BY position LIMIT ?`
-
-const appendSQL = `INSERT INTO outbox (id, aggregatetype, aggregateid, type, sequence, payload, headers, timestamp)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?)`
 
 // stmt returns query prepared, preparing it on first use (after the
 // migrations created its tables).
@@ -177,19 +175,16 @@ func (s *Store) Transact(ctx context.Context, fn func(*sql.Tx) error) error {
 // Wake is signalled after each Transact commit.
 func (s *Store) Wake() <-chan struct{} { return s.wake }
 
-// Append inserts messages into the outbox inside the caller's transaction.
+// Append inserts messages into the outbox inside the caller's
+// transaction, as sqloutbox.AppendSQLite does (the same statement,
+// prepared once here).
 func (s *Store) Append(ctx context.Context, tx *sql.Tx, msgs ...outbox.Message) error {
 	for _, m := range msgs {
-		if err := m.Validate(); err != nil {
-			return err
-		}
-		headers, err := encodeHeaders(m.Headers)
+		m, headers, err := appendsql.Prepare(ctx, m)
 		if err != nil {
 			return err
 		}
-		if _, err := s.execTx(ctx, tx, appendSQL,
-			m.ID.String(), m.AggregateType, m.AggregateID, m.Type, m.Sequence,
-			string(m.Payload), headers, m.Timestamp.UnixMicro()); err != nil {
+		if _, err := s.execTx(ctx, tx, appendsql.SQLite, appendsql.SQLiteArgs(m, headers)...); err != nil {
 			return fmt.Errorf("sqlite: append outbox message %s: %w", m.ID, err)
 		}
 	}
