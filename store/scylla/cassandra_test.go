@@ -5,12 +5,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"maps"
 	"net"
 	"os"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -666,4 +668,53 @@ func TestCassandraScanOutboxReturnsWholeEvents(t *testing.T) {
 			t.Errorf("event %d scanned as\n %+v\nwant\n %+v", i, g, w)
 		}
 	}
+}
+
+// TestTheDriversLogGoesThroughTheStoresLogger: what gocql logs (here the
+// node's warning on an aggregation over a whole table; in an outage, every
+// failed reconnection) goes to the store's logger, the service's, not to
+// the standard logger on stderr, where it broke the service's log format
+// and flooded the chaos run's output during R6.
+func TestTheDriversLogGoesThroughTheStoresLogger(t *testing.T) {
+	t.Parallel()
+	_, ks := cassandra(t)
+	var buf syncBuf
+	s, err := Open(Config{Hosts: cassandraHosts(t), Keyspace: ks, Timeout: 10 * time.Second, ProtoVersion: 4,
+		Logger: slog.New(slog.NewTextHandler(&buf, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if _, _, err := s.CountRows(t.Context()); err != nil { // SELECT count(*): Cassandra warns
+		t.Fatal(err)
+	}
+	if got := buf.String(); !strings.Contains(got, "level=WARN") || !strings.Contains(got, "gocql: Cluster warnings") {
+		t.Fatalf("the store's logger heard %q, want the driver's warning", got)
+	}
+	quiet := slog.New(slog.DiscardHandler)
+	s.SetLogger(quiet) // a logger set after Open takes the driver's lines too
+	before := buf.String()
+	if _, _, err := s.CountRows(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if buf.String() != before {
+		t.Fatalf("the driver still logged to the first logger: %q", strings.TrimPrefix(buf.String(), before))
+	}
+}
+
+type syncBuf struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuf) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuf) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

@@ -9,6 +9,7 @@ import (
 	"net"
 	"slices"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -144,6 +145,12 @@ func open(cfg Config, tweak func(*gocql.ClusterConfig)) (*Store, error) {
 	if cfg.Username != "" {
 		c.Authenticator = gocql.PasswordAuthenticator{Username: cfg.Username, Password: cfg.Password}
 	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	st := &Store{keyspace: cfg.Keyspace, cl: cfg.Consistency, keyTTL: cfg.IdempotencyTTL, dlqBucketSize: defaultDLQBucketSize}
+	st.log.Store(cfg.Logger)
+	c.Logger = driverLog{&st.log}
 	if tweak != nil {
 		tweak(c)
 	}
@@ -165,13 +172,21 @@ func open(cfg Config, tweak func(*gocql.ClusterConfig)) (*Store, error) {
 	if cfg.EventWriteDeadline <= 0 {
 		cfg.EventWriteDeadline = time.Second
 	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.Default()
-	}
-	st := &Store{session: s, keyspace: cfg.Keyspace, cl: cfg.Consistency, keyTTL: cfg.IdempotencyTTL,
-		attempts: cfg.WriteAttempts, eventDeadline: cfg.EventWriteDeadline, dlqBucketSize: defaultDLQBucketSize}
-	st.log.Store(cfg.Logger)
+	st.session, st.attempts, st.eventDeadline = s, cfg.WriteAttempts, cfg.EventWriteDeadline
 	return st, nil
+}
+
+// driverLog hands the driver's log lines (a node it cannot reach, the
+// cluster's warnings) to the store's logger, at warn level: they go where
+// and as the service's own logs go, not to the standard logger.
+type driverLog struct{ log *atomic.Pointer[slog.Logger] }
+
+func (d driverLog) Print(v ...any)            { d.write(fmt.Sprint(v...)) }
+func (d driverLog) Printf(f string, v ...any) { d.write(fmt.Sprintf(f, v...)) }
+func (d driverLog) Println(v ...any)          { d.write(fmt.Sprintln(v...)) }
+
+func (d driverLog) write(msg string) {
+	d.log.Load().Warn("gocql: " + strings.TrimPrefix(strings.TrimSpace(msg), "gocql: "))
 }
 
 // ErrUnsafeConsistency is returned by Open and ParseURL for settings
