@@ -187,6 +187,7 @@ func (r *chaosRun) setup() error {
 		return fmt.Errorf("chaos: mark the topics' ends: %w", err)
 	}
 	if sb, ok := db.(*scyllaBackend); ok {
+		sb.SetLogger(discardLogger()) // the driver's reconnection attempts while R6 has the node down
 		if r.cluster, err = scyllaCluster(r.ctx, sb); err != nil {
 			return err
 		}
