@@ -104,6 +104,16 @@ var (
 	ErrColumnType    = errors.New("column of the wrong type")
 )
 
+// ErrNoTable is wrapped, with ErrInvalid, when the mapped table does not
+// exist or is not a table.
+var ErrNoTable = errors.New("no such table")
+
+// ErrUnsafeOrder is wrapped, with ErrInvalid, when a polling source
+// refuses a table because it offers no order in which a row committed late
+// could not be skipped: the relay refuses to start rather than lose
+// events.
+var ErrUnsafeOrder = errors.New("the table gives polling no safe order")
+
 // ColumnError says which mapped column does not fit the table. It wraps
 // ErrMissingColumn or ErrColumnType, and ErrInvalid.
 type ColumnError struct {

@@ -2,24 +2,21 @@ package postgres
 
 import (
 	"context"
-	"encoding/json"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
 	"regexp"
-	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/google/uuid"
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
-	"github.com/jackc/pgx/v5/pgtype"
 
+	"github.com/outbox-dev/outbox/mapping"
 	"github.com/outbox-dev/outbox/outbox"
 )
 
@@ -43,7 +40,12 @@ type CDCConfig struct {
 	// committed while the slot was gone are NOT delivered; the error
 	// says from which position.
 	RecreateSlot bool
-	Logger       *slog.Logger
+	// Mapping names the table to read and its columns; nil reads
+	// outbox's own table (mapping.Outbox). It is checked against the
+	// table when the source is set up, and against every relation
+	// message the stream carries, once per relation, not per row.
+	Mapping *mapping.Mapping
+	Logger  *slog.Logger
 }
 
 var identifier = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,62}$`)
@@ -69,8 +71,9 @@ func (c *CDCConfig) setDefaults() error {
 
 // CDCSource streams outbox inserts from the write-ahead log with pgoutput.
 type CDCSource struct {
-	s   *Store
-	cfg CDCConfig
+	s       *Store
+	cfg     CDCConfig
+	mapping mapping.Mapping
 	// confirmed is the last LSN confirmed to the server; lag is measured
 	// against it.
 	confirmed atomic.Uint64
@@ -83,32 +86,58 @@ func (s *Store) CDC(cfg CDCConfig) (*CDCSource, error) {
 	if err := cfg.setDefaults(); err != nil {
 		return nil, err
 	}
-	return &CDCSource{s: s, cfg: cfg}, nil
+	m, err := normalize(cfg.Mapping)
+	if err != nil {
+		return nil, err
+	}
+	return &CDCSource{s: s, cfg: cfg, mapping: m}, nil
 }
 
 func (c *CDCSource) checkpointName() string { return "cdc:" + c.cfg.Slot }
 
-// Setup creates the publication and the slot when they do not exist yet,
-// and fails with ErrSlotLost when a slot the relay used is gone or lost.
+// Setup checks the mapping against its table, creates the publication and
+// the slot when they do not exist yet, and fails with ErrSlotLost when a
+// slot the relay used is gone or lost. A mapping that does not fit its
+// table is fatal: the error names the table, the column and the key.
 func (c *CDCSource) Setup(ctx context.Context) (pglogrepl.LSN, error) {
+	start, _, err := c.setup(ctx)
+	return start, err
+}
+
+func (c *CDCSource) setup(ctx context.Context) (pglogrepl.LSN, *pgTable, error) {
+	table, err := c.s.describe(ctx, c.mapping)
+	if err == nil {
+		_, err = c.mapping.Resolve(table.String(), table.columns(true), mapping.Order{})
+	}
+	if err != nil {
+		if errors.Is(err, mapping.ErrInvalid) {
+			err = outbox.Fatal(err)
+		}
+		return 0, nil, err
+	}
+	start, err := c.slot(ctx, table)
+	return start, table, err
+}
+
+func (c *CDCSource) slot(ctx context.Context, table *pgTable) (pglogrepl.LSN, error) {
 	pool := c.s.pool
 	var pubExists bool
 	if err := pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_publication WHERE pubname = $1)`, c.cfg.Publication).Scan(&pubExists); err != nil {
 		return 0, fmt.Errorf("postgres: check publication: %w", err)
 	}
 	if !pubExists {
-		if _, err := pool.Exec(ctx, `CREATE PUBLICATION `+c.cfg.Publication+` FOR TABLE outbox WITH (publish = 'insert')`); err != nil {
+		if _, err := pool.Exec(ctx, `CREATE PUBLICATION `+c.cfg.Publication+` FOR TABLE `+table.quoted()+` WITH (publish = 'insert')`); err != nil {
 			return 0, fmt.Errorf("postgres: create publication %s: %w", c.cfg.Publication, err)
 		}
 	} else {
 		var tables []string
-		rows, err := pool.Query(ctx, `SELECT tablename FROM pg_publication_tables WHERE pubname = $1`, c.cfg.Publication)
+		rows, err := pool.Query(ctx, `SELECT schemaname || '.' || tablename FROM pg_publication_tables WHERE pubname = $1`, c.cfg.Publication)
 		if err != nil {
 			return 0, fmt.Errorf("postgres: check publication: %w", err)
 		}
 		tables, err = pgx.CollectRows(rows, pgx.RowTo[string])
-		if err != nil || len(tables) != 1 || tables[0] != "outbox" {
-			return 0, fmt.Errorf("postgres: publication %s must cover the outbox table only, it covers %v", c.cfg.Publication, tables)
+		if err != nil || len(tables) != 1 || tables[0] != table.String() {
+			return 0, fmt.Errorf("postgres: publication %s must cover the outbox table only (%s), it covers %v", c.cfg.Publication, table, tables)
 		}
 	}
 	saved, err := c.s.LoadCheckpoint(ctx, c.checkpointName())
@@ -150,10 +179,10 @@ func (c *CDCSource) Setup(ctx context.Context) (pglogrepl.LSN, error) {
 			return 0, err
 		}
 		var before int64
-		if err := pool.QueryRow(ctx, `SELECT count(*) FROM outbox`).Scan(&before); err == nil && before > 0 {
+		if err := pool.QueryRow(ctx, `SELECT count(*) FROM `+table.quoted()).Scan(&before); err == nil && before > 0 {
 			c.cfg.Logger.Error("replication slot created after outbox rows were written: those rows are not captured; "+
 				"create the slot before the first write (outbox migrate --source cdc) or drain them with --source poll",
-				"slot", c.cfg.Slot, "rows_before_slot", before)
+				"slot", c.cfg.Slot, "table", table.String(), "rows_before_slot", before)
 		}
 		return start, nil
 	}
@@ -214,15 +243,21 @@ func (c *CDCSource) Open(ctx context.Context) (outbox.Cursor, error) {
 		return nil, fmt.Errorf("postgres: parse DSN: %w", redact(err))
 	}
 	cfg.RuntimeParams["replication"] = "database"
+	// pgoutput prints every value with this session's settings: fix the
+	// ones the decoder reads, whatever the server's or database's are.
+	cfg.RuntimeParams["DateStyle"] = "ISO, MDY"
+	cfg.RuntimeParams["TimeZone"] = "UTC"
+	cfg.RuntimeParams["bytea_output"] = "hex"
 	var conn *pgconn.PgConn
 	var start pglogrepl.LSN
+	var table *pgTable
 	// The slot admits one reader. While another session holds it (another
 	// relay, the active one; or a restarted relay's previous session that
 	// the server has not yet seen go), this one waits as a standby, says so
 	// once, and takes over when the slot is free, from where the other
 	// left off.
 	for standby := false; ; {
-		if start, err = c.Setup(ctx); err != nil {
+		if start, table, err = c.setup(ctx); err != nil {
 			return nil, err
 		}
 		if conn, err = pgconn.ConnectConfig(ctx, cfg); err != nil {
@@ -266,7 +301,7 @@ func (c *CDCSource) Open(ctx context.Context) (outbox.Cursor, error) {
 	c.confirmed.Store(uint64(start))
 	cur := &cdcCursor{
 		src: c, conn: conn, out: make(chan []outbox.Record, cdcChunks), done: make(chan struct{}),
-		relations: map[uint32]*pglogrepl.RelationMessage{}, types: pgtype.NewMap(),
+		table: table, relations: map[uint32]*relation{},
 		lastCommitEnd: start, serverEnd: start,
 	}
 	cur.ackedLSN.Store(uint64(start))
@@ -296,10 +331,14 @@ type cdcCursor struct {
 	err    error // why run stopped; read after out is closed
 
 	// Owned by run.
-	relations     map[uint32]*pglogrepl.RelationMessage
-	types         *pgtype.Map
+	ctx           context.Context // run's
+	table         *pgTable        // as the catalog described it at Open
+	relations     map[uint32]*relation
+	last          *relation // the relation of the last insert: the next is most likely the same
 	inTx          bool
-	held          *outbox.Message // the newest row: its position is known only at the next message
+	commitTime    time.Time     // the transaction's, for a mapping without a timestamp column
+	held          outbox.Record // the newest row: its position is known only at the next message
+	holding       bool
 	ready         []outbox.Record // the chunk being filled or waiting to be handed over
 	readyEnd      pglogrepl.LSN   // the transaction end the chunk completes, if any
 	lastCommitEnd pglogrepl.LSN
@@ -374,6 +413,7 @@ func (c *cdcCursor) Close() error {
 // the rest, but it keeps answering: a walsender that hears nothing for
 // wal_sender_timeout (60 s by default) ends the connection.
 func (c *cdcCursor) run(ctx context.Context) {
+	c.ctx = ctx
 	defer close(c.done)
 	defer close(c.out)
 	nextStatus := time.Now()
@@ -454,7 +494,7 @@ func (c *cdcCursor) handleCopyData(data []byte, nextStatus *time.Time) error {
 		if err != nil {
 			return fmt.Errorf("postgres: XLogData: %w", err)
 		}
-		return c.handleLogical(xld.WALData)
+		return c.handleLogical(xld.WALData, xld.WALStart)
 	}
 	return nil
 }
@@ -465,34 +505,39 @@ func (c *cdcCursor) handleCopyData(data []byte, nextStatus *time.Time) error {
 // confirms a transaction that is only partly acknowledged. Which row is
 // last is known only at the next message, so the newest row is held back
 // until then.
-func (c *cdcCursor) handleLogical(data []byte) error {
+func (c *cdcCursor) handleLogical(data []byte, at pglogrepl.LSN) error {
+	if len(data) > 0 && data[0] == byte(pglogrepl.MessageTypeInsert) {
+		rec, err := c.insert(data, at)
+		if err != nil {
+			return err
+		}
+		if c.holding {
+			c.held.Position = outbox.Position(c.lastCommitEnd.String())
+			c.ready = append(c.ready, c.held)
+		}
+		c.held, c.holding = rec, true
+		return nil
+	}
 	msg, err := pglogrepl.Parse(data)
 	if err != nil {
 		return fmt.Errorf("postgres: pgoutput: %w", err)
 	}
 	switch m := msg.(type) {
 	case *pglogrepl.RelationMessage:
-		c.relations[m.RelationID] = m
-	case *pglogrepl.BeginMessage:
-		c.inTx = true
-	case *pglogrepl.InsertMessage:
-		rel, ok := c.relations[m.RelationID]
-		if !ok {
-			return fmt.Errorf("postgres: insert for unknown relation %d", m.RelationID)
-		}
-		om, err := c.decode(rel, m.Tuple)
+		r, err := c.resolve(m)
 		if err != nil {
 			return err
 		}
-		if c.held != nil {
-			c.ready = append(c.ready, outbox.Record{Message: *c.held, Position: outbox.Position(c.lastCommitEnd.String())})
-		}
-		c.held = &om
+		c.relations[m.RelationID], c.last = r, nil
+	case *pglogrepl.BeginMessage:
+		c.inTx = true
+		c.commitTime = m.CommitTime.UTC().Truncate(time.Microsecond)
 	case *pglogrepl.CommitMessage:
 		end := m.TransactionEndLSN
-		if c.held != nil {
-			c.ready = append(c.ready, outbox.Record{Message: *c.held, Position: outbox.Position(end.String())})
-			c.held, c.readyEnd = nil, end
+		if c.holding {
+			c.held.Position = outbox.Position(end.String())
+			c.ready = append(c.ready, c.held)
+			c.held, c.holding, c.readyEnd = outbox.Record{}, false, end
 		}
 		c.inTx = false
 		c.lastCommitEnd = end
@@ -509,7 +554,7 @@ func (c *cdcCursor) handleLogical(data []byte) error {
 // other tables.
 func (c *cdcCursor) sendStatus(ctx context.Context) error {
 	acked := pglogrepl.LSN(c.ackedLSN.Load())
-	idle := !c.inTx && c.held == nil && len(c.ready) == 0 && acked >= pglogrepl.LSN(c.handedLSN.Load())
+	idle := !c.inTx && !c.holding && len(c.ready) == 0 && acked >= pglogrepl.LSN(c.handedLSN.Load())
 	if idle && c.serverEnd > acked && c.lastCommitEnd <= acked {
 		acked = c.serverEnd
 	}
@@ -523,56 +568,101 @@ func (c *cdcCursor) sendStatus(ctx context.Context) error {
 	return nil
 }
 
-// decode turns an outbox insert into a Message.
-func (c *cdcCursor) decode(rel *pglogrepl.RelationMessage, tuple *pglogrepl.TupleData) (outbox.Message, error) {
-	var m outbox.Message
-	if tuple == nil || len(tuple.Columns) != len(rel.Columns) {
-		return m, fmt.Errorf("postgres: insert into %s has %d columns, relation has %d", rel.RelationName, len(tuple.Columns), len(rel.Columns))
+// relation is a relation of the stream resolved against the mapping,
+// once: its rows are decoded by column index.
+type relation struct {
+	id   uint32
+	plan *mapping.Plan
+	dec  *mapping.Decoder
+	vals [][]byte // the row being decoded: slices of the WAL message, reused
+}
+
+// resolve checks a relation message (sent before the first row of a
+// relation, and again after its table changed) against the mapping. One
+// that does not fit is fatal: no restart makes the table fit, and the
+// error names the column.
+func (c *cdcCursor) resolve(m *pglogrepl.RelationMessage) (*relation, error) {
+	if m.Namespace != c.table.schema || m.RelationName != c.table.name {
+		return nil, outbox.Fatal(fmt.Errorf("postgres: %w: publication %s carries table %s.%s, but the mapping reads %s",
+			mapping.ErrInvalid, c.src.cfg.Publication, m.Namespace, m.RelationName, c.table))
 	}
-	var payload, headers []byte
-	for i, col := range tuple.Columns {
-		if col.DataType != pglogrepl.TupleDataTypeText {
-			continue
-		}
-		text := string(col.Data)
-		var err error
-		switch rel.Columns[i].Name {
-		case "id":
-			m.ID, err = uuid.Parse(text)
-		case "aggregatetype":
-			m.AggregateType = text
-		case "aggregateid":
-			m.AggregateID = text
-		case "type":
-			m.Type = text
-		case "sequence":
-			m.Sequence, err = strconv.ParseInt(text, 10, 64)
-		case "payload":
-			payload = col.Data
-		case "headers":
-			headers = col.Data
-		case "timestamp":
-			typ, ok := c.types.TypeForOID(rel.Columns[i].DataType)
-			if !ok {
-				return m, fmt.Errorf("postgres: outbox.timestamp has unknown type %d", rel.Columns[i].DataType)
+	cols := make([]mapping.Column, len(m.Columns))
+	for i, rc := range m.Columns {
+		known, ok := c.table.column(rc.Name)
+		if !ok || known.typeOID != rc.DataType {
+			// The table changed since Open: ask the catalog again.
+			table, err := c.src.s.describe(c.ctx, c.src.mapping)
+			if err != nil {
+				return nil, err
 			}
-			var v any
-			v, err = typ.Codec.DecodeValue(c.types, rel.Columns[i].DataType, pgtype.TextFormatCode, col.Data)
-			if t, ok := v.(time.Time); ok {
-				m.Timestamp = t.UTC()
+			c.table = table
+			if known, ok = table.column(rc.Name); !ok || known.typeOID != rc.DataType {
+				known = pgColumn{Column: mapping.Column{Name: rc.Name, Type: fmt.Sprintf("type %d", rc.DataType)}}
 			}
 		}
-		if err != nil {
-			return m, fmt.Errorf("postgres: decode outbox column %s: %w", rel.Columns[i].Name, err)
+		cols[i] = known.Column
+	}
+	plan, err := c.src.mapping.Resolve(c.table.String(), cols, mapping.Order{})
+	if err != nil {
+		return nil, outbox.Fatal(fmt.Errorf("postgres: the stream's relation %s no longer fits the mapping: %w", c.table, err))
+	}
+	return &relation{id: m.RelationID, plan: plan, dec: plan.Decoder(), vals: make([][]byte, len(cols))}, nil
+}
+
+// insert decodes an insert message. It reads the tuple in place, where
+// pglogrepl.Parse would allocate and copy every column of every row: this
+// is the stream's hot path. A row the mapping cannot decode becomes a dead
+// letter (Record.Err), named by its WAL position so that reading it again
+// gives the same one.
+func (c *cdcCursor) insert(data []byte, at pglogrepl.LSN) (outbox.Record, error) {
+	// 'I', relation id (int32), 'N', then the tuple: a column count
+	// (int16) and, per column, its kind and, for text, a length (int32)
+	// and the bytes.
+	if len(data) < 8 || data[5] != 'N' {
+		return outbox.Record{}, fmt.Errorf("postgres: pgoutput: malformed insert message")
+	}
+	id := binary.BigEndian.Uint32(data[1:5])
+	r := c.last
+	if r == nil || r.id != id {
+		if r = c.relations[id]; r == nil {
+			return outbox.Record{}, fmt.Errorf("postgres: insert for unknown relation %d", id)
+		}
+		c.last = r
+	}
+	n := int(binary.BigEndian.Uint16(data[6:8]))
+	if n != len(r.vals) {
+		return outbox.Record{}, fmt.Errorf("postgres: insert into %s has %d columns, relation has %d", c.table, n, len(r.vals))
+	}
+	rest := data[8:]
+	for i := range r.vals {
+		if len(rest) < 1 {
+			return outbox.Record{}, fmt.Errorf("postgres: pgoutput: insert into %s cut short", c.table)
+		}
+		kind := rest[0]
+		rest = rest[1:]
+		switch kind {
+		case pglogrepl.TupleDataTypeText, pglogrepl.TupleDataTypeBinary:
+			if len(rest) < 4 {
+				return outbox.Record{}, fmt.Errorf("postgres: pgoutput: insert into %s cut short", c.table)
+			}
+			l := int(binary.BigEndian.Uint32(rest))
+			if l < 0 || len(rest)-4 < l {
+				return outbox.Record{}, fmt.Errorf("postgres: pgoutput: insert into %s cut short", c.table)
+			}
+			r.vals[i] = rest[4 : 4+l : 4+l]
+			rest = rest[4+l:]
+		default: // NULL; an insert carries no unchanged TOAST
+			r.vals[i] = nil
 		}
 	}
-	m.Payload = json.RawMessage(append([]byte(nil), payload...))
-	if len(headers) > 0 && strings.TrimSpace(string(headers)) != "{}" {
-		if err := json.Unmarshal(headers, &m.Headers); err != nil {
-			return m, fmt.Errorf("postgres: decode headers of %s: %w", m.ID, err)
+	m, err := r.dec.Decode(r.vals, c.commitTime)
+	if err != nil {
+		if !errors.Is(err, mapping.ErrRow) {
+			return outbox.Record{}, err
 		}
+		return outbox.Record{Message: r.plan.Undecodable(at.String(), r.vals, m, err), Err: err}, nil
 	}
-	return m, nil
+	return outbox.Record{Message: m}, nil
 }
 
 // ConfirmedLSN is the last position confirmed to the server.
