@@ -48,16 +48,19 @@ func (d *Decoder) Decode(vals [][]byte, at time.Time) (outbox.Message, error) {
 	p := d.p
 	var m outbox.Message
 	var err error
-	if m.ID, err = decodeID(vals[p.ID.Index], p.ID.Column); err != nil {
-		return m, p.rowErr(p.ID, KeyEventID, err)
+	// The aggregate first: a row that fails later still parks its own
+	// aggregate (see Undecodable), so its later events wait behind it.
+	if m.AggregateType, err = intern(&d.aggType, vals[p.AggregateType.Index]); err != nil {
+		return m, p.rowErr(p.AggregateType, KeyAggregateType, err)
 	}
 	if v := vals[p.Key.Index]; len(v) > 0 {
 		m.AggregateID = string(v)
 	} else {
+		m.AggregateType = ""
 		return m, p.rowErr(p.Key, KeyEventKey, errNullOrEmpty(v))
 	}
-	if m.AggregateType, err = intern(&d.aggType, vals[p.AggregateType.Index]); err != nil {
-		return m, p.rowErr(p.AggregateType, KeyAggregateType, err)
+	if m.ID, err = decodeID(vals[p.ID.Index], p.ID.Column); err != nil {
+		return m, p.rowErr(p.ID, KeyEventID, err)
 	}
 	if m.Type, err = intern(&d.typ, vals[p.Type.Index]); err != nil {
 		return m, p.rowErr(p.Type, KeyEventType, err)

@@ -302,7 +302,7 @@ func TestUndecodableKeepsWhatItCanAndIsStable(t *testing.T) {
 	}
 	a := p.Undecodable("0/16B3748", vals, partial, err)
 	b := p.Undecodable("0/16B3748", vals, partial, err)
-	if a.ID != b.ID || a.ID == uuid.Nil || a.AggregateType != "outbox.undecodable" || a.Type != "Undecodable" {
+	if a.ID != b.ID || a.ID == uuid.Nil || a.Key() != (outbox.AggregateKey{Type: "payment", ID: "p-1"}) || a.Type != "Undecodable" {
 		t.Fatalf("%+v / %+v", a, b)
 	}
 	var doc struct {
@@ -357,5 +357,25 @@ func BenchmarkDecode(b *testing.B) {
 		if _, err := d.Decode(r, time.Time{}); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// A row whose id does not decode still names its aggregate, so its dead
+// letter parks that aggregate and its later events wait behind it.
+func TestAnUndecodableRowKeepsItsAggregate(t *testing.T) {
+	p, err := eventsMapping(t, nil).Resolve("shop.events", eventsTable, mapping.Order{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	vals := row(map[string]string{"event_id": "42", "agg_type": "payment", "agg_id": "p-1", "event_type": "T", "body": "{}"})
+	partial, err := p.Decoder().Decode(vals, time.Time{})
+	dl := p.Undecodable("1:7", vals, partial, err)
+	if err == nil || dl.Key() != (outbox.AggregateKey{Type: "payment", ID: "p-1"}) {
+		t.Fatalf("dead letter of aggregate %s (%v), want payment/p-1", dl.Key(), err)
+	}
+	vals = row(map[string]string{"event_id": uuid.NewString(), "agg_type": "payment", "event_type": "T", "body": "{}"})
+	partial, err = p.Decoder().Decode(vals, time.Time{})
+	if dl := p.Undecodable("1:8", vals, partial, err); err == nil || dl.AggregateType != "outbox.undecodable" || dl.AggregateID != "shop.events@1:8" {
+		t.Fatalf("a row without an aggregate id: dead letter of %s (%v)", dl.Key(), err)
 	}
 }
