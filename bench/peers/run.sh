@@ -30,15 +30,16 @@ if [ -z "${OUTBOX_TEST_PG_DSN:-}" ] || [ -z "${OUTBOX_TEST_KAFKA_BROKERS:-}" ]; 
   start_kafka
 fi
 
+# The revision measured: the working tree's HEAD, and whether files outside
+# bench/peers differed from it when outbox was built.
+rev="$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)"
+dirty="$(git -C "$ROOT" status --porcelain -- . ':!bench/peers' 2>/dev/null | awk '{print $2}' | tr '\n' ' ')"
+[ -n "$dirty" ] && rev="$rev (working tree; uncommitted changes in: ${dirty% })"
+
 echo "peers: building outbox, the Watermill forwarder, the driver and the Debezium peer"
 (cd "$ROOT" && go build -o "$WORK/outbox" ./cmd/outbox)
 (cd "$HERE" && go build -o "$WORK/watermill-forwarder" ./cmd/watermill-forwarder && go build -o "$WORK/peers" ./cmd/peers)
 (cd "$HERE/debezium" && rm -rf target/deps && mvn -B -q package -DskipTests dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory=target/deps)
-
-rev="$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)"
-if [ -n "$(git -C "$ROOT" status --porcelain -- . ':!bench/peers' 2>/dev/null | head -1)" ]; then
-  rev="$rev (working tree with uncommitted changes)"
-fi
 
 out="$HERE/results/latest"
 quick=0

@@ -83,13 +83,13 @@ const (
 	stallTimeout    = 30 * time.Second // a wait ends when nothing new arrived for this long
 )
 
-// runOne runs a scenario, and once more when something outside the
+// runOne runs a scenario, and up to twice more when something outside the
 // comparison disrupted it; every attempt is returned.
 func runOne(ctx context.Context, e *env, sys system, round int, sc scenario) []*result {
 	var out []*result
-	for attempt := 1; attempt <= 2; attempt++ {
+	for attempt := 1; attempt <= 3; attempt++ {
 		before := e.postmasterStart(ctx)
-		res := runAttempt(ctx, e, sys, round, sc)
+		res := runAttempt(ctx, e, sys, round, sc, attempt)
 		res.Attempt = attempt
 		after := e.postmasterStart(ctx)
 		if before != after || res.WriteErrors > 0 {
@@ -110,13 +110,15 @@ func runOne(ctx context.Context, e *env, sys system, round int, sc scenario) []*
 	return out
 }
 
-func runAttempt(ctx context.Context, e *env, sys system, round int, sc scenario) *result {
+func runAttempt(ctx context.Context, e *env, sys system, round int, sc scenario, attempt int) *result {
 	res := &result{System: sys.Name(), Round: round, Scenario: sc.Name, Kind: sc.Kind}
 	short := strings.ReplaceAll(sys.Name(), "-", "_")
 	r := &run{env: e, sys: sys, round: round, sc: sc,
 		db:     fmt.Sprintf("peers_%s_%s_r%d_%s", e.runID, short, round, sc.Name),
 		prefix: fmt.Sprintf("peers.%s.%s.r%d.%s", e.runID, sys.Name(), round, sc.Name),
-		dir:    filepath.Join(e.o.workDir, fmt.Sprintf("r%d-%s-%s", round, sc.Name, sys.Name()))}
+		// A directory per attempt: a retry must not find the disrupted
+		// attempt's files (Debezium's offsets name the old slot's LSN).
+		dir: filepath.Join(e.o.workDir, fmt.Sprintf("r%d-%s-%s-a%d", round, sc.Name, sys.Name(), attempt))}
 	r.slot = r.db
 	r.topic = r.prefix + "." + aggregateType
 	r.dsn = e.dsn(r.db)
