@@ -107,8 +107,20 @@ func PostgresDatabase(t testing.TB) string {
 			return
 		}
 		defer admin.Close(ctx)
-		admin.Exec(ctx, `SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE database = $1 AND active`, name)
-		admin.Exec(ctx, `SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database = $1 AND NOT active`, name)
+		// A terminated walsender lets go of its slot a moment later, and
+		// a slot left behind keeps the database and one of the server's
+		// few slots (max_replication_slots) for good: wait for it.
+		tick := time.NewTicker(20 * time.Millisecond)
+		defer tick.Stop()
+		for deadline := time.Now().Add(10 * time.Second); ; <-tick.C {
+			admin.Exec(ctx, `SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE database = $1 AND active`, name)
+			admin.Exec(ctx, `SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database = $1 AND NOT active`, name)
+			var left int
+			if admin.QueryRow(ctx, `SELECT count(*) FROM pg_replication_slots WHERE database = $1`, name).Scan(&left) != nil ||
+				left == 0 || time.Now().After(deadline) {
+				break
+			}
+		}
 		admin.Exec(ctx, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)")
 	})
 	return u.String()

@@ -1,7 +1,10 @@
 package postgres
 
 import (
+	"bytes"
 	"context"
+	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -34,7 +37,49 @@ func scanDeadLetter(row pgx.Row) (outbox.DeadLetter, error) {
 		t := d.ResolvedAt.UTC()
 		d.ResolvedAt = &t
 	}
-	return d, scanMessage(&d.Message, payload, headers, ts)
+	return d, scanMessage(&d.Message, storedPayload(payload), headers, ts)
+}
+
+// The payload column is JSONB, but a table read through a mapping may
+// hold text, bytes or NULL, which it refuses: the relay would retry such
+// a dead letter forever, its aggregate stalled. Those are kept as a JSON
+// object under nonJSONKey, their bytes in base64, and given back as they
+// were, so a replay publishes them unchanged.
+const nonJSONKey = "outbox.nonjson.payload"
+
+func payloadToStore(p []byte) []byte {
+	if p != nil && json.Valid(p) {
+		return p
+	}
+	var v *string
+	if p != nil {
+		s := base64.StdEncoding.EncodeToString(p)
+		v = &s
+	}
+	b, _ := json.Marshal(map[string]*string{nonJSONKey: v})
+	return b
+}
+
+func storedPayload(b []byte) []byte {
+	if !bytes.HasPrefix(b, []byte(`{"`+nonJSONKey+`"`)) {
+		return b
+	}
+	var v map[string]*string
+	if json.Unmarshal(b, &v) != nil || len(v) != 1 {
+		return b
+	}
+	s, ok := v[nonJSONKey]
+	if !ok {
+		return b
+	}
+	if s == nil {
+		return nil
+	}
+	p, err := base64.StdEncoding.DecodeString(*s)
+	if err != nil {
+		return b
+	}
+	return p
 }
 
 // AddDeadLetter implements relay.DeadLetterStore.
@@ -68,7 +113,7 @@ func (s *Store) AddDeadLetter(ctx context.Context, dl outbox.DeadLetter) (outbox
 			(event_id, aggregatetype, aggregateid, type, sequence, payload, headers, timestamp,
 			 error, failure_count, first_failed_at, last_failed_at, status, parked_behind)
 			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 'parked', $13) RETURNING id`,
-			m.ID, m.AggregateType, m.AggregateID, m.Type, m.Sequence, []byte(m.Payload), headers, m.Timestamp,
+			m.ID, m.AggregateType, m.AggregateID, m.Type, m.Sequence, payloadToStore(m.Payload), headers, m.Timestamp,
 			dl.Error, dl.FailureCount, dl.FirstFailedAt, dl.LastFailedAt, dl.ParkedBehind).Scan(&dl.ID); err != nil {
 			return err
 		}

@@ -671,3 +671,27 @@ func TestCDCStopsWhenItsTableNoLongerFitsTheMapping(t *testing.T) {
 		t.Fatalf("stream ended with %v, want a fatal error naming column tenant", nextErr)
 	}
 }
+
+// A mapped table's payload may be text, bytes or NULL, which the JSONB
+// dead-letter column refuses: such a dead letter is kept all the same and
+// given back byte for byte, so a replay publishes what the row held (the
+// relay would otherwise retry it forever, its aggregate stalled).
+func TestDeadLettersKeepPayloadsThatAreNotJSON(t *testing.T) {
+	s, _ := newDB(t)
+	ctx := t.Context()
+	for i, payload := range [][]byte{[]byte("plain text"), {0, 0xff, '"', '\\'}, nil, []byte(`{"n": 1}`), []byte(`{"outbox.nonjson.payload": 3}`), {}} {
+		m := outbox.Message{ID: uuid.New(), AggregateType: "payment", AggregateID: fmt.Sprint("p-", i), Type: "T", Payload: payload,
+			Timestamp: time.Now().UTC().Truncate(time.Microsecond)}
+		if _, err := s.AddDeadLetter(ctx, outbox.DeadLetter{Message: m, Error: "too large", FailureCount: 1,
+			FirstFailedAt: time.Now(), LastFailedAt: time.Now()}); err != nil {
+			t.Fatalf("payload %q: %v", payload, err)
+		}
+		parked, err := s.ParkedMessages(ctx, m.Key())
+		if err != nil || len(parked) != 1 {
+			t.Fatalf("payload %q: parked %v (%v)", payload, parked, err)
+		}
+		if got := parked[0].Message.Payload; !bytes.Equal(got, payload) || (got == nil) != (payload == nil) {
+			t.Errorf("payload %q came back as %q", payload, got)
+		}
+	}
+}
