@@ -21,6 +21,7 @@ type pgTable struct {
 type pgColumn struct {
 	mapping.Column
 	typeOID   uint32
+	base      string // the type's name, a domain's base type's
 	generated bool   // not carried by logical replication (PostgreSQL 15)
 	def       string // the default expression, "" for none
 }
@@ -90,11 +91,11 @@ func (s *Store) describe(ctx context.Context, m mapping.Mapping) (*pgTable, erro
 	defer rows.Close()
 	for rows.Next() {
 		var c pgColumn
-		var typtype, base string
-		if err := rows.Scan(&c.Name, &c.typeOID, &c.Type, &typtype, &base, &c.generated, &c.def); err != nil {
+		var typtype string
+		if err := rows.Scan(&c.Name, &c.typeOID, &c.Type, &typtype, &c.base, &c.generated, &c.def); err != nil {
 			return nil, fmt.Errorf("postgres: columns of %s: %w", t, err)
 		}
-		c.Kind, c.Format = kindOf(typtype, base)
+		c.Kind, c.Format = kindOf(typtype, c.base)
 		t.cols = append(t.cols, c)
 	}
 	if err := rows.Err(); err != nil {
