@@ -21,6 +21,7 @@ import (
 	"github.com/outbox-dev/outbox/relay"
 	"github.com/outbox-dev/outbox/store/poll"
 	"github.com/outbox-dev/outbox/store/postgres"
+	"github.com/outbox-dev/outbox/store/storetest"
 )
 
 // These tests read a table that is not outbox's own: Debezium's outbox
@@ -694,4 +695,23 @@ func TestDeadLettersKeepPayloadsThatAreNotJSON(t *testing.T) {
 			t.Errorf("payload %q came back as %q", payload, got)
 		}
 	}
+}
+
+// Outbox's own table read through its mapping passes the conformance
+// suite: the mapped path is the same source as Store's own. A read ends
+// after a second without records: the horizon is the whole server's, and
+// other databases' transactions hold it back for a while.
+func TestConformancePollingThroughTheMapping(t *testing.T) {
+	storetest.Run(t, storetest.Features{ConcurrentWriters: true, UniqueEventIDs: true, ReadIdle: time.Second}, func(t *testing.T) storetest.Harness {
+		s, _ := newDB(t)
+		tbl, err := s.Table(t.Context(), postgres.TableConfig{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		src, err := poll.NewSource(tbl, poll.Config{Interval: 5 * time.Millisecond, Wake: s.Wake()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return storetest.Harness{Store: s, Source: src, Append: appendFunc(s)}
+	})
 }
