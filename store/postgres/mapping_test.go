@@ -715,3 +715,74 @@ func TestConformancePollingThroughTheMapping(t *testing.T) {
 		return storetest.Harness{Store: s, Source: src, Append: appendFunc(s)}
 	})
 }
+
+// Debezium's own example: a table public.outbox with its default column
+// names, and a configuration that names only the table. Its name is the
+// one outbox's migrations give their own table, so the relay's tables go
+// to a schema of their own, through the DSN's search_path.
+func TestDebeziumsDefaultTableBesideOutboxsOwn(t *testing.T) {
+	for _, kind := range []string{"cdc", "poll"} {
+		t.Run(kind, func(t *testing.T) {
+			dsn := testenv.PostgresDatabase(t)
+			ctx := t.Context()
+			conn, err := pgx.Connect(ctx, dsn)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := conn.Exec(ctx, `CREATE SCHEMA relay;
+				CREATE TABLE public.outbox (
+					id            uuid NOT NULL PRIMARY KEY,
+					aggregatetype varchar(255) NOT NULL,
+					aggregateid   varchar(255) NOT NULL,
+					type          varchar(255) NOT NULL,
+					payload       jsonb
+				)`); err != nil {
+				t.Fatal(err)
+			}
+			conn.Close(ctx)
+			s, err := postgres.Open(ctx, withParam(t, dsn, "search_path", "relay"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			if _, err := s.Migrate(ctx); err != nil {
+				t.Fatalf("the relay's tables beside a table named outbox: %v", err)
+			}
+			m := parseMapping(t, map[string]string{"table.name": "public.outbox"})
+			src := mappedSource(t, s, kind, m)
+			brokers := embedded(t)
+			pub, err := kafka.NewPublisher(kafka.Config{Brokers: brokers, TopicTemplate: m.TopicTemplate()})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer pub.Close()
+			r, err := relay.New(src, pub, s, relay.Config{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			testenv.Serve(t, r)
+			// The application writes with its own search_path, which
+			// does not see the relay's schema.
+			app, err := pgx.Connect(ctx, dsn)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer app.Close(ctx)
+			id := uuid.New()
+			if _, err := app.Exec(ctx, `INSERT INTO outbox (id, aggregatetype, aggregateid, type, payload)
+				VALUES ($1, 'customers', '42', 'CustomerCreated', '{"name": "Ada"}')`, id); err != nil {
+				t.Fatal(err)
+			}
+			recs := readTopics(t, brokers, []string{"outbox.event.customers"}, 1)
+			h := headers(recs[0])
+			if string(recs[0].Key) != "42" || string(recs[0].Value) != `{"name": "Ada"}` || h["id"] != id.String() ||
+				h["type"] != "CustomerCreated" || h["sequence"] != "0" {
+				t.Fatalf("record key %q value %q headers %v", recs[0].Key, recs[0].Value, h)
+			}
+			var own int
+			if err := s.Pool().QueryRow(ctx, `SELECT count(*) FROM relay.outbox`).Scan(&own); err != nil || own != 0 {
+				t.Fatalf("outbox's own table has %d rows (%v)", own, err)
+			}
+		})
+	}
+}

@@ -360,7 +360,8 @@ func (t *Table) Backlog(ctx context.Context, name string) (int64, error) {
 // and run (it is never run by the relay): the two ordering columns, their
 // indexes, and a trigger that keeps each aggregate's events in commit
 // order whoever writes them, as Store.Append does for outbox's own table
-// (migration 0005), through the same outbox_aggregate_heads table. Adding
+// (migration 0005), through the same outbox_aggregate_heads table, which
+// it creates when missing: run it with the relay's search_path. Adding
 // a column to a table that has rows rewrites it under an exclusive lock;
 // existing rows get the adding transaction's id and are read first.
 func PollSetupSQL(m mapping.Mapping) (string, error) {
@@ -390,8 +391,10 @@ CREATE TABLE IF NOT EXISTS outbox_aggregate_heads (
 );
 -- A row's txid becomes the greater of its transaction's id and its
 -- aggregate's previous event's, under a row lock held until commit: an
--- aggregate's txids follow its commit order.
-CREATE OR REPLACE FUNCTION ` + fn.Sanitize() + `() RETURNS trigger LANGUAGE plpgsql AS $outbox$
+-- aggregate's txids follow its commit order. The function keeps the
+-- search_path these statements run with, where the heads table is, not
+-- the writer's.
+CREATE OR REPLACE FUNCTION ` + fn.Sanitize() + `() RETURNS trigger LANGUAGE plpgsql SET search_path FROM CURRENT AS $outbox$
 BEGIN
     INSERT INTO outbox_aggregate_heads AS head (aggregatetype, aggregateid, txid)
     VALUES (` + lit(m.Table) + ` || '/' || NEW.` + pgx.Identifier{m.AggregateType}.Sanitize() + `::text, NEW.` + pgx.Identifier{m.EventKey}.Sanitize() + `::text, pg_current_xact_id())
