@@ -65,9 +65,9 @@ func outboxCursor(tb testing.TB) (*cdcCursor, []byte) {
 
 // What one row of the outbox costs the stream, from the insert message to
 // the record: the payload and the aggregate id are its only allocations.
-// (Before the mapping, with pglogrepl.Parse and a switch on column names:
-// about 475 ns, 672 B and 14 allocations for the decode alone, plus
-// pglogrepl's two allocations per column.)
+// Before the mapping (pglogrepl.Parse, then a switch on column names),
+// measured side by side on the same loaded 2-CPU machine: 3.1-7.8 µs,
+// 1,592 B and 41 allocations a row; since: 0.34-1.3 µs, 192 B, 2.
 func BenchmarkCDCInsert(b *testing.B) {
 	c, msg := outboxCursor(b)
 	b.ReportAllocs()
