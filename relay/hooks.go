@@ -12,6 +12,16 @@ import (
 // the relay imports no metrics or logging library of its own.
 type Hook any
 
+// PublishStartHook hears each run of an aggregate's consecutive messages
+// (one, or several in order) as the relay starts publishing it, before
+// its first attempt; each message then settles through PublishHook or
+// DeadLetterHook, or is started again in a later run (the part of a run
+// the broker did not acknowledge), or never (the relay stopped). msgs is
+// the relay's own: read it during the call only.
+type PublishStartHook interface {
+	OnPublishStart(msgs []outbox.Message)
+}
+
 // PublishHook hears each message the broker acknowledged.
 type PublishHook interface {
 	OnPublish(m outbox.Message, attempts int, sinceCommit time.Duration)

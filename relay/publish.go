@@ -165,6 +165,11 @@ type failure struct {
 // first fails permanently on its own, it has been stuck longer than
 // StuckTimeout, or ctx ends. It returns how many were acknowledged.
 func (r *run) publish(ctx context.Context, msgs []outbox.Message) (int, int, error) {
+	hooks(r.cfg.Hooks).each(func(h Hook) {
+		if sh, ok := h.(PublishStartHook); ok {
+			sh.OnPublishStart(msgs)
+		}
+	})
 	f := &failure{began: time.Now()}
 	defer func() {
 		if f.stuck != nil {
