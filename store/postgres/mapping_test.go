@@ -146,7 +146,7 @@ func someEvents(payloadType string) [][]event {
 }
 
 // readTopics reads every record of topics from the start until want have
-// come, with their timestamps (kafka.ReadAll leaves those out).
+// come, with their timestamps (kafkatest.ReadAll leaves those out).
 func readTopics(t *testing.T, brokers []string, topics []string, want int) []*kgo.Record {
 	t.Helper()
 	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ConsumeTopics(topics...),
@@ -784,5 +784,41 @@ func TestDebeziumsDefaultTableBesideOutboxsOwn(t *testing.T) {
 				t.Fatalf("outbox's own table has %d rows (%v)", own, err)
 			}
 		})
+	}
+}
+
+// A common Debezium habit: the writer deletes its outbox row in the same
+// transaction that inserts it, so the table stays empty. CDC still
+// publishes the insert (the publication carries inserts only, and deletes
+// are never read). Polling cannot see such a row: it needs rows to stay
+// until read.
+func TestCDCPublishesARowDeletedInItsOwnTransaction(t *testing.T) {
+	s, _ := newDB(t)
+	ctx := t.Context()
+	createEvents(t, s, "events", "jsonb")
+	brokers := embedded(t)
+	m := parseMapping(t, eventsKeys("events", "gone"))
+	src := mappedSource(t, s, "cdc", m)
+	pub, err := kafka.NewPublisher(kafka.Config{Brokers: brokers, TopicTemplate: m.TopicTemplate()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pub.Close()
+	r, err := relay.New(src, pub, s, relay.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	testenv.Serve(t, r)
+	e := ev("p-1", 1)
+	if err := pgx.BeginFunc(ctx, s.Pool(), func(tx pgx.Tx) error {
+		insertIn(t, tx, "events", e)
+		_, err := tx.Exec(ctx, `DELETE FROM shop.events WHERE event_id = $1`, e.id)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	recs := readTopics(t, brokers, []string{"gone.payment"}, 1)
+	if h := headers(recs[0]); h["id"] != e.id.String() {
+		t.Fatalf("published %v, want the deleted row's event", h)
 	}
 }
