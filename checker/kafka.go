@@ -3,14 +3,14 @@ package checker
 import (
 	"fmt"
 
-	"github.com/outbox-dev/outbox/kafka"
+	"github.com/outbox-dev/outbox/kafka/kafkatest"
 	"github.com/outbox-dev/outbox/outbox"
 )
 
 // FromKafka turns records read from the topics into checker input: the
 // id header links a record to its committed event, and everything else
 // the record says (key, headers, payload) is kept to be compared with it.
-func FromKafka(recs []kafka.Received) ([]Observed, error) {
+func FromKafka(recs []kafkatest.Received) ([]Observed, error) {
 	out := make([]Observed, 0, len(recs))
 	for _, r := range recs {
 		id, err := r.EventID()

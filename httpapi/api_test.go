@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/outbox-dev/outbox/httpapi"
+	"github.com/outbox-dev/outbox/internal/lab/labstore"
 	"github.com/outbox-dev/outbox/order"
 	"github.com/outbox-dev/outbox/outbox"
 	"github.com/outbox-dev/outbox/store/sqlite"
@@ -89,7 +90,7 @@ func (f *fixture) deadLetters() {
 // snapshot is everything a refused request must leave unchanged.
 func (f *fixture) snapshot() string {
 	ctx := context.Background()
-	orders, events, err := f.store.CountRows(ctx)
+	orders, events, err := labstore.CountRows(ctx, f.store)
 	if err != nil {
 		f.t.Fatal(err)
 	}
@@ -262,7 +263,7 @@ func TestWritesHappenOnlyOn2xx(t *testing.T) {
 	if w.Code != 200 {
 		t.Fatal(w.Body)
 	}
-	if orders, events, _ := f.store.CountRows(context.Background()); orders != 1 || events != 2 {
+	if orders, events, _ := labstore.CountRows(context.Background(), f.store); orders != 1 || events != 2 {
 		t.Fatalf("after create and update: %d orders, %d events; want 1 and 2", orders, events)
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/outbox-dev/outbox/kafka"
+	"github.com/outbox-dev/outbox/kafka/kafkatest"
 	"github.com/outbox-dev/outbox/outbox"
 )
 
@@ -26,7 +27,7 @@ func aggregateRun(t *testing.T, aggType, agg string, n int, payload func(i int) 
 // inTopic returns the sequences of agg's records in topic, in log order.
 func inTopic(t *testing.T, brokers []string, topic, agg string) []int64 {
 	t.Helper()
-	recs, err := kafka.ReadAll(ctx(t), brokers, []string{topic})
+	recs, err := kafkatest.ReadAll(ctx(t), brokers, []string{topic})
 	if err != nil {
 		t.Fatal(err)
 	}

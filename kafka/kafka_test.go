@@ -15,6 +15,7 @@ import (
 
 	"github.com/outbox-dev/outbox/internal/testenv"
 	"github.com/outbox-dev/outbox/kafka"
+	"github.com/outbox-dev/outbox/kafka/kafkatest"
 	"github.com/outbox-dev/outbox/outbox"
 )
 
@@ -132,11 +133,11 @@ func testPublishKeyHeadersAndRouting(t *testing.T, brokers []string) {
 			for n := range topics {
 				names = append(names, n)
 			}
-			recs, err := kafka.ReadAll(ctx(t), brokers, names)
+			recs, err := kafkatest.ReadAll(ctx(t), brokers, names)
 			if err != nil {
 				t.Fatal(err)
 			}
-			var mine []kafka.Received
+			var mine []kafkatest.Received
 			for _, r := range recs {
 				if r.Key == agg {
 					mine = append(mine, r)
@@ -219,7 +220,7 @@ func TestEmbeddedBrokerServesAnyClient(t *testing.T) {
 	if err := cl.ProduceSync(ctx(t), &kgo.Record{Topic: "plain", Value: []byte("hello")}).FirstErr(); err != nil {
 		t.Fatal(err)
 	}
-	recs, err := kafka.ReadAll(ctx(t), e.Addrs(), []string{"plain", "missing"})
+	recs, err := kafkatest.ReadAll(ctx(t), e.Addrs(), []string{"plain", "missing"})
 	if err != nil || len(recs) != 1 || string(recs[0].Value) != "hello" {
 		t.Fatalf("read back %+v %v", recs, err)
 	}
@@ -258,7 +259,7 @@ func TestTheDefaultRoutingKeepsAnAggregateInOnePartition(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	recs, err := kafka.ReadAll(ctx(t), e.Addrs(), []string{"outbox.event.order"})
+	recs, err := kafkatest.ReadAll(ctx(t), e.Addrs(), []string{"outbox.event.order"})
 	if err != nil {
 		t.Fatal(err)
 	}

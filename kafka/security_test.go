@@ -14,6 +14,7 @@ import (
 	"github.com/outbox-dev/outbox/internal/testcert"
 	"github.com/outbox-dev/outbox/internal/testenv"
 	"github.com/outbox-dev/outbox/kafka"
+	"github.com/outbox-dev/outbox/kafka/kafkatest"
 	"github.com/outbox-dev/outbox/outbox"
 )
 
@@ -58,7 +59,7 @@ func TestTLSAndSCRAMAgainstABrokerThatRequiresThem(t *testing.T) {
 	if err := publish(good); err != nil {
 		t.Fatalf("right password over TLS: %v", err)
 	}
-	recs, err := kafka.ReadAll(t.Context(), []string{addr}, []string{"secure.order"}, mustOpts(t, good)...)
+	recs, err := kafkatest.ReadAll(t.Context(), []string{addr}, []string{"secure.order"}, mustOpts(t, good)...)
 	if err != nil || len(recs) != 1 {
 		t.Fatalf("read back over TLS and SASL: %d records, %v", len(recs), err)
 	}

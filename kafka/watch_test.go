@@ -14,6 +14,7 @@ import (
 
 	"github.com/outbox-dev/outbox/internal/testenv"
 	"github.com/outbox-dev/outbox/kafka"
+	"github.com/outbox-dev/outbox/kafka/kafkatest"
 )
 
 // restartable runs a kfake cluster that can be killed (every connection
@@ -165,13 +166,13 @@ func TestRepeatedPublishOfAnEventInFlightSendsNoCopy(t *testing.T) {
 	close(hold)
 	mu.Unlock()
 	testenv.Eventually(t, 10*time.Second, "the second event delivered", func() bool {
-		recs, _ := kafka.ReadAll(ctx(t), c.ListenAddrs(), []string{"t"})
+		recs, _ := kafkatest.ReadAll(ctx(t), c.ListenAddrs(), []string{"t"})
 		return len(recs) == 2
 	})
 	if err := p.Publish(ctx(t), m2); err != nil {
 		t.Fatalf("attempt after the delivery: %v", err)
 	}
-	recs, err := kafka.ReadAll(ctx(t), c.ListenAddrs(), []string{"t"})
+	recs, err := kafkatest.ReadAll(ctx(t), c.ListenAddrs(), []string{"t"})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/outbox-dev/outbox/internal/lab/labstore"
 	"github.com/outbox-dev/outbox/order"
 	"github.com/outbox-dev/outbox/store/sqlite"
 )
@@ -101,7 +102,7 @@ func TestIdempotencyKey(t *testing.T) {
 	if _, _, err := svc.Create(ctx, other, order.Meta{IdempotencyKey: "k1"}); !errors.Is(err, order.ErrIdempotencyKey) {
 		t.Fatalf("same key, other body: %v", err)
 	}
-	if orders, evs, _ := s.CountRows(ctx); orders != 1 || evs != 1 {
+	if orders, evs, _ := labstore.CountRows(ctx, s); orders != 1 || evs != 1 {
 		t.Fatalf("%d orders and %d events after one create and two repeats", orders, evs)
 	}
 }

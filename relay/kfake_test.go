@@ -21,6 +21,7 @@ import (
 	"github.com/outbox-dev/outbox/dlq"
 	"github.com/outbox-dev/outbox/internal/testenv"
 	"github.com/outbox-dev/outbox/kafka"
+	"github.com/outbox-dev/outbox/kafka/kafkatest"
 	"github.com/outbox-dev/outbox/outbox"
 	"github.com/outbox-dev/outbox/relay"
 	"github.com/outbox-dev/outbox/retry"
@@ -135,7 +136,7 @@ func (r *rig) check() checker.Report {
 	r.mu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	recs, err := kafka.ReadAll(ctx, r.brokers, topics)
+	recs, err := kafkatest.ReadAll(ctx, r.brokers, topics)
 	if err != nil {
 		r.t.Fatal(err)
 	}
@@ -164,7 +165,7 @@ func TestKfakeTransientOutageOpensBreakerStopsReadingAndRecovers(t *testing.T) {
 			return nil, nil, false
 		}
 		failed.Add(1)
-		return kafka.FailProduce(req, kerr.NotEnoughReplicas.Code), nil, true
+		return kafkatest.FailProduce(req, kerr.NotEnoughReplicas.Code), nil, true
 	})
 	src := rg.source()
 	log := &transitionLog{src: src}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/outbox-dev/outbox/checker"
 	"github.com/outbox-dev/outbox/kafka"
+	"github.com/outbox-dev/outbox/kafka/kafkatest"
 	"github.com/outbox-dev/outbox/outbox"
 	"github.com/outbox-dev/outbox/relay"
 )
@@ -40,7 +41,7 @@ func (p *runCounter) PublishBatch(ctx context.Context, msgs []outbox.Message) (i
 // sequencesOf reads the aggregate's records from its topic, in log order.
 func (r *rig) sequencesOf(aggType, agg string) []int64 {
 	r.t.Helper()
-	recs, err := kafka.ReadAll(r.t.Context(), r.brokers, []string{"outbox.event." + r.prefix + aggType})
+	recs, err := kafkatest.ReadAll(r.t.Context(), r.brokers, []string{"outbox.event." + r.prefix + aggType})
 	if err != nil {
 		r.t.Fatal(err)
 	}

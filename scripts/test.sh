@@ -39,9 +39,9 @@ go test -race -count=1 -timeout 25m ./... "$@"
 # The fault matrix against the real binary, after the tests: it stops
 # PostgreSQL and Cassandra hard (R6), which must not happen under another
 # package's test. Any failed or skipped scenario exits 1.
-echo "== outbox chaos --quick"
+echo "== outbox-lab chaos --quick (against the outbox binary)"
 mkdir -p .tmp
-go build -o .tmp/outbox ./cmd/outbox
+go build -o .tmp/outbox ./cmd/outbox && go build -o .tmp/outbox-lab ./cmd/outbox-lab
 chaos_args=(chaos --quick --history .tmp/chaos)
 if [ -n "${OUTBOX_TEST_KAFKA_BROKERS:-}" ] && [ -n "${OUTBOX_TEST_PG_DSN:-}${OUTBOX_TEST_SCYLLA_HOSTS:-}" ]; then
   chaos_args+=(--kafka "$OUTBOX_TEST_KAFKA_BROKERS" --kafka-ctl "${OUTBOX_TEST_KAFKA_CTL:-}")
@@ -59,4 +59,4 @@ elif [ "${OUTBOX_REQUIRE_SERVICES:-}" = 1 ]; then
   echo "test.sh: chaos needs the ScyllaDB emulation and Kafka (OUTBOX_REQUIRE_SERVICES=1)" >&2
   exit 1
 fi
-.tmp/outbox "${chaos_args[@]}"
+.tmp/outbox-lab "${chaos_args[@]}" --outbox .tmp/outbox

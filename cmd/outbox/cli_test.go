@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
@@ -12,6 +11,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/outbox-dev/outbox/internal/app"
 	"github.com/outbox-dev/outbox/outbox"
 	"github.com/outbox-dev/outbox/store/sqlite"
 )
@@ -53,12 +53,9 @@ func TestUsageErrorsExit2WithAMessage(t *testing.T) {
 		{"args to serve", nil, []string{"serve", "extra"}, "takes no arguments"},
 		{"dlq show without id", nil, []string{"dlq", "show"}, "one dead-letter ID"},
 		{"dlq show bad id", nil, []string{"dlq", "show", "x"}, "positive integer"},
-		{"demo bad orders", nil, []string{"demo", "--orders", "-5"}, "--orders"},
 		{"kafka tls without brokers", nil, []string{"relay", "--kafka-tls"}, "need --brokers"},
 		{"kafka plain without tls", map[string]string{"OUTBOX_KAFKA_SASL_PASSWORD": "pw"}, []string{"relay", "--brokers", "k:9092", "--kafka-sasl-mechanism", "PLAIN", "--kafka-sasl-user", "u"}, "clear text"},
 		{"kafka bad ca", nil, []string{"relay", "--brokers", "k:9092", "--kafka-ca-file", "/nonexistent.pem"}, "CA file"},
-		{"chaos unknown scenario", nil, []string{"chaos", "--scenario", "R99"}, "names no scenario"},
-		{"chaos postgres without kafka", nil, []string{"chaos", "--postgres", "postgres://x/y"}, "go together"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			for k, v := range tc.env {
@@ -146,61 +143,23 @@ func TestDLQCommands(t *testing.T) {
 	}
 }
 
-func TestDemoVerdict(t *testing.T) {
-	code, out, errs := runCLI(t, "demo", "--orders", "200", "--http", "127.0.0.1:0", "--broker-port", "0")
-	if code != 0 || !strings.Contains(out, "verdict: OK: 200 orders, 600 events; lost 0, phantom 0, order 0") {
-		t.Fatalf("demo: exit %d\n%s\n%s", code, out, errs)
-	}
-}
-
-func TestDemoChaosParksThePoisonAndLosesNothing(t *testing.T) {
-	code, out, errs := runCLI(t, "demo", "--orders", "40", "--chaos", "--breaker-open-timeout", "1s", "--http", "127.0.0.1:0", "--broker-port", "0")
-	if code != 0 || !strings.Contains(out, "verdict: OK: 40 orders, 120 events; lost 0, phantom 0, order 0") ||
-		!strings.Contains(out, "poison event, which is parked") || strings.Contains(out, "breaker opened 0 time") {
-		t.Fatalf("demo --chaos: exit %d\n%s\n%s", code, out, errs)
-	}
-}
-
-func TestBenchJSONHasEveryFigure(t *testing.T) {
-	code, out, errs := runCLI(t, "bench", "--json", "--events", "300", "--stage-seconds", "0.5s", "--writers", "2", "--broker-port", "0")
-	if code != 0 {
-		t.Fatalf("bench: exit %d\n%s", code, errs)
-	}
-	var rep map[string]any
-	if err := json.Unmarshal([]byte(out), &rep); err != nil {
-		t.Fatalf("bench --json printed no JSON object: %v\n%s", err, out)
-	}
-	for _, field := range []string{"drain_ratio", "e2e_p50_ms", "e2e_p99_ms", "keepup_ratio", "overhead_ratio", "cpu_ratio", "isolation_ratio"} {
-		v, ok := rep[field].(float64)
-		if !ok || v <= 0 {
-			t.Errorf("%s = %v, want a positive number", field, rep[field])
-		}
-	}
-	cond, _ := rep["conditions"].(map[string]any)
-	for _, field := range []string{"store", "source", "broker", "payload_bytes", "durability"} {
-		if cond[field] == nil {
-			t.Errorf("conditions.%s missing", field)
-		}
-	}
-}
-
 // The settings that turn features off or bound them resolve from a flag,
 // the environment and the config file like every other, and a config
 // built in code keeps the flags' defaults where it matters (topics are
 // auto-created).
 func TestEdgeSettingsResolve(t *testing.T) {
-	resolve := func(env map[string]string, args ...string) (config, error) {
+	resolve := func(env map[string]string, args ...string) (app.Config, error) {
 		for k, v := range env {
 			t.Setenv(k, v)
 		}
-		var cfg config
+		var cfg app.Config
 		cmd := &cobra.Command{Use: "x", RunE: func(*cobra.Command, []string) error { return nil }}
-		addCommonFlags(cmd.Flags(), &cfg)
+		cfg.AddFlags(cmd.Flags())
 		cmd.SetArgs(args)
 		if err := cmd.Execute(); err != nil {
 			return cfg, err
 		}
-		return cfg, cfg.resolve(cmd)
+		return cfg, cfg.Resolve(cmd.Flags())
 	}
 	cfg, err := resolve(nil)
 	if err != nil || cfg.NoAutoCreate || cfg.StuckTimeout != 5*time.Minute || cfg.IdempotencyTTL != 24*time.Hour {
@@ -217,7 +176,7 @@ func TestEdgeSettingsResolve(t *testing.T) {
 			t.Errorf("%v accepted", bad)
 		}
 	}
-	if (config{}).NoAutoCreate {
+	if (app.Config{}).NoAutoCreate {
 		t.Fatal("a config built in code must auto-create topics")
 	}
 }

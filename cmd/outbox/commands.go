@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net/url"
 	"os"
 	"runtime/debug"
 	"strconv"
@@ -15,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/outbox-dev/outbox/dlq"
+	"github.com/outbox-dev/outbox/internal/app"
 	"github.com/outbox-dev/outbox/kafka"
 	"github.com/outbox-dev/outbox/outbox"
 )
@@ -23,10 +23,8 @@ import (
 var version = "dev"
 
 func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
-	root := &cobra.Command{
-		Use:   "outbox",
-		Short: "Transactional outbox: write the order and its event atomically, relay events to Kafka",
-		Long: `outbox writes each order change and its event in one transaction and relays
+	return app.Root("outbox", "Transactional outbox: write the order and its event atomically, relay events to Kafka",
+		`outbox writes each order change and its event in one transaction and relays
 the events to Kafka, in order per order, at least once, with retries, a
 circuit breaker and a dead-letter queue.
 
@@ -35,75 +33,59 @@ Every flag can also be set as an OUTBOX_* environment variable
 with --config; a flag on the command line wins, then the environment, then
 the file. Secrets come from the environment only: OUTBOX_ADMIN_TOKEN and
 OUTBOX_ALERT_WEBHOOK_URL, or files named by OUTBOX_ADMIN_TOKEN_FILE and
-OUTBOX_ALERT_WEBHOOK_URL_FILE.`,
-		SilenceUsage:  true,
-		SilenceErrors: true,
-	}
-	// Without Args, cobra reports an unknown command as a plain error.
-	root.Args = func(cmd *cobra.Command, args []string) error {
-		if len(args) > 0 {
-			return usagef("unknown command %q", args[0])
-		}
-		return nil
-	}
-	root.RunE = func(cmd *cobra.Command, _ []string) error { return cmd.Help() }
-	root.SetOut(stdout)
-	root.SetErr(stderr)
-	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
-	root.AddCommand(serveCmd(stderr), relayCmd(stderr), brokerCmd(stdout, stderr), demoCmd(stdout, stderr), chaosCmd(stdout, stderr),
-		dlqCmd(stdout), migrateCmd(stdout), versionCmd(stdout), benchCmd(stdout, stderr))
-	for _, c := range root.Commands() {
-		c.SetFlagErrorFunc(root.FlagErrorFunc())
-	}
-	return root
+OUTBOX_ALERT_WEBHOOK_URL_FILE.
+
+The demo, the benchmark and the fault matrix are in the lab binary:
+go run ./cmd/outbox-lab --help.`, stdout, stderr,
+		serveCmd(stderr), relayCmd(stderr), brokerCmd(stdout, stderr), dlqCmd(stdout), migrateCmd(stdout), versionCmd(stdout))
 }
 
 func noArgs(cmd *cobra.Command, args []string) error {
 	if len(args) > 0 {
-		return usagef("%s takes no arguments, got %q", cmd.CommandPath(), args)
+		return app.Usagef("%s takes no arguments, got %q", cmd.CommandPath(), args)
 	}
 	return nil
 }
 
 func serveCmd(stderr io.Writer) *cobra.Command {
-	var cfg config
+	var cfg app.Config
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Run the order API and the relay under one supervisor",
 		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return serveApp(cmd, &cfg, stderr, appOptions{http: true})
+			return serveApp(cmd, &cfg, stderr, app.Options{HTTP: true})
 		},
 	}
-	addCommonFlags(cmd.Flags(), &cfg)
-	addHTTPFlags(cmd.Flags(), &cfg)
+	cfg.AddFlags(cmd.Flags())
+	cfg.AddHTTPFlags(cmd.Flags())
 	return cmd
 }
 
 func relayCmd(stderr io.Writer) *cobra.Command {
-	var cfg config
+	var cfg app.Config
 	cmd := &cobra.Command{
 		Use:   "relay",
 		Short: "Run only the relay (with its health checker and dead-letter worker)",
 		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return serveApp(cmd, &cfg, stderr, appOptions{relayOnly: true})
+			return serveApp(cmd, &cfg, stderr, app.Options{RelayOnly: true})
 		},
 	}
-	addCommonFlags(cmd.Flags(), &cfg)
+	cfg.AddFlags(cmd.Flags())
 	return cmd
 }
 
 // serveApp resolves the configuration, builds the app and runs it until
 // the command's context ends.
-func serveApp(cmd *cobra.Command, cfg *config, logOut io.Writer, opts appOptions) error {
-	if err := cfg.resolve(cmd); err != nil {
+func serveApp(cmd *cobra.Command, cfg *app.Config, logOut io.Writer, opts app.Options) error {
+	if err := cfg.Resolve(cmd.Flags()); err != nil {
 		return err
 	}
-	if opts.relayOnly && cfg.Brokers == "" {
-		return usagef("outbox relay publishes to an existing Kafka: give --brokers (the embedded broker runs in outbox serve and outbox broker)")
+	if opts.RelayOnly && cfg.Brokers == "" {
+		return app.Usagef("outbox relay publishes to an existing Kafka: give --brokers (the embedded broker runs in outbox serve and outbox broker)")
 	}
-	a, err := newApp(cmd.Context(), *cfg, logOut, opts)
+	a, err := app.New(cmd.Context(), *cfg, logOut, opts)
 	if err != nil && cmd.Context().Err() != nil {
 		return nil // stopped (SIGTERM) while starting: a clean shutdown
 	}
@@ -123,10 +105,10 @@ func brokerCmd(stdout, stderr io.Writer) *cobra.Command {
 		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if port < 0 || port > 65535 {
-				return usagef("--port %d is out of range", port)
+				return app.Usagef("--port %d is out of range", port)
 			}
 			if partitions < 1 || partitions > 1000 {
-				return usagef("--partitions must be between 1 and 1000, got %d", partitions)
+				return app.Usagef("--partitions must be between 1 and 1000, got %d", partitions)
 			}
 			b, err := kafka.StartEmbedded(kafka.EmbeddedConfig{Port: port, Partitions: partitions, DataDir: dataDir})
 			if err != nil {
@@ -152,38 +134,27 @@ func orMemory(dir string) string {
 }
 
 func migrateCmd(stdout io.Writer) *cobra.Command {
-	var cfg config
+	var cfg app.Config
 	cmd := &cobra.Command{
 		Use:   "migrate",
 		Short: "Create or upgrade the store's tables",
 		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := cfg.resolve(cmd); err != nil {
+			if err := cfg.Resolve(cmd.Flags()); err != nil {
 				return err
 			}
-			if _, err := parseStoreURL(cfg.Store); err != nil {
-				return err
-			}
-			log := newLogger(cfg, os.Stderr)
-			s, err := openBackend(cmd.Context(), cfg, log)
+			// The source is set up too: for CDC this creates the
+			// publication and slot before the first write, so no event
+			// predates them.
+			n, err := app.Migrate(cmd.Context(), cfg, app.NewLogger(cfg, os.Stderr))
 			if err != nil {
 				return err
 			}
-			defer s.Close()
-			n, err := s.Migrate(cmd.Context())
-			if err != nil {
-				return err
-			}
-			fmt.Fprintf(stdout, "%s: %d migration(s) applied\n", redactURL(cfg.Store), n)
-			// Set up the source too: for CDC this creates the publication
-			// and slot before the first write, so no event predates them.
-			if _, err := s.source(cmd.Context(), cfg, log); err != nil {
-				return err
-			}
+			fmt.Fprintf(stdout, "%s: %d migration(s) applied\n", cfg.StoreURL(), n)
 			return nil
 		},
 	}
-	addCommonFlags(cmd.Flags(), &cfg)
+	cfg.AddFlags(cmd.Flags())
 	return cmd
 }
 
@@ -203,20 +174,20 @@ func versionCmd(stdout io.Writer) *cobra.Command {
 }
 
 func dlqCmd(stdout io.Writer) *cobra.Command {
-	var cfg config
+	var cfg app.Config
 	var asJSON bool
 	root := &cobra.Command{
 		Use:   "dlq",
 		Short: "List, show, replay or skip dead letters (the running relay carries out replays)",
 	}
 	root.PersistentFlags().BoolVar(&asJSON, "json", false, "print JSON")
-	addCommonFlags(root.PersistentFlags(), &cfg)
+	cfg.AddFlags(root.PersistentFlags())
 
-	open := func(cmd *cobra.Command) (*storeHandle, error) {
-		if err := cfg.resolve(cmd); err != nil {
+	open := func(cmd *cobra.Command) (app.Store, error) {
+		if err := cfg.Resolve(cmd.Flags()); err != nil {
 			return nil, err
 		}
-		return openHandle(cmd.Context(), cfg)
+		return app.OpenExisting(cmd.Context(), cfg, app.NewLogger(cfg, os.Stderr))
 	}
 	var f struct {
 		aggregate, typ, status string
@@ -232,15 +203,15 @@ func dlqCmd(stdout io.Writer) *cobra.Command {
 			switch filter.Status {
 			case "", outbox.StatusParked, outbox.StatusReplayed, outbox.StatusSkipped:
 			default:
-				return usagef("--status must be parked, replayed or skipped")
+				return app.Usagef("--status must be parked, replayed or skipped")
 			}
 			if f.limit < 1 || f.limit > 10000 {
-				return usagef("--limit must be between 1 and 10000")
+				return app.Usagef("--limit must be between 1 and 10000")
 			}
 			if f.aggregate != "" {
 				typ, id, ok := strings.Cut(f.aggregate, "/")
 				if !ok || typ == "" || id == "" {
-					return usagef("--aggregate must be TYPE/ID, such as order/42")
+					return app.Usagef("--aggregate must be TYPE/ID, such as order/42")
 				}
 				filter.Aggregate = &outbox.AggregateKey{Type: typ, ID: id}
 			}
@@ -249,7 +220,7 @@ func dlqCmd(stdout io.Writer) *cobra.Command {
 				return err
 			}
 			defer h.Close()
-			items, err := h.store.ListDeadLetters(cmd.Context(), filter)
+			items, err := h.ListDeadLetters(cmd.Context(), filter)
 			if err != nil {
 				return err
 			}
@@ -284,7 +255,7 @@ func dlqCmd(stdout io.Writer) *cobra.Command {
 				return err
 			}
 			defer h.Close()
-			d, err := h.store.GetDeadLetter(cmd.Context(), id)
+			d, err := h.GetDeadLetter(cmd.Context(), id)
 			if err != nil {
 				return err
 			}
@@ -297,7 +268,7 @@ func dlqCmd(stdout io.Writer) *cobra.Command {
 		return func(cmd *cobra.Command, args []string) error {
 			if all && action == outbox.ActionReplay {
 				if len(args) > 0 {
-					return usagef("--all takes no ID")
+					return app.Usagef("--all takes no ID")
 				}
 			} else if _, err := parseID(args); err != nil {
 				return err
@@ -307,7 +278,7 @@ func dlqCmd(stdout io.Writer) *cobra.Command {
 				return err
 			}
 			defer h.Close()
-			ops := dlq.Ops{Store: h.store}
+			ops := dlq.Ops{Store: h}
 			opts := dlq.RequestOptions{DryRun: dryRun, Reason: reason}
 			var plans []dlq.Plan
 			var refused []dlq.Refusal
@@ -360,11 +331,11 @@ func dlqCmd(stdout io.Writer) *cobra.Command {
 
 func parseID(args []string) (int64, error) {
 	if len(args) != 1 {
-		return 0, usagef("expected one dead-letter ID, got %d arguments", len(args))
+		return 0, app.Usagef("expected one dead-letter ID, got %d arguments", len(args))
 	}
 	id, err := strconv.ParseInt(args[0], 10, 64)
 	if err != nil || id < 1 {
-		return 0, usagef("dead-letter ID must be a positive integer, got %q", args[0])
+		return 0, app.Usagef("dead-letter ID must be a positive integer, got %q", args[0])
 	}
 	return id, nil
 }
@@ -380,27 +351,4 @@ func printJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	return enc.Encode(v)
-}
-
-// redactURL hides a password in a store URL before it is printed.
-func redactURL(raw string) string {
-	u, err := url.Parse(raw)
-	if err == nil {
-		if u.User == nil {
-			return raw
-		}
-		return u.Redacted()
-	}
-	// Not a URL Go parses, yet one its store may accept (pgx takes
-	// several host:port pairs): hide what follows the user name.
-	scheme, rest, ok := strings.Cut(raw, "://")
-	at := strings.LastIndex(rest, "@")
-	if !ok || at < 0 {
-		return raw
-	}
-	user, _, hasPassword := strings.Cut(rest[:at], ":")
-	if !hasPassword {
-		return raw
-	}
-	return scheme + "://" + user + ":xxxxx" + rest[at:]
 }

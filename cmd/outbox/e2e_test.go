@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/outbox-dev/outbox/internal/testenv"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
@@ -31,7 +32,7 @@ func TestBinaryEndToEnd(t *testing.T) {
 	}
 	bin := buildBinary(t)
 	// Ports the binary binds itself (0: any free one); its log says which.
-	stderr := &cappedBuffer{}
+	stderr := &testenv.CappedBuffer{}
 	cmd := exec.Command(bin, "serve", "--store", "sqlite://"+filepath.Join(t.TempDir(), "e2e.db"),
 		"--http", "127.0.0.1:0", "--broker-port", "0")
 	cmd.Stderr = stderr
@@ -39,16 +40,16 @@ func TestBinaryEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer cmd.Process.Kill()
-	c := &client{t: t}
+	c := &testenv.APIClient{T: t}
 	var brokerAddr string
-	eventually(t, 20*time.Second, "serve becomes ready", func() bool {
+	testenv.Eventually(t, 20*time.Second, "serve becomes ready", func() bool {
 		log := stderr.String()
-		httpAddr, broker := listenAddr(log, "HTTP API listening"), listenAddr(log, "embedded Kafka-protocol broker listening")
+		httpAddr, broker := testenv.ListenAddr(log, "HTTP API listening"), testenv.ListenAddr(log, "embedded Kafka-protocol broker listening")
 		if httpAddr == "" || broker == "" {
 			return false
 		}
-		c.base, brokerAddr = "http://"+httpAddr, broker
-		resp, err := http.Get(c.base + "/readyz")
+		c.Base, brokerAddr = "http://"+httpAddr, broker
+		resp, err := http.Get(c.Base + "/readyz")
 		if err != nil {
 			return false
 		}
@@ -56,11 +57,11 @@ func TestBinaryEndToEnd(t *testing.T) {
 		return resp.StatusCode == http.StatusOK
 	})
 
-	id := c.create("e2e-customer")
-	if resp, body := c.do("PATCH", "/orders/"+id, `{"address":"1 Kafka Way"}`, map[string]string{"If-Match": `"1"`}); resp.StatusCode != 200 {
+	id := c.Create("e2e-customer")
+	if resp, body := c.Do("PATCH", "/orders/"+id, `{"address":"1 Kafka Way"}`, map[string]string{"If-Match": `"1"`}); resp.StatusCode != 200 {
 		t.Fatalf("update: %d %s", resp.StatusCode, body)
 	}
-	if resp, body := c.do("POST", "/orders/"+id+"/cancel", "", map[string]string{"If-Match": `"2"`}); resp.StatusCode != 200 {
+	if resp, body := c.Do("POST", "/orders/"+id+"/cancel", "", map[string]string{"If-Match": `"2"`}); resp.StatusCode != 200 {
 		t.Fatalf("cancel: %d %s", resp.StatusCode, body)
 	}
 

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/outbox-dev/outbox/internal/app"
 	"github.com/outbox-dev/outbox/internal/testenv"
 	"github.com/outbox-dev/outbox/kafka"
 )
@@ -26,7 +27,7 @@ func TestRedactURLHidesEveryPassword(t *testing.T) {
 		{"sqlite", "sqlite:///var/lib/outbox/orders.db", "sqlite:///var/lib/outbox/orders.db"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got := redactURL(tc.raw)
+			got := app.RedactURL(tc.raw)
 			if got != tc.want || strings.Contains(got, storeSecret) {
 				t.Fatalf("redactURL(%q) = %q, want %q", tc.raw, got, tc.want)
 			}
@@ -85,7 +86,7 @@ func TestStoreURLPasswordsStayOutOfOutputAndLogs(t *testing.T) {
 			code, out, errs := runCLI(t, "migrate", "--source", "poll", "--store", store)
 			if code != 0 || !strings.Contains(out, "xxxxx") || strings.Contains(out+errs, storeSecret) {
 				t.Fatalf("migrate --store %s: exit %d, want 0 and the URL with its password hidden:\n%s%s",
-					redactURL(store), code, out, errs)
+					app.RedactURL(store), code, out, errs)
 			}
 		}
 
@@ -95,7 +96,7 @@ func TestStoreURLPasswordsStayOutOfOutputAndLogs(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer b.Close()
-		logs := &cappedBuffer{}
+		logs := &testenv.CappedBuffer{}
 		ctx, cancel := context.WithCancel(t.Context())
 		done := make(chan int, 1)
 		go func() {
@@ -110,13 +111,6 @@ func TestStoreURLPasswordsStayOutOfOutputAndLogs(t *testing.T) {
 		}
 		if strings.Contains(logs.String(), storeSecret) || !strings.Contains(logs.String(), "xxxxx") {
 			t.Fatalf("relay logs must show the store URL with its password hidden:\n%s", logs)
-		}
-
-		// The demo prints its store.
-		code, out, errs := runCLI(t, "demo", "--orders", "5", "--source", "poll", "--store", withPassword(t, testenv.PostgresDatabase(t)),
-			"--http", "127.0.0.1:0", "--broker-port", "0")
-		if code != 0 || strings.Contains(out+errs, storeSecret) {
-			t.Fatalf("demo: exit %d, want 0 and no password:\n%s%s", code, out, errs)
 		}
 	})
 }

@@ -12,15 +12,17 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kfake"
 
+	"github.com/outbox-dev/outbox/internal/app"
 	"github.com/outbox-dev/outbox/internal/testcert"
 	"github.com/outbox-dev/outbox/internal/testenv"
 	"github.com/outbox-dev/outbox/kafka"
+	"github.com/outbox-dev/outbox/kafka/kafkatest"
 )
 
 // serve runs `outbox serve` in this process until the test ends.
-func serveSecure(t *testing.T, args ...string) (base string, logs *cappedBuffer) {
+func serveSecure(t *testing.T, args ...string) (base string, logs *testenv.CappedBuffer) {
 	t.Helper()
-	logs = &cappedBuffer{}
+	logs = &testenv.CappedBuffer{}
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan int, 1)
 	args = append([]string{"serve", "--http", "127.0.0.1:0", "--log-level", "debug",
@@ -33,7 +35,7 @@ func serveSecure(t *testing.T, args ...string) (base string, logs *cappedBuffer)
 		}
 	})
 	testenv.Eventually(t, 10*time.Second, "serve listening", func() bool {
-		addr := listenAddr(logs.String(), "HTTP API listening")
+		addr := testenv.ListenAddr(logs.String(), "HTTP API listening")
 		if addr == "" {
 			return false
 		}
@@ -62,9 +64,9 @@ func TestServeOverTLSAndSCRAMKeepsThePasswordSecret(t *testing.T) {
 	t.Run("wrong password: back-pressure, no dead letters, no secret in logs", func(t *testing.T) {
 		t.Setenv("OUTBOX_KAFKA_SASL_PASSWORD", wrong)
 		base, logs := serveSecure(t, secure...)
-		c := &client{t: t, base: base}
-		c.create("c1")
-		var st statusDoc
+		c := &testenv.APIClient{T: t, Base: base}
+		c.Create("c1")
+		var st app.StatusDoc
 		var last []byte
 		defer func() {
 			if t.Failed() {
@@ -72,7 +74,7 @@ func TestServeOverTLSAndSCRAMKeepsThePasswordSecret(t *testing.T) {
 			}
 		}()
 		testenv.Eventually(t, 20*time.Second, "the relay retrying", func() bool {
-			_, body := c.do("GET", "/status", "", nil)
+			_, body := c.Do("GET", "/status", "", nil)
 			last = body
 			json.Unmarshal(body, &st)
 			return st.Retried >= 2 // each attempt waits out a metadata refresh (~5 s)
@@ -89,22 +91,11 @@ func TestServeOverTLSAndSCRAMKeepsThePasswordSecret(t *testing.T) {
 			t.Fatal("the logs do not name the SASL failure")
 		}
 		testenv.Eventually(t, 10*time.Second, "the broker health check saying the relay is not authorized", func() bool {
-			_, body := c.do("GET", "/status", "", nil)
+			_, body := c.Do("GET", "/status", "", nil)
 			last = body
-			var doc statusDoc
+			var doc app.StatusDoc
 			return json.Unmarshal(body, &doc) == nil && strings.Contains(doc.Health["broker"].Error, "not authorized")
 		})
-	})
-
-	t.Run("demo's consumers over TLS and SCRAM", func(t *testing.T) {
-		t.Setenv("OUTBOX_KAFKA_SASL_PASSWORD", password)
-		code, out, errs := runCLI(t, append([]string{"demo", "--orders", "20", "--http", "127.0.0.1:0"}, secure...)...)
-		if code != 0 || !strings.Contains(out, "verdict: OK: 20 orders, 60 events") {
-			t.Fatalf("demo against the secured broker: exit %d\n%s\n%s", code, out, errs)
-		}
-		if strings.Contains(out+errs, password) {
-			t.Fatal("the password appears in the demo's output")
-		}
 	})
 
 	t.Run("right password from a file: published over TLS", func(t *testing.T) {
@@ -114,8 +105,8 @@ func TestServeOverTLSAndSCRAMKeepsThePasswordSecret(t *testing.T) {
 		}
 		t.Setenv("OUTBOX_KAFKA_SASL_PASSWORD_FILE", file)
 		base, logs := serveSecure(t, secure...)
-		c := &client{t: t, base: base}
-		c.create("c2")
+		c := &testenv.APIClient{T: t, Base: base}
+		c.Create("c2")
 		tlsCfg, err := kafka.TLSConfig(pair.CAFile, "", "", "")
 		if err != nil {
 			t.Fatal(err)
@@ -125,7 +116,7 @@ func TestServeOverTLSAndSCRAMKeepsThePasswordSecret(t *testing.T) {
 			t.Fatal(err)
 		}
 		testenv.Eventually(t, 20*time.Second, "the event on the secured broker", func() bool {
-			recs, err := kafka.ReadAll(t.Context(), b.Addrs(), []string{"sec.order"}, opts...)
+			recs, err := kafkatest.ReadAll(t.Context(), b.Addrs(), []string{"sec.order"}, opts...)
 			return err == nil && len(recs) >= 1
 		})
 		if strings.Contains(logs.String(), password) {

@@ -13,8 +13,11 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kmsg"
 
+	"github.com/outbox-dev/outbox/internal/app"
+	"github.com/outbox-dev/outbox/internal/lab/labstore"
 	"github.com/outbox-dev/outbox/internal/testenv"
 	"github.com/outbox-dev/outbox/kafka"
+	"github.com/outbox-dev/outbox/kafka/kafkatest"
 	"github.com/outbox-dev/outbox/store/sqlite"
 )
 
@@ -52,8 +55,8 @@ func TestGracefulStopWithPublishesInFlightLeavesNoDuplicates(t *testing.T) {
 		return nil, nil, false
 	})
 	store := "sqlite://" + filepath.Join(t.TempDir(), "o.db")
-	serve := func() (c *client, stop func() int, logs *cappedBuffer) {
-		logs = &cappedBuffer{}
+	serve := func() (c *testenv.APIClient, stop func() int, logs *testenv.CappedBuffer) {
+		logs = &testenv.CappedBuffer{}
 		ctx, cancel := context.WithCancel(t.Context())
 		done := make(chan int, 1)
 		go func() {
@@ -69,17 +72,17 @@ func TestGracefulStopWithPublishesInFlightLeavesNoDuplicates(t *testing.T) {
 			return <-done
 		}
 		t.Cleanup(func() { stop() })
-		c = &client{t: t}
+		c = &testenv.APIClient{T: t}
 		testenv.Eventually(t, 10*time.Second, "serve listening", func() bool {
 			addr := logField(logs.String(), "HTTP API listening", "addr")
-			c.base = "http://" + addr
+			c.Base = "http://" + addr
 			return addr != ""
 		})
 		return c, stop, logs
 	}
-	status := func(c *client) statusDoc {
-		_, body := c.do("GET", "/status", "", nil)
-		var st statusDoc
+	status := func(c *testenv.APIClient) app.StatusDoc {
+		_, body := c.Do("GET", "/status", "", nil)
+		var st app.StatusDoc
 		if err := json.Unmarshal(body, &st); err != nil {
 			t.Fatalf("status %s: %v", body, err)
 		}
@@ -94,7 +97,7 @@ func TestGracefulStopWithPublishesInFlightLeavesNoDuplicates(t *testing.T) {
 	go func() {
 		defer close(writing)
 		for i := 0; ; i++ {
-			resp, err := http.Post(c.base+"/orders", "application/json",
+			resp, err := http.Post(c.Base+"/orders", "application/json",
 				strings.NewReader(fmt.Sprintf(`{"customer_id":"c%d","currency":"EUR","items":[{"sku":"a","quantity":1,"unit_price":100}]}`, i)))
 			if err != nil {
 				return
@@ -106,7 +109,7 @@ func TestGracefulStopWithPublishesInFlightLeavesNoDuplicates(t *testing.T) {
 			created.Add(1)
 		}
 	}()
-	var before statusDoc
+	var before app.StatusDoc
 	testenv.Eventually(t, 20*time.Second, "some published and some in flight", func() bool {
 		before = status(c)
 		return before.Published >= 20 && before.InFlight > 0
@@ -131,11 +134,11 @@ func TestGracefulStopWithPublishesInFlightLeavesNoDuplicates(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	_, events, err := s.CountRows(t.Context())
+	_, events, err := labstore.CountRows(t.Context(), s)
 	if err != nil || events < created.Load() {
 		t.Fatalf("%d events in the outbox (%v), %d orders created", events, err, created.Load())
 	}
-	recs, err := kafka.ReadAll(t.Context(), b.Addrs(), []string{"stop.order"})
+	recs, err := kafkatest.ReadAll(t.Context(), b.Addrs(), []string{"stop.order"})
 	if err != nil {
 		t.Fatal(err)
 	}

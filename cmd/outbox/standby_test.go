@@ -14,6 +14,7 @@ import (
 	"github.com/outbox-dev/outbox/checker"
 	"github.com/outbox-dev/outbox/internal/testenv"
 	"github.com/outbox-dev/outbox/kafka"
+	"github.com/outbox-dev/outbox/kafka/kafkatest"
 	"github.com/outbox-dev/outbox/outbox"
 	"github.com/outbox-dev/outbox/store/postgres"
 	"github.com/outbox-dev/outbox/store/sqlite"
@@ -74,7 +75,7 @@ func twoRelaysOneStore(t *testing.T, store, source string, appendEvent appendFn)
 	check := func(want int) checker.Report {
 		var rep checker.Report
 		testenv.Eventually(t, 20*time.Second, fmt.Sprintf("%d events published", want), func() bool {
-			recs, err := kafka.ReadAll(t.Context(), broker.Addrs(), []string{"events"})
+			recs, err := kafkatest.ReadAll(t.Context(), broker.Addrs(), []string{"events"})
 			if err != nil {
 				return false
 			}

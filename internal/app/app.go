@@ -1,4 +1,4 @@
-package main
+package app
 
 import (
 	"context"
@@ -31,19 +31,20 @@ import (
 // This file is the one place that chooses adapters and builds the
 // supervision tree; the packages below it know nothing of flags.
 
-type appOptions struct {
-	http        bool        // serve the API
-	relayOnly   bool        // outbox relay: needs --brokers, says what it relays
-	brokerOpts  []kfake.Opt // extra options for the embedded broker
-	kafkaOpts   []kgo.Opt   // extra client options (chaos: a dialer through a proxy)
-	relayConfig func(*relay.Config)
-	wrapOrders  func(httpapi.Orders) httpapi.Orders // tests: inject faults
+// Options choose what New builds beyond the relay.
+type Options struct {
+	HTTP        bool        // serve the API
+	RelayOnly   bool        // outbox relay: needs --brokers, says what it relays
+	BrokerOpts  []kfake.Opt // extra options for the embedded broker
+	KafkaOpts   []kgo.Opt   // extra client options (chaos: a dialer through a proxy)
+	RelayConfig func(*relay.Config)
+	WrapOrders  func(httpapi.Orders) httpapi.Orders // tests: inject faults
 }
 
-type app struct {
-	cfg      config
+type App struct {
+	cfg      Config
 	log      *slog.Logger
-	store    backend
+	store    Backend
 	embedded *kafka.Embedded
 	brokers  []string
 	// clientOpts carry the brokers' TLS and SASL, for other clients (the
@@ -59,7 +60,8 @@ type app struct {
 	closers    []func() error
 }
 
-func newLogger(cfg config, w io.Writer) *slog.Logger {
+// NewLogger is the service's logger, at cfg's level and format.
+func NewLogger(cfg Config, w io.Writer) *slog.Logger {
 	var level slog.Level
 	level.UnmarshalText([]byte(cfg.LogLevel))
 	opts := &slog.HandlerOptions{Level: level}
@@ -69,42 +71,34 @@ func newLogger(cfg config, w io.Writer) *slog.Logger {
 	return slog.New(slog.NewTextHandler(w, opts))
 }
 
-func openStore(ctx context.Context, cfg config, log *slog.Logger) (backend, error) {
-	if _, err := parseStoreURL(cfg.Store); err != nil {
+// New builds the service from cfg: the store and its source, the broker
+// (embedded without --brokers), the relay, the dead-letter worker, health
+// checks, metrics and, with opts.HTTP, the API, under one supervisor.
+// Run it with Serve; Close releases what it opened.
+func New(ctx context.Context, cfg Config, logOut io.Writer, opts Options) (_ *App, err error) {
+	if err := cfg.validated(); err != nil {
 		return nil, err
 	}
-	s, err := openBackend(ctx, cfg, log)
-	if err != nil {
-		return nil, err
-	}
-	if _, err := s.Migrate(ctx); err != nil {
-		s.Close()
-		return nil, err
-	}
-	return s, nil
-}
-
-func newApp(ctx context.Context, cfg config, logOut io.Writer, opts appOptions) (_ *app, err error) {
-	a := &app{cfg: cfg, log: newLogger(cfg, logOut)}
+	a := &App{cfg: cfg, log: NewLogger(cfg, logOut)}
 	defer func() {
 		if err != nil {
 			a.Close()
 		}
 	}()
-	if opts.http && cfg.AdminToken == "" {
+	if opts.HTTP && cfg.AdminToken == "" {
 		host, _, splitErr := net.SplitHostPort(cfg.HTTP)
 		if ip := net.ParseIP(host); splitErr != nil || !(host == "localhost" || (ip != nil && ip.IsLoopback())) {
-			return nil, usagef("--http %s listens beyond loopback: set OUTBOX_ADMIN_TOKEN to protect the dead-letter endpoints", cfg.HTTP)
+			return nil, Usagef("--http %s listens beyond loopback: set OUTBOX_ADMIN_TOKEN to protect the dead-letter endpoints", cfg.HTTP)
 		}
 	}
-	if a.store, err = openStore(ctx, cfg, a.log); err != nil {
+	if a.store, err = Open(ctx, cfg, a.log); err != nil {
 		return nil, err
 	}
 	a.closers = append(a.closers, a.store.Close)
 
-	a.brokers = cfg.brokerList()
+	a.brokers = cfg.BrokerList()
 	if len(a.brokers) == 0 {
-		a.embedded, err = kafka.StartEmbedded(kafka.EmbeddedConfig{Port: cfg.BrokerPort, Opts: opts.brokerOpts})
+		a.embedded, err = kafka.StartEmbedded(kafka.EmbeddedConfig{Port: cfg.BrokerPort, Opts: opts.BrokerOpts})
 		if err != nil {
 			return nil, fmt.Errorf("%w (use --broker-port 0 for any free port, or --brokers)", err)
 		}
@@ -115,11 +109,11 @@ func newApp(ctx context.Context, cfg config, logOut io.Writer, opts appOptions) 
 	// Validation leaves cfg.kafka empty without --brokers: the embedded
 	// broker is plaintext on loopback.
 	if a.clientOpts, err = cfg.kafka.Opts(); err != nil {
-		return nil, usageError{err}
+		return nil, UsageError{Err: err}
 	}
 	if a.pub, err = kafka.NewPublisher(kafka.Config{Brokers: a.brokers, TopicTemplate: cfg.TopicTemplate, Security: cfg.kafka,
-		DisableAutoTopicCreation: cfg.NoAutoCreate, Opts: opts.kafkaOpts}); err != nil {
-		return nil, usageError{err}
+		DisableAutoTopicCreation: cfg.NoAutoCreate, Opts: opts.KafkaOpts}); err != nil {
+		return nil, UsageError{Err: err}
 	}
 	a.closers = append([]func() error{a.pub.Close}, a.closers...)
 
@@ -131,32 +125,28 @@ func newApp(ctx context.Context, cfg config, logOut io.Writer, opts appOptions) 
 	if cfg.AlertWebhook != "" {
 		wh, err := dlq.NewWebhook(cfg.AlertWebhook)
 		if err != nil {
-			return nil, usageError{err}
+			return nil, UsageError{Err: err}
 		}
 		notifier = wh
 	}
 	a.dlq = dlq.New(a.store, dlq.Config{Notifier: notifier, Counter: a.metrics, Logger: a.log.With("worker", "dlq")})
 
-	src, err := a.store.source(ctx, cfg, a.log.With("worker", "relay"))
-	if err != nil {
-		return nil, err
-	}
 	rcfg := relay.Config{
-		Breaker:      breakerConfig(cfg),
+		Breaker:      BreakerConfig(cfg),
 		StuckTimeout: cfg.StuckTimeout,
 		MaxInFlight:  cfg.MaxInFlight,
 		Hooks:        []relay.Hook{a.metrics},
 		Logger:       a.log.With("worker", "relay"),
 	}
-	if opts.relayConfig != nil {
-		opts.relayConfig(&rcfg)
+	if opts.RelayConfig != nil {
+		opts.RelayConfig(&rcfg)
 	}
-	if a.relay, err = relay.New(src, a.pub, a.dlq, rcfg); err != nil {
-		return nil, usageError{err}
+	if a.relay, err = relay.New(a.store.Source(), a.pub, a.dlq, rcfg); err != nil {
+		return nil, UsageError{Err: err}
 	}
 	// What this process relays, from where, to where: the first thing an
 	// operator looking at two relays needs to know.
-	a.log.Info("relaying", "from", redactURL(cfg.Store), "source", sourceKind(cfg), "to", strings.Join(a.brokers, ","),
+	a.log.Info("relaying", "from", cfg.store.String(), "source", cfg.source, "to", strings.Join(a.brokers, ","),
 		"topics", cfg.TopicTemplate, "stuck_timeout", cfg.StuckTimeout)
 	if parked, err := a.store.ParkedAggregates(ctx); err == nil {
 		a.metrics.SetParked(len(parked))
@@ -178,7 +168,7 @@ func newApp(ctx context.Context, cfg config, logOut io.Writer, opts appOptions) 
 			return err
 		}},
 		health.Check{Name: "replication-slot", Run: func(ctx context.Context) error {
-			lag, ok, err := a.store.slotLag(ctx)
+			lag, ok, err := a.store.SlotLag(ctx)
 			if ok && err == nil {
 				a.metrics.SetSlotLag(lag)
 			}
@@ -187,7 +177,7 @@ func newApp(ctx context.Context, cfg config, logOut io.Writer, opts appOptions) 
 		// Changes older than the CDC log's TTL are deleted unread: alert
 		// (degraded health, an error log, the gauges) at half of it.
 		health.Check{Name: "cdc-log-ttl", Run: func(context.Context) error {
-			lag, ttl, ok := a.store.cdcLag()
+			lag, ttl, ok := a.store.CDCLag()
 			if !ok {
 				return nil
 			}
@@ -224,13 +214,13 @@ func newApp(ctx context.Context, cfg config, logOut io.Writer, opts appOptions) 
 	a.tree.Add("health", a.health)
 	a.tree.Add("dlq", a.dlq)
 	a.tree.Add("relay", a.relay)
-	for name, w := range a.store.workers(cfg, a.log) {
+	for name, w := range a.store.Workers(a.log) {
 		a.tree.Add(name, w)
 	}
-	if opts.http {
-		var orders httpapi.Orders = order.NewService(a.store.orders())
-		if opts.wrapOrders != nil {
-			orders = opts.wrapOrders(orders)
+	if opts.HTTP {
+		var orders httpapi.Orders = order.NewService(a.store.Orders())
+		if opts.WrapOrders != nil {
+			orders = opts.WrapOrders(orders)
 		}
 		if a.listener, err = net.Listen("tcp", cfg.HTTP); err != nil {
 			return nil, fmt.Errorf("listen on %s: %w", cfg.HTTP, err)
@@ -251,7 +241,7 @@ func newApp(ctx context.Context, cfg config, logOut io.Writer, opts appOptions) 
 	return a, nil
 }
 
-func (a *app) ready(ctx context.Context) error {
+func (a *App) ready(ctx context.Context) error {
 	if err := a.store.Ping(ctx); err != nil {
 		return fmt.Errorf("store unreachable: %w", err)
 	}
@@ -261,8 +251,8 @@ func (a *app) ready(ctx context.Context) error {
 	return nil
 }
 
-// statusDoc is GET /status.
-type statusDoc struct {
+// StatusDoc is GET /status.
+type StatusDoc struct {
 	Breaker      string                   `json:"breaker"`
 	RelayRunning bool                     `json:"relay_running"`
 	RelayActive  bool                     `json:"relay_active"` // false: a standby, or opening its source
@@ -285,9 +275,9 @@ type statusDoc struct {
 	Store        map[string]any           `json:"store"`
 }
 
-func (a *app) status(ctx context.Context) statusDoc {
+func (a *App) status(ctx context.Context) StatusDoc {
 	st := a.relay.Stats()
-	backlog, _ := a.store.backlog(ctx)
+	backlog, _ := a.store.Unpublished(ctx)
 	parked := st.Parked
 	if p, err := a.store.ParkedAggregates(ctx); err == nil {
 		parked = int64(len(p))
@@ -296,21 +286,60 @@ func (a *app) status(ctx context.Context) statusDoc {
 	if err := a.pub.Unreachable(); err != nil {
 		brokerErr = err.Error()
 	}
-	return statusDoc{
+	return StatusDoc{
 		Breaker: st.Breaker, RelayRunning: a.relay.Running(), RelayActive: st.Active, BrokerError: brokerErr,
 		InFlight: st.InFlight, PeakInFlight: st.PeakInFlight, Stuck: st.Stuck,
 		LagEvents: max(st.LagEvents, backlog), LagSeconds: st.LagAge.Seconds(), Backlog: backlog,
 		Published: st.Published, Retried: st.Retried, FailedRounds: st.Failed, DeadLettered: st.DeadLettered,
 		Parked: parked, Alerts: a.dlq.Stats(), Restarts: a.tree.Restarts(), Health: a.health.Report(), Brokers: a.brokers,
-		Store: a.store.details(ctx),
+		Store: a.store.Details(ctx),
 	}
 }
 
+// Config is the configuration the service runs with.
+func (a *App) Config() Config { return a.cfg }
+
+// Store is the service's store.
+func (a *App) Store() Backend { return a.store }
+
+// Relay is the service's relay.
+func (a *App) Relay() *relay.Relay { return a.relay }
+
+// Publisher is the relay's Kafka publisher.
+func (a *App) Publisher() *kafka.Publisher { return a.pub }
+
+// Brokers are the Kafka brokers the relay publishes to (the embedded
+// broker's address without --brokers).
+func (a *App) Brokers() []string { return a.brokers }
+
+// Embedded is the in-process broker, nil with --brokers.
+func (a *App) Embedded() *kafka.Embedded { return a.embedded }
+
+// ClientOpts carry the brokers' TLS and SASL, for other clients.
+func (a *App) ClientOpts() []kgo.Opt { return a.clientOpts }
+
+// Addr is the API's listening address, nil without Options.HTTP.
+func (a *App) Addr() net.Addr {
+	if a.listener == nil {
+		return nil
+	}
+	return a.listener.Addr()
+}
+
+// Health is the service's health checker.
+func (a *App) Health() *health.Checker { return a.health }
+
+// Restarts counts each supervised worker's restarts.
+func (a *App) Restarts() map[string]int64 { return a.tree.Restarts() }
+
+// Status is the /status document.
+func (a *App) Status(ctx context.Context) StatusDoc { return a.status(ctx) }
+
 // Serve runs the supervision tree until ctx ends.
-func (a *app) Serve(ctx context.Context) error { return a.tree.Serve(ctx) }
+func (a *App) Serve(ctx context.Context) error { return a.tree.Serve(ctx) }
 
 // Close releases what newApp opened; it is safe to call more than once.
-func (a *app) Close() {
+func (a *App) Close() {
 	for _, c := range a.closers {
 		c()
 	}
@@ -351,6 +380,6 @@ func (h *httpService) Serve(ctx context.Context) error {
 	}
 }
 
-func breakerConfig(cfg config) breaker.Config {
+func BreakerConfig(cfg Config) breaker.Config {
 	return breaker.Config{OpenTimeout: cfg.BreakerTimeout}
 }

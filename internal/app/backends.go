@@ -1,112 +1,152 @@
-package main
+package app
 
 import (
 	"context"
-	"database/sql"
+	"errors"
 	"fmt"
 	"log/slog"
-	"strings"
+	"os"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/thejerf/suture/v4"
 
-	"github.com/outbox-dev/outbox/checker"
 	"github.com/outbox-dev/outbox/httpapi"
 	"github.com/outbox-dev/outbox/order"
 	"github.com/outbox-dev/outbox/outbox"
 	"github.com/outbox-dev/outbox/store/poll"
 	"github.com/outbox-dev/outbox/store/postgres"
+	"github.com/outbox-dev/outbox/store/scylla"
 	"github.com/outbox-dev/outbox/store/sqlite"
 )
 
-// backend is a store as the command sees it: the adapters below pick the
-// source, the repository and the extra workers each store needs.
-type backend interface {
+// Store is a database as the one-shot commands (dlq, migrate) see it.
+type Store interface {
 	outbox.DeadLetterStore
 	httpapi.DeadLetters
 	Ping(ctx context.Context) error
 	Migrate(ctx context.Context) (int, error)
 	Close() error
-	orders() order.Repository
-	// source builds the relay's source (and sets up what it needs).
-	source(ctx context.Context, cfg config, log *slog.Logger) (outbox.Source, error)
-	// backlog counts events not yet acknowledged, when the store knows.
-	backlog(ctx context.Context) (int64, error)
-	// workers are extra supervised services (cleanup).
-	workers(cfg config, log *slog.Logger) map[string]suture.Service
-	// details adds store-specific figures to /status.
-	details(ctx context.Context) map[string]any
-	// appendEvents commits events outside any order (the demo's poison).
-	appendEvents(ctx context.Context, msgs ...outbox.Message) error
-	// committed lists every event in the outbox, for the checker.
-	committed(ctx context.Context) ([]checker.Event, error)
-	// insertPlain writes an order row without its event (a benchmark's
-	// baseline).
-	insertPlain(ctx context.Context, o order.Order) error
-	// durability describes the settings that decide what a commit costs.
-	durability(ctx context.Context) map[string]string
-	// slotLag reports the replication slot's lag in bytes (ok false when
-	// the source has no slot).
-	slotLag(ctx context.Context) (bytes int64, ok bool, err error)
-	// cdcLag reports how long the oldest unacknowledged change has waited
-	// and the CDC log's TTL (ok false when the source keeps no such log).
-	cdcLag() (lag, ttl time.Duration, ok bool)
-	// CountRows counts order and outbox rows (chaos: a refused request
-	// must change neither).
-	CountRows(ctx context.Context) (orders, events int64, err error)
 }
 
-func openBackend(ctx context.Context, cfg config, log *slog.Logger) (backend, error) {
-	scheme, _, _ := strings.Cut(cfg.Store, "://")
-	switch scheme {
-	case "sqlite":
-		path, _ := parseStoreURL(cfg.Store)
-		s, err := sqlite.Open(ctx, path, sqlite.Config{})
+// Backend is a store with what the service runs on it: the order
+// repository, the relay's source (built with the backend, so nothing
+// depends on a call made first), and the store's own workers and figures.
+// Lab tooling reaches a backend's database through a type assertion
+// (DB, Pool or Session), not through this interface.
+type Backend interface {
+	Store
+	Orders() order.Repository
+	Source() outbox.Source
+	// Unpublished counts events not yet acknowledged, when the store
+	// knows (polling); 0 otherwise.
+	Unpublished(ctx context.Context) (int64, error)
+	// Workers are the store's supervised services (cleanup, sweeper).
+	Workers(log *slog.Logger) map[string]suture.Service
+	// Details adds store-specific figures to /status.
+	Details(ctx context.Context) map[string]any
+	// SlotLag is the replication slot's lag in bytes (ok false: no slot).
+	SlotLag(ctx context.Context) (bytes int64, ok bool, err error)
+	// CDCLag is how long the oldest unacknowledged change has waited and
+	// the CDC log's TTL (ok false: the source keeps no such log).
+	CDCLag() (lag, ttl time.Duration, ok bool)
+}
+
+// OpenStore connects to cfg's store and brings its schema up to date.
+func OpenStore(ctx context.Context, cfg Config, log *slog.Logger) (Store, error) {
+	b, _, err := open(ctx, cfg, log, false)
+	return b, err
+}
+
+// OpenExisting is OpenStore for a store that must exist already: a
+// missing SQLite file is a usage error, not a new empty database.
+func OpenExisting(ctx context.Context, cfg Config, log *slog.Logger) (Store, error) {
+	if err := cfg.validated(); err != nil {
+		return nil, err
+	}
+	if cfg.store.Kind == SQLite {
+		if _, err := os.Stat(cfg.store.Path); err != nil {
+			return nil, Usagef("--store %s: %v (run outbox migrate or outbox serve first)", cfg.store, err)
+		}
+	}
+	return OpenStore(ctx, cfg, log)
+}
+
+// Open connects, migrates and builds the relay's source; on PostgreSQL
+// CDC it creates the publication and the slot now, before any write, so
+// no event commits before the slot exists.
+func Open(ctx context.Context, cfg Config, log *slog.Logger) (Backend, error) {
+	b, _, err := open(ctx, cfg, log, true)
+	return b, err
+}
+
+// Migrate brings cfg's store up to date and sets up its source (on
+// PostgreSQL CDC: the publication and the slot), and reports how many
+// migrations it applied.
+func Migrate(ctx context.Context, cfg Config, log *slog.Logger) (int, error) {
+	b, n, err := open(ctx, cfg, log, true)
+	if err != nil {
+		return n, err
+	}
+	return n, b.Close()
+}
+
+func open(ctx context.Context, cfg Config, log *slog.Logger, withSource bool) (Backend, int, error) {
+	if err := cfg.validated(); err != nil {
+		return nil, 0, err
+	}
+	b, err := connect(ctx, cfg, log)
+	if err != nil {
+		return nil, 0, err
+	}
+	n, err := b.Migrate(ctx)
+	if err == nil && withSource {
+		err = b.build(ctx, cfg, log.With("worker", "relay"))
+	}
+	if err != nil {
+		b.Close()
+		return nil, n, err
+	}
+	return b, n, nil
+}
+
+// backend is what each adapter below implements.
+type backend interface {
+	Backend
+	build(ctx context.Context, cfg Config, log *slog.Logger) error
+}
+
+func connect(ctx context.Context, cfg Config, log *slog.Logger) (backend, error) {
+	switch cfg.store.Kind {
+	case SQLite:
+		s, err := sqlite.Open(ctx, cfg.store.Path, sqlite.Config{})
 		if err != nil {
 			return nil, err
 		}
-		return &sqliteBackend{Store: s}, nil
-	case "postgres", "postgresql":
-		s, err := postgres.Open(ctx, cfg.Store)
+		return &sqliteBackend{Store: s, cfg: cfg}, nil
+	case Postgres:
+		s, err := postgres.Open(ctx, cfg.store.Raw)
 		if err != nil {
 			return nil, err
 		}
-		return &postgresBackend{Store: s}, nil
-	case "scylla":
-		b, err := openScylla(cfg.Store, cfg.ScyllaPassword, cfg.IdempotencyTTL)
+		return &postgresBackend{Store: s, cfg: cfg}, nil
+	case Scylla:
+		st := cfg.store.Scylla
+		// A URL with a user and no password takes it from
+		// OUTBOX_SCYLLA_PASSWORD (or _FILE), out of ps and logs.
+		if st.Config.Username != "" && st.Config.Password == "" {
+			st.Config.Password = cfg.ScyllaPassword
+		}
+		if st.Config.IdempotencyTTL == 0 {
+			st.Config.IdempotencyTTL = cfg.IdempotencyTTL
+		}
+		st.Config.Logger = log
+		s, err := scylla.Open(st.Config)
 		if err != nil {
 			return nil, err
 		}
-		return b, nil
+		return &scyllaBackend{Store: s, settings: st, cfg: cfg}, nil
 	}
-	return nil, usagef("--store scheme %q is unknown (sqlite, postgres or scylla)", scheme)
-}
-
-// sourceKind names how the relay captures events, defaults included.
-func sourceKind(cfg config) string {
-	if cfg.Source != "" {
-		return cfg.Source
-	}
-	if strings.HasPrefix(cfg.Store, "sqlite://") {
-		return "poll"
-	}
-	return "cdc"
-}
-
-type sqliteBackend struct{ *sqlite.Store }
-
-func (b *sqliteBackend) orders() order.Repository { return b.Store.Orders() }
-func (b *sqliteBackend) source(_ context.Context, cfg config, log *slog.Logger) (outbox.Source, error) {
-	if cfg.Source != "" && cfg.Source != "poll" {
-		return nil, usagef("--source %s: SQLite is read by polling; use --source poll", cfg.Source)
-	}
-	return poll.NewSource(b.Store, poll.Config{Interval: cfg.PollInterval, Wake: b.Wake(), Lock: b.RelayLock("default"), Logger: log})
-}
-func (b *sqliteBackend) backlog(ctx context.Context) (int64, error) { return b.Backlog(ctx, "default") }
-func (b *sqliteBackend) workers(cfg config, log *slog.Logger) map[string]suture.Service {
-	return map[string]suture.Service{"idempotency-keys": must(b.NewKeyCleaner(sqlite.KeyCleanerConfig{
-		Retention: cfg.IdempotencyTTL, Logger: log.With("worker", "idempotency-keys")}))}
+	return nil, errors.New("app: configuration not validated")
 }
 
 // must is for constructors whose input validate already checked.
@@ -116,100 +156,85 @@ func must[T any](v T, err error) T {
 	}
 	return v
 }
-func (b *sqliteBackend) details(context.Context) map[string]any {
+
+type sqliteBackend struct {
+	*sqlite.Store
+	cfg Config
+	src outbox.Source
+}
+
+func (b *sqliteBackend) build(_ context.Context, cfg Config, log *slog.Logger) (err error) {
+	b.src, err = poll.NewSource(b.Store, poll.Config{Interval: cfg.PollInterval, Wake: b.Wake(), Lock: b.RelayLock("default"), Logger: log})
+	return err
+}
+func (b *sqliteBackend) Orders() order.Repository { return b.Store.Orders() }
+func (b *sqliteBackend) Source() outbox.Source    { return b.src }
+func (b *sqliteBackend) Unpublished(ctx context.Context) (int64, error) {
+	return b.Backlog(ctx, "default")
+}
+func (b *sqliteBackend) Workers(log *slog.Logger) map[string]suture.Service {
+	return map[string]suture.Service{"idempotency-keys": must(b.NewKeyCleaner(sqlite.KeyCleanerConfig{
+		Retention: b.cfg.IdempotencyTTL, Logger: log.With("worker", "idempotency-keys")}))}
+}
+func (b *sqliteBackend) Details(context.Context) map[string]any {
 	return map[string]any{"store": "sqlite", "source": "poll"}
 }
-func (b *sqliteBackend) appendEvents(ctx context.Context, msgs ...outbox.Message) error {
-	return b.Transact(ctx, func(tx *sql.Tx) error { return b.Append(ctx, tx, msgs...) })
-}
-func (b *sqliteBackend) insertPlain(ctx context.Context, o order.Order) error {
-	return b.Store.Orders().InsertPlain(ctx, o)
-}
-func (b *sqliteBackend) durability(context.Context) map[string]string {
-	return map[string]string{"sqlite_journal_mode": "WAL", "sqlite_synchronous": "FULL"}
-}
-func (b *sqliteBackend) slotLag(context.Context) (int64, bool, error) { return 0, false, nil }
-func (b *sqliteBackend) cdcLag() (time.Duration, time.Duration, bool) { return 0, 0, false }
-func (b *sqliteBackend) committed(ctx context.Context) ([]checker.Event, error) {
-	recs, err := b.Fetch(ctx, "", 1<<30)
-	return historyOf(recs), err
-}
-
-func historyOf(recs []outbox.Record) []checker.Event {
-	out := make([]checker.Event, 0, len(recs))
-	for _, r := range recs {
-		out = append(out, committedEvent(r.Message))
-	}
-	return out
-}
-
-// committedEvent is the history line of a message as the store holds it.
-func committedEvent(m outbox.Message) checker.Event {
-	return checker.Event{Op: checker.OpCommit, ID: m.ID.String(), Aggregate: m.Key().String(), Sequence: m.Sequence,
-		Key: m.AggregateID, Type: m.Type, Payload: checker.Digest(m.Payload)}
-}
+func (b *sqliteBackend) SlotLag(context.Context) (int64, bool, error) { return 0, false, nil }
+func (b *sqliteBackend) CDCLag() (time.Duration, time.Duration, bool) { return 0, 0, false }
 
 type postgresBackend struct {
 	*postgres.Store
-	cdc  *postgres.CDCSource
-	kind string
+	cfg Config
+	src outbox.Source
+	cdc *postgres.CDCSource // nil when polling
 }
 
-func (b *postgresBackend) orders() order.Repository { return b.Store.Orders() }
-
-func (b *postgresBackend) source(ctx context.Context, cfg config, log *slog.Logger) (outbox.Source, error) {
-	switch cfg.Source {
-	case "", "cdc":
-		src, err := b.CDC(postgres.CDCConfig{Slot: cfg.Slot, RecreateSlot: cfg.RecreateSlot, Logger: log})
-		if err != nil {
-			return nil, usageError{err}
-		}
-		// Create the publication and slot now, before any write, so no
-		// event commits before the slot exists.
-		if _, err := src.Setup(ctx); err != nil {
-			return nil, err
-		}
-		b.cdc, b.kind = src, "cdc"
-		return src, nil
-	case "poll":
-		b.kind = "poll"
-		return poll.NewSource(b.Store, poll.Config{Interval: cfg.PollInterval, Wake: b.Wake(), Lock: b.RelayLock("default"), Logger: log})
+func (b *postgresBackend) build(ctx context.Context, cfg Config, log *slog.Logger) error {
+	if cfg.source == "poll" {
+		src, err := poll.NewSource(b.Store, poll.Config{Interval: cfg.PollInterval, Wake: b.Wake(), Lock: b.RelayLock("default"), Logger: log})
+		b.src = src
+		return err
 	}
-	return nil, usagef("--source must be cdc or poll, got %q", cfg.Source)
+	src, err := b.CDC(postgres.CDCConfig{Slot: cfg.Slot, RecreateSlot: cfg.RecreateSlot, Logger: log})
+	if err != nil {
+		return UsageError{Err: err}
+	}
+	if _, err := src.Setup(ctx); err != nil {
+		return err
+	}
+	b.src, b.cdc = src, src
+	return nil
 }
-
-func (b *postgresBackend) backlog(ctx context.Context) (int64, error) {
-	if b.kind == "poll" {
+func (b *postgresBackend) Orders() order.Repository { return b.Store.Orders() }
+func (b *postgresBackend) Source() outbox.Source    { return b.src }
+func (b *postgresBackend) Unpublished(ctx context.Context) (int64, error) {
+	if b.cdc == nil {
 		return b.Backlog(ctx, "default")
 	}
-	return 0, nil // CDC: the slot's lag in bytes is in details
+	return 0, nil // CDC: the slot's lag in bytes is in Details
 }
-
-func (b *postgresBackend) workers(cfg config, log *slog.Logger) map[string]suture.Service {
+func (b *postgresBackend) Workers(log *slog.Logger) map[string]suture.Service {
 	w := map[string]suture.Service{"idempotency-keys": must(b.NewKeyCleaner(postgres.KeyCleanerConfig{
-		Retention: cfg.IdempotencyTTL, Logger: log.With("worker", "idempotency-keys")}))}
-	if cfg.Retention > 0 {
+		Retention: b.cfg.IdempotencyTTL, Logger: log.With("worker", "idempotency-keys")}))}
+	if b.cfg.Retention > 0 {
 		horizon := b.PollCleanupHorizon("default")
 		if b.cdc != nil {
 			horizon = b.cdc.CleanupHorizon()
 		}
-		w["cleanup"] = b.NewCleaner(horizon, postgres.CleanupConfig{Retention: cfg.Retention, Logger: log.With("worker", "cleanup")})
+		w["cleanup"] = b.NewCleaner(horizon, postgres.CleanupConfig{Retention: b.cfg.Retention, Logger: log.With("worker", "cleanup")})
 	}
 	return w
 }
-
-func (b *postgresBackend) cdcLag() (time.Duration, time.Duration, bool) { return 0, 0, false }
-
-func (b *postgresBackend) slotLag(ctx context.Context) (int64, bool, error) {
+func (b *postgresBackend) CDCLag() (time.Duration, time.Duration, bool) { return 0, 0, false }
+func (b *postgresBackend) SlotLag(ctx context.Context) (int64, bool, error) {
 	if b.cdc == nil {
 		return 0, false, nil
 	}
 	lag, err := b.cdc.SlotLag(ctx)
 	return lag, true, err
 }
-
-func (b *postgresBackend) details(ctx context.Context) map[string]any {
-	d := map[string]any{"store": "postgres", "source": b.kind}
+func (b *postgresBackend) Details(ctx context.Context) map[string]any {
+	d := map[string]any{"store": "postgres", "source": b.cfg.source}
 	if b.cdc != nil {
 		if lag, err := b.cdc.SlotLag(ctx); err == nil {
 			d["slot_lag_bytes"] = lag
@@ -221,30 +246,43 @@ func (b *postgresBackend) details(ctx context.Context) map[string]any {
 	return d
 }
 
-func (b *postgresBackend) appendEvents(ctx context.Context, msgs ...outbox.Message) error {
-	return b.Transact(ctx, func(tx pgx.Tx) error { return b.Append(ctx, tx, msgs...) })
+// scyllaBackend runs the system on ScyllaDB: order writes by lightweight
+// transactions, the CDC source under a lease, and the sweeper that
+// finishes interrupted order writes.
+type scyllaBackend struct {
+	*scylla.Store
+	settings scylla.Settings
+	cfg      Config
+	cdc      *scylla.Source
 }
 
-func (b *postgresBackend) insertPlain(ctx context.Context, o order.Order) error {
-	return b.Store.Orders().InsertPlain(ctx, o)
+func (b *scyllaBackend) build(_ context.Context, _ Config, log *slog.Logger) error {
+	c := b.settings.CDC
+	c.Logger = log
+	b.cdc = b.CDC(c)
+	return nil
 }
-func (b *postgresBackend) durability(ctx context.Context) map[string]string { return b.Settings(ctx) }
-
-func (b *postgresBackend) committed(ctx context.Context) ([]checker.Event, error) {
-	rows, err := b.Pool().Query(ctx, `SELECT id::text, aggregatetype, aggregateid, sequence, type, payload::text FROM outbox ORDER BY position`)
-	if err != nil {
-		return nil, fmt.Errorf("postgres: read outbox: %w", err)
+func (b *scyllaBackend) Migrate(ctx context.Context) (int, error) {
+	return b.Store.Migrate(ctx, b.settings.Schema)
+}
+func (b *scyllaBackend) Orders() order.Repository                   { return b.Store.Orders() }
+func (b *scyllaBackend) Source() outbox.Source                      { return b.cdc }
+func (b *scyllaBackend) Unpublished(context.Context) (int64, error) { return 0, nil }
+func (b *scyllaBackend) Workers(log *slog.Logger) map[string]suture.Service {
+	return map[string]suture.Service{"order-sweeper": b.NewSweeper(30*time.Second, log.With("worker", "order-sweeper"))}
+}
+func (b *scyllaBackend) Details(context.Context) map[string]any {
+	d := map[string]any{"store": "scylla", "source": "cdc", "keyspace": b.settings.Config.Keyspace}
+	if lag, ttl, ok := b.CDCLag(); ok {
+		d["cdc_lag_seconds"], d["cdc_log_ttl_seconds"] = lag.Seconds(), ttl.Seconds()
 	}
-	defer rows.Close()
-	var out []checker.Event
-	for rows.Next() {
-		var e checker.Event
-		var typ, agg, payload string
-		if err := rows.Scan(&e.ID, &typ, &agg, &e.Sequence, &e.Type, &payload); err != nil {
-			return nil, err
-		}
-		e.Op, e.Aggregate, e.Key, e.Payload = checker.OpCommit, typ+"/"+agg, agg, checker.Digest([]byte(payload))
-		out = append(out, e)
+	return d
+}
+func (b *scyllaBackend) SlotLag(context.Context) (int64, bool, error) { return 0, false, nil }
+func (b *scyllaBackend) CDCLag() (lag, ttl time.Duration, ok bool) {
+	if b.cdc == nil {
+		return 0, 0, false
 	}
-	return out, rows.Err()
+	lag, ttl = b.cdc.Lag()
+	return lag, ttl, true
 }

@@ -1,4 +1,4 @@
-package main
+package app
 
 import (
 	"encoding/json"
@@ -9,16 +9,14 @@ import (
 	"strings"
 	"time"
 
-	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
 	"github.com/outbox-dev/outbox/kafka"
-	"github.com/outbox-dev/outbox/store/scylla"
 )
 
 // config is every setting. Each is a flag, an OUTBOX_* variable and a key
 // of the optional JSON config file, in that order of precedence.
-type config struct {
+type Config struct {
 	Store         string
 	Source        string
 	Slot          string
@@ -54,11 +52,47 @@ type config struct {
 	KafkaSASL     string
 	KafkaSASLUser string
 
-	// kafka is built from the Kafka settings by validate, once.
-	kafka kafka.Security
+	// Built by Validate, once; parsedFrom is what they were built from,
+	// so a copy of a Config given another Store is parsed again rather
+	// than opening the original's store.
+	kafka      kafka.Security
+	store      StoreURL
+	source     string // cdc or poll, the store's default filled in
+	parsedFrom parseInputs
 }
 
-func addCommonFlags(fs *pflag.FlagSet, c *config) {
+// parseInputs are the settings parse reads.
+type parseInputs struct {
+	store, source, brokers                          string
+	tls                                             bool
+	caFile, certFile, keyFile, sasl, user, password string
+}
+
+func (c *Config) parseInputs() parseInputs {
+	return parseInputs{c.Store, c.Source, c.Brokers, c.KafkaTLS, c.KafkaCAFile, c.KafkaCertFile, c.KafkaKeyFile,
+		c.KafkaSASL, c.KafkaSASLUser, c.KafkaSASLPassword}
+}
+
+// StoreURL is the parsed --store (after Validate).
+func (c *Config) StoreURL() StoreURL { return c.store }
+
+// SourceKind is how the relay captures events, cdc or poll, the store's
+// default filled in (after Validate).
+func (c *Config) SourceKind() string { return c.source }
+
+// KafkaSecurity is the brokers' TLS and SASL (after Validate).
+func (c *Config) KafkaSecurity() kafka.Security { return c.kafka }
+
+// validated parses c unless Validate or New did already.
+func (c *Config) validated() error {
+	if c.store.Kind != "" && c.parsedFrom == c.parseInputs() {
+		return nil
+	}
+	return c.parse()
+}
+
+// AddFlags registers the settings every long-running command shares.
+func (c *Config) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.Store, "store", "sqlite://outbox.db", "store URL: sqlite://PATH, postgres://user@host:port/db?sslmode=verify-full or scylla://host,host/keyspace")
 	fs.StringVar(&c.Source, "source", "", "how the relay captures events: cdc (PostgreSQL logical replication, its default) or poll")
 	fs.StringVar(&c.Slot, "slot", "outbox_relay", "PostgreSQL replication slot of the cdc source")
@@ -106,15 +140,16 @@ func (i inverted) Set(s string) error {
 
 func (inverted) Type() string { return "bool" }
 
-func addHTTPFlags(fs *pflag.FlagSet, c *config) {
+// AddHTTPFlags registers the API's settings.
+func (c *Config) AddHTTPFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.HTTP, "http", "127.0.0.1:8080", "HTTP listen address; beyond loopback it needs OUTBOX_ADMIN_TOKEN")
 	fs.IntVar(&c.OrderWorkers, "order-concurrency", 4, "order commands run at once; more wait for a turn (up to 10s, then 503)")
 }
 
-// resolve fills flags not given on the command line from OUTBOX_* variables,
-// then from the config file, and reads secrets from the environment.
-func (c *config) resolve(cmd *cobra.Command) error {
-	fs := cmd.Flags()
+// Resolve fills flags not given on the command line from OUTBOX_*
+// variables, then from the config file, reads secrets from the
+// environment, and validates the result.
+func (c *Config) Resolve(fs *pflag.FlagSet) error {
 	fileValues := map[string]any{}
 	path := c.ConfigFile
 	if !fs.Changed("config") {
@@ -123,17 +158,17 @@ func (c *config) resolve(cmd *cobra.Command) error {
 	if path != "" {
 		f, err := os.Open(path)
 		if err != nil {
-			return usagef("config file: %v", err)
+			return Usagef("config file: %v", err)
 		}
 		dec := json.NewDecoder(io.LimitReader(f, 1<<20))
 		err = dec.Decode(&fileValues)
 		f.Close()
 		if err != nil {
-			return usagef("config file %s: %v", path, err)
+			return Usagef("config file %s: %v", path, err)
 		}
 		for k := range fileValues {
 			if fs.Lookup(k) == nil || k == "config" {
-				return usagef("config file %s: unknown setting %q", path, k)
+				return Usagef("config file %s: unknown setting %q", path, k)
 			}
 		}
 	}
@@ -145,13 +180,13 @@ func (c *config) resolve(cmd *cobra.Command) error {
 		env := "OUTBOX_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
 		if v, ok := os.LookupEnv(env); ok {
 			if serr := fs.Set(f.Name, v); serr != nil {
-				err = usagef("%s=%q: %v", env, v, serr)
+				err = Usagef("%s=%q: %v", env, v, serr)
 			}
 			return
 		}
 		if v, ok := fileValues[f.Name]; ok {
 			if serr := fs.Set(f.Name, fmt.Sprint(v)); serr != nil {
-				err = usagef("config file %s: %s: %v", path, f.Name, serr)
+				err = Usagef("config file %s: %s: %v", path, f.Name, serr)
 			}
 		}
 	})
@@ -170,7 +205,7 @@ func (c *config) resolve(cmd *cobra.Command) error {
 	if c.ScyllaPassword, err = secret("OUTBOX_SCYLLA_PASSWORD"); err != nil {
 		return err
 	}
-	return c.validate()
+	return c.Validate()
 }
 
 // secret reads NAME, or the file named by NAME_FILE.
@@ -178,84 +213,99 @@ func secret(name string) (string, error) {
 	if path := os.Getenv(name + "_FILE"); path != "" {
 		b, err := os.ReadFile(path)
 		if err != nil {
-			return "", usagef("%s_FILE: %v", name, err)
+			return "", Usagef("%s_FILE: %v", name, err)
 		}
 		return strings.TrimSpace(string(b)), nil
 	}
 	return os.Getenv(name), nil
 }
 
-func (c *config) validate() error {
+// Validate checks every setting and parses the store URL, once; the
+// commands exit 2 on its error.
+func (c *Config) Validate() error {
 	switch {
 	case c.BrokerPort < 0 || c.BrokerPort > 65535:
-		return usagef("--broker-port %d is out of range", c.BrokerPort)
+		return Usagef("--broker-port %d is out of range", c.BrokerPort)
 	case c.PollInterval <= 0:
-		return usagef("--poll-interval must be positive, got %s", c.PollInterval)
+		return Usagef("--poll-interval must be positive, got %s", c.PollInterval)
 	case c.BreakerTimeout <= 0:
-		return usagef("--breaker-open-timeout must be positive, got %s", c.BreakerTimeout)
+		return Usagef("--breaker-open-timeout must be positive, got %s", c.BreakerTimeout)
 	case c.MaxInFlight < 0 || c.MaxInFlight > 1<<20:
-		return usagef("--max-in-flight must be between 1 and 1048576, got %d", c.MaxInFlight)
+		return Usagef("--max-in-flight must be between 1 and 1048576, got %d", c.MaxInFlight)
 	case c.OrderWorkers < 0 || c.OrderWorkers > 256:
-		return usagef("--order-concurrency must be between 1 and 256, got %d", c.OrderWorkers)
+		return Usagef("--order-concurrency must be between 1 and 256, got %d", c.OrderWorkers)
 	}
 	switch c.LogLevel {
 	case "debug", "info", "warn", "error":
 	default:
-		return usagef("--log-level must be debug, info, warn or error, got %q", c.LogLevel)
+		return Usagef("--log-level must be debug, info, warn or error, got %q", c.LogLevel)
 	}
 	switch c.LogFormat {
 	case "text", "json":
 	default:
-		return usagef("--log-format must be text or json, got %q", c.LogFormat)
+		return Usagef("--log-format must be text or json, got %q", c.LogFormat)
 	}
 	if c.Retention < 0 {
-		return usagef("--retention must not be negative, got %s", c.Retention)
+		return Usagef("--retention must not be negative, got %s", c.Retention)
 	}
 	if c.StuckTimeout == 0 || (c.StuckTimeout > 0 && c.StuckTimeout < time.Second) {
-		return usagef("--stuck-timeout must be at least 1s (or negative: never park), got %s", c.StuckTimeout)
+		return Usagef("--stuck-timeout must be at least 1s (or negative: never park), got %s", c.StuckTimeout)
 	}
 	if c.IdempotencyTTL < time.Minute {
-		return usagef("--idempotency-ttl must be at least 1m, got %s", c.IdempotencyTTL)
+		return Usagef("--idempotency-ttl must be at least 1m, got %s", c.IdempotencyTTL)
 	}
-	switch c.Source {
-	case "", "cdc", "poll":
-	default:
-		return usagef("--source must be cdc or poll, got %q", c.Source)
-	}
-	if _, err := parseStoreURL(c.Store); err != nil {
+	return c.parse()
+}
+
+// parse builds the typed settings (the store URL, the source, Kafka's
+// TLS and SASL) once. A Config built in code gets only this, from New:
+// its zero values mean the packages' defaults, not a flag set to zero.
+func (c *Config) parse() error {
+	store, err := ParseStoreURL(c.Store)
+	if err != nil {
 		return err
 	}
-	var err error
+	source := c.Source
+	switch {
+	case source != "" && source != "cdc" && source != "poll":
+		return Usagef("--source must be cdc or poll, got %q", c.Source)
+	case source == "" && store.Kind == SQLite:
+		source = "poll"
+	case source == "":
+		source = "cdc"
+	case store.Kind == SQLite && source != "poll":
+		return Usagef("--source %s: SQLite is read by polling; use --source poll", source)
+	case store.Kind == Scylla && source == "poll":
+		return Usagef("--source poll: ScyllaDB is read through CDC; use --source cdc")
+	}
 	if c.kafka, err = c.kafkaSecurity(); err != nil {
 		return err
 	}
 	if c.Brokers == "" && (c.KafkaTLS || c.KafkaCAFile != "" || c.KafkaCertFile != "" || c.KafkaSASL != "") {
-		return usagef("Kafka TLS and SASL settings need --brokers (the embedded broker is plaintext on loopback)")
+		return Usagef("Kafka TLS and SASL settings need --brokers (the embedded broker is plaintext on loopback)")
 	}
-	// Caught here, before a connection is attempted.
-	if strings.HasPrefix(c.Store, "scylla://") && c.Source == "poll" {
-		return usagef("--source poll: ScyllaDB is read through CDC; use --source cdc")
-	}
+	c.store, c.source, c.parsedFrom = store, source, c.parseInputs()
 	return nil
 }
 
 // kafkaSecurity builds the brokers' TLS and SASL settings.
-func (c *config) kafkaSecurity() (kafka.Security, error) {
+func (c *Config) kafkaSecurity() (kafka.Security, error) {
 	sec := kafka.Security{SASLMechanism: strings.ToUpper(c.KafkaSASL), SASLUser: c.KafkaSASLUser, SASLPassword: c.KafkaSASLPassword}
 	if c.KafkaTLS || c.KafkaCAFile != "" || c.KafkaCertFile != "" {
 		tlsCfg, err := kafka.TLSConfig(c.KafkaCAFile, c.KafkaCertFile, c.KafkaKeyFile, "")
 		if err != nil {
-			return sec, usageError{err}
+			return sec, UsageError{Err: err}
 		}
 		sec.TLS = tlsCfg
 	}
 	if _, err := sec.Opts(); err != nil {
-		return sec, usageError{err}
+		return sec, UsageError{Err: err}
 	}
 	return sec, nil
 }
 
-func (c *config) brokerList() []string {
+// BrokerList is --brokers split.
+func (c *Config) BrokerList() []string {
 	var out []string
 	for _, b := range strings.Split(c.Brokers, ",") {
 		if b = strings.TrimSpace(b); b != "" {
@@ -263,29 +313,4 @@ func (c *config) brokerList() []string {
 		}
 	}
 	return out
-}
-
-// parseStoreURL checks a store URL and returns the SQLite path of a
-// sqlite:// one.
-func parseStoreURL(raw string) (string, error) {
-	scheme, rest, ok := strings.Cut(raw, "://")
-	if !ok {
-		return "", usagef("--store %q must be a URL such as sqlite://outbox.db", raw)
-	}
-	switch scheme {
-	case "sqlite":
-		if rest == "" {
-			return "", usagef("--store %q names no file", raw)
-		}
-		return rest, nil
-	case "postgres", "postgresql":
-		return "", nil
-	case "scylla":
-		if _, err := scylla.ParseURL(raw); err != nil {
-			return "", usageError{err}
-		}
-		return "", nil
-	default:
-		return "", usagef("--store scheme %q is unknown; use sqlite://PATH, postgres://... or scylla://HOST,HOST/KEYSPACE", scheme)
-	}
 }

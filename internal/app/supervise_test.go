@@ -1,4 +1,4 @@
-package main
+package app_test
 
 import (
 	"context"
@@ -12,15 +12,18 @@ import (
 
 	"github.com/outbox-dev/outbox/checker"
 	"github.com/outbox-dev/outbox/httpapi"
+	"github.com/outbox-dev/outbox/internal/app"
+	"github.com/outbox-dev/outbox/internal/lab/labstore"
 	"github.com/outbox-dev/outbox/internal/testenv"
 	"github.com/outbox-dev/outbox/kafka"
+	"github.com/outbox-dev/outbox/kafka/kafkatest"
 	"github.com/outbox-dev/outbox/order"
 	"github.com/outbox-dev/outbox/outbox"
 	"github.com/outbox-dev/outbox/relay"
 )
 
-func testConfig(t *testing.T) config {
-	return config{
+func testConfig(t *testing.T) app.Config {
+	return app.Config{
 		Store: "sqlite://" + filepath.Join(t.TempDir(), "outbox.db"), HTTP: "127.0.0.1:0", BrokerPort: 0,
 		TopicTemplate: kafka.TopicPerAggregateType, PollInterval: 20 * time.Millisecond, BreakerTimeout: time.Second,
 		OrderWorkers: 2, LogLevel: "error", LogFormat: "text",
@@ -58,9 +61,9 @@ func (p *panickyOrders) Update(ctx context.Context, id string, in order.UpdateIn
 func TestPanicsRestartOnlyTheWorkerThatPanicked(t *testing.T) {
 	relayPanic := &panicOnce{}
 	orders := &panickyOrders{}
-	a, err := newApp(t.Context(), testConfig(t), testLog{t}, appOptions{http: true, relayConfig: func(rc *relay.Config) {
+	a, err := app.New(t.Context(), testConfig(t), testLog{t}, app.Options{HTTP: true, RelayConfig: func(rc *relay.Config) {
 		rc.Hooks = append(rc.Hooks, relayPanic)
-	}, wrapOrders: func(o httpapi.Orders) httpapi.Orders { orders.Orders = o; return orders }})
+	}, WrapOrders: func(o httpapi.Orders) httpapi.Orders { orders.Orders = o; return orders }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -68,12 +71,12 @@ func TestPanicsRestartOnlyTheWorkerThatPanicked(t *testing.T) {
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error, 1)
 	go func() { done <- a.Serve(ctx) }()
-	base := "http://" + a.listener.Addr().String()
-	client := &client{t: t, base: base}
+	base := "http://" + a.Addr().String()
+	client := &testenv.APIClient{T: t, Base: base}
 
 	var ids []string
 	for i := range 10 {
-		o := client.create(fmt.Sprintf("c%d", i))
+		o := client.Create(fmt.Sprintf("c%d", i))
 		ids = append(ids, o)
 		if i == 3 {
 			relayPanic.target.Store(o)
@@ -81,22 +84,22 @@ func TestPanicsRestartOnlyTheWorkerThatPanicked(t *testing.T) {
 	}
 	// The first update panics: that request is answered 500 and wrote
 	// nothing; the server and the relay carry on.
-	if code := client.patch(ids[0], `{"address":"x"}`); code != http.StatusInternalServerError {
+	if code := client.Patch(ids[0], `{"address":"x"}`); code != http.StatusInternalServerError {
 		t.Fatalf("update during the injected panic answered %d, want 500", code)
 	}
 	for _, id := range ids {
-		if code := client.patch(id, `{"address":"y"}`); code != http.StatusOK {
+		if code := client.Patch(id, `{"address":"y"}`); code != http.StatusOK {
 			t.Fatalf("update after the panic answered %d", code)
 		}
 	}
-	eventually(t, 10*time.Second, "the relay restarted", func() bool { return a.tree.Restarts()["relay"] == 1 })
-	r := a.tree.Restarts()
+	eventually(t, 10*time.Second, "the relay restarted", func() bool { return a.Restarts()["relay"] == 1 })
+	r := a.Restarts()
 	if r["http"] != 0 || r["dlq"] != 0 || r["health"] != 0 {
 		t.Fatalf("restarts %v: only the panicking workers may restart", r)
 	}
 	eventually(t, 10*time.Second, "backlog drained", func() bool {
-		n, _ := a.store.backlog(ctx)
-		return n == 0 && a.relay.Running()
+		n, _ := a.Store().Unpublished(ctx)
+		return n == 0 && a.Relay().Running()
 	})
 	rep := checkTopics(t, a)
 	if !rep.OK() || rep.Committed != 20 {
@@ -110,15 +113,15 @@ func TestPanicsRestartOnlyTheWorkerThatPanicked(t *testing.T) {
 }
 
 // checkTopics compares the outbox with the order topic.
-func checkTopics(t *testing.T, a *app) checker.Report {
+func checkTopics(t *testing.T, a *app.App) checker.Report {
 	t.Helper()
-	history, err := a.store.committed(t.Context())
+	history, err := labstore.Committed(t.Context(), a.Store())
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
 	defer cancel()
-	got, err := kafka.ReadAll(ctx, a.brokers, []string{"outbox.event.order"})
+	got, err := kafkatest.ReadAll(ctx, a.Brokers(), []string{"outbox.event.order"})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package kafka
+package kafkatest
 
 import "github.com/twmb/franz-go/pkg/kmsg"
 

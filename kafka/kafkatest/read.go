@@ -1,4 +1,7 @@
-package kafka
+// Package kafkatest reads topics back and injects faults into the
+// in-process broker, for tests and the lab (the checker, the demo, the
+// fault matrix). The relay does not import it.
+package kafkatest
 
 import (
 	"context"

@@ -18,6 +18,7 @@ import (
 	"github.com/outbox-dev/outbox/checker"
 	"github.com/outbox-dev/outbox/internal/testenv"
 	"github.com/outbox-dev/outbox/kafka"
+	"github.com/outbox-dev/outbox/kafka/kafkatest"
 	"github.com/outbox-dev/outbox/order"
 	"github.com/outbox-dev/outbox/outbox"
 	"github.com/outbox-dev/outbox/relay"
@@ -57,7 +58,7 @@ func checkKafka(t *testing.T, s *postgres.Store, brokers []string, topic string)
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
 	defer cancel()
-	recs, err := kafka.ReadAll(ctx, brokers, []string{topic})
+	recs, err := kafkatest.ReadAll(ctx, brokers, []string{topic})
 	if err != nil {
 		t.Fatal(err)
 	}

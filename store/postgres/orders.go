@@ -157,18 +157,6 @@ func (r Orders) Update(ctx context.Context, o order.Order, ev outbox.Message) er
 	return nil
 }
 
-// InsertPlain inserts the order row alone, without its event: the
-// baseline a benchmark compares the outbox write against.
-func (r Orders) InsertPlain(ctx context.Context, o order.Order) error {
-	items, err := json.Marshal(o.Items)
-	if err != nil {
-		return err
-	}
-	_, err = r.s.pool.Exec(ctx, `INSERT INTO orders (`+orderColumns+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`,
-		o.ID, o.CustomerID, items, o.Currency, o.Address, string(o.Status), o.Total, o.Version, o.CreatedAt, o.UpdatedAt)
-	return err
-}
-
 // unavailable marks errors that say the database cannot be reached (a
 // refused or broken connection, a server shutting down or starting) as
 // order.ErrUnavailable, so the API answers 503 and the client retries,

@@ -122,21 +122,3 @@ func scanMessage(m *outbox.Message, payload, headers []byte, ts time.Time) error
 	m.Timestamp = ts.UTC()
 	return nil
 }
-
-// CountRows reports the rows in the order and outbox tables.
-func (s *Store) CountRows(ctx context.Context) (orders, events int64, err error) {
-	err = s.pool.QueryRow(ctx, `SELECT (SELECT count(*) FROM orders), (SELECT count(*) FROM outbox)`).Scan(&orders, &events)
-	return orders, events, err
-}
-
-// Settings reports the durability settings that matter for benchmarks.
-func (s *Store) Settings(ctx context.Context) map[string]string {
-	out := map[string]string{}
-	for _, name := range []string{"synchronous_commit", "fsync", "wal_level", "server_version"} {
-		var v string
-		if err := s.pool.QueryRow(ctx, "SHOW "+name).Scan(&v); err == nil {
-			out[name] = v
-		}
-	}
-	return out
-}

@@ -22,6 +22,7 @@ import (
 	"github.com/outbox-dev/outbox/internal/scyllaemu"
 	"github.com/outbox-dev/outbox/internal/testenv"
 	"github.com/outbox-dev/outbox/kafka"
+	"github.com/outbox-dev/outbox/kafka/kafkatest"
 	"github.com/outbox-dev/outbox/outbox"
 	"github.com/outbox-dev/outbox/relay"
 	"github.com/outbox-dev/outbox/store/scylla"
@@ -583,8 +584,8 @@ func TestScyllaRelayKilledMidStream(t *testing.T) {
 		}
 	})
 	topic := "scyllakill-" + ks + ".order"
-	published := func() []kafka.Received {
-		recs, err := kafka.ReadAll(ctx, brokers, []string{topic})
+	published := func() []kafkatest.Received {
+		recs, err := kafkatest.ReadAll(ctx, brokers, []string{topic})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -18,6 +18,7 @@ import (
 	"github.com/outbox-dev/outbox/internal/scyllaemu"
 	"github.com/outbox-dev/outbox/internal/testenv"
 	"github.com/outbox-dev/outbox/kafka"
+	"github.com/outbox-dev/outbox/kafka/kafkatest"
 	"github.com/outbox-dev/outbox/order"
 	"github.com/outbox-dev/outbox/outbox"
 	"github.com/outbox-dev/outbox/relay"
@@ -220,11 +221,11 @@ func TestScyllaHTTPToKafkaEndToEnd(t *testing.T) {
 		want += int(v)
 	}
 	topic := "scyllae2e-" + s.Keyspace() + "." + order.AggregateType
-	var recs []kafka.Received
+	var recs []kafkatest.Received
 	tick := time.NewTicker(200 * time.Millisecond)
 	defer tick.Stop()
 	for deadline := time.Now().Add(time.Minute); ; <-tick.C {
-		if recs, err = kafka.ReadAll(ctx, brokers, []string{topic}); err != nil {
+		if recs, err = kafkatest.ReadAll(ctx, brokers, []string{topic}); err != nil {
 			t.Fatal(err)
 		}
 		if len(recs) >= want || time.Now().After(deadline) {

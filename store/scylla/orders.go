@@ -544,13 +544,3 @@ func (r Orders) rollForward(ctx context.Context, id string) error {
 	}
 	return r.publish(ctx, id, *ev, time.Time{})
 }
-
-// InsertPlain writes an order row without its event (a benchmark's
-// baseline).
-func (r Orders) InsertPlain(ctx context.Context, o order.Order) error {
-	stmt, args, err := r.orderInsert(o)
-	if err != nil {
-		return err
-	}
-	return r.s.session.Query(stmt, args...).WithContext(ctx).Exec()
-}

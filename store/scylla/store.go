@@ -14,9 +14,7 @@ import (
 	"time"
 
 	"github.com/gocql/gocql"
-	"github.com/google/uuid"
 
-	"github.com/outbox-dev/outbox/order"
 	"github.com/outbox-dev/outbox/outbox"
 )
 
@@ -258,6 +256,9 @@ func (s *Store) SetLogger(l *slog.Logger) {
 	}
 }
 
+// Keyspace names the store's keyspace.
+func (s *Store) Keyspace() string { return s.keyspace }
+
 // Session exposes the session (the CDC reader needs it).
 func (s *Store) Session() *gocql.Session { return s.session }
 
@@ -310,23 +311,6 @@ func (s *Store) writeEvent(ctx context.Context, m outbox.Message) error {
 	return s.session.Query(s.outboxInsert(), outboxArgs(m)...).WithContext(ctx).Exec()
 }
 
-// AppendWithOrder writes the order row and its events in one LOGGED BATCH.
-func (s *Store) AppendWithOrder(ctx context.Context, o order.Order, msgs ...outbox.Message) error {
-	b, err := s.eventsBatch(ctx, msgs)
-	if err != nil {
-		return err
-	}
-	stmt, args, err := s.Orders().orderInsert(o)
-	if err != nil {
-		return err
-	}
-	b.Query(stmt, args...)
-	if err := s.session.ExecuteBatch(b); err != nil {
-		return fmt.Errorf("scylla: logged batch for order %s: %w", o.ID, err)
-	}
-	return nil
-}
-
 // AppendEvents writes events with no domain row, in one LOGGED BATCH.
 func (s *Store) AppendEvents(ctx context.Context, msgs ...outbox.Message) error {
 	b, err := s.eventsBatch(ctx, msgs)
@@ -337,37 +321,4 @@ func (s *Store) AppendEvents(ctx context.Context, msgs ...outbox.Message) error 
 		return fmt.Errorf("scylla: append events: %w", err)
 	}
 	return nil
-}
-
-// ScanOutbox reads every outbox row whole (payload and headers included),
-// each aggregate's in order: a full table scan, for the checkers of the
-// demo, chaos and tests, not for production paths.
-func (s *Store) ScanOutbox(ctx context.Context) ([]outbox.Message, error) {
-	iter := s.session.Query(`SELECT id, aggregatetype, aggregateid, type, sequence, timestamp, payload, headers FROM ` + s.keyspace + `.outbox_messages`).
-		WithContext(ctx).PageSize(5000).Iter()
-	var out []outbox.Message
-	var id gocql.UUID
-	var us int64
-	var payload string
-	for {
-		var m outbox.Message
-		if !iter.Scan(&id, &m.AggregateType, &m.AggregateID, &m.Type, &m.Sequence, &us, &payload, &m.Headers) {
-			break
-		}
-		m.ID, m.Timestamp, m.Payload = uuid.UUID(id), time.UnixMicro(us).UTC(), []byte(payload)
-		out = append(out, m)
-	}
-	if err := iter.Close(); err != nil {
-		return nil, fmt.Errorf("scylla: scan outbox: %w", err)
-	}
-	return out, nil
-}
-
-// CountRows counts order and outbox rows: full scans, for tests.
-func (s *Store) CountRows(ctx context.Context) (orders, events int64, err error) {
-	if err = s.session.Query(`SELECT count(*) FROM ` + s.keyspace + `.orders`).WithContext(ctx).Scan(&orders); err != nil {
-		return 0, 0, err
-	}
-	err = s.session.Query(`SELECT count(*) FROM ` + s.keyspace + `.outbox_messages`).WithContext(ctx).Scan(&events)
-	return orders, events, err
 }

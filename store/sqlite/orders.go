@@ -116,24 +116,3 @@ func (r Orders) Update(ctx context.Context, o order.Order, ev outbox.Message) er
 	}
 	return nil
 }
-
-// CountRows reports the rows in the order and outbox tables, so tests
-// can show a refused request changed nothing.
-func (s *Store) CountRows(ctx context.Context) (orders, events int64, err error) {
-	err = s.db.QueryRowContext(ctx, `SELECT (SELECT count(*) FROM orders), (SELECT count(*) FROM outbox)`).Scan(&orders, &events)
-	return orders, events, err
-}
-
-// InsertPlain inserts the order row alone, without its event: the
-// baseline a benchmark compares the outbox write against.
-func (r Orders) InsertPlain(ctx context.Context, o order.Order) error {
-	items, err := json.Marshal(o.Items)
-	if err != nil {
-		return err
-	}
-	return r.s.Transact(ctx, func(tx *sql.Tx) error {
-		_, err := r.s.execTx(ctx, tx, insertOrderSQL,
-			o.ID, o.CustomerID, string(items), o.Currency, o.Address, o.Status, o.Total, o.Version, o.CreatedAt.UnixMicro(), o.UpdatedAt.UnixMicro())
-		return err
-	})
-}

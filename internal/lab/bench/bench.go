@@ -1,4 +1,4 @@
-package main
+package bench
 
 import (
 	"context"
@@ -23,6 +23,9 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/outbox-dev/outbox/internal/app"
+	"github.com/outbox-dev/outbox/internal/lab/labcli"
+	"github.com/outbox-dev/outbox/internal/lab/labstore"
 	"github.com/outbox-dev/outbox/kafka"
 	"github.com/outbox-dev/outbox/order"
 	"github.com/outbox-dev/outbox/outbox"
@@ -124,8 +127,9 @@ type isolationFigs struct {
 	P99DownMs float64 `json:"write_p99_broker_down_ms"`
 }
 
-func benchCmd(stdout, stderr io.Writer) *cobra.Command {
-	var cfg config
+// Command is `outbox-lab bench`.
+func Command(stdout, stderr io.Writer) *cobra.Command {
+	var cfg app.Config
 	var opts benchOptions
 	cmd := &cobra.Command{
 		Use:   "bench",
@@ -143,9 +147,9 @@ PostgreSQL and Kafka), each figure beside a baseline taken in the same run:
 
 Each stage uses a fresh database (PostgreSQL: a new database on the server
 named by --store, dropped afterwards) and topics of its own.`,
-		Args: noArgs,
+		Args: labcli.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := cfg.resolve(cmd); err != nil {
+			if err := cfg.Resolve(cmd.Flags()); err != nil {
 				return err
 			}
 			if opts.quick {
@@ -158,22 +162,22 @@ named by --store, dropped afterwards) and topics of its own.`,
 			}
 			switch {
 			case opts.events < 100 || opts.events > 10_000_000:
-				return usagef("--events must be between 100 and 10000000")
+				return app.Usagef("--events must be between 100 and 10000000")
 			case opts.aggregates < 1 || opts.aggregates > opts.events:
-				return usagef("--aggregates must be between 1 and --events")
+				return app.Usagef("--aggregates must be between 1 and --events")
 			case opts.payload < 16 || opts.payload > 1<<20:
-				return usagef("--payload-bytes must be between 16 and 1048576")
+				return app.Usagef("--payload-bytes must be between 16 and 1048576")
 			case opts.stage < 500*time.Millisecond || opts.stage > 10*time.Minute:
-				return usagef("--stage-seconds must be between 0.5 s and 10 min")
+				return app.Usagef("--stage-seconds must be between 0.5 s and 10 min")
 			case opts.writers < 1 || opts.writers > 256:
-				return usagef("--writers must be between 1 and 256")
+				return app.Usagef("--writers must be between 1 and 256")
 			case opts.rate < 0:
-				return usagef("--rate must not be negative")
+				return app.Usagef("--rate must not be negative")
 			}
 			if opts.cpuProfile != "" {
 				f, err := os.Create(opts.cpuProfile)
 				if err != nil {
-					return usagef("--cpuprofile: %v", err)
+					return app.Usagef("--cpuprofile: %v", err)
 				}
 				defer f.Close()
 				if err := pprof.StartCPUProfile(f); err != nil {
@@ -186,13 +190,13 @@ named by --store, dropped afterwards) and topics of its own.`,
 				return err
 			}
 			if opts.json {
-				return printJSON(stdout, rep)
+				return labcli.PrintJSON(stdout, rep)
 			}
 			printBenchTable(stdout, rep)
 			return nil
 		},
 	}
-	addCommonFlags(cmd.Flags(), &cfg)
+	cfg.AddFlags(cmd.Flags())
 	cmd.Flags().IntVar(&opts.events, "events", 20000, "backlog drained by the drain stage")
 	cmd.Flags().IntVar(&opts.aggregates, "aggregates", 100, "aggregates the backlog is spread over")
 	cmd.Flags().IntVar(&opts.payload, "payload-bytes", 256, "payload size of drained events")
@@ -206,19 +210,19 @@ named by --store, dropped afterwards) and topics of its own.`,
 }
 
 type benchEnv struct {
-	cfg      config
+	cfg      app.Config
 	opts     benchOptions
 	run      string
 	brokers  []string
 	embedded *kafka.Embedded
-	progress *progress
+	progress *labcli.Progress
 	stageSeq int
 }
 
-func runBench(ctx context.Context, cfg config, opts benchOptions, stderr io.Writer, command string) (*benchReport, error) {
-	e := &benchEnv{cfg: cfg, opts: opts, run: fmt.Sprintf("b%d", time.Now().UnixNano()%1e10), progress: newProgress(stderr, 7)}
-	defer e.progress.done()
-	e.brokers = cfg.brokerList()
+func runBench(ctx context.Context, cfg app.Config, opts benchOptions, stderr io.Writer, command string) (*benchReport, error) {
+	e := &benchEnv{cfg: cfg, opts: opts, run: fmt.Sprintf("b%d", time.Now().UnixNano()%1e10), progress: labcli.NewProgress(stderr, "bench", 7)}
+	defer e.progress.Done()
+	e.brokers = cfg.BrokerList()
 	broker := "kafka " + strings.Join(e.brokers, ",")
 	if len(e.brokers) == 0 {
 		emb, err := kafka.StartEmbedded(kafka.EmbeddedConfig{})
@@ -237,7 +241,7 @@ func runBench(ctx context.Context, cfg config, opts benchOptions, stderr io.Writ
 		}
 	}
 	rep.Conditions = benchConditions{
-		Date: time.Now().UTC().Format(time.RFC3339), Store: strings.SplitN(redactURL(cfg.Store), "?", 2)[0], Source: source, Broker: broker,
+		Date: time.Now().UTC().Format(time.RFC3339), Store: strings.SplitN(app.RedactURL(cfg.Store), "?", 2)[0], Source: source, Broker: broker,
 		PayloadBytes: opts.payload, Events: opts.events, Aggregates: opts.aggregates, Writers: opts.writers,
 		StageSeconds: opts.stage.Seconds(), Producer: "franz-go, idempotent, acks=all, linger 0", CPUs: runtime.NumCPU(), Command: command,
 	}
@@ -253,7 +257,7 @@ func runBench(ctx context.Context, cfg config, opts benchOptions, stderr io.Writ
 		{"writes with the broker down", e.isolation},
 	}
 	for _, st := range steps {
-		e.progress.step(st.name)
+		e.progress.Step(st.name)
 		if err := st.fn(ctx, rep); err != nil {
 			return nil, fmt.Errorf("bench %s: %w", st.name, err)
 		}
@@ -276,8 +280,8 @@ func ratio(a, b float64) float64 {
 
 // stage is one fresh store, a relay source on it, and topics of its own.
 type stage struct {
-	store   backend
-	cfg     config
+	store   app.Backend
+	cfg     app.Config
 	topic   string // template
 	cleanup func()
 }
@@ -301,7 +305,7 @@ func (e *benchEnv) freshStage(ctx context.Context) (*stage, error) {
 	default:
 		u, err := url.Parse(e.cfg.Store)
 		if err != nil {
-			return nil, usagef("--store: %v", err)
+			return nil, app.Usagef("--store: %v", err)
 		}
 		admin, err := pgx.Connect(ctx, e.cfg.Store)
 		if err != nil {
@@ -321,7 +325,7 @@ func (e *benchEnv) freshStage(ctx context.Context) (*stage, error) {
 		u.Path = "/" + db
 		st.cfg.Store = u.String()
 	}
-	s, err := openStore(ctx, st.cfg, newLogger(config{LogLevel: "error", LogFormat: "text"}, io.Discard))
+	s, err := app.Open(ctx, st.cfg, app.NewLogger(app.Config{LogLevel: "error", LogFormat: "text"}, io.Discard))
 	if err != nil {
 		for _, c := range cleanup {
 			c()
@@ -359,16 +363,13 @@ func (a *ackCounter) OnPublish(m outbox.Message, _ int, _ time.Duration) {
 
 // startRelay runs a relay on st until the returned stop is called.
 func (e *benchEnv) startRelay(ctx context.Context, st *stage, brokers []string, hooks ...relay.Hook) (*relay.Relay, func(), error) {
-	src, err := st.store.source(ctx, st.cfg, nil)
-	if err != nil {
-		return nil, nil, err
-	}
-	pub, err := kafka.NewPublisher(kafka.Config{Brokers: brokers, TopicTemplate: st.topic, Security: e.cfg.kafka})
+	src := st.store.Source()
+	pub, err := kafka.NewPublisher(kafka.Config{Brokers: brokers, TopicTemplate: st.topic, Security: e.cfg.KafkaSecurity()})
 	if err != nil {
 		return nil, nil, err
 	}
 	r, err := relay.New(src, pub, st.store, relay.Config{Hooks: hooks,
-		Breaker: breakerConfig(st.cfg)})
+		Breaker: app.BreakerConfig(st.cfg)})
 	if err != nil {
 		pub.Close()
 		return nil, nil, err
@@ -406,21 +407,19 @@ func (e *benchEnv) drain(ctx context.Context, rep *benchReport) error {
 		return err
 	}
 	defer st.cleanup()
-	if _, err := st.store.source(ctx, st.cfg, nil); err != nil { // CDC: the slot exists before the backlog
-		return err
-	}
+	// CDC: the slot exists before the backlog (app.Open set it up).
 	msgs, err := e.backlogMessages()
 	if err != nil {
 		return err
 	}
 	for i := 0; i < len(msgs); i += 500 {
-		if err := st.store.appendEvents(ctx, msgs[i:min(i+500, len(msgs))]...); err != nil {
+		if err := labstore.AppendEvents(ctx, st.store, msgs[i:min(i+500, len(msgs))]...); err != nil {
 			return err
 		}
-		e.progress.frac(0.3 * float64(i) / float64(len(msgs)))
+		e.progress.Frac(0.3 * float64(i) / float64(len(msgs)))
 	}
 	// Baseline: raw franz-go produce of the same records.
-	sec, err := e.cfg.kafka.Opts()
+	sec, err := e.cfg.KafkaSecurity().Opts()
 	if err != nil {
 		return err
 	}
@@ -454,7 +453,7 @@ func (e *benchEnv) drain(ctx context.Context, rep *benchReport) error {
 	if err, _ := produceErr.Load().(error); err != nil {
 		return err
 	}
-	e.progress.frac(0.5)
+	e.progress.Frac(0.5)
 	// The relay, on the same broker.
 	acks := &ackCounter{target: int64(len(msgs)), done: make(chan struct{})}
 	cpu0, t0 = cpuTime(), time.Now()
@@ -474,7 +473,7 @@ func (e *benchEnv) drain(ctx context.Context, rep *benchReport) error {
 	n := float64(len(msgs))
 	rep.Drain = drainFigures{RelayPerSec: round(n / relayDur.Seconds()), RawPerSec: round(n / rawDur.Seconds())}
 	rep.CPU = cpuFigures{RelayMsPer1000: round(float64(relayCPU.Microseconds()) / n), RawMsPer1000: round(float64(rawCPU.Microseconds()) / n)}
-	rep.Conditions.Durability = st.store.durability(ctx)
+	rep.Conditions.Durability = labstore.Durability(ctx, st.store)
 	if e.embedded != nil {
 		rep.Conditions.Durability["broker"] = "kfake in memory, no fsync"
 	} else {
@@ -519,7 +518,7 @@ func (e *benchEnv) writeLoad(ctx context.Context, write func(context.Context, in
 					return
 				}
 				mine = append(mine, time.Since(t))
-				e.progress.frac(time.Since(start).Seconds() / e.opts.stage.Seconds())
+				e.progress.Frac(time.Since(start).Seconds() / e.opts.stage.Seconds())
 			}
 		})
 	}
@@ -551,7 +550,7 @@ func (e *benchEnv) writeRateWithoutRelay(ctx context.Context, rep *benchReport) 
 		return err
 	}
 	defer st.cleanup()
-	rate, lat, err := e.writeLoad(ctx, createOrder(order.NewService(st.store.orders())), nil)
+	rate, lat, err := e.writeLoad(ctx, createOrder(order.NewService(st.store.Orders())), nil)
 	rep.KeepUp.WithoutRelayPerSec = round(rate)
 	rep.Overhead.OutboxPerSec, rep.Overhead.OutboxP50Ms = round(rate), percentile(lat, 0.5)
 	return err
@@ -572,7 +571,7 @@ func (e *benchEnv) keepUp(ctx context.Context, rep *benchReport) error {
 	}
 	defer stop()
 	var written atomic.Int64
-	create := createOrder(order.NewService(st.store.orders()))
+	create := createOrder(order.NewService(st.store.Orders()))
 	var lagMax atomic.Int64
 	sctx, stopSampling := context.WithCancel(ctx)
 	sampled := make(chan struct{})
@@ -621,7 +620,7 @@ func (e *benchEnv) overhead(ctx context.Context, rep *benchReport) error {
 	defer st.cleanup()
 	now := time.Now().UTC().Truncate(time.Microsecond)
 	rate, lat, err := e.writeLoad(ctx, func(ctx context.Context, i int) error {
-		return st.store.insertPlain(ctx, order.Order{ID: fmt.Sprintf("plain-%d", i), CustomerID: fmt.Sprint("c", i%1000), Currency: "EUR",
+		return labstore.InsertPlain(ctx, st.store, order.Order{ID: fmt.Sprintf("plain-%d", i), CustomerID: fmt.Sprint("c", i%1000), Currency: "EUR",
 			Items: []order.Item{{SKU: fmt.Sprint("sku-", i%50), Quantity: 1, UnitPrice: 1999}}, Status: order.StatusPending,
 			Total: 1999, Version: 1, CreatedAt: now, UpdatedAt: now})
 	}, nil)
@@ -685,7 +684,7 @@ func (e *benchEnv) e2e(ctx context.Context, rep *benchReport) error {
 		mu.Lock()
 		committedAt[m.ID.String()] = time.Now()
 		mu.Unlock()
-		if err := st.store.appendEvents(ctx, m); err != nil {
+		if err := labstore.AppendEvents(ctx, st.store, m); err != nil {
 			return err
 		}
 		mu.Lock()
@@ -721,7 +720,7 @@ func (e *benchEnv) isolation(ctx context.Context, rep *benchReport) error {
 		return err
 	}
 	defer stop()
-	_, lat, err := e.writeLoad(ctx, createOrder(order.NewService(st.store.orders())), nil)
+	_, lat, err := e.writeLoad(ctx, createOrder(order.NewService(st.store.Orders())), nil)
 	rep.Isolation.P99DownMs = percentile(lat, 0.99)
 	return err
 }
@@ -748,52 +747,4 @@ func printBenchTable(w io.Writer, r *benchReport) {
 	fmt.Fprintf(tw, "isolation\twrite p99 %.2f ms broker down\t%.2f ms broker up\t%.3f\n", r.Isolation.P99DownMs, r.Isolation.P99UpMs, r.IsolationRatio)
 	tw.Flush()
 	fmt.Fprintf(w, "\nreproduce: %s\n", c.Command)
-}
-
-// progress draws a bar on stderr while the stages run.
-type progress struct {
-	w      io.Writer
-	total  int
-	cur    int
-	name   string
-	mu     sync.Mutex
-	last   time.Time
-	active bool
-}
-
-func newProgress(w io.Writer, total int) *progress {
-	return &progress{w: w, total: total, active: isTerminal(w)}
-}
-
-func (p *progress) step(name string) {
-	p.mu.Lock()
-	p.cur++
-	p.name = name
-	p.mu.Unlock()
-	if !p.active {
-		fmt.Fprintf(p.w, "bench [%d/%d] %s\n", p.cur, p.total-1, name)
-	}
-	p.frac(0)
-}
-
-func (p *progress) frac(f float64) {
-	if !p.active {
-		return
-	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if time.Since(p.last) < 100*time.Millisecond && f > 0 {
-		return
-	}
-	p.last = time.Now()
-	done := (float64(p.cur-1) + min(max(f, 0), 1)) / float64(p.total-1)
-	width := 30
-	bar := strings.Repeat("█", int(done*float64(width))) + strings.Repeat("░", width-int(done*float64(width)))
-	fmt.Fprintf(p.w, "\r%s %3.0f%%  %-32s", bar, done*100, p.name)
-}
-
-func (p *progress) done() {
-	if p.active {
-		fmt.Fprint(p.w, "\r\x1b[2K")
-	}
 }

@@ -1,4 +1,4 @@
-package main
+package chaos
 
 import (
 	"context"
@@ -7,6 +7,7 @@ import (
 	"io"
 	"maps"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -16,6 +17,9 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/outbox-dev/outbox/checker"
+	"github.com/outbox-dev/outbox/internal/app"
+	"github.com/outbox-dev/outbox/internal/lab/labcli"
+	"github.com/outbox-dev/outbox/internal/lab/labstore"
 )
 
 type chaosOptions struct {
@@ -32,10 +36,12 @@ type chaosOptions struct {
 	cassCtl   string
 	pollToo   bool
 	embedded  bool
+	outbox    string // the product binary the scenarios run as child processes
 	logOutput io.Writer
 }
 
-func chaosCmd(stdout, stderr io.Writer) *cobra.Command {
+// Command is `outbox-lab chaos`.
+func Command(stdout, stderr io.Writer) *cobra.Command {
 	opts := chaosOptions{logOutput: stderr}
 	cmd := &cobra.Command{
 		Use:   "chaos",
@@ -55,7 +61,7 @@ fresh keyspace per scenario (rf=1, the low-latency profile, a 2 s lease),
 dropped afterwards; --cassandra-ctl lets R6 stop the node hard. It exits
 1 when any invariant breaks. --quick shrinks every scenario (about two
 minutes per target, three on ScyllaDB).`,
-		Args: noArgs,
+		Args: labcli.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if opts.postgres == "" {
 				opts.postgres = os.Getenv("OUTBOX_CHAOS_POSTGRES")
@@ -76,13 +82,13 @@ minutes per target, three on ScyllaDB).`,
 				opts.cassCtl = os.Getenv("OUTBOX_CHAOS_CASSANDRA_CTL")
 			}
 			if (opts.postgres != "" || opts.scylla != "") != (opts.kafka != "") {
-				return usagef("--postgres or --scylla and --kafka go together")
+				return app.Usagef("--postgres or --scylla and --kafka go together")
 			}
 			if opts.postgres != "" && !strings.HasPrefix(opts.postgres, "postgres://") && !strings.HasPrefix(opts.postgres, "postgresql://") {
-				return usagef("--postgres must be a postgres:// URL")
+				return app.Usagef("--postgres must be a postgres:// URL")
 			}
 			if strings.ContainsAny(opts.scylla, "/?@ ") {
-				return usagef("--scylla takes hosts (host:port,host:port), not a URL: each scenario gets its own keyspace")
+				return app.Usagef("--scylla takes hosts (host:port,host:port), not a URL: each scenario gets its own keyspace")
 			}
 			var picked []scenario
 			for _, s := range scenarios() {
@@ -91,8 +97,14 @@ minutes per target, three on ScyllaDB).`,
 				}
 			}
 			if len(picked) == 0 {
-				return usagef("--scenario %q names no scenario (R1 to R16)", opts.only)
+				return app.Usagef("--scenario %q names no scenario (R1 to R16)", opts.only)
 			}
+			exe, cleanup, err := outboxBinary(cmd.Context(), opts.outbox, stderr)
+			if err != nil {
+				return err
+			}
+			defer cleanup()
+			opts.outbox = exe
 			return runChaos(cmd.Context(), opts, picked, stdout, stderr)
 		},
 	}
@@ -110,6 +122,7 @@ minutes per target, three on ScyllaDB).`,
 	f.StringVar(&opts.cassCtl, "cassandra-ctl", "", "script taking kill|start for the Cassandra node under the ScyllaDB emulation (R6 on --scylla)")
 	f.BoolVar(&opts.pollToo, "poll", true, "with --postgres, also run against PostgreSQL read by polling")
 	f.BoolVar(&opts.embedded, "embedded", true, "run against SQLite and the in-process broker")
+	f.StringVar(&opts.outbox, "outbox", "", "the outbox binary the scenarios run (default: one beside this binary, then on PATH, else built from this module with go build)")
 	return cmd
 }
 
@@ -131,7 +144,7 @@ func runChaos(ctx context.Context, opts chaosOptions, picked []scenario, stdout,
 			brokers: strings.Split(opts.kafka, ",")})
 	}
 	if len(targets) == 0 {
-		return usagef("nothing to run: --embedded=false needs --postgres or --scylla, with --kafka")
+		return app.Usagef("nothing to run: --embedded=false needs --postgres or --scylla, with --kafka")
 	}
 	if opts.history != "" {
 		if err := os.MkdirAll(opts.history, 0o755); err != nil {
@@ -166,7 +179,7 @@ func runChaos(ctx context.Context, opts chaosOptions, picked []scenario, stdout,
 	}
 	for _, r := range results {
 		if !r.OK() {
-			return exitCode(1)
+			return app.ExitCode(1)
 		}
 	}
 	return nil
@@ -182,7 +195,7 @@ func runScenario(ctx context.Context, t chaosTarget, s scenario, seed uint64, op
 	}
 	runCtx, cancel := context.WithTimeout(ctx, budget)
 	defer cancel()
-	r, err := newChaosRun(runCtx, t, s.id, seed, opts.quick, opts.logOutput)
+	r, err := newChaosRun(runCtx, t, s.id, opts.outbox, seed, opts.quick, opts.logOutput)
 	if err != nil {
 		res.fail("setup: %v", err)
 		return res
@@ -213,7 +226,7 @@ func writeHistory(r *chaosRun, res *scenarioResult, base string) {
 	defer cancel()
 	if f, err := os.Create(base + ".history.jsonl"); err == nil {
 		rec := checker.NewRecorder(f)
-		if committed, err := r.db.committed(ctx); err == nil {
+		if committed, err := labstore.Committed(ctx, r.db); err == nil {
 			for _, e := range committed {
 				rec.Record(e)
 			}
@@ -255,4 +268,37 @@ func printChaos(w io.Writer, results []*scenarioResult) {
 			break
 		}
 	}
+}
+
+// outboxBinary finds the product binary the scenarios start as child
+// processes: the scenarios test it, not this lab binary.
+func outboxBinary(ctx context.Context, given string, log io.Writer) (string, func(), error) {
+	nothing := func() {}
+	if given != "" {
+		if _, err := os.Stat(given); err != nil {
+			return "", nothing, app.Usagef("--outbox %s: %v", given, err)
+		}
+		return given, nothing, nil
+	}
+	if self, err := os.Executable(); err == nil {
+		beside := filepath.Join(filepath.Dir(self), "outbox")
+		if st, err := os.Stat(beside); err == nil && !st.IsDir() {
+			return beside, nothing, nil
+		}
+	}
+	if p, err := exec.LookPath("outbox"); err == nil {
+		return p, nothing, nil
+	}
+	dir, err := os.MkdirTemp("", "outbox-chaos-bin-")
+	if err != nil {
+		return "", nothing, err
+	}
+	cleanup := func() { os.RemoveAll(dir) }
+	bin := filepath.Join(dir, "outbox")
+	fmt.Fprintln(log, "chaos: no outbox binary beside this one or on PATH; building it (go build ./cmd/outbox)")
+	if out, err := exec.CommandContext(ctx, "go", "build", "-o", bin, "github.com/outbox-dev/outbox/cmd/outbox").CombinedOutput(); err != nil {
+		cleanup()
+		return "", nothing, fmt.Errorf("chaos: build the outbox binary (or pass --outbox): %w\n%s", err, out)
+	}
+	return bin, cleanup, nil
 }

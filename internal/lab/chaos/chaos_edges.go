@@ -1,4 +1,4 @@
-package main
+package chaos
 
 import (
 	"context"
@@ -19,6 +19,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/outbox-dev/outbox/breaker"
+	"github.com/outbox-dev/outbox/internal/lab/labstore"
 	"github.com/outbox-dev/outbox/order"
 	"github.com/outbox-dev/outbox/outbox"
 	"github.com/outbox-dev/outbox/relay"
@@ -139,7 +140,7 @@ func runBrokerKill(r *chaosRun, res *scenarioResult) error {
 	killed := time.Now()
 	seen := time.Duration(-1)
 	for time.Since(killed) < 10*time.Second {
-		if a.relay.Stats().Breaker != breaker.Closed.String() {
+		if a.Relay().Stats().Breaker != breaker.Closed.String() {
 			seen = time.Since(killed)
 			break
 		}
@@ -147,21 +148,21 @@ func runBrokerKill(r *chaosRun, res *scenarioResult) error {
 	}
 	res.Figures["outage_seen_ms"] = seen.Milliseconds()
 	if seen < 0 || seen > 2*time.Second {
-		res.fail("the outage showed after %s (breaker %s), want within 2 s", seen, a.relay.Stats().Breaker)
+		res.fail("the outage showed after %s (breaker %s), want within 2 s", seen, a.Relay().Stats().Breaker)
 	}
-	a.health.RunOnce(r.ctx)
-	if rep := a.health.Report()["broker"]; rep.OK {
+	a.Health().RunOnce(r.ctx)
+	if rep := a.Health().Report()["broker"]; rep.OK {
 		res.fail("the broker health check is ok while the broker is dead")
 	}
 	retry.Wait(r.ctx, time.Duration(r.size(3, 10))*time.Second)
-	publishedBefore := a.relay.Stats().Published
+	publishedBefore := a.Relay().Stats().Published
 	answered, err := r.restartBroker()
 	if err != nil {
 		return err
 	}
 	resumed := time.Duration(-1)
 	for time.Since(answered) < 30*time.Second {
-		if a.relay.Stats().Published > publishedBefore {
+		if a.Relay().Stats().Published > publishedBefore {
 			resumed = time.Since(answered)
 			break
 		}
@@ -178,7 +179,7 @@ func runBrokerKill(r *chaosRun, res *scenarioResult) error {
 	if err := r.finish(res, 2*time.Minute); err != nil {
 		return err
 	}
-	if st := a.relay.Stats(); st.DeadLettered != 0 {
+	if st := a.Relay().Stats(); st.DeadLettered != 0 {
 		res.fail("%d events dead-lettered by a broker outage", st.DeadLettered)
 	}
 	return stop()
@@ -279,7 +280,7 @@ func runLongOutage(r *chaosRun, res *scenarioResult) error {
 	if err := r.finish(res, 3*time.Minute); err != nil {
 		return err
 	}
-	restarts := a.tree.Restarts()["relay"]
+	restarts := a.Restarts()["relay"]
 	res.Figures["outage"] = outage.String()
 	res.Figures["replication_timeout"] = timeout
 	res.Figures["relay_restarts"] = restarts
@@ -290,7 +291,7 @@ func runLongOutage(r *chaosRun, res *scenarioResult) error {
 	if res.RelayDup > 1024 {
 		res.fail("%d duplicates, more than the in-flight window", res.RelayDup)
 	}
-	if st := a.relay.Stats(); st.DeadLettered != 0 {
+	if st := a.Relay().Stats(); st.DeadLettered != 0 {
 		res.fail("%d events dead-lettered by an outage", st.DeadLettered)
 	}
 	return stop()
@@ -323,7 +324,7 @@ func runInterruptedSkip(r *chaosRun, res *scenarioResult) error {
 		}
 		rest = append(rest, m)
 	}
-	if err := r.db.appendEvents(r.ctx, append([]outbox.Message{poison}, rest...)...); err != nil {
+	if err := labstore.AppendEvents(r.ctx, r.db, append([]outbox.Message{poison}, rest...)...); err != nil {
 		return err
 	}
 	var replayed []outbox.Message
@@ -338,7 +339,7 @@ func runInterruptedSkip(r *chaosRun, res *scenarioResult) error {
 			}
 			replayed = append(replayed, m)
 		}
-		if err := r.db.appendEvents(r.ctx, replayed...); err != nil {
+		if err := labstore.AppendEvents(r.ctx, r.db, replayed...); err != nil {
 			return err
 		}
 	}
@@ -490,7 +491,7 @@ func runStuckAggregate(r *chaosRun, res *scenarioResult) error {
 		}
 		stuck = append(stuck, m)
 	}
-	if err := r.db.appendEvents(r.ctx, stuck...); err != nil {
+	if err := labstore.AppendEvents(r.ctx, r.db, stuck...); err != nil {
 		return err
 	}
 	expected := map[string]bool{}
@@ -519,7 +520,7 @@ func runStuckAggregate(r *chaosRun, res *scenarioResult) error {
 	var seenStuck time.Duration
 	var flowedWhileStuck int64
 	for time.Since(start) < deadline+time.Minute {
-		st := a.relay.Stats()
+		st := a.Relay().Stats()
 		if seenStuck == 0 && len(st.Stuck) > 0 {
 			seenStuck = time.Since(start)
 		}
@@ -537,7 +538,7 @@ func runStuckAggregate(r *chaosRun, res *scenarioResult) error {
 	if err := r.finish(res, 2*time.Minute); err != nil {
 		return err
 	}
-	st := a.relay.Stats()
+	st := a.Relay().Stats()
 	res.Figures["max_in_flight"] = window
 	res.Figures["peak_in_flight"] = st.PeakInFlight
 	res.Figures["stuck_seen_ms"] = seenStuck.Milliseconds()
@@ -626,7 +627,7 @@ func runTransientRounds(r *chaosRun, res *scenarioResult) error {
 		}
 		waiting = append(waiting, m)
 	}
-	if err := r.db.appendEvents(r.ctx, waiting...); err != nil {
+	if err := labstore.AppendEvents(r.ctx, r.db, waiting...); err != nil {
 		return err
 	}
 	bl := &breakerLog{}
@@ -640,12 +641,12 @@ func runTransientRounds(r *chaosRun, res *scenarioResult) error {
 	writeErr := make(chan error, 1)
 	go func() { writeErr <- r.writeOrders(ctx, 100, 1000, 4, 20*time.Millisecond) }()
 	retry.Wait(r.ctx, failFor)
-	rounds := a.relay.Stats().Failed
+	rounds := a.Relay().Stats().Failed
 	if err := heal(); err != nil {
 		return err
 	}
 	healed := time.Now()
-	for time.Since(healed) < time.Minute && len(a.relay.Stuck()) > 0 {
+	for time.Since(healed) < time.Minute && len(a.Relay().Stuck()) > 0 {
 		retry.Wait(r.ctx, 20*time.Millisecond)
 	}
 	res.Figures["published_after_heal_ms"] = time.Since(healed).Milliseconds()
@@ -656,7 +657,7 @@ func runTransientRounds(r *chaosRun, res *scenarioResult) error {
 	if err := r.finish(res, 2*time.Minute); err != nil {
 		return err
 	}
-	st := a.relay.Stats()
+	st := a.Relay().Stats()
 	res.Figures["failing_for"] = failFor.String()
 	res.Figures["failed_rounds"] = rounds
 	res.Figures["breaker_opened"] = bl.count("open")

@@ -1,14 +1,16 @@
-package main
+package chaos
 
 import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"database/sql"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -26,6 +28,7 @@ import (
 	toxiproxy "github.com/Shopify/toxiproxy/v2"
 	"github.com/gocql/gocql"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -34,10 +37,14 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/outbox-dev/outbox/checker"
+	"github.com/outbox-dev/outbox/internal/app"
+	"github.com/outbox-dev/outbox/internal/lab/labstore"
 	"github.com/outbox-dev/outbox/kafka"
+	"github.com/outbox-dev/outbox/kafka/kafkatest"
 	"github.com/outbox-dev/outbox/order"
 	"github.com/outbox-dev/outbox/outbox"
 	"github.com/outbox-dev/outbox/retry"
+	"github.com/outbox-dev/outbox/store/scylla"
 )
 
 // chaosTarget is the store and broker a chaos run works against.
@@ -78,9 +85,9 @@ type chaosRun struct {
 	store    string // URL
 	slot     string
 	pgDB     string
-	keyspace string  // ScyllaDB: the run's own, dropped by Close
-	cluster  string  // ScyllaDB: "emulation" or "ScyllaDB" (see scyllaCluster)
-	db       backend // the run's own connection, for writes and checks
+	keyspace string      // ScyllaDB: the run's own, dropped by Close
+	cluster  string      // ScyllaDB: "emulation" or "ScyllaDB" (see scyllaCluster)
+	db       app.Backend // the run's own connection, for writes and checks
 	broker   *kafka.Embedded
 	direct   string // kfake's own address, behind the proxy
 	proxy    *toxiproxy.Proxy
@@ -92,7 +99,7 @@ type chaosRun struct {
 
 	// from marks where every topic on the broker ended when the run
 	// began: everything published since is read back, wherever it went.
-	from kafka.Offsets
+	from kafkatest.Offsets
 	// expectDead says which events the scenario expects in the
 	// dead-letter store (its poison); nil: none.
 	expectDead func(id string) bool
@@ -120,11 +127,7 @@ type brokerFaults struct {
 	loseProb float64
 }
 
-func newChaosRun(ctx context.Context, target chaosTarget, name string, seed uint64, quick bool, logOut io.Writer) (*chaosRun, error) {
-	exe, err := os.Executable()
-	if err != nil {
-		return nil, err
-	}
+func newChaosRun(ctx context.Context, target chaosTarget, name, exe string, seed uint64, quick bool, logOut io.Writer) (*chaosRun, error) {
 	dir, err := os.MkdirTemp("", "outbox-chaos-")
 	if err != nil {
 		return nil, err
@@ -178,23 +181,18 @@ func (r *chaosRun) setup() error {
 		}
 	}
 	cfg := r.config()
-	db, err := openStore(r.ctx, cfg, discardLogger())
+	// app.Open sets up the source too: on PostgreSQL CDC the slot exists
+	// before any write (what `outbox migrate` does).
+	db, err := app.Open(r.ctx, cfg, discardLogger())
 	if err != nil {
 		return err
 	}
 	r.db = db
-	if r.from, err = kafka.EndOffsets(r.ctx, r.brokers); err != nil {
+	if r.from, err = kafkatest.EndOffsets(r.ctx, r.brokers); err != nil {
 		return fmt.Errorf("chaos: mark the topics' ends: %w", err)
 	}
-	if sb, ok := db.(*scyllaBackend); ok {
-		sb.SetLogger(discardLogger()) // the driver's reconnection attempts while R6 has the node down
+	if sb, ok := db.(scyllaDB); ok {
 		if r.cluster, err = scyllaCluster(r.ctx, sb); err != nil {
-			return err
-		}
-	}
-	// Create the slot before any write (what `outbox migrate` does).
-	if r.target.pgDSN != "" {
-		if _, err := db.source(r.ctx, cfg, discardLogger()); err != nil {
 			return err
 		}
 	}
@@ -304,7 +302,7 @@ func (r *chaosRun) installFaults() {
 		}
 		f.produces.Add(1)
 		if f.down.Load() {
-			return kafka.FailProduce(req, kerr.NotEnoughReplicas.Code), nil, true
+			return kafkatest.FailProduce(req, kerr.NotEnoughReplicas.Code), nil, true
 		}
 		if f.loseAcks.Load() > 0 && f.chance() {
 			f.loseAcks.Add(-1)
@@ -334,8 +332,8 @@ func (f *brokerFaults) chance() bool {
 	return f.rng.Float64() < f.loseProb
 }
 
-func (r *chaosRun) config() config {
-	return config{
+func (r *chaosRun) config() app.Config {
+	return app.Config{
 		Store: r.store, Source: r.target.source, Slot: r.slot, Retention: 0,
 		Brokers: strings.Join(r.brokers, ","), HTTP: "127.0.0.1:0", TopicTemplate: r.topicTpl,
 		PollInterval: 10 * time.Millisecond, BreakerTimeout: r.breakerTimeout(), OrderWorkers: 4,
@@ -354,7 +352,7 @@ func (r *chaosRun) breakerTimeout() time.Duration {
 // emulation of the test services (Apache Cassandra with a CDC-log trigger
 // behind a CQL proxy, its metadata in the keyspace scyllaemu; see
 // DESIGN.md), whose figures are not a ScyllaDB cluster's, or ScyllaDB.
-func scyllaCluster(ctx context.Context, b *scyllaBackend) (string, error) {
+func scyllaCluster(ctx context.Context, b scyllaDB) (string, error) {
 	var n int
 	if err := b.Session().Query(`SELECT count(*) FROM system_schema.keyspaces WHERE keyspace_name = 'scyllaemu'`).WithContext(ctx).Scan(&n); err != nil {
 		return "", fmt.Errorf("chaos: look for the ScyllaDB emulation: %w", err)
@@ -371,14 +369,20 @@ func (r *chaosRun) dropKeyspace() {
 	if r.keyspace == "" {
 		return
 	}
-	sb, _ := r.db.(*scyllaBackend)
+	sb, _ := r.db.(scyllaDB)
 	if sb == nil {
-		var err error
-		if sb, err = openScylla(r.store, "", 24*time.Hour); err != nil {
+		st, err := scylla.ParseURL(r.store)
+		var s *scylla.Store
+		if err == nil {
+			st.Config.Logger = discardLogger()
+			s, err = scylla.Open(st.Config)
+		}
+		if err != nil {
 			fmt.Fprintf(r.logOut, "chaos: keyspace %s not dropped: %v\n", r.keyspace, err)
 			return
 		}
-		defer sb.Close()
+		defer s.Close()
+		sb = s
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -574,7 +578,7 @@ func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
 // context and finishes (on ScyllaDB an order write cancelled midway may
 // have applied with its event left for the sweeper, 30 s or more later).
 func (r *chaosRun) writeOrders(stop context.Context, aggregates, perAgg, writers int, pace time.Duration) error {
-	svc := order.NewService(r.db.orders())
+	svc := order.NewService(r.db.Orders())
 	var wg sync.WaitGroup
 	errs := make(chan error, writers)
 	for w := range writers {
@@ -646,7 +650,7 @@ func (r *chaosRun) ack(orderID string, seq int64) {
 // published counts the records published on the broker since the run
 // began, on every topic.
 func (r *chaosRun) published(ctx context.Context) (int64, error) {
-	now, err := kafka.EndOffsets(ctx, r.brokers)
+	now, err := kafkatest.EndOffsets(ctx, r.brokers)
 	if err != nil {
 		return 0, err
 	}
@@ -664,7 +668,7 @@ func (r *chaosRun) published(ctx context.Context) (int64, error) {
 func (r *chaosRun) settle(ctx context.Context, timeout time.Duration) (checker.Report, []checker.Observed, error) {
 	deadline := time.Now().Add(timeout)
 	for {
-		committed, err := r.db.committed(ctx)
+		committed, err := labstore.Committed(ctx, r.db)
 		if err != nil {
 			return checker.Report{}, nil, err
 		}
@@ -700,8 +704,8 @@ func (r *chaosRun) observe(ctx context.Context) ([]checker.Observed, error) {
 	return checker.FromKafka(recs)
 }
 
-func (r *chaosRun) records(ctx context.Context) ([]kafka.Received, error) {
-	return kafka.ReadFrom(ctx, r.brokers, r.from)
+func (r *chaosRun) records(ctx context.Context) ([]kafkatest.Received, error) {
+	return kafkatest.ReadFrom(ctx, r.brokers, r.from)
 }
 
 // deadLetters lists the dead-letter store, with each entry's status.
@@ -741,7 +745,7 @@ func (r *chaosRun) contents(ctx context.Context) (string, error) {
 	tables := []string{"orders ORDER BY id", "outbox ORDER BY position", "order_idempotency_keys ORDER BY key",
 		"outbox_dead_letters ORDER BY id", "outbox_parked_aggregates ORDER BY aggregatetype, aggregateid"}
 	switch db := r.db.(type) {
-	case *sqliteBackend:
+	case sqliteDB:
 		for _, t := range tables {
 			rows, err := db.DB().QueryContext(ctx, "SELECT * FROM "+t)
 			if err != nil {
@@ -762,7 +766,7 @@ func (r *chaosRun) contents(ctx context.Context) (string, error) {
 			}
 			rows.Close()
 		}
-	case *postgresBackend:
+	case postgresDB:
 		for _, t := range tables {
 			rows, err := db.Pool().Query(ctx, "SELECT * FROM "+t)
 			if err != nil {
@@ -778,7 +782,7 @@ func (r *chaosRun) contents(ctx context.Context) (string, error) {
 			}
 			rows.Close()
 		}
-	case *scyllaBackend:
+	case scyllaDB:
 		// Every table a request writes, notes included; not the relay's
 		// (lease, progress) nor the sweeper's horizon.
 		for _, t := range []string{"orders", "order_intents", "order_idempotency_keys", "outbox_messages", "dead_letter_queue",
@@ -796,7 +800,7 @@ func (r *chaosRun) contents(ctx context.Context) (string, error) {
 			}
 		}
 	default:
-		o, e, err := r.db.CountRows(ctx)
+		o, e, err := labstore.CountRows(ctx, r.db)
 		if err != nil {
 			return "", err
 		}
@@ -814,7 +818,7 @@ func (r *chaosRun) contents(ctx context.Context) (string, error) {
 // must have its event once the sweeper has run, so the run waits for it
 // (90 s at most) before checking.
 func (r *chaosRun) waitPendingEvents(res *scenarioResult) error {
-	sb, ok := r.db.(*scyllaBackend)
+	sb, ok := r.db.(scyllaDB)
 	if !ok {
 		return nil
 	}
@@ -887,7 +891,7 @@ func (r *chaosRun) relayDups(ctx context.Context, obs []checker.Observed) (dup, 
 
 // loggedCopies counts each event's rows in the outbox table's CDC log.
 func (r *chaosRun) loggedCopies(ctx context.Context) (map[string]int, error) {
-	sb, ok := r.db.(*scyllaBackend)
+	sb, ok := r.db.(scyllaDB)
 	if !ok {
 		return nil, nil
 	}
@@ -942,7 +946,7 @@ func (r *chaosRun) readModelMismatches(ctx context.Context) (int, error) {
 		id := rec.Headers[outbox.HeaderAggregateID]
 		latest[id] = max(latest[id], seq)
 	}
-	svc := order.NewService(r.db.orders())
+	svc := order.NewService(r.db.Orders())
 	bad := 0
 	for id, v := range latest {
 		o, err := svc.Get(ctx, id)
@@ -963,3 +967,15 @@ func (r *chaosRun) readModelMismatches(ctx context.Context) (int, error) {
 	}
 	return bad, nil
 }
+
+// The run's connection, by database: the handles the stores expose.
+type (
+	sqliteDB   interface{ DB() *sql.DB }
+	postgresDB interface{ Pool() *pgxpool.Pool }
+	scyllaDB   interface {
+		Session() *gocql.Session
+		CDCBacklog(ctx context.Context) (rows int64, oldest time.Time, err error)
+	}
+)
+
+func round(f float64) float64 { return math.Round(f*10) / 10 }

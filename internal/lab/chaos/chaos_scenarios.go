@@ -1,4 +1,4 @@
-package main
+package chaos
 
 import (
 	"bytes"
@@ -21,6 +21,8 @@ import (
 
 	"github.com/outbox-dev/outbox/breaker"
 	"github.com/outbox-dev/outbox/checker"
+	"github.com/outbox-dev/outbox/internal/app"
+	"github.com/outbox-dev/outbox/internal/lab/labstore"
 	"github.com/outbox-dev/outbox/order"
 	"github.com/outbox-dev/outbox/outbox"
 	"github.com/outbox-dev/outbox/relay"
@@ -124,7 +126,7 @@ func (r *chaosRun) finish(res *scenarioResult, timeout time.Duration) error {
 			res.Figures["logged_twice"] = logged // writes re-armed past EventWriteDeadline
 		}
 	}
-	committed, err := r.db.committed(r.ctx)
+	committed, err := labstore.Committed(r.ctx, r.db)
 	if err != nil {
 		return err
 	}
@@ -271,14 +273,14 @@ func (r *chaosRun) assertDupBound(res *scenarioResult, crashes int) {
 func (r *chaosRun) unpublished(limit time.Duration) (int64, error) {
 	for deadline := time.Now().Add(limit); ; {
 		var gap int64
-		lag, slot, err := r.db.slotLag(r.ctx)
+		lag, slot, err := r.db.SlotLag(r.ctx)
 		switch {
 		case slot:
 			gap = lag
 		case r.target.isScylla():
-			gap, _, err = r.db.(*scyllaBackend).CDCBacklog(r.ctx)
+			gap, _, err = r.db.(scyllaDB).CDCBacklog(r.ctx)
 		default:
-			gap, err = r.db.backlog(r.ctx)
+			gap, err = r.db.Unpublished(r.ctx)
 		}
 		if err != nil {
 			return 0, err
@@ -292,12 +294,12 @@ func (r *chaosRun) unpublished(limit time.Duration) (int64, error) {
 
 // startApp runs the relay in this process, for scenarios that need its
 // insides (hooks, the supervision tree).
-func (r *chaosRun) startApp(relayConfig func(*relay.Config)) (*app, func() error, error) {
+func (r *chaosRun) startApp(relayConfig func(*relay.Config)) (*app.App, func() error, error) {
 	return r.startAppWith(r.config(), relayConfig)
 }
 
-func (r *chaosRun) startAppWith(cfg config, relayConfig func(*relay.Config)) (*app, func() error, error) {
-	a, err := newApp(r.ctx, cfg, io.Discard, appOptions{relayConfig: relayConfig, kafkaOpts: r.kafkaOpts()})
+func (r *chaosRun) startAppWith(cfg app.Config, relayConfig func(*relay.Config)) (*app.App, func() error, error) {
+	a, err := app.New(r.ctx, cfg, io.Discard, app.Options{RelayConfig: relayConfig, KafkaOpts: r.kafkaOpts()})
 	if err != nil {
 		return nil, nil, err
 	}
@@ -363,10 +365,10 @@ func runPanics(r *chaosRun, res *scenarioResult) error {
 		p.at[int64(1+r.rng.IntN(aggs*per*3/4))] = true
 	}
 	goroutinesBefore := runtime.NumGoroutine()
-	var running atomic.Pointer[app]
+	var running atomic.Pointer[app.App]
 	p.restarts = func() int64 {
 		if a := running.Load(); a != nil {
-			return a.tree.Restarts()["relay"]
+			return a.Restarts()["relay"]
 		}
 		return -1 // not started yet: no panic
 	}
@@ -380,7 +382,7 @@ func runPanics(r *chaosRun, res *scenarioResult) error {
 		return err
 	}
 	// Panics still due fire on later publishes: keep some coming.
-	svc := order.NewService(r.db.orders())
+	svc := order.NewService(r.db.Orders())
 	for extra := 0; p.firedCount() < int64(panics) && extra < 3000; extra++ {
 		if err := r.writeOne(r.ctx, svc, aggs+extra, 1, 0); err != nil {
 			stop()
@@ -392,7 +394,7 @@ func runPanics(r *chaosRun, res *scenarioResult) error {
 		stop()
 		return err
 	}
-	restarts := a.tree.Restarts()
+	restarts := a.Restarts()
 	if err := stop(); err != nil {
 		return err
 	}
@@ -471,7 +473,7 @@ func runOutages(r *chaosRun, res *scenarioResult) error {
 		}
 		healed := time.Now()
 		for time.Since(healed) < time.Minute {
-			if s := a.relay.Stats(); s.LagEvents == 0 && s.Breaker == breaker.Closed.String() {
+			if s := a.Relay().Stats(); s.LagEvents == 0 && s.Breaker == breaker.Closed.String() {
 				break
 			}
 			retry.Wait(r.ctx, 10*time.Millisecond)
@@ -488,7 +490,7 @@ func runOutages(r *chaosRun, res *scenarioResult) error {
 	if err := r.finish(res, 2*time.Minute); err != nil {
 		return err
 	}
-	stats := a.relay.Stats()
+	stats := a.Relay().Stats()
 	res.Figures["outages"] = fmt.Sprint(outages)
 	res.Figures["breaker_opened"] = bl.count("open")
 	res.Figures["breaker_closed"] = bl.count("closed")
@@ -789,7 +791,7 @@ func runSlowBroker(r *chaosRun, res *scenarioResult) error {
 		for retry.Wait(sampleCtx, 50*time.Millisecond) == nil {
 			runtime.ReadMemStats(&ms)
 			peakHeap.Store(max(peakHeap.Load(), int64(ms.HeapInuse)))
-			peakBacklog.Store(max(peakBacklog.Load(), a.relay.Stats().LagEvents))
+			peakBacklog.Store(max(peakBacklog.Load(), a.Relay().Stats().LagEvents))
 		}
 	}()
 	aggs, per := 100, r.sizeOn(10, 50, 3, 20)
@@ -803,7 +805,7 @@ func runSlowBroker(r *chaosRun, res *scenarioResult) error {
 	if err != nil {
 		return err
 	}
-	stats := a.relay.Stats()
+	stats := a.Relay().Stats()
 	res.Figures["toxics"] = "latency 25±10 ms, 256 KB/s"
 	res.Figures["events_per_sec"] = round(float64(aggs*per) / time.Since(start).Seconds())
 	res.Figures["peak_lag_events"] = peakBacklog.Load()
@@ -851,7 +853,7 @@ func runPoison(r *chaosRun, res *scenarioResult) error {
 			msgs = append(msgs, m)
 			poison = append(poison, m.ID.String())
 		}
-		if err := r.db.appendEvents(r.ctx, msgs...); err != nil {
+		if err := labstore.AppendEvents(r.ctx, r.db, msgs...); err != nil {
 			return err
 		}
 	}
@@ -910,7 +912,7 @@ func runRetention(r *chaosRun, res *scenarioResult) error {
 		return fmt.Errorf("relay did not stop cleanly: %w: %s", err, kid.output)
 	}
 	before, _ := r.published(r.ctx)
-	svc := order.NewService(r.db.orders())
+	svc := order.NewService(r.db.Orders())
 	n := r.sizeOn(200, 2000, 100, 500)
 	firstBacklog := time.Now()
 	for range n {
@@ -926,11 +928,11 @@ func runRetention(r *chaosRun, res *scenarioResult) error {
 	if r.target.isScylla() {
 		return r.cdcBacklog(res, n, firstBacklog)
 	}
-	backlog, err := r.db.backlog(r.ctx)
+	backlog, err := r.db.Unpublished(r.ctx)
 	if err != nil {
 		return err
 	}
-	lag, slot, _ := r.db.slotLag(r.ctx)
+	lag, slot, _ := r.db.SlotLag(r.ctx)
 	switch {
 	case slot:
 		res.Figures["slot_lag_bytes"] = lag
@@ -994,7 +996,7 @@ func runRetention(r *chaosRun, res *scenarioResult) error {
 // There is no position to lose: the reader resumes from progress saved in
 // the store, and the log keeps each change for its TTL.
 func (r *chaosRun) cdcBacklog(res *scenarioResult, n int, firstBacklog time.Time) error {
-	rows, oldest, err := r.db.(*scyllaBackend).CDCBacklog(r.ctx)
+	rows, oldest, err := r.db.(scyllaDB).CDCBacklog(r.ctx)
 	if err != nil {
 		return err
 	}
@@ -1018,7 +1020,7 @@ func (r *chaosRun) cdcBacklog(res *scenarioResult, n int, firstBacklog time.Time
 	go func() {
 		defer close(sampled)
 		for retry.Wait(sampleCtx, 10*time.Millisecond) == nil {
-			if lag, _, ok := a.store.cdcLag(); ok {
+			if lag, _, ok := a.Store().CDCLag(); ok {
 				peak.Store(max(peak.Load(), int64(lag)))
 			}
 		}
@@ -1031,7 +1033,7 @@ func (r *chaosRun) cdcBacklog(res *scenarioResult, n int, firstBacklog time.Time
 	// The last acknowledgements reach the reader's tracker a commit later.
 	var after time.Duration
 	for deadline := time.Now().Add(5 * time.Second); ; retry.Wait(r.ctx, 20*time.Millisecond) {
-		lag, ttl, _ := a.store.cdcLag()
+		lag, ttl, _ := a.Store().CDCLag()
 		after = lag
 		res.Figures["cdc_log_ttl"] = ttl.String()
 		if lag == 0 || time.Now().After(deadline) {

@@ -1,4 +1,4 @@
-package main
+package demo
 
 import (
 	"context"
@@ -25,7 +25,11 @@ import (
 
 	"github.com/outbox-dev/outbox/breaker"
 	"github.com/outbox-dev/outbox/checker"
+	"github.com/outbox-dev/outbox/internal/app"
+	"github.com/outbox-dev/outbox/internal/lab/labcli"
+	"github.com/outbox-dev/outbox/internal/lab/labstore"
 	"github.com/outbox-dev/outbox/kafka"
+	"github.com/outbox-dev/outbox/kafka/kafkatest"
 	"github.com/outbox-dev/outbox/order"
 	"github.com/outbox-dev/outbox/outbox"
 	"github.com/outbox-dev/outbox/relay"
@@ -39,8 +43,9 @@ type demoOptions struct {
 	keep   bool
 }
 
-func demoCmd(stdout, stderr io.Writer) *cobra.Command {
-	var cfg config
+// Command is `outbox-lab demo`.
+func Command(stdout, stderr io.Writer) *cobra.Command {
+	var cfg app.Config
 	var opts demoOptions
 	cmd := &cobra.Command{
 		Use:   "demo",
@@ -58,7 +63,7 @@ the checker, prints a one-line verdict and exits 0 or 1.
 With --chaos it makes the broker fail for a while (the breaker opens, the
 relay applies back-pressure, then recovers) and writes one poison event that
 is too large for the broker (it is dead-lettered and its aggregate parked).`,
-		Args: noArgs,
+		Args: labcli.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if !cmd.Flags().Changed("store") && os.Getenv("OUTBOX_STORE") == "" {
 				dir, err := os.MkdirTemp("", "outbox-demo-")
@@ -74,23 +79,23 @@ is too large for the broker (it is dead-lettered and its aggregate parked).`,
 			if opts.chaos && !cmd.Flags().Changed("breaker-open-timeout") && os.Getenv("OUTBOX_BREAKER_OPEN_TIMEOUT") == "" {
 				cmd.Flags().Set("breaker-open-timeout", "5s") // see the whole cycle in seconds, not half a minute
 			}
-			if err := cfg.resolve(cmd); err != nil {
+			if err := cfg.Resolve(cmd.Flags()); err != nil {
 				return err
 			}
 			if opts.orders < 0 || opts.orders > 100000 {
-				return usagef("--orders must be between 0 and 100000, got %d", opts.orders)
+				return app.Usagef("--orders must be between 0 and 100000, got %d", opts.orders)
 			}
 			if opts.rate < 1 || opts.rate > 10000 {
-				return usagef("--rate must be between 1 and 10000, got %d", opts.rate)
+				return app.Usagef("--rate must be between 1 and 10000, got %d", opts.rate)
 			}
 			if opts.chaos && cfg.Brokers != "" {
-				return usagef("--chaos injects faults into the embedded broker; it cannot be used with --brokers")
+				return app.Usagef("--chaos injects faults into the embedded broker; it cannot be used with --brokers")
 			}
 			return runDemo(cmd.Context(), cfg, opts, stdout, stderr)
 		},
 	}
-	addCommonFlags(cmd.Flags(), &cfg)
-	addHTTPFlags(cmd.Flags(), &cfg)
+	cfg.AddFlags(cmd.Flags())
+	cfg.AddHTTPFlags(cmd.Flags())
 	cmd.Flags().IntVar(&opts.orders, "orders", 0, "create N orders (each updated and cancelled), verify every event arrived in order, and exit 0 or 1")
 	cmd.Flags().IntVar(&opts.rate, "rate", 20, "orders created per second when running continuously")
 	cmd.Flags().BoolVar(&opts.chaos, "chaos", false, "inject a broker outage and one poison event")
@@ -99,7 +104,7 @@ is too large for the broker (it is dead-lettered and its aggregate parked).`,
 }
 
 type demo struct {
-	app       *app
+	app       *app.App
 	opts      demoOptions
 	base      string
 	client    *http.Client
@@ -121,9 +126,9 @@ func (d *demo) poisonIDs() []string {
 	return slices.Clone(d.poison)
 }
 
-func runDemo(ctx context.Context, cfg config, opts demoOptions, stdout, stderr io.Writer) error {
+func runDemo(ctx context.Context, cfg app.Config, opts demoOptions, stdout, stderr io.Writer) error {
 	logs := io.Writer(stderr)
-	if opts.orders > 0 || isTerminal(stdout) {
+	if opts.orders > 0 || labcli.IsTerminal(stdout) {
 		logs = io.Discard // the view and the verdict speak for themselves
 		if cfg.LogLevel == "debug" {
 			logs = stderr
@@ -131,7 +136,7 @@ func runDemo(ctx context.Context, cfg config, opts demoOptions, stdout, stderr i
 	}
 	d := &demo{opts: opts, client: &http.Client{Timeout: 30 * time.Second}}
 	d.chaosNote.Store("")
-	a, err := newApp(ctx, cfg, logs, appOptions{http: true, relayConfig: func(rc *relay.Config) {
+	a, err := app.New(ctx, cfg, logs, app.Options{HTTP: true, RelayConfig: func(rc *relay.Config) {
 		rc.Hooks = append(rc.Hooks, breakerCounter{&d.breakerOpened})
 	}})
 	if err != nil {
@@ -139,13 +144,13 @@ func runDemo(ctx context.Context, cfg config, opts demoOptions, stdout, stderr i
 	}
 	defer a.Close()
 	d.app = a
-	d.base = "http://" + a.listener.Addr().String()
+	d.base = "http://" + a.Addr().String()
 	if opts.chaos {
 		d.installChaos()
 	}
 	router, err := kafka.NewRouter(cfg.TopicTemplate)
 	if err != nil {
-		return usageError{err}
+		return app.UsageError{Err: err}
 	}
 	seen := map[string]bool{}
 	for _, typ := range []string{order.EventCreated, order.EventUpdated, order.EventCancelled} {
@@ -174,7 +179,7 @@ func runDemo(ctx context.Context, cfg config, opts demoOptions, stdout, stderr i
 	var wg sync.WaitGroup
 	wg.Go(func() { a.Serve(runCtx) })
 	for _, name := range []string{"inventory", "email", "analytics"} {
-		c, err := newConsumer(name, a.brokers, d.topics, d.inbox, a.clientOpts)
+		c, err := newConsumer(name, a.Brokers(), d.topics, d.inbox, a.ClientOpts())
 		if err != nil {
 			stop()
 			wg.Wait()
@@ -188,7 +193,7 @@ func runDemo(ctx context.Context, cfg config, opts demoOptions, stdout, stderr i
 		wg.Wait()
 	}()
 
-	fmt.Fprintf(stdout, "outbox demo: API %s  broker %s  store %s\n", d.base, strings.Join(a.brokers, ","), redactURL(cfg.Store))
+	fmt.Fprintf(stdout, "outbox demo: API %s  broker %s  store %s\n", d.base, strings.Join(a.Brokers(), ","), app.RedactURL(cfg.Store))
 	viewCtx, stopView := context.WithCancel(runCtx)
 	var viewWG sync.WaitGroup
 	viewWG.Go(func() { d.view(viewCtx, stdout) })
@@ -210,19 +215,10 @@ func runDemo(ctx context.Context, cfg config, opts demoOptions, stdout, stderr i
 	viewWG.Wait() // the view and the verdict share stdout
 	if err != nil {
 		fmt.Fprintln(stdout, "verdict: FAIL:", err)
-		return exitCode(1)
+		return app.ExitCode(1)
 	}
 	fmt.Fprintln(stdout, verdict)
 	return nil
-}
-
-func isTerminal(w io.Writer) bool {
-	f, ok := w.(*os.File)
-	if !ok {
-		return false
-	}
-	st, err := f.Stat()
-	return err == nil && st.Mode()&os.ModeCharDevice != 0
 }
 
 // traffic drives the API: n orders (0: until ctx ends, at opts.rate/s),
@@ -371,13 +367,13 @@ func (c *consumer) counts() (received, dups, outOfSeq int64) {
 
 // installChaos fails every produce request while brokerDown is set.
 func (d *demo) installChaos() {
-	cl := d.app.embedded.Cluster()
+	cl := d.app.Embedded().Cluster()
 	cl.ControlKey(int16(kmsg.Produce), func(req kmsg.Request) (kmsg.Response, error, bool) {
 		cl.KeepControl()
 		if !d.brokerDown.Load() {
 			return nil, nil, false
 		}
-		return kafka.FailProduce(req, kerr.NotEnoughReplicas.Code), nil, true
+		return kafkatest.FailProduce(req, kerr.NotEnoughReplicas.Code), nil, true
 	})
 }
 
@@ -407,7 +403,7 @@ func (d *demo) chaos(ctx context.Context) {
 	if d.opts.orders == 0 && !wait(2*time.Second) {
 		return
 	}
-	outage := d.app.cfg.BreakerTimeout + 3*time.Second
+	outage := d.app.Config().BreakerTimeout + 3*time.Second
 	d.chaosNote.Store(fmt.Sprintf("broker failing every produce for %s", outage))
 	d.brokerDown.Store(true)
 	if !wait(outage) {
@@ -418,7 +414,7 @@ func (d *demo) chaos(ctx context.Context) {
 	poison, err := outbox.NewMessage(order.AggregateType, "poison-1", order.EventUpdated, 1,
 		map[string]string{"note": "larger than the broker accepts", "blob": strings.Repeat("x", 2<<20)})
 	if err == nil {
-		err = d.app.store.appendEvents(ctx, poison)
+		err = labstore.AppendEvents(ctx, d.app.Store(), poison)
 	}
 	if err == nil {
 		d.poisonMu.Lock()
@@ -428,7 +424,7 @@ func (d *demo) chaos(ctx context.Context) {
 }
 
 func (d *demo) view(ctx context.Context, w io.Writer) {
-	tty := isTerminal(w)
+	tty := labcli.IsTerminal(w)
 	every := 2 * time.Second
 	if tty {
 		every = 500 * time.Millisecond
@@ -443,7 +439,7 @@ func (d *demo) view(ctx context.Context, w io.Writer) {
 			return
 		case <-t.C:
 		}
-		st := d.app.status(ctx)
+		st := d.app.Status(ctx)
 		now := time.Now()
 		rate := float64(st.Published-lastPublished) / now.Sub(last).Seconds()
 		lastPublished, last = st.Published, now
@@ -476,7 +472,7 @@ func (d *demo) verify(ctx context.Context) (string, error) {
 		return "", fmt.Errorf("%d API requests failed", d.failed.Load())
 	}
 	want := int64(d.opts.orders * 3)
-	deadline := time.Now().Add(2*d.app.cfg.BreakerTimeout + 60*time.Second)
+	deadline := time.Now().Add(2*d.app.Config().BreakerTimeout + 60*time.Second)
 	for {
 		done := true
 		for _, c := range d.consumers {
@@ -484,7 +480,7 @@ func (d *demo) verify(ctx context.Context) (string, error) {
 				done = false
 			}
 		}
-		if done && (!d.opts.chaos || len(d.poisonIDs()) > 0 && d.app.relay.Stats().DeadLettered > 0) {
+		if done && (!d.opts.chaos || len(d.poisonIDs()) > 0 && d.app.Relay().Stats().DeadLettered > 0) {
 			break
 		}
 		if time.Now().After(deadline) || ctx.Err() != nil {
@@ -496,13 +492,13 @@ func (d *demo) verify(ctx context.Context) (string, error) {
 		case <-t.C:
 		}
 	}
-	history, err := d.app.store.committed(ctx)
+	history, err := labstore.Committed(ctx, d.app.Store())
 	if err != nil {
 		return "", err
 	}
 	rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	got, err := kafka.ReadAll(rctx, d.app.brokers, d.topics, d.app.clientOpts...)
+	got, err := kafkatest.ReadAll(rctx, d.app.Brokers(), d.topics, d.app.ClientOpts()...)
 	if err != nil {
 		return "", err
 	}
@@ -510,7 +506,7 @@ func (d *demo) verify(ctx context.Context) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	dead, err := d.app.store.ListDeadLetters(ctx, outbox.DeadLetterFilter{Limit: -1})
+	dead, err := d.app.Store().ListDeadLetters(ctx, outbox.DeadLetterFilter{Limit: -1})
 	if err != nil {
 		return "", err
 	}
@@ -534,7 +530,7 @@ func (d *demo) verify(ctx context.Context) (string, error) {
 	}
 	extra := ""
 	if d.opts.chaos {
-		st := d.app.relay.Stats()
+		st := d.app.Relay().Stats()
 		extra = fmt.Sprintf("; chaos: breaker opened %d time(s), %d retries, nothing dead-lettered but the poison event, which is parked",
 			d.breakerOpened.Load(), st.Retried)
 	}

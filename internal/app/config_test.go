@@ -1,0 +1,32 @@
+package app
+
+import (
+	"context"
+	"io"
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+// A copy of a validated Config given another store opens that store, not
+// the original's (bench gives each stage a fresh database this way).
+func TestACopiedConfigWithAnotherStoreOpensThatStore(t *testing.T) {
+	dir := t.TempDir()
+	cfg := Config{Store: "sqlite://" + filepath.Join(dir, "first.db")}
+	if err := cfg.parse(); err != nil {
+		t.Fatal(err)
+	}
+	other := cfg
+	other.Store = "sqlite://" + filepath.Join(dir, "second.db")
+	b, err := Open(context.Background(), other, NewLogger(Config{LogLevel: "error", LogFormat: "text"}, io.Discard))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	if _, err := os.Stat(filepath.Join(dir, "second.db")); err != nil {
+		t.Fatalf("the copy's store was not opened: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "first.db")); err == nil {
+		t.Fatal("the copy opened the original's store")
+	}
+}
