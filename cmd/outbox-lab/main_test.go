@@ -17,6 +17,7 @@ import (
 
 func runCLI(t *testing.T, args ...string) (int, string, string) {
 	t.Helper()
+	t.Chdir(t.TempDir()) // the demo's default store is ./outbox.db
 	var out, errb bytes.Buffer
 	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
 	defer cancel()
