@@ -48,7 +48,7 @@ type Config struct {
 // NoRecordRetries as Config.RecordRetries leaves every retry to the relay.
 const NoRecordRetries = -1
 
-// Publisher implements relay.Publisher with an idempotent producer and
+// Publisher implements outbox.Publisher with an idempotent producer and
 // acks from all in-sync replicas.
 type Publisher struct {
 	client         *kgo.Client
@@ -404,7 +404,7 @@ func (p *Publisher) keepLocked(id uuid.UUID) {
 	p.kept = append(p.kept[:0], p.kept[n:]...)
 }
 
-// WatchBroker implements relay.BrokerWatcher from the client's connection
+// WatchBroker implements outbox.BrokerWatcher from the client's connection
 // attempts: fn hears an error when every broker refuses connections, and
 // nil once one accepts again.
 func (p *Publisher) WatchBroker(fn func(err error)) (stop func()) { return p.reach.watch(fn) }

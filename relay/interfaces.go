@@ -2,8 +2,9 @@ package relay
 
 import "github.com/outbox-dev/outbox/outbox"
 
-// Deprecated aliases: the ports now live in package outbox. They remain
-// until the last adapter has moved; new code uses outbox.X.
+// The engine's names for the ports, which package outbox declares so that
+// adapters implement them without importing the engine (no store or
+// publisher imports relay). Adapters and their users write outbox.X.
 type (
 	Position        = outbox.Position
 	Record          = outbox.Record

@@ -2,7 +2,7 @@
 # Mutation testing: proofs that can fail. Each mutant is a small deliberate
 # bug of the kind this project exists to prevent. For each, on a clean copy
 # of the committed tree, the script applies the bug, runs the unit tests of
-# the packages named and `outbox chaos --quick`, and expects something to
+# the packages named and `outbox-lab chaos --quick`, and expects something to
 # fail. A mutant that survives (every test and scenario passes with the bug
 # in) means a proof is missing: the script then exits 1.
 #

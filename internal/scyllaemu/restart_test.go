@@ -16,7 +16,7 @@ import (
 
 // TestTheProxyOutlivesACassandraRestart kills the Cassandra node with
 // SIGKILL and starts it again (OUTBOX_TEST_CASSANDRA_CTL, which
-// scripts/services.sh writes), as `outbox chaos` does on the ScyllaDB
+// scripts/services.sh writes), as `outbox-lab chaos` does on the ScyllaDB
 // target (R6). Afterwards, through the same proxy and the same client
 // session: a write to a CDC table is logged, and a new CDC table gets its
 // log (the proxy's own session to Cassandra must have reconnected).

@@ -132,7 +132,7 @@ func (s *Store) Backlog(ctx context.Context, name string) (int64, error) {
 	return int64(len(s.rows) - n), err
 }
 
-// AddDeadLetter implements relay.DeadLetterStore.
+// AddDeadLetter implements outbox.DeadLetterStore.
 func (s *Store) AddDeadLetter(ctx context.Context, dl outbox.DeadLetter) (outbox.DeadLetter, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -164,7 +164,7 @@ func (s *Store) headLocked(key outbox.AggregateKey) *outbox.DeadLetter {
 	return nil
 }
 
-// ParkedAggregates implements relay.DeadLetterStore.
+// ParkedAggregates implements outbox.DeadLetterStore.
 func (s *Store) ParkedAggregates(ctx context.Context) ([]outbox.ParkedAggregate, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -182,7 +182,7 @@ func (s *Store) ParkedAggregates(ctx context.Context) ([]outbox.ParkedAggregate,
 	return out, nil
 }
 
-// ParkedMessages implements relay.DeadLetterStore.
+// ParkedMessages implements outbox.DeadLetterStore.
 func (s *Store) ParkedMessages(ctx context.Context, key outbox.AggregateKey) ([]outbox.DeadLetter, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -195,7 +195,7 @@ func (s *Store) ParkedMessages(ctx context.Context, key outbox.AggregateKey) ([]
 	return out, nil
 }
 
-// ResolveDeadLetter implements relay.DeadLetterStore.
+// ResolveDeadLetter implements outbox.DeadLetterStore.
 func (s *Store) ResolveDeadLetter(ctx context.Context, id int64, status outbox.DeadLetterStatus, note string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -211,7 +211,7 @@ func (s *Store) ResolveDeadLetter(ctx context.Context, id int64, status outbox.D
 	return nil
 }
 
-// CompleteAction implements relay.DeadLetterStore.
+// CompleteAction implements outbox.DeadLetterStore.
 func (s *Store) CompleteAction(ctx context.Context, key outbox.AggregateKey) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -227,7 +227,7 @@ func (s *Store) CompleteAction(ctx context.Context, key outbox.AggregateKey) err
 	return nil
 }
 
-// FailAction implements relay.DeadLetterStore.
+// FailAction implements outbox.DeadLetterStore.
 func (s *Store) FailAction(ctx context.Context, key outbox.AggregateKey, entryID int64, cause string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -244,7 +244,7 @@ func (s *Store) FailAction(ctx context.Context, key outbox.AggregateKey, entryID
 	return nil
 }
 
-// RequestAction implements relay.ActionRequester.
+// RequestAction implements outbox.ActionRequester.
 func (s *Store) RequestAction(ctx context.Context, key outbox.AggregateKey, req outbox.ActionRequest) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -284,7 +284,7 @@ func (s *Store) ListDeadLetters(ctx context.Context, f outbox.DeadLetterFilter) 
 	return out, nil
 }
 
-// GetDeadLetter returns one entry or relay.ErrNotFound.
+// GetDeadLetter returns one entry or outbox.ErrNotFound.
 func (s *Store) GetDeadLetter(ctx context.Context, id int64) (outbox.DeadLetter, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -1,5 +1,5 @@
 // Package poll turns a store that can fetch outbox rows after a position
-// into a relay.Source.
+// into a outbox.Source.
 //
 // The store decides what "after" means and must make it safe: a row may
 // never become visible behind a position already returned (SQLite's single

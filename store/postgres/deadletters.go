@@ -82,7 +82,7 @@ func storedPayload(b []byte) []byte {
 	return p
 }
 
-// AddDeadLetter implements relay.DeadLetterStore.
+// AddDeadLetter implements outbox.DeadLetterStore.
 func (s *Store) AddDeadLetter(ctx context.Context, dl outbox.DeadLetter) (outbox.DeadLetter, error) {
 	m := dl.Message
 	var out outbox.DeadLetter
@@ -131,7 +131,7 @@ func (s *Store) AddDeadLetter(ctx context.Context, dl outbox.DeadLetter) (outbox
 	return out, nil
 }
 
-// ParkedAggregates implements relay.DeadLetterStore.
+// ParkedAggregates implements outbox.DeadLetterStore.
 func (s *Store) ParkedAggregates(ctx context.Context) ([]outbox.ParkedAggregate, error) {
 	rows, err := s.pool.Query(ctx, `SELECT p.aggregatetype, p.aggregateid, p.parked_at, p.pending_action, p.pending_entry, p.reason,
 		p.requested_at, p.last_error,
@@ -156,12 +156,12 @@ func (s *Store) ParkedAggregates(ctx context.Context) ([]outbox.ParkedAggregate,
 	return out, rows.Err()
 }
 
-// ParkedMessages implements relay.DeadLetterStore.
+// ParkedMessages implements outbox.DeadLetterStore.
 func (s *Store) ParkedMessages(ctx context.Context, key outbox.AggregateKey) ([]outbox.DeadLetter, error) {
 	return s.ListDeadLetters(ctx, outbox.DeadLetterFilter{Aggregate: &key, Status: outbox.StatusParked, Limit: -1})
 }
 
-// ResolveDeadLetter implements relay.DeadLetterStore.
+// ResolveDeadLetter implements outbox.DeadLetterStore.
 func (s *Store) ResolveDeadLetter(ctx context.Context, id int64, status outbox.DeadLetterStatus, note string) error {
 	bump := 0
 	if status == outbox.StatusReplayed {
@@ -178,7 +178,7 @@ func (s *Store) ResolveDeadLetter(ctx context.Context, id int64, status outbox.D
 	return nil
 }
 
-// CompleteAction implements relay.DeadLetterStore.
+// CompleteAction implements outbox.DeadLetterStore.
 func (s *Store) CompleteAction(ctx context.Context, key outbox.AggregateKey) error {
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, `DELETE FROM outbox_parked_aggregates p WHERE p.aggregatetype = $1 AND p.aggregateid = $2
@@ -196,7 +196,7 @@ func (s *Store) CompleteAction(ctx context.Context, key outbox.AggregateKey) err
 	return nil
 }
 
-// FailAction implements relay.DeadLetterStore.
+// FailAction implements outbox.DeadLetterStore.
 func (s *Store) FailAction(ctx context.Context, key outbox.AggregateKey, entryID int64, cause string) error {
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, `UPDATE outbox_parked_aggregates SET pending_action = '', pending_entry = 0, reason = '', requested_at = NULL,
@@ -213,7 +213,7 @@ func (s *Store) FailAction(ctx context.Context, key outbox.AggregateKey, entryID
 	return nil
 }
 
-// RequestAction implements relay.ActionRequester.
+// RequestAction implements outbox.ActionRequester.
 func (s *Store) RequestAction(ctx context.Context, key outbox.AggregateKey, req outbox.ActionRequest) error {
 	tag, err := s.pool.Exec(ctx, `UPDATE outbox_parked_aggregates SET pending_action = $1, pending_entry = $2, reason = $3, requested_at = now()
 		WHERE aggregatetype = $4 AND aggregateid = $5`, string(req.Action), req.Entry, req.Reason, key.Type, key.ID)
@@ -277,7 +277,7 @@ func (s *Store) ListDeadLetters(ctx context.Context, f outbox.DeadLetterFilter) 
 	return out, rows.Err()
 }
 
-// GetDeadLetter returns one entry or relay.ErrNotFound.
+// GetDeadLetter returns one entry or outbox.ErrNotFound.
 func (s *Store) GetDeadLetter(ctx context.Context, id int64) (outbox.DeadLetter, error) {
 	d, err := scanDeadLetter(s.pool.QueryRow(ctx, `SELECT `+deadLetterColumns+` FROM outbox_dead_letters WHERE id = $1`, id))
 	if errors.Is(err, pgx.ErrNoRows) {

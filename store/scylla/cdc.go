@@ -13,7 +13,6 @@ import (
 	scyllacdc "github.com/scylladb/scylla-cdc-go"
 
 	"github.com/outbox-dev/outbox/outbox"
-	"github.com/outbox-dev/outbox/relay"
 )
 
 // progressMarker is what a consumer needs of the library's
@@ -23,7 +22,7 @@ type progressMarker interface {
 }
 
 // tracker hands decoded records to the relay and reports per-stream
-// progress once the relay has acknowledged them. It is the relay.Cursor
+// progress once the relay has acknowledged them. It is the outbox.Cursor
 // of the CDC source.
 //
 // Progress is a cdc$time and the library resumes strictly after it, but
@@ -178,8 +177,8 @@ func (t *tracker) abandon(c *change, notSent int) {
 	t.cond.Broadcast()
 }
 
-// Next implements relay.Cursor.
-func (t *tracker) Next(ctx context.Context, max int) ([]relay.Record, error) {
+// Next implements outbox.Cursor.
+func (t *tracker) Next(ctx context.Context, max int) ([]outbox.Record, error) {
 	select {
 	case <-ctx.Done():
 		return nil, nil
@@ -193,7 +192,7 @@ func (t *tracker) Next(ctx context.Context, max int) ([]relay.Record, error) {
 // them, because Commit(pos) means everything returned up to pos: numbered
 // by the senders, a later row could overtake an earlier one in the
 // channel and be committed over it.
-func (t *tracker) take(first handover, max int) []relay.Record {
+func (t *tracker) take(first handover, max int) []outbox.Record {
 	hs := []handover{first}
 fill:
 	for len(hs) < max {
@@ -204,21 +203,21 @@ fill:
 			break fill
 		}
 	}
-	recs := make([]relay.Record, len(hs))
+	recs := make([]outbox.Record, len(hs))
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	for i, h := range hs {
 		t.seq++
 		t.pending = append(t.pending, received{seq: t.seq, change: h.change})
-		recs[i] = relay.Record{Message: h.m, Err: h.err, Position: relay.Position(strconv.FormatUint(t.seq, 10))}
+		recs[i] = outbox.Record{Message: h.m, Err: h.err, Position: outbox.Position(strconv.FormatUint(t.seq, 10))}
 	}
 	return recs
 }
 
-// Commit implements relay.Cursor: every record up to pos was acknowledged,
+// Commit implements outbox.Cursor: every record up to pos was acknowledged,
 // so each stream's progress moves to its last change whose rows were all
 // acknowledged.
-func (t *tracker) Commit(ctx context.Context, pos relay.Position) error {
+func (t *tracker) Commit(ctx context.Context, pos outbox.Position) error {
 	upTo, err := strconv.ParseUint(string(pos), 10, 64)
 	if err != nil {
 		return fmt.Errorf("scylla: bad CDC position %q", pos)
@@ -351,7 +350,7 @@ func (t *tracker) mayStartGeneration() error {
 	return nil
 }
 
-// Close implements relay.Cursor. It writes the progress not written yet,
+// Close implements outbox.Cursor. It writes the progress not written yet,
 // so a graceful restart does not read it again.
 func (t *tracker) Close() error {
 	t.mu.Lock()

@@ -33,7 +33,7 @@ import (
 // The cases a review of the CDC path named as ways to lose events, each
 // run through the real reader (scylla-cdc-go) on the cluster.
 
-func open(t *testing.T, src relay.Source) relay.Cursor {
+func open(t *testing.T, src outbox.Source) outbox.Cursor {
 	t.Helper()
 	cur, err := src.Open(t.Context())
 	if err != nil {
@@ -44,11 +44,11 @@ func open(t *testing.T, src relay.Source) relay.Cursor {
 }
 
 // readN reads until n records arrived, failing after limit.
-func readN(t *testing.T, cur relay.Cursor, n int, limit time.Duration) []relay.Record {
+func readN(t *testing.T, cur outbox.Cursor, n int, limit time.Duration) []outbox.Record {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), limit)
 	defer cancel()
-	var got []relay.Record
+	var got []outbox.Record
 	for len(got) < n {
 		recs, err := cur.Next(ctx, n-len(got))
 		if err != nil {
@@ -65,11 +65,11 @@ func readN(t *testing.T, cur relay.Cursor, n int, limit time.Duration) []relay.R
 // readAcked reads like readN and acknowledges what it reads, as the relay
 // does: a generation's readers end only once their events are
 // acknowledged, and the history read here may span generations.
-func readAcked(t *testing.T, cur relay.Cursor, n int, limit time.Duration) []relay.Record {
+func readAcked(t *testing.T, cur outbox.Cursor, n int, limit time.Duration) []outbox.Record {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), limit)
 	defer cancel()
-	var got []relay.Record
+	var got []outbox.Record
 	for len(got) < n {
 		recs, err := cur.Next(ctx, n-len(got))
 		if err != nil {
@@ -89,7 +89,7 @@ func readAcked(t *testing.T, cur relay.Cursor, n int, limit time.Duration) []rel
 }
 
 // quiet fails if cur hands over anything within d.
-func quiet(t *testing.T, cur relay.Cursor, d time.Duration, why string) {
+func quiet(t *testing.T, cur outbox.Cursor, d time.Duration, why string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), d)
 	defer cancel()
@@ -104,7 +104,7 @@ func quiet(t *testing.T, cur relay.Cursor, d time.Duration, why string) {
 	}
 }
 
-func ids(recs []relay.Record) string {
+func ids(recs []outbox.Record) string {
 	var s []string
 	for _, r := range recs {
 		s = append(s, fmt.Sprintf("%s#%d", r.Message.AggregateID, r.Message.Sequence))
@@ -112,7 +112,7 @@ func ids(recs []relay.Record) string {
 	return "[" + strings.Join(s, " ") + "]"
 }
 
-func wantIDs(t *testing.T, got []relay.Record, want ...outbox.Message) {
+func wantIDs(t *testing.T, got []outbox.Record, want ...outbox.Message) {
 	t.Helper()
 	if len(got) != len(want) {
 		t.Fatalf("got %s, want %d records", ids(got), len(want))

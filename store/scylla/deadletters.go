@@ -13,7 +13,6 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/outbox-dev/outbox/outbox"
-	"github.com/outbox-dev/outbox/relay"
 )
 
 // The dead-letter store has no transactions to lean on. It stays correct
@@ -26,8 +25,8 @@ import (
 // rolls forward.
 
 var (
-	_ relay.DeadLetterStore = (*Store)(nil)
-	_ relay.ActionRequester = (*Store)(nil)
+	_ outbox.DeadLetterStore = (*Store)(nil)
+	_ outbox.ActionRequester = (*Store)(nil)
 )
 
 // Dead letters are split into partitions of consecutive ids (ids come
@@ -254,7 +253,7 @@ func (s *Store) listDeadLetters(ctx context.Context, afterID int64, keep func(ou
 	return out, nil
 }
 
-// AddDeadLetter implements relay.DeadLetterStore. The index row goes in
+// AddDeadLetter implements outbox.DeadLetterStore. The index row goes in
 // before the entry: a crash between them leaves an index row naming no
 // entry, which readers skip, rather than an entry no reader finds (which
 // the relay, reading the event again, would add a second time).
@@ -318,7 +317,7 @@ func (s *Store) countParked(ctx context.Context, key outbox.AggregateKey, n int)
 	return nil
 }
 
-// ParkedAggregates implements relay.DeadLetterStore. The table holds
+// ParkedAggregates implements outbox.DeadLetterStore. The table holds
 // only parked aggregates, each with its count, so the relay's poll reads
 // little, and no dead-letter entry.
 func (s *Store) ParkedAggregates(ctx context.Context) ([]outbox.ParkedAggregate, error) {
@@ -359,7 +358,7 @@ func (s *Store) ParkedAggregates(ctx context.Context) ([]outbox.ParkedAggregate,
 	return out, nil
 }
 
-// ParkedMessages implements relay.DeadLetterStore: the aggregate's
+// ParkedMessages implements outbox.DeadLetterStore: the aggregate's
 // entries its index names, in id order. An index row whose entry is
 // missing (a crash between the two writes) or no longer parked is skipped
 // and removed.
@@ -382,7 +381,7 @@ func (s *Store) ParkedMessages(ctx context.Context, key outbox.AggregateKey) ([]
 		case err == nil && d.Status == outbox.StatusParked && d.Message.Key() == key:
 			out = append(out, d.DeadLetter)
 			continue
-		case err != nil && !errors.Is(err, relay.ErrNotFound):
+		case err != nil && !errors.Is(err, outbox.ErrNotFound):
 			return nil, fmt.Errorf("scylla: parked messages of %s: %w", key, err)
 		}
 		s.unindex(ctx, key, x.id, x.written)
@@ -397,7 +396,7 @@ func (s *Store) unindex(ctx context.Context, key outbox.AggregateKey, id, writte
 		max(time.Now().UnixMicro(), written+1), key.Type, key.ID, id).WithContext(ctx).Exec()
 }
 
-// ResolveDeadLetter implements relay.DeadLetterStore.
+// ResolveDeadLetter implements outbox.DeadLetterStore.
 func (s *Store) ResolveDeadLetter(ctx context.Context, id int64, status outbox.DeadLetterStatus, note string) error {
 	d, err := s.getDeadLetter(ctx, id)
 	if err != nil {
@@ -424,7 +423,7 @@ func (s *Store) ResolveDeadLetter(ctx context.Context, id int64, status outbox.D
 	return s.countParked(ctx, key, len(left))
 }
 
-// CompleteAction implements relay.DeadLetterStore.
+// CompleteAction implements outbox.DeadLetterStore.
 func (s *Store) CompleteAction(ctx context.Context, key outbox.AggregateKey) error {
 	left, err := s.ParkedMessages(ctx, key)
 	if err != nil {
@@ -441,7 +440,7 @@ func (s *Store) CompleteAction(ctx context.Context, key outbox.AggregateKey) err
 	return nil
 }
 
-// FailAction implements relay.DeadLetterStore.
+// FailAction implements outbox.DeadLetterStore.
 func (s *Store) FailAction(ctx context.Context, key outbox.AggregateKey, entryID int64, cause string) error {
 	if _, err := s.session.Query(`UPDATE `+s.keyspace+`.parked_aggregates SET pending_action = '', pending_entry = 0, reason = '', requested_at = 0,
 		last_error = ? WHERE aggregatetype = ? AND aggregateid = ? IF EXISTS`, cause, key.Type, key.ID).
@@ -463,7 +462,7 @@ func (s *Store) FailAction(ctx context.Context, key outbox.AggregateKey, entryID
 	return nil
 }
 
-// RequestAction implements relay.ActionRequester.
+// RequestAction implements outbox.ActionRequester.
 func (s *Store) RequestAction(ctx context.Context, key outbox.AggregateKey, req outbox.ActionRequest) error {
 	applied, err := s.session.Query(`UPDATE `+s.keyspace+`.parked_aggregates SET pending_action = ?, pending_entry = ?, reason = ?, requested_at = ?
 		WHERE aggregatetype = ? AND aggregateid = ? IF EXISTS`, string(req.Action), req.Entry, req.Reason, micros(time.Now()), key.Type, key.ID).
@@ -472,7 +471,7 @@ func (s *Store) RequestAction(ctx context.Context, key outbox.AggregateKey, req 
 		return fmt.Errorf("scylla: request %s on %s: %w", req.Action, key, err)
 	}
 	if !applied {
-		return fmt.Errorf("scylla: %s: %w", key, relay.ErrNotParked)
+		return fmt.Errorf("scylla: %s: %w", key, outbox.ErrNotParked)
 	}
 	return nil
 }
@@ -498,7 +497,7 @@ func (s *Store) ListDeadLetters(ctx context.Context, f outbox.DeadLetterFilter) 
 	return out, nil
 }
 
-// GetDeadLetter returns one entry or relay.ErrNotFound.
+// GetDeadLetter returns one entry or outbox.ErrNotFound.
 func (s *Store) GetDeadLetter(ctx context.Context, id int64) (outbox.DeadLetter, error) {
 	d, err := s.getDeadLetter(ctx, id)
 	return d.DeadLetter, err
@@ -528,5 +527,5 @@ func (s *Store) getDeadLetter(ctx context.Context, id int64) (storedDeadLetter, 
 			return storedDeadLetter{got[0], b}, nil
 		}
 	}
-	return storedDeadLetter{}, fmt.Errorf("scylla: dead letter %d: %w", id, relay.ErrNotFound)
+	return storedDeadLetter{}, fmt.Errorf("scylla: dead letter %d: %w", id, outbox.ErrNotFound)
 }

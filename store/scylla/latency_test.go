@@ -23,7 +23,7 @@ import (
 // ackTimes wraps the Kafka publisher and notes when the broker first
 // acknowledged each event.
 type ackTimes struct {
-	relay.Publisher
+	outbox.Publisher
 	mu  sync.Mutex
 	at  map[uuid.UUID]time.Time
 	all int

@@ -19,7 +19,6 @@ import (
 	scyllacdc "github.com/scylladb/scylla-cdc-go"
 
 	"github.com/outbox-dev/outbox/outbox"
-	"github.com/outbox-dev/outbox/relay"
 )
 
 // fakeRow stands in for scylla-cdc-go's ChangeRow, with the value
@@ -659,7 +658,7 @@ func containsAll(s string, parts ...string) bool {
 	return true
 }
 
-var _ relay.Cursor = (*tracker)(nil)
+var _ outbox.Cursor = (*tracker)(nil)
 
 func TestLagIsTheOldestUnacknowledgedChange(t *testing.T) {
 	src := (&Store{}).CDC(CDCConfig{})
@@ -1068,7 +1067,7 @@ func TestCursorStopsHandingOutRecordsTheMomentItsLeaseIsLost(t *testing.T) {
 	})
 }
 
-func recs0(t *testing.T, recs []relay.Record) relay.Position {
+func recs0(t *testing.T, recs []outbox.Record) outbox.Position {
 	if len(recs) > 0 {
 		return recs[0].Position
 	}

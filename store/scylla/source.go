@@ -15,7 +15,6 @@ import (
 	scyllacdc "github.com/scylladb/scylla-cdc-go"
 
 	"github.com/outbox-dev/outbox/outbox"
-	"github.com/outbox-dev/outbox/relay"
 )
 
 // CDCConfig tunes the reader. Zero values take the safe defaults below;
@@ -132,7 +131,7 @@ type Source struct {
 	countOlder func(ctx context.Context, before time.Time) (n int64, complete bool, err error)
 }
 
-var _ relay.Source = (*Source)(nil)
+var _ outbox.Source = (*Source)(nil)
 
 // CDC builds the source.
 func (s *Store) CDC(cfg CDCConfig) *Source {
@@ -150,7 +149,7 @@ func (s *Store) CDC(cfg CDCConfig) *Source {
 // Open takes the table's lease, waiting as a standby while another relay
 // holds it, and starts the reader. The cursor fails (and the relay
 // restarts) when the lease is lost or the reader stops.
-func (src *Source) Open(ctx context.Context) (relay.Cursor, error) {
+func (src *Source) Open(ctx context.Context) (outbox.Cursor, error) {
 	table := src.table()
 	lease := newLease(cqlLease{src.s.session, src.s.keyspace}, table, src.owner, src.cfg.LeaseTTL, nil)
 	if err := waitForLease(ctx, lease, src.cfg.Logger); err != nil {
@@ -420,12 +419,12 @@ func (c *cursor) failure() error {
 	return c.err
 }
 
-// Fence implements relay.Fencer: the relay asks before each publish
+// Fence implements outbox.Fencer: the relay asks before each publish
 // attempt, so a relay whose lease is lost publishes nothing more, not
 // even a retry of the record in hand.
 func (c *cursor) Fence() error { return c.fenced() }
 
-var _ relay.Fencer = (*cursor)(nil)
+var _ outbox.Fencer = (*cursor)(nil)
 
 // fenced checks the lease; once it is lost the cursor fails.
 func (c *cursor) fenced() error {
@@ -442,7 +441,7 @@ func (c *cursor) fenced() error {
 // waiting, and while waiting): rows already read stay unacknowledged for
 // the next owner, and the relay, hearing the error, starts no further
 // publish.
-func (c *cursor) Next(ctx context.Context, max int) ([]relay.Record, error) {
+func (c *cursor) Next(ctx context.Context, max int) ([]outbox.Record, error) {
 	if err := c.fenced(); err != nil {
 		return nil, err
 	}
@@ -470,9 +469,9 @@ func (c *cursor) Next(ctx context.Context, max int) ([]relay.Record, error) {
 	}
 }
 
-// Commit implements relay.Cursor; it is refused once the lease is lost
+// Commit implements outbox.Cursor; it is refused once the lease is lost
 // (storage would refuse the progress writes anyway).
-func (c *cursor) Commit(ctx context.Context, pos relay.Position) error {
+func (c *cursor) Commit(ctx context.Context, pos outbox.Position) error {
 	if err := c.fenced(); err != nil {
 		return err
 	}

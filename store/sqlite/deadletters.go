@@ -69,7 +69,7 @@ func scanDeadLetter(sc interface{ Scan(...any) error }) (outbox.DeadLetter, erro
 	return d, nil
 }
 
-// AddDeadLetter implements relay.DeadLetterStore.
+// AddDeadLetter implements outbox.DeadLetterStore.
 func (s *Store) AddDeadLetter(ctx context.Context, dl outbox.DeadLetter) (outbox.DeadLetter, error) {
 	var out outbox.DeadLetter
 	m := dl.Message
@@ -124,7 +124,7 @@ func (s *Store) AddDeadLetter(ctx context.Context, dl outbox.DeadLetter) (outbox
 	return out, nil
 }
 
-// ParkedAggregates implements relay.DeadLetterStore.
+// ParkedAggregates implements outbox.DeadLetterStore.
 func (s *Store) ParkedAggregates(ctx context.Context) ([]outbox.ParkedAggregate, error) {
 	rows, err := s.db.QueryContext(ctx, `SELECT p.aggregatetype, p.aggregateid, p.parked_at, p.pending_action,
 		p.pending_entry, p.reason, p.requested_at, p.last_error,
@@ -153,13 +153,13 @@ func (s *Store) ParkedAggregates(ctx context.Context) ([]outbox.ParkedAggregate,
 	return out, rows.Err()
 }
 
-// ParkedMessages implements relay.DeadLetterStore.
+// ParkedMessages implements outbox.DeadLetterStore.
 func (s *Store) ParkedMessages(ctx context.Context, key outbox.AggregateKey) ([]outbox.DeadLetter, error) {
 	st := outbox.StatusParked
 	return s.ListDeadLetters(ctx, outbox.DeadLetterFilter{Aggregate: &key, Status: st, Limit: -1})
 }
 
-// ResolveDeadLetter implements relay.DeadLetterStore.
+// ResolveDeadLetter implements outbox.DeadLetterStore.
 func (s *Store) ResolveDeadLetter(ctx context.Context, id int64, status outbox.DeadLetterStatus, note string) error {
 	bump := 0
 	if status == outbox.StatusReplayed {
@@ -176,7 +176,7 @@ func (s *Store) ResolveDeadLetter(ctx context.Context, id int64, status outbox.D
 	return nil
 }
 
-// CompleteAction implements relay.DeadLetterStore.
+// CompleteAction implements outbox.DeadLetterStore.
 func (s *Store) CompleteAction(ctx context.Context, key outbox.AggregateKey) error {
 	err := transact(ctx, s.db, func(tx *sql.Tx) error {
 		if _, err := tx.ExecContext(ctx, `DELETE FROM outbox_parked_aggregates WHERE aggregatetype = ? AND aggregateid = ?
@@ -194,7 +194,7 @@ func (s *Store) CompleteAction(ctx context.Context, key outbox.AggregateKey) err
 	return nil
 }
 
-// FailAction implements relay.DeadLetterStore.
+// FailAction implements outbox.DeadLetterStore.
 func (s *Store) FailAction(ctx context.Context, key outbox.AggregateKey, entryID int64, cause string) error {
 	err := transact(ctx, s.db, func(tx *sql.Tx) error {
 		if _, err := tx.ExecContext(ctx, `UPDATE outbox_parked_aggregates SET pending_action = '', pending_entry = 0, reason = '',
@@ -211,7 +211,7 @@ func (s *Store) FailAction(ctx context.Context, key outbox.AggregateKey, entryID
 	return nil
 }
 
-// RequestAction implements relay.ActionRequester.
+// RequestAction implements outbox.ActionRequester.
 func (s *Store) RequestAction(ctx context.Context, key outbox.AggregateKey, req outbox.ActionRequest) error {
 	res, err := s.db.ExecContext(ctx, `UPDATE outbox_parked_aggregates SET pending_action = ?, pending_entry = ?, reason = ?, requested_at = ?
 		WHERE aggregatetype = ? AND aggregateid = ?`, req.Action, req.Entry, req.Reason, time.Now().UnixMicro(), key.Type, key.ID)
@@ -267,7 +267,7 @@ func (s *Store) ListDeadLetters(ctx context.Context, f outbox.DeadLetterFilter) 
 	return out, rows.Err()
 }
 
-// GetDeadLetter returns one entry or relay.ErrNotFound.
+// GetDeadLetter returns one entry or outbox.ErrNotFound.
 func (s *Store) GetDeadLetter(ctx context.Context, id int64) (outbox.DeadLetter, error) {
 	d, err := scanDeadLetter(s.db.QueryRowContext(ctx, `SELECT `+deadLetterColumns+` FROM outbox_dead_letters WHERE id = ?`, id))
 	if errors.Is(err, sql.ErrNoRows) {

@@ -11,7 +11,7 @@ import (
 
 // Two relays on one database file: one lock at a time, free again when
 // its holder lets go. (That the kernel frees it when the holder is
-// SIGKILLed is what outbox chaos R11 shows, with real processes.)
+// SIGKILLed is what outbox-lab chaos R11 shows, with real processes.)
 func TestRelayLockAdmitsOneHolder(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "outbox.db")
 	open := func() *sqlite.Store {

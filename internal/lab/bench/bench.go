@@ -727,7 +727,7 @@ func (e *benchEnv) isolation(ctx context.Context, rep *benchReport) error {
 
 func printBenchTable(w io.Writer, r *benchReport) {
 	c := r.Conditions
-	fmt.Fprintf(w, "outbox bench — %s, source %s, broker %s\n", c.Store, c.Source, c.Broker)
+	fmt.Fprintf(w, "outbox-lab bench — %s, source %s, broker %s\n", c.Store, c.Source, c.Broker)
 	fmt.Fprintf(w, "%d events over %d aggregates, %d-byte payloads, %d writers, %.0f s stages, %s; durability %v; %d CPUs\n\n",
 		c.Events, c.Aggregates, c.PayloadBytes, c.Writers, c.StageSeconds, c.Producer, c.Durability, c.CPUs)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)

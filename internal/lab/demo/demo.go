@@ -193,7 +193,7 @@ func runDemo(ctx context.Context, cfg app.Config, opts demoOptions, stdout, stde
 		wg.Wait()
 	}()
 
-	fmt.Fprintf(stdout, "outbox demo: API %s  broker %s  store %s\n", d.base, strings.Join(a.Brokers(), ","), app.RedactURL(cfg.Store))
+	fmt.Fprintf(stdout, "outbox-lab demo: API %s  broker %s  store %s\n", d.base, strings.Join(a.Brokers(), ","), app.RedactURL(cfg.Store))
 	viewCtx, stopView := context.WithCancel(runCtx)
 	var viewWG sync.WaitGroup
 	viewWG.Go(func() { d.view(viewCtx, stdout) })
@@ -458,7 +458,7 @@ func (d *demo) view(ctx context.Context, w io.Writer) {
 			lines = append(lines, "chaos      "+note)
 		}
 		if tty {
-			fmt.Fprint(w, "\x1b[H\x1b[2J"+"outbox demo — "+d.base+"  (Ctrl-C stops)\n\n"+strings.Join(lines, "\n")+"\n")
+			fmt.Fprint(w, "\x1b[H\x1b[2J"+"outbox-lab demo — "+d.base+"  (Ctrl-C stops)\n\n"+strings.Join(lines, "\n")+"\n")
 		} else {
 			fmt.Fprintln(w, strings.Join(lines[:2], " | "))
 		}
