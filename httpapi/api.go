@@ -8,9 +8,9 @@ import (
 	"crypto/subtle"
 	_ "embed"
 	"fmt"
-	"runtime/debug"
 	"log/slog"
 	"net/http"
+	"runtime/debug"
 	"strings"
 	"time"
 
@@ -60,7 +60,7 @@ type Deps struct {
 	// MaxOrderRequests bounds the order commands running at once (0: no
 	// bound); more wait for a turn until their request ends, then get 503.
 	MaxOrderRequests int
-	Logger     *slog.Logger
+	Logger           *slog.Logger
 }
 
 type api struct {
