@@ -60,7 +60,12 @@ type Deps struct {
 	// MaxOrderRequests bounds the order commands running at once (0: no
 	// bound); more wait for a turn until their request ends, then get 503.
 	MaxOrderRequests int
-	Logger           *slog.Logger
+	// History returns GET /status/history, the console's charts.
+	History func() any
+	// ObserveRequest hears each request: its route (the mux pattern, or
+	// "unmatched"), status code and duration.
+	ObserveRequest func(route string, status int, d time.Duration)
+	Logger         *slog.Logger
 }
 
 type api struct {
@@ -80,11 +85,14 @@ func New(d Deps) http.Handler {
 	if d.MaxOrderRequests > 0 {
 		a.orderTurns = make(chan struct{}, d.MaxOrderRequests)
 	}
-	a.mux.HandleFunc("POST /orders", a.orderTurn(a.createOrder))
-	a.mux.HandleFunc("GET /orders/{id}", a.orderTurn(a.getOrder))
-	a.mux.HandleFunc("PATCH /orders/{id}", a.orderTurn(a.updateOrder))
-	a.mux.HandleFunc("POST /orders/{id}/cancel", a.orderTurn(a.cancelOrder))
+	if d.Orders != nil { // outbox relay's status server has no orders
+		a.mux.HandleFunc("POST /orders", a.orderTurn(a.createOrder))
+		a.mux.HandleFunc("GET /orders/{id}", a.orderTurn(a.getOrder))
+		a.mux.HandleFunc("PATCH /orders/{id}", a.orderTurn(a.updateOrder))
+		a.mux.HandleFunc("POST /orders/{id}/cancel", a.orderTurn(a.cancelOrder))
+	}
 	a.mux.HandleFunc("GET /dlq", a.admin(a.listDeadLetters))
+	a.mux.HandleFunc("GET /dlq/parked", a.admin(a.parkedAggregates))
 	a.mux.HandleFunc("GET /dlq/{id}", a.admin(a.getDeadLetter))
 	a.mux.HandleFunc("POST /dlq/{id}/replay", a.admin(a.actOnDeadLetter(outbox.ActionReplay)))
 	a.mux.HandleFunc("POST /dlq/{id}/skip", a.admin(a.actOnDeadLetter(outbox.ActionSkip)))
@@ -92,6 +100,9 @@ func New(d Deps) http.Handler {
 	a.mux.HandleFunc("GET /healthz", a.healthz)
 	a.mux.HandleFunc("GET /readyz", a.readyz)
 	a.mux.HandleFunc("GET /status", a.status)
+	a.mux.HandleFunc("GET /status/history", a.history)
+	a.mux.HandleFunc("GET /ui", func(w http.ResponseWriter, r *http.Request) { http.Redirect(w, r, "/ui/", http.StatusFound) })
+	a.mux.HandleFunc("GET /ui/{file...}", a.console)
 	a.mux.HandleFunc("GET /metrics", a.metrics)
 	a.mux.HandleFunc("GET /openapi.json", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
@@ -104,7 +115,17 @@ func New(d Deps) http.Handler {
 // problem JSON, and a handler's panic into a logged 500: the server and
 // every other request carry on.
 func (a *api) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	rw := &responseStarted{ResponseWriter: w}
+	rw := &responseStarted{ResponseWriter: w, status: http.StatusOK}
+	if a.ObserveRequest != nil {
+		start := time.Now()
+		defer func() {
+			route := "unmatched"
+			if _, pattern := a.mux.Handler(r); pattern != "" {
+				route = pattern
+			}
+			a.ObserveRequest(route, rw.status, time.Since(start))
+		}()
+	}
 	defer func() {
 		p := recover()
 		if p == nil {
@@ -127,9 +148,16 @@ func (a *api) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 type responseStarted struct {
 	http.ResponseWriter
 	started bool
+	status  int
 }
 
-func (w *responseStarted) WriteHeader(code int) { w.started = true; w.ResponseWriter.WriteHeader(code) }
+func (w *responseStarted) WriteHeader(code int) {
+	if !w.started {
+		w.status = code
+	}
+	w.started = true
+	w.ResponseWriter.WriteHeader(code)
+}
 func (w *responseStarted) Write(b []byte) (int, error) {
 	w.started = true
 	return w.ResponseWriter.Write(b)

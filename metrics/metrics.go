@@ -4,6 +4,8 @@
 package metrics
 
 import (
+	"strconv"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -32,6 +34,14 @@ type Metrics struct {
 	cdcLag       prometheus.Gauge
 	cdcTTL       prometheus.Gauge
 	stuck        prometheus.Gauge
+	httpRequests *prometheus.CounterVec
+	httpDuration *prometheus.HistogramVec
+
+	// The slot and CDC gauges are registered on their first value: a
+	// store without a replication slot or a CDC log exports none.
+	reg      prometheus.Registerer
+	slotOnce sync.Once
+	cdcOnce  sync.Once
 }
 
 var (
@@ -49,6 +59,7 @@ var (
 func New(reg prometheus.Registerer) *Metrics {
 	f := func(c prometheus.Collector) { reg.MustRegister(c) }
 	m := &Metrics{
+		reg:          reg,
 		published:    prometheus.NewCounter(prometheus.CounterOpts{Name: "outbox_published_total", Help: "Events acknowledged by the broker."}),
 		retried:      prometheus.NewCounter(prometheus.CounterOpts{Name: "outbox_publish_retries_total", Help: "Failed publish attempts that were retried."}),
 		failedRounds: prometheus.NewCounter(prometheus.CounterOpts{Name: "outbox_publish_failed_rounds_total", Help: "Rounds of attempts that ended on a transient error (the event waits and is tried again)."}),
@@ -69,12 +80,26 @@ func New(reg prometheus.Registerer) *Metrics {
 		cdcTTL:   prometheus.NewGauge(prometheus.GaugeOpts{Name: "outbox_cdc_log_ttl_seconds", Help: "TTL of the ScyllaDB CDC log: changes older than this are deleted unread."}),
 		stuck: prometheus.NewGauge(prometheus.GaugeOpts{Name: "outbox_stuck_aggregates",
 			Help: "Aggregates whose event has failed at least one round of attempts and is still retried (parked after --stuck-timeout while others are published)."}),
+		httpRequests: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "outbox_http_requests_total",
+			Help: "HTTP requests served, by route (the handler's pattern, or unmatched) and status code."}, []string{"route", "code"}),
+		httpDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "outbox_http_request_duration_seconds",
+			Help: "Time to answer an HTTP request, by route.", Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16)}, []string{"route"}),
 	}
 	for _, c := range []prometheus.Collector{m.published, m.retried, m.failedRounds, m.deadLettered, m.parked,
-		m.breakerState, m.transitions, m.lagEvents, m.lagSeconds, m.latency, m.restarts, m.alerts, m.slotLag, m.cdcLag, m.cdcTTL, m.stuck} {
+		m.breakerState, m.transitions, m.lagEvents, m.lagSeconds, m.latency, m.restarts, m.alerts, m.stuck,
+		m.httpRequests, m.httpDuration} {
 		f(c)
 	}
+	// The total exists from the start, at 0, so that rate() and alerts on
+	// it work before the first dead letter; the empty type is no event's.
+	m.deadLettered.WithLabelValues("")
 	return m
+}
+
+// ObserveRequest counts an HTTP request by route and status and times it.
+func (m *Metrics) ObserveRequest(route string, status int, d time.Duration) {
+	m.httpRequests.WithLabelValues(route, strconv.Itoa(status)).Inc()
+	m.httpDuration.WithLabelValues(route).Observe(d.Seconds())
 }
 
 func (m *Metrics) OnPublish(_ outbox.Message, _ int, sinceCommit time.Duration) {
@@ -112,9 +137,13 @@ func (m *Metrics) Alert(outcome string) { m.alerts.WithLabelValues(outcome).Inc(
 
 // SetCDCLag records the CDC reader's lag and its log's TTL.
 func (m *Metrics) SetCDCLag(lag, ttl time.Duration) {
+	m.cdcOnce.Do(func() { m.reg.MustRegister(m.cdcLag, m.cdcTTL) })
 	m.cdcLag.Set(lag.Seconds())
 	m.cdcTTL.Set(ttl.Seconds())
 }
 
 // SetSlotLag records the replication slot's lag in bytes.
-func (m *Metrics) SetSlotLag(bytes int64) { m.slotLag.Set(float64(bytes)) }
+func (m *Metrics) SetSlotLag(bytes int64) {
+	m.slotOnce.Do(func() { m.reg.MustRegister(m.slotLag) })
+	m.slotLag.Set(float64(bytes))
+}

@@ -67,7 +67,7 @@ func series(t *testing.T, reg *prometheus.Registry) map[string]float64 {
 func family(key string) string {
 	name, _, _ := strings.Cut(key, "{")
 	for _, suffix := range []string{"_count", "_sum", "_bucket"} {
-		if strings.HasPrefix(name, "outbox_commit_to_ack_seconds") {
+		if strings.HasPrefix(name, "outbox_commit_to_ack_seconds") || strings.HasPrefix(name, "outbox_http_request_duration_seconds") {
 			name = strings.TrimSuffix(name, suffix)
 		}
 	}
@@ -154,9 +154,13 @@ func TestEveryCollectorIsCovered(t *testing.T) {
 	m.OnBreakerStateChange(breaker.Closed, breaker.Open)
 	m.Restarted("relay")
 	m.Alert("sent")
+	m.SetSlotLag(1)
+	m.SetCDCLag(time.Second, time.Hour)
+	m.ObserveRequest("GET /status", 200, time.Millisecond)
 	covered := []string{
 		"outbox_alerts_total", "outbox_breaker_state", "outbox_breaker_transitions_total", "outbox_cdc_lag_seconds",
-		"outbox_cdc_log_ttl_seconds", "outbox_commit_to_ack_seconds", "outbox_dead_lettered_total", "outbox_lag_events",
+		"outbox_cdc_log_ttl_seconds", "outbox_commit_to_ack_seconds", "outbox_dead_lettered_total",
+		"outbox_http_request_duration_seconds", "outbox_http_requests_total", "outbox_lag_events",
 		"outbox_lag_seconds", "outbox_parked_aggregates", "outbox_publish_failed_rounds_total", "outbox_publish_retries_total",
 		"outbox_published_total", "outbox_replication_slot_lag_bytes", "outbox_stuck_aggregates", "outbox_worker_restarts_total",
 	}
@@ -175,4 +179,60 @@ func merge(a, b map[string]float64) map[string]float64 {
 	out := maps.Clone(a)
 	maps.Copy(out, b)
 	return out
+}
+
+// A store without a replication slot or a CDC log exports neither gauge;
+// the dead-letter total is there, at 0, before the first dead letter.
+func TestFreshMetricsExportOnlyWhatApplies(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	m := metrics.New(reg)
+	got := series(t, reg)
+	for _, absent := range []string{"outbox_replication_slot_lag_bytes", "outbox_cdc_lag_seconds", "outbox_cdc_log_ttl_seconds"} {
+		if _, ok := got[absent]; ok {
+			t.Errorf("%s is exported before the store reported one", absent)
+		}
+	}
+	if v, ok := got[`outbox_dead_lettered_total{type=""}`]; !ok || v != 0 {
+		t.Errorf("outbox_dead_lettered_total before any dead letter: %v (present %v), want 0", v, ok)
+	}
+	m.SetSlotLag(10)
+	m.SetSlotLag(20) // registered once
+	if v := series(t, reg)["outbox_replication_slot_lag_bytes"]; v != 20 {
+		t.Errorf("slot lag %v, want 20", v)
+	}
+	m.ObserveRequest("GET /orders/{id}", 404, 3*time.Millisecond)
+	got = series(t, reg)
+	if v := got[`outbox_http_requests_total{code="404",route="GET /orders/{id}"}`]; v != 1 {
+		t.Errorf("http requests: %v", got)
+	}
+	if v := got[`outbox_http_request_duration_seconds_count{route="GET /orders/{id}"}`]; v != 1 {
+		t.Errorf("http request duration count %v", v)
+	}
+}
+
+func TestHistoryRatesLatenciesAndTransitions(t *testing.T) {
+	h := metrics.NewHistory(3)
+	t0 := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	h.Record(t0, relay.Stats{Published: 10, Breaker: "closed"})
+	for _, ms := range []int{5, 1, 9} {
+		h.OnPublish(outbox.Message{}, 1, time.Duration(ms)*time.Millisecond)
+	}
+	h.OnBreakerStateChange(breaker.Closed, breaker.Open)
+	h.Record(t0.Add(2*time.Second), relay.Stats{Published: 30, LagEvents: 4, Breaker: "open"})
+	h.Record(t0.Add(4*time.Second), relay.Stats{Published: 30})
+	h.Record(t0.Add(6*time.Second), relay.Stats{Published: 36})
+	doc := h.Snapshot(2 * time.Second)
+	if len(doc.Samples) != 3 {
+		t.Fatalf("kept %d samples, want the last 3", len(doc.Samples))
+	}
+	s := doc.Samples[0]
+	if s.Rate != 10 || s.LatencyP50 != 5 || s.LatencyMax != 9 || s.LagEvents != 4 || s.Breaker != "open" {
+		t.Errorf("first kept sample %+v", s)
+	}
+	if doc.Samples[1].Rate != 0 || doc.Samples[1].LatencyMax != 0 || doc.Samples[2].Rate != 3 {
+		t.Errorf("later samples %+v", doc.Samples[1:])
+	}
+	if len(doc.Transitions) != 1 || doc.Transitions[0].From != "closed" || doc.Transitions[0].To != "open" {
+		t.Errorf("transitions %+v", doc.Transitions)
+	}
 }

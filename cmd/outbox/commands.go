@@ -73,6 +73,7 @@ func relayCmd(stderr io.Writer) *cobra.Command {
 		},
 	}
 	cfg.AddFlags(cmd.Flags())
+	cmd.Flags().StringVar(&cfg.HTTP, "http", "", "serve /status, /metrics, /healthz, /readyz, /dlq and the web console (/ui) on this address (default: none); beyond loopback it needs OUTBOX_ADMIN_TOKEN")
 	return cmd
 }
 

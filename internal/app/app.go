@@ -55,6 +55,7 @@ type App struct {
 	dlq        *dlq.Worker
 	health     *health.Checker
 	metrics    *metrics.Metrics
+	history    *metrics.History
 	tree       *supervise.Tree
 	listener   net.Listener
 	closers    []func() error
@@ -85,7 +86,7 @@ func New(ctx context.Context, cfg Config, logOut io.Writer, opts Options) (_ *Ap
 			a.Close()
 		}
 	}()
-	if opts.HTTP && cfg.AdminToken == "" {
+	if (opts.HTTP || (opts.RelayOnly && cfg.HTTP != "")) && cfg.AdminToken == "" {
 		host, _, splitErr := net.SplitHostPort(cfg.HTTP)
 		if ip := net.ParseIP(host); splitErr != nil || !(host == "localhost" || (ip != nil && ip.IsLoopback())) {
 			return nil, Usagef("--http %s listens beyond loopback: set OUTBOX_ADMIN_TOKEN to protect the dead-letter endpoints", cfg.HTTP)
@@ -120,6 +121,7 @@ func New(ctx context.Context, cfg Config, logOut io.Writer, opts Options) (_ *Ap
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	a.metrics = metrics.New(reg)
+	a.history = metrics.NewHistory(historySamples)
 
 	var notifier dlq.Notifier
 	if cfg.AlertWebhook != "" {
@@ -135,7 +137,7 @@ func New(ctx context.Context, cfg Config, logOut io.Writer, opts Options) (_ *Ap
 		Breaker:      BreakerConfig(cfg),
 		StuckTimeout: cfg.StuckTimeout,
 		MaxInFlight:  cfg.MaxInFlight,
-		Hooks:        []relay.Hook{a.metrics},
+		Hooks:        []relay.Hook{a.metrics, a.history},
 		Logger:       a.log.With("worker", "relay"),
 	}
 	if opts.RelayConfig != nil {
@@ -152,7 +154,7 @@ func New(ctx context.Context, cfg Config, logOut io.Writer, opts Options) (_ *Ap
 		a.metrics.SetParked(len(parked))
 	}
 
-	a.health = health.New(health.Config{Interval: time.Second, Logger: a.log.With("worker", "health")},
+	checks := []health.Check{
 		health.Check{Name: "store", Critical: true, Run: a.store.Ping},
 		health.Check{Name: "relay", Critical: true, Run: func(context.Context) error {
 			if !a.relay.Running() {
@@ -166,26 +168,6 @@ func New(ctx context.Context, cfg Config, logOut io.Writer, opts Options) (_ *Ap
 				return fmt.Errorf("the relay is not authorized by the broker (check its ACLs and SASL credentials): %w", err)
 			}
 			return err
-		}},
-		health.Check{Name: "replication-slot", Run: func(ctx context.Context) error {
-			lag, ok, err := a.store.SlotLag(ctx)
-			if ok && err == nil {
-				a.metrics.SetSlotLag(lag)
-			}
-			return err
-		}},
-		// Changes older than the CDC log's TTL are deleted unread: alert
-		// (degraded health, an error log, the gauges) at half of it.
-		health.Check{Name: "cdc-log-ttl", Run: func(context.Context) error {
-			lag, ttl, ok := a.store.CDCLag()
-			if !ok {
-				return nil
-			}
-			a.metrics.SetCDCLag(lag, ttl)
-			if lag > ttl/2 {
-				return fmt.Errorf("CDC lag %s is past half the CDC log's TTL %s: changes older than the TTL are lost", lag.Round(time.Second), ttl)
-			}
-			return nil
 		}},
 		// An aggregate failing for longer than a few retry rounds: a
 		// missing topic, a partition without its in-sync replicas, an ACL.
@@ -208,19 +190,51 @@ func New(ctx context.Context, cfg Config, logOut io.Writer, opts Options) (_ *Ap
 			}
 			return nil
 		}},
-	)
+	}
+	// Only the checks that apply: SQLite and polling have no replication
+	// slot, and only ScyllaDB has a CDC log with a TTL.
+	if cfg.store.Kind == Postgres && cfg.source == "cdc" {
+		checks = append(checks, health.Check{Name: "replication-slot", Run: func(ctx context.Context) error {
+			lag, ok, err := a.store.SlotLag(ctx)
+			if ok && err == nil {
+				a.metrics.SetSlotLag(lag)
+			}
+			return err
+		}})
+	}
+	if cfg.store.Kind == Scylla {
+		// Changes older than the CDC log's TTL are deleted unread: alert
+		// (degraded health, an error log, the gauges) at half of it.
+		checks = append(checks, health.Check{Name: "cdc-log-ttl", Run: func(context.Context) error {
+			lag, ttl, ok := a.store.CDCLag()
+			if !ok {
+				return nil
+			}
+			a.metrics.SetCDCLag(lag, ttl)
+			if lag > ttl/2 {
+				return fmt.Errorf("CDC lag %s is past half the CDC log's TTL %s: changes older than the TTL are lost", lag.Round(time.Second), ttl)
+			}
+			return nil
+		}})
+	}
+	a.health = health.New(health.Config{Interval: time.Second, Logger: a.log.With("worker", "health")}, checks...)
 
 	a.tree = supervise.New(supervise.Config{Logger: a.log, OnRestart: a.metrics.Restarted})
 	a.tree.Add("health", a.health)
 	a.tree.Add("dlq", a.dlq)
 	a.tree.Add("relay", a.relay)
+	a.tree.Add("history", historySampler{h: a.history, stats: a.relay.Stats})
 	for name, w := range a.store.Workers(a.log) {
 		a.tree.Add(name, w)
 	}
-	if opts.HTTP {
-		var orders httpapi.Orders = order.NewService(a.store.Orders())
-		if opts.WrapOrders != nil {
-			orders = opts.WrapOrders(orders)
+	// outbox relay serves the same API without orders, when given --http.
+	if opts.HTTP || (opts.RelayOnly && cfg.HTTP != "") {
+		var orders httpapi.Orders
+		if opts.HTTP {
+			orders = order.NewService(a.store.Orders())
+			if opts.WrapOrders != nil {
+				orders = opts.WrapOrders(orders)
+			}
 		}
 		if a.listener, err = net.Listen("tcp", cfg.HTTP); err != nil {
 			return nil, fmt.Errorf("listen on %s: %w", cfg.HTTP, err)
@@ -234,6 +248,8 @@ func New(ctx context.Context, cfg Config, logOut io.Writer, opts Options) (_ *Ap
 			Status:           func(ctx context.Context) any { return a.status(ctx) },
 			Metrics:          promhttp.HandlerFor(reg, promhttp.HandlerOpts{}),
 			AdminToken:       cfg.AdminToken,
+			History:          func() any { return a.history.Snapshot(historyInterval) },
+			ObserveRequest:   a.metrics.ObserveRequest,
 			Logger:           a.log.With("worker", "http"),
 		})
 		a.tree.Add("http", &httpService{srv: httpapi.NewServer(cfg.HTTP, handler), ln: a.listener, log: a.log})
