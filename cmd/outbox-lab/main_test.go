@@ -5,6 +5,8 @@ import (
 	"context"
 	"encoding/json"
 	"net/url"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -36,6 +38,10 @@ func TestUsageErrorsExit2WithAMessage(t *testing.T) {
 		{"chaos postgres without kafka", []string{"chaos", "--postgres", "postgres://x/y"}, "go together"},
 		{"chaos missing binary", []string{"chaos", "--outbox", "/nonexistent/outbox"}, "--outbox"},
 		{"unknown command", []string{"serve"}, `unknown command "serve"`},
+		{"bench stage not a duration", []string{"bench", "--stage-seconds", "ten"}, `invalid argument "ten" for "--stage-seconds" flag: want a positive number of seconds (e.g. 10 or 2.5) or a duration`},
+		{"bench stage too short", []string{"bench", "--stage-seconds", "100ms"}, "--stage-seconds must be between 0.5 s and 10 min, got 100ms"},
+		{"bench backlog not a list", []string{"bench", "--backlog", "10k"}, `want comma-separated whole numbers`},
+		{"bench hot keys beyond events", []string{"bench", "--events", "1000", "--hot-keys", "5000"}, "--hot-keys: each must be between 1 and --events (1000)"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			code, _, stderr := runCLI(t, tc.args...)
@@ -61,8 +67,20 @@ func TestDemoChaosParksThePoisonAndLosesNothing(t *testing.T) {
 	}
 }
 
+// outboxBinary builds the product binary the bench runs as its child
+// relay (runCLI moves to a directory outside the module).
+func outboxBinary(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "outbox")
+	if out, err := exec.Command("go", "build", "-o", bin, "github.com/outbox-dev/outbox/cmd/outbox").CombinedOutput(); err != nil {
+		t.Fatalf("go build ./cmd/outbox: %v\n%s", err, out)
+	}
+	return bin
+}
+
 func TestBenchJSONHasEveryFigure(t *testing.T) {
-	code, out, errs := runCLI(t, "bench", "--json", "--events", "300", "--stage-seconds", "0.5s", "--writers", "2", "--broker-port", "0")
+	code, out, errs := runCLI(t, "bench", "--json", "--events", "300", "--stage-seconds", "0.5", "--writers", "2", "--broker-port", "0",
+		"--hot-keys", "300,10,1", "--backlog", "1000", "--rates", "200,1000", "--outbox", outboxBinary(t))
 	if code != 0 {
 		t.Fatalf("bench: exit %d\n%s", code, errs)
 	}
@@ -70,14 +88,47 @@ func TestBenchJSONHasEveryFigure(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &rep); err != nil {
 		t.Fatalf("bench --json printed no JSON object: %v\n%s", err, out)
 	}
-	for _, field := range []string{"drain_ratio", "e2e_p50_ms", "e2e_p99_ms", "keepup_ratio", "overhead_ratio", "cpu_ratio", "isolation_ratio"} {
-		v, ok := rep[field].(float64)
-		if !ok || v <= 0 {
-			t.Errorf("%s = %v, want a positive number", field, rep[field])
+	positive := func(where string, m map[string]any, fields ...string) {
+		t.Helper()
+		for _, field := range fields {
+			if v, ok := m[field].(float64); !ok || v <= 0 {
+				t.Errorf("%s%s = %v, want a positive number", where, field, m[field])
+			}
 		}
 	}
+	positive("", rep, "drain_ratio", "hotkey_ratio", "e2e_p50_ms", "e2e_p99_ms", "keepup_ratio", "overhead_ratio", "cpu_ratio", "isolation_ratio")
+	if _, ok := rep["cpu_ratio_at_rates"].(float64); !ok {
+		t.Errorf("cpu_ratio_at_rates missing") // 0 on the in-process broker: its work would be in the baseline
+	}
+	drain, _ := rep["drain"].(map[string]any)
+	positive("drain.", drain, "relay_events_per_sec", "raw_produce_events_per_sec", "limit_events_per_sec", "produce_ratio")
+	list := func(name string, n int) []map[string]any {
+		t.Helper()
+		l, _ := rep[name].([]any)
+		if len(l) != n {
+			t.Fatalf("%s has %d entries, want %d: %v", name, len(l), n, rep[name])
+		}
+		out := make([]map[string]any, n)
+		for i := range l {
+			out[i], _ = l[i].(map[string]any)
+		}
+		return out
+	}
+	for i, h := range list("hot_keys", 3) {
+		if want := []float64{300, 10, 1}[i]; h["aggregates"] != want {
+			t.Errorf("hot_keys[%d].aggregates = %v, want %v", i, h["aggregates"], want)
+		}
+		positive("hot_keys[].", h, "relay_events_per_sec", "ratio")
+	}
+	for _, b := range list("backlog", 1) {
+		positive("backlog[].", b, "events", "events_per_sec", "peak_rss_mb", "cpu_ms_per_1000")
+	}
+	for _, l := range list("latency", 2) {
+		positive("latency[].", l, "offered_events_per_sec", "achieved_events_per_sec", "samples", "p50_ms", "p99_ms",
+			"relay_cpu_ms_per_1000", "raw_produce_cpu_ms_per_1000")
+	}
 	cond, _ := rep["conditions"].(map[string]any)
-	for _, field := range []string{"store", "source", "broker", "payload_bytes", "durability"} {
+	for _, field := range []string{"store", "source", "broker", "payload_bytes", "durability", "child_relay", "command"} {
 		if cond[field] == nil {
 			t.Errorf("conditions.%s missing", field)
 		}
