@@ -32,14 +32,21 @@ func (d *drainCounter) OnPublish(outbox.Message, int, time.Duration) {
 	}
 }
 
-// BenchmarkDrain empties a backlog of 5,000 events (256-byte payloads, 100
-// aggregates) from SQLite into the in-process broker, beside raw franz-go
-// produce of the same records (same keys, same partition count, idempotent,
-// acks=all, linger 0) measured in the same run. Run it with:
+// BenchmarkDrain empties a backlog of 5,000 events (256-byte payloads, over
+// 5,000, 100 and 10 aggregates) from SQLite into the in-process broker,
+// beside raw franz-go produce of the same records (same keys, same
+// partition count, idempotent, acks=all, linger 0) measured in the same
+// run. Run it with:
 //
 //	go test ./relay -run '^$' -bench Drain -benchtime 5x
 func BenchmarkDrain(b *testing.B) {
-	const n, aggregates = 5000, 100
+	for _, aggregates := range []int{5000, 100, 10} {
+		b.Run(fmt.Sprintf("aggregates=%d", aggregates), func(b *testing.B) { benchmarkDrain(b, aggregates) })
+	}
+}
+
+func benchmarkDrain(b *testing.B, aggregates int) {
+	const n = 5000
 	broker, err := kafka.StartEmbedded(kafka.EmbeddedConfig{})
 	if err != nil {
 		b.Fatal(err)

@@ -1,0 +1,86 @@
+package relay
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/outbox-dev/outbox/outbox"
+)
+
+// An attempt ends at PublishTimeout at the soonest, a sixteenth later at
+// the latest (plus scheduling), however many attempts share the deadline,
+// and ends at once when the caller's context does.
+func TestTimedBoundsEachAttempt(t *testing.T) {
+	const timeout = 160 * time.Millisecond
+	r := &run{Relay: &Relay{cfg: Config{PublishTimeout: timeout}}}
+	block := r.timed(func(ctx context.Context, _ []outbox.Message) (int, error) {
+		<-ctx.Done()
+		return 0, ctx.Err()
+	})
+	parent, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var wg sync.WaitGroup
+	for i := range 3 {
+		wg.Go(func() {
+			if i > 0 { // later attempts, some sharing the first's deadline
+				<-time.After(time.Duration(i) * 7 * time.Millisecond)
+			}
+			start := time.Now()
+			_, err := block(parent, []outbox.Message{{}})
+			took := time.Since(start)
+			if !errors.Is(err, context.DeadlineExceeded) || took < timeout || took > timeout+timeout/16+100*time.Millisecond {
+				t.Errorf("attempt %d: %v after %s, want a deadline between %s and %s", i, err, took, timeout, timeout+timeout/16)
+			}
+		})
+	}
+	wg.Wait()
+
+	other, cancelOther := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { _, err := block(other, nil); done <- err }()
+	cancelOther()
+	select {
+	case err := <-done:
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("caller's context canceled: %v, want context.Canceled", err)
+		}
+	case <-time.After(timeout / 2):
+		t.Fatal("the attempt did not end with its caller's context")
+	}
+}
+
+// BenchmarkTimedAttempt compares, in the same run, the cost of bounding
+// each attempt with a context.WithTimeout of its own (before) with the
+// shared deadline timed uses (after), from 256 goroutines as the relay's
+// workers:
+//
+//	go test ./relay -run '^$' -bench TimedAttempt
+func BenchmarkTimedAttempt(b *testing.B) {
+	noop := func(ctx context.Context, msgs []outbox.Message) (int, error) { return len(msgs), ctx.Err() }
+	perAttempt := func(ctx context.Context, msgs []outbox.Message) (int, error) {
+		ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		return noop(ctx, msgs)
+	}
+	shared := (&run{Relay: &Relay{cfg: Config{PublishTimeout: 10 * time.Second}}}).timed(noop)
+	parent, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	msgs := []outbox.Message{{}}
+	measure := func(send sendFunc) time.Duration {
+		start := time.Now()
+		b.SetParallelism(128) // 256 goroutines on 2 cores
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				send(parent, msgs)
+			}
+		})
+		return time.Since(start)
+	}
+	before, after := measure(perAttempt), measure(shared)
+	b.ReportMetric(float64(before.Nanoseconds())/float64(b.N), "before-ns/attempt")
+	b.ReportMetric(float64(after.Nanoseconds())/float64(b.N), "after-ns/attempt")
+	b.ReportMetric(float64(after)/float64(before), "after/before")
+}
