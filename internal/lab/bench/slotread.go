@@ -35,7 +35,6 @@ func rawSlotRead(ctx context.Context, dsn, slot, publication string, n int) (tim
 	if err != nil {
 		return 0, fmt.Errorf("raw slot read: connect: %w", err)
 	}
-	t0 := time.Now()
 	err = pglogrepl.StartReplication(ctx, conn, slot, 0, pglogrepl.StartReplicationOptions{
 		PluginArgs: []string{"proto_version '1'", "publication_names '" + publication + "'"},
 	})
@@ -44,6 +43,7 @@ func rawSlotRead(ctx context.Context, dsn, slot, publication string, n int) (tim
 		return 0, fmt.Errorf("raw slot read: start replication: %w", err)
 	}
 	rows, sink := 0, 0
+	var t0 time.Time
 	deadline := time.Now().Add(10 * time.Minute)
 	for rows < n {
 		if time.Now().After(deadline) {
@@ -74,6 +74,9 @@ func rawSlotRead(ctx context.Context, dsn, slot, publication string, n int) (tim
 			return 0, err
 		}
 		if d := xld.WALData; len(d) > 8 && d[0] == byte(pglogrepl.MessageTypeInsert) {
+			if rows == 0 {
+				t0 = time.Now() // from the first row, as the relay is timed from its first acknowledgement
+			}
 			row := tupleColumns(d[8:], int(binary.BigEndian.Uint16(d[6:8])))
 			sink += len(row)
 			rows++
