@@ -33,6 +33,18 @@ if ! start_services; then
   echo "test.sh: continuing; tests that need the missing service will skip" >&2
 fi
 
+echo "== chromium (the web console's browser test)"
+# Debian's chromium, driven by chromedp in cmd/outbox's console test; a
+# missing browser skips that test (fails it with OUTBOX_REQUIRE_SERVICES=1).
+if ! command -v chromium >/dev/null 2>&1; then
+  echo "test.sh: installing chromium (apt-get install chromium)"
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) ||
+    echo "test.sh: chromium could not be installed; the console's browser test will skip" >&2
+fi
+# Screenshots and other artefacts of the tests land here.
+export OUTBOX_TEST_ARTIFACTS="${OUTBOX_TEST_ARTIFACTS:-$PWD/.tmp/artifacts}"
+mkdir -p "$OUTBOX_TEST_ARTIFACTS"
+
 echo "== go test -race"
 go test -race -count=1 -timeout 25m ./... "$@"
 

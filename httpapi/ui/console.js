@@ -362,7 +362,7 @@ function watchResolution(id) {
       if (current && current.id === d.id) { current = d; renderDeadLetter(d); }
       if (d.status !== "parked") {
         const res = $("dl-result");
-        res.textContent = "Done: " + (d.resolution || d.status) + ".";
+        res.textContent = "Done: " + d.status + (d.resolution ? " (" + d.resolution + ")" : "") + ".";
         res.hidden = false;
         loadDeadLetters(false);
         return;
