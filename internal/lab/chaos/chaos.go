@@ -159,10 +159,11 @@ func runChaos(ctx context.Context, opts chaosOptions, picked []scenario, stdout,
 			res := runScenario(ctx, t, s, seed, opts)
 			results = append(results, res)
 			verdict := "ok"
-			if !res.OK() {
+			switch {
+			case len(res.Failures) > 0:
 				verdict = "FAILED: " + strings.Join(res.Failures, "; ")
-			} else if res.Skipped != "" {
-				verdict = "skipped: " + res.Skipped
+			case res.Skipped != "":
+				verdict = "SKIPPED (counts as a failure): " + res.Skipped
 			}
 			fmt.Fprintf(stderr, "chaos: %s %s %s in %.1fs\n", t.name, s.id, verdict, res.Seconds)
 			if ctx.Err() != nil {
@@ -245,7 +246,7 @@ func printChaos(w io.Writer, results []*scenarioResult) {
 		verdict := "ok"
 		switch {
 		case r.Skipped != "":
-			verdict = "skipped (" + r.Skipped + ")"
+			verdict = "SKIPPED (counts as a failure): " + r.Skipped
 		case !r.OK():
 			verdict = "FAILED: " + strings.Join(r.Failures, "; ")
 		}
