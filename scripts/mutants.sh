@@ -34,13 +34,7 @@ MUTANTS=(
   'M11|relay/publish.go|s/ \&\& r\.lastAck\.Load\(\) >= since\.UnixNano\(\)//|./relay|an outage parks aggregates once StuckTimeout passes'
   'M12|relay/relay.go|s/\t\tr\.br\.Trip\(\)\n/\t\t_ = r.br\n/|./relay ./kafka|the breaker never hears that the broker is unreachable'
   'M13|store/postgres/poll.go|s/ORDER BY outbox\.txid, outbox\.position LIMIT/ORDER BY txid, position LIMIT/|./store/postgres|polling sorts transaction ids as text'
-  'M15|relay/publish.go|s/		if outbox\.IsPermanent\(err\) \&\& len\(msgs\) > 1 \{
-			\/\/ Which message of the run failed is not known: find out
-			\/\/ with the first alone, at once\.
-			msgs = msgs\[:1\]
-			continue
-		\}
-//|./relay|a run refused permanently dead-letters its first message without finding the one that failed'
+  'M15|relay/publish.go|s/\t\tif outbox\.IsPermanent\(err\) \&\& len\(msgs\) > 1 \{\n.*?\n\t\t\}\n//s|./relay|a run refused permanently dead-letters its first message without finding the one that failed'
   'M14|relay/window.go|s/(func \(w \*window\) settle\(e \*entry\) \{\n)/$1\tif e != w.head {\n\t\treturn\n\t}\n/|./relay|settled records behind a stuck one are never removed: the window grows'
 )
 
@@ -55,6 +49,27 @@ git -C "$ROOT" archive HEAD | tar -x -C "$work"
 chaos_args=(chaos --quick)
 if [ -n "${OUTBOX_TEST_PG_DSN:-}" ] && [ -n "${OUTBOX_TEST_KAFKA_BROKERS:-}" ]; then
   chaos_args+=(--postgres "$OUTBOX_TEST_PG_DSN" --kafka "$OUTBOX_TEST_KAFKA_BROKERS" --pg-ctl "${OUTBOX_TEST_PG_CTL:-}" --kafka-ctl "${OUTBOX_TEST_KAFKA_CTL:-}" --poll=false)
+fi
+
+# A mutant counts as caught only by a named failure: a test's "--- FAIL" or a
+# chaos scenario's "FAILED: <reason>". A build error, a skipped scenario or
+# a flaky baseline is not a catch, so the clean tree must pass first.
+unit_failure() { grep -m1 -oE -- '--- FAIL: [A-Za-z0-9_/]+' "$1" | sed 's/--- FAIL: //'; }
+chaos_failures() { grep -oE '^chaos: [a-z+-]+ R[0-9]+ FAILED: .+' "$1" | sed -E 's/^chaos: ([a-z+-]+) (R[0-9]+) FAILED.*/\1 \2/; s/sqlite\+kfake //; s/postgres\+kafka /pg:/; s/scylla\+kafka /scylla:/' | paste -sd, -; }
+run_chaos() { (cd "$work" && go build -o "$work/outbox" ./cmd/outbox && go build -o "$work/outbox-lab" ./cmd/outbox-lab && "$work/outbox-lab" "${chaos_args[@]}" --outbox "$work/outbox"); }
+
+all_pkgs=$(for m in "${MUTANTS[@]}"; do IFS='|' read -r id _ _ pkgs _ <<<"$m"; picked "$id" && echo "$pkgs"; done | tr ' ' '\n' | sort -u | tr '\n' ' ')
+echo "mutants: baseline (the clean tree must pass): go test $all_pkgs and ${chaos_args[*]}"
+# shellcheck disable=SC2086
+if ! (cd "$work" && go test -count=1 -timeout 10m $all_pkgs) >"$work/baseline.log" 2>&1; then
+  echo "mutants: the clean tree fails its tests, so no mutant can be judged:" >&2
+  grep -E -- '--- FAIL|^FAIL' "$work/baseline.log" >&2
+  exit 2
+fi
+if ! run_chaos >"$work/baseline.chaos" 2>&1; then
+  echo "mutants: the clean tree fails chaos, so no mutant can be judged:" >&2
+  grep -E 'FAILED|SKIPPED' "$work/baseline.chaos" >&2
+  exit 2
 fi
 
 survived=()
@@ -74,16 +89,23 @@ for m in "${MUTANTS[@]}"; do
     survived+=("$id")
     continue
   fi
+  if ! (cd "$work" && go build ./...) >"$work/$id.build" 2>&1; then
+    mv "$work/$file.orig" "$work/$file"
+    printf '%-4s %-9s %-40s %s\n' "$id" "BROKEN" "(the mutant does not compile)" "$what"
+    survived+=("$id")
+    continue
+  fi
   caught=""
   log="$work/$id.log"
   # shellcheck disable=SC2086
-  if ! (cd "$work" && go build ./... && go test -count=1 -timeout 10m $pkgs) >"$log" 2>&1; then
-    caught=$(grep -m1 -oE -- '--- FAIL: [A-Za-z0-9_/]+' "$log" | sed 's/--- FAIL: //')
-    caught="unit: ${caught:-build or test failure}"
-  fi
+  (cd "$work" && go test -count=1 -timeout 10m $pkgs) >"$log" 2>&1
+  failed=$(unit_failure "$log")
+  [ -n "$failed" ] && caught="unit: $failed"
   if [ -z "$caught" ] || [ -n "${MUTANTS_BOTH:-}" ]; then
-    if ! (cd "$work" && go build -o "$work/outbox" ./cmd/outbox && go build -o "$work/outbox-lab" ./cmd/outbox-lab && "$work/outbox-lab" "${chaos_args[@]}" --outbox "$work/outbox") >"$log.chaos" 2>&1; then
-      caught="${caught:+$caught; }chaos: $(grep -oE '^chaos: [a-z+-]+ R[0-9]+ FAILED' "$log.chaos" | sed 's/^chaos: //; s/ FAILED//' | sed 's/sqlite+kfake //; s/postgres+kafka /pg:/' | paste -sd, -)"
+    run_chaos >"$log.chaos" 2>&1
+    failed=$(chaos_failures "$log.chaos")
+    if [ -n "$failed" ]; then
+      caught="${caught:+$caught; }chaos: $failed"
     elif [ -n "$caught" ]; then
       caught="$caught; chaos: nothing"
     fi
