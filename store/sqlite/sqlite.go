@@ -14,6 +14,8 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -90,6 +92,14 @@ func (s *Store) execTx(ctx context.Context, tx *sql.Tx, query string, args ...an
 func Open(ctx context.Context, path string, cfg Config) (*Store, error) {
 	if path == "" || path == ":memory:" {
 		return nil, fmt.Errorf("sqlite: a file path is required, got %q", path)
+	}
+	// SQLite says only "unable to open database file (14)" for these.
+	if dir := filepath.Dir(path); dir != "" {
+		if fi, err := os.Stat(dir); err != nil {
+			return nil, fmt.Errorf("sqlite: cannot create %s: the directory %s does not exist (create it first)", path, dir)
+		} else if !fi.IsDir() {
+			return nil, fmt.Errorf("sqlite: cannot create %s: %s is not a directory", path, dir)
+		}
 	}
 	if cfg.Synchronous == "" {
 		cfg.Synchronous = "FULL"

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -88,5 +89,15 @@ func TestOpenRejectsBadOptions(t *testing.T) {
 				t.Fatal("Open accepted invalid options")
 			}
 		})
+	}
+}
+
+// A database in a directory that does not exist is refused with a message
+// naming the directory, not SQLite's "unable to open database file (14)".
+func TestOpenNamesAMissingDirectory(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "no", "such")
+	_, err := sqlite.Open(context.Background(), filepath.Join(dir, "o.db"), sqlite.Config{})
+	if err == nil || !strings.Contains(err.Error(), "the directory "+dir+" does not exist") || strings.Contains(err.Error(), "(14)") {
+		t.Fatalf("Open in a missing directory: %v", err)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"os/exec"
 	"runtime"
@@ -1115,7 +1116,7 @@ func runFuzzHTTP(r *chaosRun, res *scenarioResult) error {
 		}
 	}
 	res.Figures["requests"] = n
-	res.Figures["statuses"] = fmt.Sprint(statuses)
+	res.Figures["statuses"] = countsByStatus(statuses)
 	if err := r.finish(res, time.Minute); err != nil {
 		return err
 	}
@@ -1171,4 +1172,17 @@ func fuzzRequest(r *chaosRun, known string) (method, path string, body []byte, h
 		body = bytes.Repeat([]byte(`{"customer_id":"`), 1+r.rng.IntN(200000))
 	}
 	return method, path, body, hdr
+}
+
+// countsByStatus prints HTTP status counts as "200: 51, 503: 2", in
+// order of status.
+func countsByStatus(statuses map[int]int) string {
+	var parts []string
+	for _, code := range slices.Sorted(maps.Keys(statuses)) {
+		parts = append(parts, fmt.Sprintf("%d: %d", code, statuses[code]))
+	}
+	if len(parts) == 0 {
+		return "none"
+	}
+	return strings.Join(parts, ", ")
 }
