@@ -366,6 +366,22 @@ func runInterruptedSkip(r *chaosRun, res *scenarioResult) error {
 	if err != nil || len(entries) != 3 || entries[0].Message.ID != poison.ID {
 		return fmt.Errorf("chaos: the poison aggregate's parked entries: %v %v", entries, err)
 	}
+	// Parking, judged while it holds: the final check sees only the
+	// entries' last status (skipped, replayed), so an event published
+	// behind its dead letter before the operator acted would pass it.
+	obs, err := r.observe(r.ctx)
+	if err != nil {
+		return err
+	}
+	behind := map[string]bool{}
+	for _, m := range append(rest, replayed...) {
+		behind[m.ID.String()] = true
+	}
+	for _, o := range obs {
+		if behind[o.ID] {
+			res.fail("event %s was published while its aggregate was parked, before the operator acted", o.ID)
+		}
+	}
 	if err := r.setBrokerDown(true); err != nil {
 		return err
 	}
