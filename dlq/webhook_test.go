@@ -3,7 +3,7 @@ package dlq_test
 import (
 	"context"
 	"errors"
-	"net"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -89,12 +89,7 @@ func TestWebhookRetriesNetworkErrors429And5xxOnly(t *testing.T) {
 // is retried, waiting out the whole schedule (200, 400, 800 ms ± 20 %)
 // before the webhook gives up, and the error does not show the URL.
 func TestWebhookRetriesARefusedConnection(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	closed := "http://" + ln.Addr().String() + "/hooks/SECRET-TOKEN"
-	ln.Close()
+	closed := "http://" + refusingAddr(t) + "/hooks/SECRET-TOKEN"
 	synctest.Test(t, func(t *testing.T) {
 		hook, err := dlq.NewWebhook(closed)
 		if err != nil {
@@ -113,4 +108,24 @@ func TestWebhookRetriesARefusedConnection(t *testing.T) {
 			t.Fatalf("gave up after %s of retries, want %s..%s: three waits of the schedule", waited, lo, hi)
 		}
 	})
+}
+
+// refusingAddr is a loopback address that refuses connections for the
+// whole test: a socket bound and never listening holds the port, so no
+// other process can take it between the test's choice and its connects.
+func refusingAddr(t *testing.T) string {
+	t.Helper()
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { syscall.Close(fd) })
+	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	sa, err := syscall.Getsockname(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fmt.Sprintf("127.0.0.1:%d", sa.(*syscall.SockaddrInet4).Port)
 }
