@@ -251,7 +251,7 @@ func (b *postgresBackend) Details(ctx context.Context) map[string]any {
 // finishes interrupted order writes.
 type scyllaBackend struct {
 	*scylla.Store
-	settings scylla.Settings
+	settings scylla.URLConfig
 	cfg      Config
 	cdc      *scylla.Source
 }
@@ -269,7 +269,7 @@ func (b *scyllaBackend) Orders() order.Repository                   { return b.S
 func (b *scyllaBackend) Source() outbox.Source                      { return b.cdc }
 func (b *scyllaBackend) Unpublished(context.Context) (int64, error) { return 0, nil }
 func (b *scyllaBackend) Workers(log *slog.Logger) map[string]suture.Service {
-	return map[string]suture.Service{"order-sweeper": b.NewSweeper(30*time.Second, log.With("worker", "order-sweeper"))}
+	return map[string]suture.Service{"order-sweeper": b.NewSweeper(scylla.SweeperConfig{Interval: 30 * time.Second, Logger: log.With("worker", "order-sweeper")})}
 }
 func (b *scyllaBackend) Details(context.Context) map[string]any {
 	d := map[string]any{"store": "scylla", "source": "cdc", "keyspace": b.settings.Config.Keyspace}

@@ -23,7 +23,7 @@ type StoreURL struct {
 	// Path is SQLite's database file.
 	Path string
 	// Scylla is a scylla:// URL's settings.
-	Scylla scylla.Settings
+	Scylla scylla.URLConfig
 }
 
 // String is the URL with its password hidden.

@@ -62,7 +62,7 @@ func cassandraWith(t *testing.T, cfg Config) (*Store, string) {
 		s.session.Query("DROP KEYSPACE IF EXISTS " + ks).Exec()
 		s.Close()
 	})
-	err = Migrate(t.Context(), s.session, ks, SchemaOptions{WithoutCDC: true, Replication: "{'class': 'SimpleStrategy', 'replication_factor': 1}"})
+	err = Migrate(t.Context(), s.session, ks, SchemaConfig{WithoutCDC: true, Replication: "{'class': 'SimpleStrategy', 'replication_factor': 1}"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -405,7 +405,7 @@ func TestCassandraMigrateRefusesTheOldOutboxKey(t *testing.T) {
 	ctx := t.Context()
 	old := ks + "_old"
 	t.Cleanup(func() { s.session.Query("DROP KEYSPACE IF EXISTS " + old).Exec() })
-	opts := SchemaOptions{WithoutCDC: true, Replication: "{'class': 'SimpleStrategy', 'replication_factor': 1}"}
+	opts := SchemaConfig{WithoutCDC: true, Replication: "{'class': 'SimpleStrategy', 'replication_factor': 1}"}
 	for _, st := range []string{
 		`CREATE KEYSPACE ` + old + ` WITH replication = ` + opts.Replication,
 		`CREATE TABLE ` + old + `.outbox_messages (

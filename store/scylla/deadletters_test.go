@@ -127,7 +127,7 @@ func TestCassandraDeadLettersOfAnEarlierReleaseStayReadable(t *testing.T) {
 	t.Parallel()
 	s, ks := cassandra(t)
 	ctx := t.Context()
-	opts := SchemaOptions{WithoutCDC: true, Replication: "{'class': 'SimpleStrategy', 'replication_factor': 1}"}
+	opts := SchemaConfig{WithoutCDC: true, Replication: "{'class': 'SimpleStrategy', 'replication_factor': 1}"}
 	legacy := func(id int64, agg, status string) outbox.Message {
 		m := storetest.Msg(t, agg, id)
 		if err := s.session.Query(`INSERT INTO `+ks+`.dead_letter_queue (bucket, `+deadLetterColumns+`)

@@ -78,7 +78,7 @@ func cluster(t testing.TB) *scylla.Store {
 		s.Session().Query("DROP KEYSPACE IF EXISTS " + ks).Exec()
 		s.Close()
 	})
-	if err := scylla.Migrate(context.Background(), s.Session(), ks, scylla.SchemaOptions{Replication: "{'class': 'SimpleStrategy', 'replication_factor': 1}"}); err != nil {
+	if err := scylla.Migrate(context.Background(), s.Session(), ks, scylla.SchemaConfig{Replication: "{'class': 'SimpleStrategy', 'replication_factor': 1}"}); err != nil {
 		t.Fatal(err)
 	}
 	return s

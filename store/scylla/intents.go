@@ -261,10 +261,24 @@ type Sweeper struct {
 	log      *slog.Logger
 }
 
-// NewSweeper sweeps every interval; notes younger than interval are left
-// to their writers.
-func (s *Store) NewSweeper(interval time.Duration, log *slog.Logger) *Sweeper {
-	return &Sweeper{orders: s.Orders(), interval: interval, log: log}
+// SweeperConfig configures a Sweeper; the zero value sweeps every 30 s
+// and logs nowhere.
+type SweeperConfig struct {
+	// Interval is how often it sweeps; notes younger than Interval are
+	// left to their writers.
+	Interval time.Duration
+	Logger   *slog.Logger
+}
+
+// NewSweeper returns a sweeper of s's order notes.
+func (s *Store) NewSweeper(cfg SweeperConfig) *Sweeper {
+	if cfg.Interval <= 0 {
+		cfg.Interval = 30 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &Sweeper{orders: s.Orders(), interval: cfg.Interval, log: cfg.Logger}
 }
 
 // Serve runs until ctx ends.

@@ -12,8 +12,8 @@ import (
 	"github.com/gocql/gocql"
 )
 
-// SchemaOptions shape the keyspace.
-type SchemaOptions struct {
+// SchemaConfig shape the keyspace.
+type SchemaConfig struct {
 	// Replication is the keyspace's replication map (default
 	// {'class': 'NetworkTopologyStrategy', 'replication_factor': 3}).
 	Replication string
@@ -35,7 +35,7 @@ const DefaultCDCTTL = 24 * time.Hour
 var keyspaceName = regexp.MustCompile(`^[a-z][a-z0-9_]{0,47}$`)
 
 // Schema returns the CQL statements that create the keyspace and tables.
-func Schema(keyspace string, opts SchemaOptions) ([]string, error) {
+func Schema(keyspace string, opts SchemaConfig) ([]string, error) {
 	if !keyspaceName.MatchString(keyspace) {
 		return nil, fmt.Errorf("scylla: keyspace %q must be a lower-case identifier", keyspace)
 	}
@@ -128,7 +128,7 @@ var addedColumns = []struct{ table, column, typ string }{
 }
 
 // Migrate applies the schema; every statement is idempotent.
-func Migrate(ctx context.Context, session *gocql.Session, keyspace string, opts SchemaOptions) error {
+func Migrate(ctx context.Context, session *gocql.Session, keyspace string, opts SchemaConfig) error {
 	stmts, err := Schema(keyspace, opts)
 	if err != nil {
 		return err

@@ -520,7 +520,7 @@ func TestLeaseFencesAStaleRelay(t *testing.T) {
 }
 
 func TestSchemaAndEventKeys(t *testing.T) {
-	stmts, err := Schema("shop", SchemaOptions{})
+	stmts, err := Schema("shop", SchemaConfig{})
 	if err != nil || len(stmts) != 12 {
 		t.Fatalf("schema: %d statements, %v", len(stmts), err)
 	}
@@ -533,11 +533,11 @@ func TestSchemaAndEventKeys(t *testing.T) {
 	if !containsAll(outboxTable, "PRIMARY KEY ((aggregatetype, aggregateid), sequence, event_time)", "cdc = {'enabled': true") {
 		t.Fatalf("outbox table must be partitioned by aggregate with CDC on:\n%s", outboxTable)
 	}
-	plain, _ := Schema("shop", SchemaOptions{WithoutCDC: true, Replication: "{'class': 'SimpleStrategy', 'replication_factor': 1}"})
+	plain, _ := Schema("shop", SchemaConfig{WithoutCDC: true, Replication: "{'class': 'SimpleStrategy', 'replication_factor': 1}"})
 	if containsAll(plain[2], "cdc") || !containsAll(plain[0], "SimpleStrategy") {
 		t.Fatal("WithoutCDC and Replication not applied")
 	}
-	if _, err := Schema("Bad-Name", SchemaOptions{}); err == nil {
+	if _, err := Schema("Bad-Name", SchemaConfig{}); err == nil {
 		t.Fatal("an invalid keyspace name was accepted")
 	}
 	// The same event always maps to the same clustering key (a retried
@@ -593,7 +593,7 @@ func TestAnAggregatesRowsClusterInSequenceOrder(t *testing.T) {
 // the insert binds them.
 func clusteringKeyOf(t *testing.T) func(outbox.Message) []any {
 	t.Helper()
-	stmts, err := Schema("shop", SchemaOptions{})
+	stmts, err := Schema("shop", SchemaConfig{})
 	if err != nil {
 		t.Fatal(err)
 	}

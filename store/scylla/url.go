@@ -14,10 +14,11 @@ import (
 	"github.com/outbox-dev/outbox/internal/tlsconfig"
 )
 
-// Settings is everything a scylla:// URL configures.
-type Settings struct {
+// URLConfig is everything a scylla:// URL configures: the store's, the
+// schema's and the CDC reader's configuration.
+type URLConfig struct {
 	Config Config
-	Schema SchemaOptions
+	Schema SchemaConfig
 	CDC    CDCConfig
 }
 
@@ -33,8 +34,8 @@ type Settings struct {
 // silent holder's lease, default 30s, 2s to 10m), and tls=true with
 // ca_file, cert_file, key_file and server_name. Errors never repeat the
 // password.
-func ParseURL(raw string) (Settings, error) {
-	var st Settings
+func ParseURL(raw string) (URLConfig, error) {
+	var st URLConfig
 	u, err := url.Parse(raw)
 	if err != nil {
 		return st, fmt.Errorf("scylla: the store URL does not parse as scylla://host,host/keyspace")
@@ -127,7 +128,7 @@ func ParseURL(raw string) (Settings, error) {
 }
 
 // Migrate applies the schema and reports how many statements ran.
-func (s *Store) Migrate(ctx context.Context, opts SchemaOptions) (int, error) {
+func (s *Store) Migrate(ctx context.Context, opts SchemaConfig) (int, error) {
 	stmts, err := Schema(s.keyspace, opts)
 	if err != nil {
 		return 0, err
