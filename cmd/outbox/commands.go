@@ -156,20 +156,18 @@ func migrateCmd(stdout io.Writer) *cobra.Command {
 		},
 	}
 	cfg.AddFlags(cmd.Flags())
+	showOnly(cmd.Flags(), "store", "source", "slot", "recreate-slot", "log-level", "log-format", "config")
 	return cmd
 }
 
 func versionCmd(stdout io.Writer) *cobra.Command {
 	return &cobra.Command{
 		Use:   "version",
-		Short: "Print the version",
+		Short: "Print the version, commit and build time",
 		Args:  noArgs,
 		Run: func(*cobra.Command, []string) {
-			v := version
-			if info, ok := debug.ReadBuildInfo(); ok && v == "dev" && info.Main.Version != "" && info.Main.Version != "(devel)" {
-				v = info.Main.Version
-			}
-			fmt.Fprintf(stdout, "outbox %s\n", v)
+			info, _ := debug.ReadBuildInfo()
+			printVersion(stdout, version, info)
 		},
 	}
 }
@@ -183,6 +181,7 @@ func dlqCmd(stdout io.Writer) *cobra.Command {
 	}
 	root.PersistentFlags().BoolVar(&asJSON, "json", false, "print JSON")
 	cfg.AddFlags(root.PersistentFlags())
+	showOnly(root.PersistentFlags(), "store", "log-level", "log-format", "config")
 
 	open := func(cmd *cobra.Command) (app.Store, error) {
 		if err := cfg.Resolve(cmd.Flags()); err != nil {

@@ -96,6 +96,9 @@ is too large for the broker (it is dead-lettered and its aggregate parked).`,
 	}
 	cfg.AddFlags(cmd.Flags())
 	cfg.AddHTTPFlags(cmd.Flags())
+	// The demo's own store is a temporary one, not the shared default.
+	store := cmd.Flags().Lookup("store")
+	store.DefValue, store.Usage = "", store.Usage+" (default: a SQLite database in a new temporary directory, removed at exit unless --keep)"
 	cmd.Flags().IntVar(&opts.orders, "orders", 0, "create N orders (each updated and cancelled), verify every event arrived in order, and exit 0 or 1")
 	cmd.Flags().IntVar(&opts.rate, "rate", 20, "orders created per second when running continuously")
 	cmd.Flags().BoolVar(&opts.chaos, "chaos", false, "inject a broker outage and one poison event")

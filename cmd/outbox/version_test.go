@@ -1,0 +1,32 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"runtime/debug"
+	"strings"
+	"testing"
+)
+
+func TestVersionShowsModuleCommitAndTime(t *testing.T) {
+	var out bytes.Buffer
+	printVersion(&out, "dev", &debug.BuildInfo{GoVersion: "go1.26.8",
+		Main: debug.Module{Path: "github.com/outbox-dev/outbox", Version: "v1.4.0"},
+		Settings: []debug.BuildSetting{{Key: "vcs.revision", Value: "0123abcd"}, {Key: "vcs.time", Value: "2026-11-30T10:00:00Z"},
+			{Key: "vcs.modified", Value: "true"}}})
+	want := `outbox v1.4.0
+  module  github.com/outbox-dev/outbox v1.4.0
+  commit  0123abcd (with uncommitted changes)
+  time    2026-11-30T10:00:00Z (the commit's)
+  go      go1.26.8
+`
+	if out.String() != want {
+		t.Errorf("version:\n%s\nwant:\n%s", out.String(), want)
+	}
+	// The command itself, in a test binary (no VCS stamp).
+	out.Reset()
+	if code := run(context.Background(), []string{"version"}, &out, &out); code != 0 ||
+		!strings.HasPrefix(out.String(), "outbox ") || !strings.Contains(out.String(), "  go      go1.") {
+		t.Errorf("outbox version: %d %s", code, out.String())
+	}
+}
