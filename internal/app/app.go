@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -351,8 +352,23 @@ func (a *App) Restarts() map[string]int64 { return a.tree.Restarts() }
 // Status is the /status document.
 func (a *App) Status(ctx context.Context) StatusDoc { return a.status(ctx) }
 
-// Serve runs the supervision tree until ctx ends.
-func (a *App) Serve(ctx context.Context) error { return a.tree.Serve(ctx) }
+// Serve runs the supervision tree until ctx ends, and says when it
+// starts and ends shutting down (a broker that does not answer can make
+// that take seconds).
+func (a *App) Serve(ctx context.Context) error {
+	var since atomic.Pointer[time.Time]
+	stop := context.AfterFunc(ctx, func() {
+		now := time.Now()
+		since.Store(&now)
+		a.log.Info("shutting down: stopping the API, the relay and its workers")
+	})
+	defer stop()
+	err := a.tree.Serve(ctx)
+	if t := since.Load(); t != nil {
+		a.log.Info("stopped", "took", time.Since(*t).Round(time.Millisecond))
+	}
+	return err
+}
 
 // Close releases what newApp opened; it is safe to call more than once.
 func (a *App) Close() {
