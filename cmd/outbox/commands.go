@@ -242,6 +242,7 @@ func dlqCmd(stdout io.Writer) *cobra.Command {
 	list.Flags().Int64Var(&f.after, "after", 0, "only ids after this one (pagination)")
 	list.Flags().IntVar(&f.limit, "limit", 100, "at most this many")
 
+	var full bool
 	show := &cobra.Command{
 		Use:   "show ID",
 		Short: "Show one dead letter",
@@ -259,9 +260,13 @@ func dlqCmd(stdout io.Writer) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return printJSON(stdout, d)
+			if full || len(d.Message.Payload) <= maxShownPayload {
+				return printJSON(stdout, d)
+			}
+			return printJSON(stdout, truncatedPayload(d))
 		},
 	}
+	show.Flags().BoolVar(&full, "full", false, fmt.Sprintf("print the whole payload (by default one over %d bytes is cut)", maxShownPayload))
 	var dryRun, all bool
 	var reason string
 	act := func(action outbox.Action) func(*cobra.Command, []string) error {

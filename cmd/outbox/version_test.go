@@ -3,9 +3,12 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"runtime/debug"
 	"strings"
 	"testing"
+
+	"github.com/outbox-dev/outbox/outbox"
 )
 
 func TestVersionShowsModuleCommitAndTime(t *testing.T) {
@@ -28,5 +31,16 @@ func TestVersionShowsModuleCommitAndTime(t *testing.T) {
 	if code := run(context.Background(), []string{"version"}, &out, &out); code != 0 ||
 		!strings.HasPrefix(out.String(), "outbox ") || !strings.Contains(out.String(), "  go      go1.") {
 		t.Errorf("outbox version: %d %s", code, out.String())
+	}
+}
+
+// dlq show cuts a large payload unless --full.
+func TestDLQShowTruncatesALargePayload(t *testing.T) {
+	big := `{"blob":"` + strings.Repeat("x", 10000) + `"}`
+	d := outbox.DeadLetter{ID: 1, Message: outbox.Message{Payload: json.RawMessage(big)}}
+	var out bytes.Buffer
+	printJSON(&out, truncatedPayload(d))
+	if s := out.String(); len(s) > 4000 || !strings.Contains(s, "(2048 of 10011 bytes shown; --full prints all)") {
+		t.Errorf("truncated: %d bytes: %.300s", len(s), s)
 	}
 }
