@@ -8,7 +8,9 @@
 -- that also serialises appends to one aggregate: an aggregate's txids
 -- never decrease in commit order, and a row's txid is never below its
 -- writer's, which keeps the no-skip rule of polling (DESIGN.md).
-CREATE TABLE outbox_aggregate_heads (
+-- IF NOT EXISTS: postgres.PollSetupSQL creates the same table for the
+-- trigger of a mapped table, and a user may run it before this migration.
+CREATE TABLE IF NOT EXISTS outbox_aggregate_heads (
     aggregatetype TEXT NOT NULL,
     aggregateid   TEXT NOT NULL,
     txid          XID8 NOT NULL,
