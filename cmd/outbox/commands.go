@@ -74,6 +74,7 @@ func relayCmd(stderr io.Writer) *cobra.Command {
 	}
 	cfg.AddFlags(cmd.Flags())
 	cmd.Flags().StringVar(&cfg.HTTP, "http", "", "serve /status, /metrics, /healthz, /readyz, /dlq and the web console (/ui) on this address (default: none); beyond loopback it needs OUTBOX_ADMIN_TOKEN")
+	cfg.AddMappingFlags(cmd.Flags())
 	return cmd
 }
 
@@ -157,6 +158,8 @@ func migrateCmd(stdout io.Writer) *cobra.Command {
 	}
 	cfg.AddFlags(cmd.Flags())
 	showOnly(cmd.Flags(), "store", "source", "slot", "recreate-slot", "log-level", "log-format", "config")
+	cmd.Flags().BoolVar(&cfg.OutboxOnly, "outbox-only", false, "only the outbox's tables (outbox, checkpoints, dead letters; PostgreSQL and SQLite), no orders table: for your own service")
+	cfg.AddMappingFlags(cmd.Flags())
 	return cmd
 }
 

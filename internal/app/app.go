@@ -27,6 +27,7 @@ import (
 	"github.com/outbox-dev/outbox/order"
 	"github.com/outbox-dev/outbox/relay"
 	"github.com/outbox-dev/outbox/supervise"
+	"github.com/outbox-dev/outbox/tracing"
 )
 
 // This file is the one place that chooses adapters and builds the
@@ -113,7 +114,7 @@ func New(ctx context.Context, cfg Config, logOut io.Writer, opts Options) (_ *Ap
 	if a.clientOpts, err = cfg.kafka.Opts(); err != nil {
 		return nil, UsageError{Err: err}
 	}
-	if a.pub, err = kafka.NewPublisher(kafka.Config{Brokers: a.brokers, TopicTemplate: cfg.TopicTemplate, Security: cfg.kafka,
+	if a.pub, err = kafka.NewPublisher(kafka.Config{Brokers: a.brokers, TopicTemplate: cfg.Topics(), Security: cfg.kafka,
 		DisableAutoTopicCreation: cfg.NoAutoCreate, Opts: opts.KafkaOpts}); err != nil {
 		return nil, UsageError{Err: err}
 	}
@@ -141,6 +142,9 @@ func New(ctx context.Context, cfg Config, logOut io.Writer, opts Options) (_ *Ap
 		Hooks:        []relay.Hook{a.metrics, a.history},
 		Logger:       a.log.With("worker", "relay"),
 	}
+	if err := a.trace(ctx, &rcfg); err != nil {
+		return nil, err
+	}
 	if opts.RelayConfig != nil {
 		opts.RelayConfig(&rcfg)
 	}
@@ -150,7 +154,7 @@ func New(ctx context.Context, cfg Config, logOut io.Writer, opts Options) (_ *Ap
 	// What this process relays, from where, to where: the first thing an
 	// operator looking at two relays needs to know.
 	a.log.Info("relaying", "from", cfg.store.String(), "source", cfg.source, "to", strings.Join(a.brokers, ","),
-		"topics", cfg.TopicTemplate, "stuck_timeout", cfg.StuckTimeout)
+		"topics", cfg.Topics(), "stuck_timeout", cfg.StuckTimeout)
 	if parked, err := a.store.ParkedAggregates(ctx); err == nil {
 		a.metrics.SetParked(len(parked))
 	}
@@ -256,6 +260,35 @@ func New(ctx context.Context, cfg Config, logOut io.Writer, opts Options) (_ *Ap
 		a.tree.Add("http", &httpService{srv: httpapi.NewServer(cfg.HTTP, handler), ln: a.listener, log: a.log})
 	}
 	return a, nil
+}
+
+// trace adds a producer span per published message (package tracing)
+// when OTEL_EXPORTER_OTLP_ENDPOINT or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT
+// is set, exported by OTLP/HTTP; without them nothing is traced. Close
+// ends what is open and flushes the spans.
+func (a *App) trace(ctx context.Context, rcfg *relay.Config) error {
+	tp, err := tracing.ProviderFromEnv(ctx, "outbox")
+	if err != nil {
+		return UsageError{Err: err}
+	}
+	if tp == nil {
+		return nil
+	}
+	shutdown := func() error {
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer cancel()
+		return tp.Shutdown(sctx)
+	}
+	router, err := kafka.NewRouter(a.cfg.Topics())
+	if err != nil {
+		shutdown()
+		return UsageError{Err: err}
+	}
+	hook := tracing.NewHook(tp, tracing.Config{Topic: router.Topic})
+	rcfg.Hooks = append(rcfg.Hooks, hook)
+	a.closers = append(a.closers, func() error { hook.Close(); return shutdown() })
+	a.log.Info("tracing: a span per published message, exported by OTLP/HTTP")
+	return nil
 }
 
 func (a *App) ready(ctx context.Context) error {

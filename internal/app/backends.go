@@ -11,6 +11,7 @@ import (
 	"github.com/thejerf/suture/v4"
 
 	"github.com/outbox-dev/outbox/httpapi"
+	"github.com/outbox-dev/outbox/mapping"
 	"github.com/outbox-dev/outbox/order"
 	"github.com/outbox-dev/outbox/outbox"
 	"github.com/outbox-dev/outbox/store/poll"
@@ -98,7 +99,13 @@ func open(ctx context.Context, cfg Config, log *slog.Logger, withSource bool) (B
 	if err != nil {
 		return nil, 0, err
 	}
-	n, err := b.Migrate(ctx)
+	var n int
+	if cfg.OutboxOnly || cfg.mapping != nil {
+		// A service of the user's: outbox's tables, no orders table.
+		n, err = b.MigrateOutboxOnly(ctx)
+	} else {
+		n, err = b.Migrate(ctx)
+	}
 	if err == nil && withSource {
 		err = b.build(ctx, cfg, log.With("worker", "relay"))
 	}
@@ -112,7 +119,18 @@ func open(ctx context.Context, cfg Config, log *slog.Logger, withSource bool) (B
 // backend is what each adapter below implements.
 type backend interface {
 	Backend
+	MigrateOutboxOnly(ctx context.Context) (int, error)
 	build(ctx context.Context, cfg Config, log *slog.Logger) error
+}
+
+// mappingError makes a mapping that does not fit its table (a missing
+// column, one of the wrong type) a configuration error: exit 2, with the
+// store's message, which names the table, the column and the key.
+func mappingError(err error) error {
+	if errors.Is(err, mapping.ErrInvalid) {
+		return UsageError{Err: err}
+	}
+	return err
 }
 
 func connect(ctx context.Context, cfg Config, log *slog.Logger) (backend, error) {
@@ -159,17 +177,28 @@ func must[T any](v T, err error) T {
 
 type sqliteBackend struct {
 	*sqlite.Store
-	cfg Config
-	src outbox.Source
+	cfg   Config
+	src   outbox.Source
+	table *sqlite.Table // with a mapping
 }
 
-func (b *sqliteBackend) build(_ context.Context, cfg Config, log *slog.Logger) (err error) {
+func (b *sqliteBackend) build(ctx context.Context, cfg Config, log *slog.Logger) (err error) {
+	if cfg.mapping != nil {
+		if b.table, err = b.Table(ctx, sqlite.TableConfig{Mapping: cfg.mapping, Logger: log}); err != nil {
+			return mappingError(err)
+		}
+		b.src, err = poll.NewSource(b.table, poll.Config{Interval: cfg.PollInterval, Lock: b.RelayLock("default"), Logger: log})
+		return err
+	}
 	b.src, err = poll.NewSource(b.Store, poll.Config{Interval: cfg.PollInterval, Wake: b.Wake(), Lock: b.RelayLock("default"), Logger: log})
 	return err
 }
 func (b *sqliteBackend) Orders() order.Repository { return b.Store.Orders() }
 func (b *sqliteBackend) Source() outbox.Source    { return b.src }
 func (b *sqliteBackend) Unpublished(ctx context.Context) (int64, error) {
+	if b.table != nil {
+		return b.table.Backlog(ctx, "default")
+	}
 	return b.Backlog(ctx, "default")
 }
 func (b *sqliteBackend) Workers(log *slog.Logger) map[string]suture.Service {
@@ -184,23 +213,33 @@ func (b *sqliteBackend) CDCLag() (time.Duration, time.Duration, bool) { return 0
 
 type postgresBackend struct {
 	*postgres.Store
-	cfg Config
-	src outbox.Source
-	cdc *postgres.CDCSource // nil when polling
+	cfg   Config
+	src   outbox.Source
+	cdc   *postgres.CDCSource // nil when polling
+	table *postgres.Table     // polling with a mapping
 }
 
 func (b *postgresBackend) build(ctx context.Context, cfg Config, log *slog.Logger) error {
+	if cfg.source == "poll" && cfg.mapping != nil {
+		t, err := b.Table(ctx, postgres.TableConfig{Mapping: cfg.mapping, Logger: log})
+		if err != nil {
+			return mappingError(err)
+		}
+		b.table = t
+		b.src, err = poll.NewSource(t, poll.Config{Interval: cfg.PollInterval, Lock: b.RelayLock("default"), Logger: log})
+		return err
+	}
 	if cfg.source == "poll" {
 		src, err := poll.NewSource(b.Store, poll.Config{Interval: cfg.PollInterval, Wake: b.Wake(), Lock: b.RelayLock("default"), Logger: log})
 		b.src = src
 		return err
 	}
-	src, err := b.CDC(postgres.CDCConfig{Slot: cfg.Slot, RecreateSlot: cfg.RecreateSlot, Logger: log})
+	src, err := b.CDC(postgres.CDCConfig{Slot: cfg.Slot, RecreateSlot: cfg.RecreateSlot, Mapping: cfg.mapping, Logger: log})
 	if err != nil {
 		return UsageError{Err: err}
 	}
 	if _, err := src.Setup(ctx); err != nil {
-		return err
+		return mappingError(err)
 	}
 	b.src, b.cdc = src, src
 	return nil
@@ -208,6 +247,9 @@ func (b *postgresBackend) build(ctx context.Context, cfg Config, log *slog.Logge
 func (b *postgresBackend) Orders() order.Repository { return b.Store.Orders() }
 func (b *postgresBackend) Source() outbox.Source    { return b.src }
 func (b *postgresBackend) Unpublished(ctx context.Context) (int64, error) {
+	if b.table != nil {
+		return b.table.Backlog(ctx, "default")
+	}
 	if b.cdc == nil {
 		return b.Backlog(ctx, "default")
 	}
@@ -216,7 +258,8 @@ func (b *postgresBackend) Unpublished(ctx context.Context) (int64, error) {
 func (b *postgresBackend) Workers(log *slog.Logger) map[string]suture.Service {
 	w := map[string]suture.Service{"idempotency-keys": must(b.NewKeyCleaner(postgres.KeyCleanerConfig{
 		Retention: b.cfg.IdempotencyTTL, Logger: log.With("worker", "idempotency-keys")}))}
-	if b.cfg.Retention > 0 {
+	// A mapped table is the user's: its rows are theirs to delete.
+	if b.cfg.Retention > 0 && b.cfg.mapping == nil {
 		horizon := b.PollCleanupHorizon("default")
 		if b.cdc != nil {
 			horizon = b.cdc.CleanupHorizon()
@@ -264,6 +307,9 @@ func (b *scyllaBackend) build(_ context.Context, _ Config, log *slog.Logger) err
 }
 func (b *scyllaBackend) Migrate(ctx context.Context) (int, error) {
 	return b.Store.Migrate(ctx, b.settings.Schema)
+}
+func (b *scyllaBackend) MigrateOutboxOnly(context.Context) (int, error) {
+	return 0, Usagef("--outbox-only: ScyllaDB's outbox and orders share one schema; use outbox migrate")
 }
 func (b *scyllaBackend) Orders() order.Repository                   { return b.Store.Orders() }
 func (b *scyllaBackend) Source() outbox.Source                      { return b.cdc }

@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/outbox-dev/outbox/kafka"
+	"github.com/outbox-dev/outbox/mapping"
 )
 
 // config is every setting. Each is a flag, an OUTBOX_* variable and a key
@@ -52,12 +53,21 @@ type Config struct {
 	KafkaSASL     string
 	KafkaSASLUser string
 
+	// Mapping is --mapping: Debezium EventRouter keys naming a table of
+	// the user's for the relay to read (package mapping); empty reads
+	// outbox's own table.
+	Mapping map[string]string
+	// OutboxOnly is migrate's --outbox-only: the outbox's tables, no
+	// orders table. A relay with a Mapping migrates only those too.
+	OutboxOnly bool
+
 	// Built by Validate, once; parsedFrom is what they were built from,
 	// so a copy of a Config given another Store is parsed again rather
 	// than opening the original's store.
 	kafka      kafka.Security
 	store      StoreURL
 	source     string // cdc or poll, the store's default filled in
+	mapping    *mapping.Mapping
 	parsedFrom parseInputs
 }
 
@@ -66,11 +76,12 @@ type parseInputs struct {
 	store, source, brokers                          string
 	tls                                             bool
 	caFile, certFile, keyFile, sasl, user, password string
+	mapping, topics                                 string
 }
 
 func (c *Config) parseInputs() parseInputs {
 	return parseInputs{c.Store, c.Source, c.Brokers, c.KafkaTLS, c.KafkaCAFile, c.KafkaCertFile, c.KafkaKeyFile,
-		c.KafkaSASL, c.KafkaSASLUser, c.KafkaSASLPassword}
+		c.KafkaSASL, c.KafkaSASLUser, c.KafkaSASLPassword, mappingFlag{&c.Mapping}.String(), c.TopicTemplate}
 }
 
 // StoreURL is the parsed --store (after Validate).
@@ -106,7 +117,7 @@ func (c *Config) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.KafkaSASL, "kafka-sasl-mechanism", "", "SASL mechanism: SCRAM-SHA-256, SCRAM-SHA-512 or PLAIN (TLS only); the password comes from OUTBOX_KAFKA_SASL_PASSWORD or _FILE")
 	fs.StringVar(&c.KafkaSASLUser, "kafka-sasl-user", "", "SASL user")
 	fs.IntVar(&c.BrokerPort, "broker-port", 9092, "port of the embedded broker on 127.0.0.1 (0: any free port)")
-	fs.StringVar(&c.TopicTemplate, "topic-template", kafka.TopicPerAggregateType, "topic routing: {aggregatetype} and {type} are replaced; {type} is the design's topic per event type")
+	fs.StringVar(&c.TopicTemplate, "topic-template", defaultTopicTemplate, "topic routing: {aggregatetype} and {type} are replaced; {type} is the design's topic per event type")
 	f := fs.VarPF(inverted{&c.NoAutoCreate}, "kafka-auto-create-topics", "", "let the broker create a missing topic on first publish; off, an event for a missing topic fails (and is parked after --stuck-timeout)")
 	f.NoOptDefVal, f.DefValue = "true", "true"
 	fs.DurationVar(&c.PollInterval, "poll-interval", 100*time.Millisecond, "how often the relay polls an idle outbox")
@@ -118,6 +129,8 @@ func (c *Config) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.LogFormat, "log-format", "text", "text or json")
 	fs.StringVar(&c.ConfigFile, "config", "", "JSON file whose keys are flag names, e.g. {\"store\": \"sqlite://x.db\"}")
 }
+
+const defaultTopicTemplate = kafka.TopicPerAggregateType
 
 // inverted is a bool flag that sets its field to the opposite value.
 type inverted struct{ v *bool }
@@ -185,6 +198,14 @@ func (c *Config) Resolve(fs *pflag.FlagSet) error {
 			return
 		}
 		if v, ok := fileValues[f.Name]; ok {
+			if obj, isObj := v.(map[string]any); isObj {
+				if mf, ok := f.Value.(mappingFlag); ok {
+					if serr := mf.setObject(obj); serr != nil {
+						err = Usagef("config file %s: %s: %v", path, f.Name, serr)
+					}
+					return
+				}
+			}
 			if serr := fs.Set(f.Name, fmt.Sprint(v)); serr != nil {
 				err = Usagef("config file %s: %s: %v", path, f.Name, serr)
 			}
@@ -281,10 +302,14 @@ func (c *Config) parse() error {
 	if c.kafka, err = c.kafkaSecurity(); err != nil {
 		return err
 	}
+	mp, _, err := c.parseMapping(store)
+	if err != nil {
+		return err
+	}
 	if c.Brokers == "" && (c.KafkaTLS || c.KafkaCAFile != "" || c.KafkaCertFile != "" || c.KafkaSASL != "") {
 		return Usagef("Kafka TLS and SASL settings need --brokers (the embedded broker is plaintext on loopback)")
 	}
-	c.store, c.source, c.parsedFrom = store, source, c.parseInputs()
+	c.store, c.source, c.mapping, c.parsedFrom = store, source, mp, c.parseInputs()
 	return nil
 }
 

@@ -1,0 +1,369 @@
+package main
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	_ "modernc.org/sqlite"
+
+	"github.com/outbox-dev/outbox/internal/testenv"
+	"github.com/outbox-dev/outbox/kafka"
+	"github.com/outbox-dev/outbox/kafka/kafkatest"
+	"github.com/outbox-dev/outbox/mapping"
+	"github.com/outbox-dev/outbox/store/postgres"
+)
+
+// These tests point `outbox relay` at a table of the user's, created by
+// plain SQL in Debezium's outbox layout with other column names than
+// outbox's, through each way of configuring it: flags, OUTBOX_MAPPING and
+// the config file.
+
+// signupKeys maps the signup_events tables below, as Debezium keys.
+func signupKeys(table string) map[string]string {
+	return map[string]string{
+		"table.name":                        table,
+		"table.field.event.id":              "event_id",
+		"table.field.event.key":             "agg_id",
+		"table.field.event.type":            "event_type",
+		"table.field.event.payload":         "body",
+		"route.by.field":                    "agg_type",
+		"route.topic.replacement":           "signups.${routedByValue}",
+		"table.fields.additional.placement": "tenant:header,event_type:header:eventType",
+	}
+}
+
+// mappingArgs renders keys as repeated --mapping flags.
+func mappingArgs(keys map[string]string) []string {
+	var args []string
+	for k, v := range keys {
+		args = append(args, "--mapping", k+"="+v)
+	}
+	return args
+}
+
+// mappingEnv renders keys as OUTBOX_MAPPING's one comma-separated value.
+func mappingEnv(keys map[string]string) string {
+	var parts []string
+	for k, v := range keys {
+		parts = append(parts, k+"="+v)
+	}
+	return strings.Join(parts, ",")
+}
+
+const sqliteSignupTable = `CREATE TABLE signup_events (
+	seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+	event_id   TEXT NOT NULL UNIQUE,
+	agg_type   TEXT NOT NULL,
+	agg_id     TEXT NOT NULL,
+	event_type TEXT NOT NULL,
+	body       TEXT,
+	tenant     TEXT
+)`
+
+const pgSignupTable = `CREATE SCHEMA app; CREATE TABLE app.signup_events (
+	event_id   uuid PRIMARY KEY,
+	agg_type   text NOT NULL,
+	agg_id     text NOT NULL,
+	event_type text NOT NULL,
+	body       jsonb,
+	tenant     text
+)`
+
+// signup is one row the application writes.
+type signup struct{ id, user, body string }
+
+func someSignups(n int) []signup {
+	var out []signup
+	for i := range n {
+		out = append(out, signup{uuid.NewString(), fmt.Sprintf("u%d", i%3), fmt.Sprintf(`{"n": %d}`, i)})
+	}
+	return out
+}
+
+const insertSignup = `INSERT INTO %s (event_id, agg_type, agg_id, event_type, body, tenant) VALUES ($1, 'user', $2, 'UserSignedUp', $3, 'acme')`
+
+// checkSignups waits for rows on topic signups.user, as the mapping says:
+// keyed by agg_id, the body as the value, tenant and the event type as
+// headers beside outbox's own.
+func checkSignups(t *testing.T, brokers []string, rows []signup, logs *lockedBuffer) {
+	t.Helper()
+	var got []kafkatest.Received
+	testenv.Eventually(t, 30*time.Second, fmt.Sprintf("%d records on signups.user", len(rows)), func() bool {
+		var err error
+		got, err = kafkatest.ReadAll(t.Context(), brokers, []string{"signups.user"})
+		return err == nil && len(got) >= len(rows)
+	})
+	if len(got) != len(rows) {
+		t.Fatalf("%d records, want %d\n%s", len(got), len(rows), logs)
+	}
+	byID := map[string]kafkatest.Received{}
+	for _, r := range got {
+		byID[r.Headers["id"]] = r
+	}
+	for _, w := range rows {
+		r, ok := byID[w.id]
+		if !ok {
+			t.Fatalf("event %s not published; got %+v", w.id, got)
+		}
+		if r.Key != w.user || string(r.Value) != w.body || r.Headers["tenant"] != "acme" || r.Headers["eventType"] != "UserSignedUp" ||
+			r.Headers["type"] != "UserSignedUp" || r.Headers["aggregatetype"] != "user" {
+			t.Errorf("record %s: key %q value %s headers %v; want key %q value %s", w.id, r.Key, r.Value, r.Headers, w.user, w.body)
+		}
+	}
+}
+
+// waitRelaying waits for the relay's start, so that rows written next are
+// after its replication slot.
+func waitRelaying(t *testing.T, logs *lockedBuffer) {
+	t.Helper()
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("relay's log:\n%s", logs)
+		}
+	})
+	testenv.Eventually(t, 30*time.Second, "the relay starts", func() bool {
+		return strings.Contains(logs.String(), "msg=relaying")
+	})
+	if s := logs.String(); !strings.Contains(s, "topics=signups.{aggregatetype}") {
+		t.Fatalf("the relay does not route by the mapping's route.topic.replacement:\n%s", s)
+	}
+}
+
+func TestRelayReadsAMappedSQLiteTableConfiguredByFlags(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "app.db")
+	db, err := sql.Open("sqlite", "file:"+path+"?_pragma=busy_timeout(5000)&_pragma=journal_mode(WAL)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if _, err := db.Exec(sqliteSignupTable); err != nil {
+		t.Fatal(err)
+	}
+	broker, err := kafka.StartEmbedded(kafka.EmbeddedConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer broker.Close()
+	logs, stop := runRelay(t, append([]string{"--store", "sqlite://" + path, "--brokers", broker.Addrs()[0], "--poll-interval", "10ms"},
+		mappingArgs(signupKeys("signup_events"))...)...)
+	waitRelaying(t, logs)
+	rows := someSignups(6)
+	for _, r := range rows {
+		if _, err := db.Exec(fmt.Sprintf(insertSignup, "signup_events"), r.id, r.user, r.body); err != nil {
+			t.Fatal(err)
+		}
+	}
+	checkSignups(t, broker.Addrs(), rows, logs)
+	if code := stop(); code != 0 {
+		t.Fatalf("relay exited %d\n%s", code, logs)
+	}
+	// Only outbox's own tables were added beside the application's.
+	var orders int
+	if err := db.QueryRow(`SELECT count(*) FROM sqlite_master WHERE name = 'orders'`).Scan(&orders); err != nil || orders != 0 {
+		t.Fatalf("a relay with a mapping created the orders table (%d, %v)", orders, err)
+	}
+}
+
+// pgSignups creates the application's table in a fresh database.
+func pgSignups(t *testing.T) (dsn string, conn *pgx.Conn) {
+	t.Helper()
+	dsn = testenv.PostgresDatabase(t)
+	conn, err := pgx.Connect(t.Context(), dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close(context.Background()) })
+	if _, err := conn.Exec(t.Context(), pgSignupTable); err != nil {
+		t.Fatal(err)
+	}
+	return dsn, conn
+}
+
+func TestRelayPollsAMappedPostgresTableConfiguredByTheEnvironment(t *testing.T) {
+	dsn, conn := pgSignups(t)
+	keys := signupKeys("app.signup_events")
+	m, err := mapping.Parse(keys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ddl, err := postgres.PollSetupSQL(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.Exec(t.Context(), ddl); err != nil {
+		t.Fatal(err)
+	}
+	broker, err := kafka.StartEmbedded(kafka.EmbeddedConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer broker.Close()
+	t.Setenv("OUTBOX_MAPPING", mappingEnv(keys))
+	logs, stop := runRelay(t, "--store", dsn, "--source", "poll", "--brokers", broker.Addrs()[0], "--poll-interval", "10ms")
+	waitRelaying(t, logs)
+	rows := someSignups(6)
+	for _, r := range rows {
+		if _, err := conn.Exec(t.Context(), fmt.Sprintf(insertSignup, "app.signup_events"), r.id, r.user, r.body); err != nil {
+			t.Fatal(err)
+		}
+	}
+	checkSignups(t, broker.Addrs(), rows, logs)
+	if code := stop(); code != 0 {
+		t.Fatalf("relay exited %d\n%s", code, logs)
+	}
+}
+
+func TestRelayStreamsAMappedPostgresTableConfiguredByTheConfigFile(t *testing.T) {
+	dsn, conn := pgSignups(t)
+	broker, err := kafka.StartEmbedded(kafka.EmbeddedConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer broker.Close()
+	file := filepath.Join(t.TempDir(), "relay.json")
+	b, _ := json.Marshal(map[string]any{"store": dsn, "source": "cdc", "slot": fmt.Sprintf("signup_%d", time.Now().UnixNano()),
+		"brokers": broker.Addrs()[0], "mapping": signupKeys("app.signup_events")})
+	if err := os.WriteFile(file, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	logs, stop := runRelay(t, "--config", file)
+	waitRelaying(t, logs)
+	rows := someSignups(6)
+	for _, r := range rows {
+		if _, err := conn.Exec(t.Context(), fmt.Sprintf(insertSignup, "app.signup_events"), r.id, r.user, r.body); err != nil {
+			t.Fatal(err)
+		}
+	}
+	checkSignups(t, broker.Addrs(), rows, logs)
+	if code := stop(); code != 0 {
+		t.Fatalf("relay exited %d\n%s", code, logs)
+	}
+	var orders bool
+	if err := conn.QueryRow(t.Context(), `SELECT to_regclass('orders') IS NOT NULL`).Scan(&orders); err != nil || orders {
+		t.Fatalf("a relay with a mapping created the orders table (%v, %v)", orders, err)
+	}
+}
+
+// TestABadMappingStopsTheRelayAtStartNamingTheColumn: a missing column
+// and a column of the wrong type make `outbox relay` exit 2 before it
+// publishes anything, saying which column, on SQLite, PostgreSQL polling
+// and PostgreSQL CDC.
+func TestABadMappingStopsTheRelayAtStartNamingTheColumn(t *testing.T) {
+	broker, err := kafka.StartEmbedded(kafka.EmbeddedConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer broker.Close()
+	bad := []struct {
+		name, key, value string
+		want             []string
+	}{
+		{"missing column", "table.field.event.key", "user_id", []string{`"user_id"`, "table.field.event.key"}},
+		{"wrong type", "table.field.event.sequence", "tenant", []string{`"tenant"`, "table.field.event.sequence"}},
+	}
+	type target struct {
+		name  string
+		store func(t *testing.T) (store, table string)
+		args  []string
+	}
+	targets := []target{
+		{"sqlite", func(t *testing.T) (string, string) {
+			path := filepath.Join(t.TempDir(), "app.db")
+			db, err := sql.Open("sqlite", "file:"+path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer db.Close()
+			if _, err := db.Exec(sqliteSignupTable); err != nil {
+				t.Fatal(err)
+			}
+			return "sqlite://" + path, "signup_events"
+		}, nil},
+	}
+	if os.Getenv("OUTBOX_TEST_PG_DSN") != "" || os.Getenv("OUTBOX_REQUIRE_SERVICES") != "" {
+		pg := func(t *testing.T) (string, string) { dsn, _ := pgSignups(t); return dsn, "app.signup_events" }
+		targets = append(targets, target{"postgres cdc", pg, []string{"--source", "cdc", "--slot", fmt.Sprintf("bad_%d", time.Now().UnixNano())}},
+			target{"postgres poll", pg, []string{"--source", "poll"}})
+	}
+	for _, tg := range targets {
+		for _, b := range bad {
+			t.Run(tg.name+"/"+b.name, func(t *testing.T) {
+				store, table := tg.store(t)
+				keys := signupKeys(table)
+				keys[b.key] = b.value
+				var out lockedBuffer
+				args := append([]string{"relay", "--store", store, "--brokers", broker.Addrs()[0]}, tg.args...)
+				// Bounded: a relay that starts instead of refusing would run on.
+				ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+				defer cancel()
+				code := run(ctx, append(args, mappingArgs(keys)...), &out, &out)
+				if code != 2 {
+					t.Fatalf("relay exited %d, want 2\n%s", code, out.String())
+				}
+				for _, w := range b.want {
+					if !strings.Contains(out.String(), w) {
+						t.Errorf("the error does not say %s:\n%s", w, out.String())
+					}
+				}
+			})
+		}
+	}
+}
+
+func TestMigrateOutboxOnly(t *testing.T) {
+	t.Run("sqlite", func(t *testing.T) {
+		path := filepath.Join(t.TempDir(), "app.db")
+		var out lockedBuffer
+		if code := run(t.Context(), []string{"migrate", "--outbox-only", "--store", "sqlite://" + path}, &out, &out); code != 0 {
+			t.Fatalf("migrate exited %d\n%s", code, out.String())
+		}
+		db, err := sql.Open("sqlite", "file:"+path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer db.Close()
+		rows, err := db.Query(`SELECT name FROM sqlite_master WHERE type = 'table'`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer rows.Close()
+		var names []string
+		for rows.Next() {
+			var n string
+			rows.Scan(&n)
+			names = append(names, n)
+		}
+		if !slices.Contains(names, "outbox") || slices.Contains(names, "orders") {
+			t.Fatalf("tables %v: want outbox's, without orders", names)
+		}
+	})
+	t.Run("postgres", func(t *testing.T) {
+		dsn := testenv.PostgresDatabase(t)
+		var out lockedBuffer
+		if code := run(t.Context(), []string{"migrate", "--outbox-only", "--store", dsn, "--source", "poll"}, &out, &out); code != 0 {
+			t.Fatalf("migrate exited %d\n%s", code, out.String())
+		}
+		conn, err := pgx.Connect(t.Context(), dsn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close(context.Background())
+		var outboxT, orders bool
+		if err := conn.QueryRow(t.Context(), `SELECT to_regclass('outbox') IS NOT NULL, to_regclass('orders') IS NOT NULL`).Scan(&outboxT, &orders); err != nil {
+			t.Fatal(err)
+		}
+		if !outboxT || orders {
+			t.Fatalf("outbox table %v, orders table %v: want only outbox's", outboxT, orders)
+		}
+	})
+}
