@@ -964,6 +964,21 @@ func runRetention(r *chaosRun, res *scenarioResult) error {
 		return err
 	}
 	defer admin.Close(r.ctx)
+	// The stopped relay's walsender ends a moment after the process: the
+	// server holds the slot active until it notices the connection closed.
+	for deadline := time.Now().Add(10 * time.Second); ; retry.Wait(r.ctx, 50*time.Millisecond) {
+		var active bool
+		err := admin.QueryRow(r.ctx, `SELECT active FROM pg_replication_slots WHERE slot_name = $1`, r.slot).Scan(&active)
+		if err != nil {
+			return fmt.Errorf("the slot before dropping it: %w", err)
+		}
+		if !active {
+			break
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("slot %s still active 10 s after the relay stopped", r.slot)
+		}
+	}
 	if _, err := admin.Exec(r.ctx, `SELECT pg_drop_replication_slot($1)`, r.slot); err != nil {
 		return fmt.Errorf("drop slot: %w", err)
 	}
