@@ -24,7 +24,9 @@ import (
 // `outbox relay`, as a child process: its CPU (the sum of its threads'
 // run time, /proc/PID/task/*/schedstat) and its peak RSS (VmHWM in
 // /proc/PID/status) are then its own, not the bench's writers' and
-// readers'.
+// readers'. On SQLite the fixed-rate stages keep the relay in this
+// process: a database file has one writing process (outbox serve), and
+// writers in another process than the relay's get SQLITE_BUSY.
 
 // outboxBinary finds the product binary: --outbox, one beside this
 // binary, one on PATH, else built with go build.
@@ -119,8 +121,12 @@ func (c *childRelay) stop() {
 	}
 }
 
-// cpu is the child's CPU time so far: its threads' run time.
+// cpu is the child's CPU time so far: its threads' run time (0 for no
+// child).
 func (c *childRelay) cpu() time.Duration {
+	if c == nil {
+		return 0
+	}
 	dir := fmt.Sprintf("/proc/%d/task", c.cmd.Process.Pid)
 	tasks, err := os.ReadDir(dir)
 	if err != nil {
