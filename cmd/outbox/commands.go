@@ -75,6 +75,9 @@ func relayCmd(stderr io.Writer) *cobra.Command {
 	cfg.AddFlags(cmd.Flags())
 	cmd.Flags().StringVar(&cfg.HTTP, "http", "", "serve /status, /metrics, /healthz, /readyz, /dlq and the web console (/ui) on this address (default: none); beyond loopback it needs OUTBOX_ADMIN_TOKEN")
 	cfg.AddMappingFlags(cmd.Flags())
+	// The relay publishes to --brokers, never to an embedded broker: hidden,
+	// still accepted (one config file serves every command).
+	cmd.Flags().MarkHidden("broker-port")
 	return cmd
 }
 

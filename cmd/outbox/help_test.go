@@ -66,10 +66,22 @@ func TestHelpShowsOnlyTheFlagsACommandUses(t *testing.T) {
 			t.Errorf("outbox serve --help lacks %s", f)
 		}
 	}
+	// relay publishes to --brokers only: no embedded broker's port.
+	relay := helpOf(t, "relay")
+	for _, f := range relayOnly {
+		if shown := strings.Contains(relay, f+" "); shown != (f != "--broker-port") {
+			t.Errorf("outbox relay --help: %s shown %v", f, shown)
+		}
+	}
 	// Hidden is not refused: one config file or environment serves all.
 	var out bytes.Buffer
 	if code := run(context.Background(), []string{"dlq", "list", "--store", "sqlite://" + filepath.Join(t.TempDir(), "x.db"),
 		"--brokers", "k:9092"}, &out, &out); code == 0 || strings.Contains(out.String(), "unknown flag") {
 		t.Errorf("dlq list refused --brokers (or opened a store that is not there): %s", out.String())
+	}
+	out.Reset()
+	if code := run(context.Background(), []string{"relay", "--broker-port", "0"}, &out, &out); code != 2 ||
+		strings.Contains(out.String(), "unknown flag") || !strings.Contains(out.String(), "--brokers") {
+		t.Errorf("relay --broker-port 0 without --brokers: exit %d, want 2 asking for --brokers: %s", code, out.String())
 	}
 }
