@@ -25,6 +25,7 @@ import (
 
 	"github.com/outbox-dev/outbox/breaker"
 	"github.com/outbox-dev/outbox/checker"
+	"github.com/outbox-dev/outbox/inbox"
 	"github.com/outbox-dev/outbox/internal/app"
 	"github.com/outbox-dev/outbox/internal/lab/labcli"
 	"github.com/outbox-dev/outbox/internal/lab/labstore"
@@ -167,13 +168,13 @@ func runDemo(ctx context.Context, cfg app.Config, opts demoOptions, stdout, stde
 		return err
 	}
 	defer os.RemoveAll(inboxDir)
-	inbox, err := sqlite.Open(ctx, filepath.Join(inboxDir, "inbox.db"), sqlite.Config{Synchronous: "NORMAL"})
+	inboxDB, err := sqlite.Open(ctx, filepath.Join(inboxDir, "inbox.db"), sqlite.Config{Synchronous: "NORMAL"})
 	if err != nil {
 		return err
 	}
-	defer inbox.Close()
-	d.inbox = inbox.DB()
-	if _, err := d.inbox.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS inbox (consumer TEXT NOT NULL, event_id TEXT NOT NULL, PRIMARY KEY (consumer, event_id))`); err != nil {
+	defer inboxDB.Close()
+	d.inbox = inboxDB.DB()
+	if _, err := inbox.Migrate(ctx, d.inbox, inbox.SQLite); err != nil {
 		return err
 	}
 
@@ -304,62 +305,63 @@ func (d *demo) call(ctx context.Context, method, path, body, ifMatch string, out
 	return false
 }
 
-// consumer reads the order topics as a consumer group and records each
-// event id in its inbox, dropping duplicates and checking order.
+// consumer reads the order topics as a consumer group through package
+// inbox, as a service of the user's would: each record is processed in a
+// transaction that records its event id (a duplicate is skipped) and
+// the aggregate's sequence (an older event after a newer one is a
+// regression), and its offset is committed after.
 type consumer struct {
 	name   string
 	client *kgo.Client
-	inbox  *sql.DB
+	db     *sql.DB
+	inbox  *inbox.Inbox
 
-	mu        sync.Mutex
-	received  int64
-	dups      int64
-	outOfSeq  int64
-	lastSeq   map[string]int64
-	processed map[string]bool
+	mu       sync.Mutex
+	received int64
+	dups     int64
+	outOfSeq int64
 }
 
-func newConsumer(name string, brokers, topics []string, inbox *sql.DB, security []kgo.Opt) (*consumer, error) {
+func newConsumer(name string, brokers, topics []string, db *sql.DB, security []kgo.Opt) (*consumer, error) {
 	cl, err := kgo.NewClient(append(slices.Clone(security), kgo.SeedBrokers(brokers...), kgo.ConsumerGroup("demo-"+name), kgo.ConsumeTopics(topics...),
-		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.AllowAutoTopicCreation(), kgo.FetchMaxWait(100*time.Millisecond))...)
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.AllowAutoTopicCreation(), kgo.FetchMaxWait(100*time.Millisecond),
+		kgo.DisableAutoCommit(), kgo.BlockRebalanceOnPoll())...)
 	if err != nil {
 		return nil, fmt.Errorf("consumer %s: %w", name, err)
 	}
-	return &consumer{name: name, client: cl, inbox: inbox, lastSeq: map[string]int64{}, processed: map[string]bool{}}, nil
+	c := &consumer{name: name, client: cl, db: db}
+	if c.inbox, err = inbox.New(inbox.Config{Consumer: name, Dialect: inbox.SQLite, TrackSequences: true, OnProcessed: c.processed}); err != nil {
+		cl.Close()
+		return nil, fmt.Errorf("consumer %s: %w", name, err)
+	}
+	return c, nil
 }
 
 func (c *consumer) run(ctx context.Context) {
 	defer c.client.Close()
+	// The demo's consumers have no work of their own: recording the
+	// event in the inbox is all their transaction does.
+	process := c.inbox.SQLProcessor(c.db, func(context.Context, *sql.Tx, *kgo.Record, inbox.Event, inbox.Result) error { return nil })
 	for ctx.Err() == nil {
-		fs := c.client.PollFetches(ctx)
-		fs.EachRecord(func(r *kgo.Record) { c.handle(ctx, r) })
+		if err := inbox.Run(ctx, c.client, process, inbox.RunConfig{}); err != nil {
+			return
+		}
 	}
 }
 
-func (c *consumer) handle(ctx context.Context, r *kgo.Record) {
-	h := map[string]string{}
-	for _, kv := range r.Headers {
-		h[kv.Key] = string(kv.Value)
-	}
-	res, err := c.inbox.ExecContext(ctx, `INSERT INTO inbox (consumer, event_id) VALUES (?, ?) ON CONFLICT DO NOTHING`, c.name, h[outbox.HeaderID])
-	if err != nil {
-		return
-	}
-	n, _ := res.RowsAffected()
-	var seq int64
-	fmt.Sscan(h[outbox.HeaderSequence], &seq)
+// processed hears each event after its transaction committed.
+func (c *consumer) processed(_ inbox.Event, res inbox.Result) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if n == 0 {
+	switch {
+	case res.Duplicate:
 		c.dups++
-		return
-	}
-	c.received++
-	agg := h[outbox.HeaderAggregateID]
-	if seq <= c.lastSeq[agg] {
+	case res.Regression:
+		c.received++
 		c.outOfSeq++
+	default:
+		c.received++
 	}
-	c.lastSeq[agg] = seq
 }
 
 func (c *consumer) counts() (received, dups, outOfSeq int64) {
