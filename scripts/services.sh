@@ -119,13 +119,20 @@ make_certs() {
   cat "$dir/server.key" "$dir/server.pem" >"$dir/keystore.pem"
 }
 
+# plain_mvn runs Maven quietly and without colours. Debian's Maven 3.8.7
+# still writes ESC[0m with -B -Dstyle.color=never, so sed strips what is
+# left (pipefail keeps Maven's exit status).
+plain_mvn() {
+  mvn -q -B -Dstyle.color=never --no-transfer-progress "$@" 2>&1 | sed -u $'s/\x1b\\[[0-9;]*m//g'
+}
+
 start_kafka() {
   command -v java >/dev/null || { echo "services: java is required for Kafka" >&2; return 1; }
   local libs="$KAFKA_LIBS"
   if ! ls "$libs"/kafka_2.13-*.jar >/dev/null 2>&1; then
     echo "services: fetching Apache Kafka jars from Maven Central"
     command -v mvn >/dev/null || { echo "services: mvn is required to fetch Kafka" >&2; return 1; }
-    mvn -q -B -f "$ROOT/scripts/kafka/pom.xml" dependency:copy-dependencies -DoutputDirectory="$libs" || return 1
+    plain_mvn -f "$ROOT/scripts/kafka/pom.xml" dependency:copy-dependencies -DoutputDirectory="$libs" || return 1
   fi
   local port cport dir="$TMP/kafka/run"
   port=$(free_port); cport=$(free_port)
@@ -230,7 +237,7 @@ start_cassandra() {
   command -v java >/dev/null || { echo "services: java is required for Cassandra" >&2; return 1; }
   if ! ls "$CASSANDRA_LIBS"/cassandra-all-*.jar >/dev/null 2>&1; then
     echo "services: fetching Apache Cassandra jars from Maven Central"
-    mvn -q -B -f "$ROOT/scripts/cassandra/pom.xml" dependency:copy-dependencies -DoutputDirectory="$CASSANDRA_LIBS" || return 1
+    plain_mvn -f "$ROOT/scripts/cassandra/pom.xml" dependency:copy-dependencies -DoutputDirectory="$CASSANDRA_LIBS" || return 1
   fi
   local dir="$TMP/cassandra" port sport jport
   port=$(free_port); sport=$(free_port); jport=$(free_port)

@@ -39,7 +39,7 @@ dirty="$(git -C "$ROOT" status --porcelain -- . ':!bench/peers' 2>/dev/null | aw
 echo "peers: building outbox, the Watermill forwarder, the driver and the Debezium peer"
 (cd "$ROOT" && go build -o "$WORK/outbox" ./cmd/outbox)
 (cd "$HERE" && go build -o "$WORK/watermill-forwarder" ./cmd/watermill-forwarder && go build -o "$WORK/peers" ./cmd/peers)
-(cd "$HERE/debezium" && rm -rf target/deps && mvn -B -q package -DskipTests dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory=target/deps)
+(cd "$HERE/debezium" && rm -rf target/deps && mvn -B -q -Dstyle.color=never --no-transfer-progress package -DskipTests dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory=target/deps 2>&1 | sed -u $'s/\x1b\\[[0-9;]*m//g') # Maven 3.8.7 writes ESC[0m even so
 
 out="$HERE/results/latest"
 quick=0
