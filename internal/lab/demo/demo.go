@@ -38,10 +38,11 @@ import (
 )
 
 type demoOptions struct {
-	orders int
-	rate   int
-	chaos  bool
-	keep   bool
+	orders    int
+	rate      int
+	chaos     bool
+	keep      bool
+	tempStore bool // the store is the demo's own temporary one
 }
 
 // Command is `outbox-lab demo`.
@@ -59,11 +60,14 @@ duplicates with an inbox table.
 
 With --orders N it creates N orders (each then updated and cancelled), waits
 until every event reached every consumer, checks completeness and order with
-the checker, prints a one-line verdict and exits 0 or 1.
+the checker, prints a one-line verdict and exits 0 or 1. Without it, it runs
+until Ctrl-C (or SIGTERM), then stops the traffic and does the same with
+what was written.
 
 With --chaos it makes the broker fail for a while (the breaker opens, the
 relay applies back-pressure, then recovers) and writes one poison event that
-is too large for the broker (it is dead-lettered and its aggregate parked).`,
+is too large for the broker (it is dead-lettered and its aggregate parked),
+once, and says how to look at the dead letter.`,
 		Args: labcli.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if !cmd.Flags().Changed("store") && os.Getenv("OUTBOX_STORE") == "" {
@@ -74,6 +78,7 @@ is too large for the broker (it is dead-lettered and its aggregate parked).`,
 				if !opts.keep {
 					defer os.RemoveAll(dir)
 				}
+				opts.tempStore = true
 				cfg.Store = "sqlite://" + filepath.Join(dir, "outbox.db")
 				cmd.Flags().Set("store", cfg.Store)
 			}
@@ -116,12 +121,22 @@ type demo struct {
 	consumers []*consumer
 	inbox     *sql.DB
 
+	outMu sync.Mutex // the view, the notes and the verdict share stdout
+	out   io.Writer
+
 	created, updated, cancelled, failed atomic.Int64
 	brokerDown                          atomic.Bool
 	breakerOpened                       atomic.Int64
 	chaosNote                           atomic.Value // string
 	poisonMu                            sync.Mutex
 	poison                              []string // written by chaos, read by verify
+}
+
+// say prints to stdout, never in the middle of the view.
+func (d *demo) say(format string, args ...any) {
+	d.outMu.Lock()
+	defer d.outMu.Unlock()
+	fmt.Fprintf(d.out, format, args...)
 }
 
 func (d *demo) poisonIDs() []string {
@@ -138,7 +153,7 @@ func runDemo(ctx context.Context, cfg app.Config, opts demoOptions, stdout, stde
 			logs = stderr
 		}
 	}
-	d := &demo{opts: opts, client: &http.Client{Timeout: 30 * time.Second}}
+	d := &demo{opts: opts, out: stdout, client: &http.Client{Timeout: 30 * time.Second}}
 	d.chaosNote.Store("")
 	a, err := app.New(ctx, cfg, logs, app.Options{HTTP: true, RelayConfig: func(rc *relay.Config) {
 		rc.Hooks = append(rc.Hooks, breakerCounter{&d.breakerOpened})
@@ -178,7 +193,9 @@ func runDemo(ctx context.Context, cfg app.Config, opts demoOptions, stdout, stde
 		return err
 	}
 
-	runCtx, stop := context.WithCancel(ctx)
+	// The system runs on a context of its own: a signal (ctx) stops the
+	// traffic, and the demo still checks what was written before it stops.
+	runCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
 	defer stop()
 	var wg sync.WaitGroup
 	wg.Go(func() { a.Serve(runCtx) })
@@ -197,43 +214,54 @@ func runDemo(ctx context.Context, cfg app.Config, opts demoOptions, stdout, stde
 		wg.Wait()
 	}()
 
-	fmt.Fprintf(stdout, "outbox-lab demo: API %s  broker %s  store %s\n", d.base, strings.Join(a.Brokers(), ","), app.RedactURL(cfg.Store))
+	d.say("outbox-lab demo: API %s  broker %s  store %s\n", d.base, strings.Join(a.Brokers(), ","), app.RedactURL(cfg.Store))
+	if opts.orders == 0 {
+		d.say("outbox-lab demo: runs until Ctrl-C; then it stops the traffic, checks that every event written reached every consumer, and prints a verdict\n")
+	}
 	viewCtx, stopView := context.WithCancel(runCtx)
 	var viewWG sync.WaitGroup
 	viewWG.Go(func() { d.view(viewCtx, stdout) })
 	defer func() { stopView(); viewWG.Wait() }()
 
+	var chaosWG sync.WaitGroup
 	if opts.chaos {
 		if opts.orders > 0 {
 			d.brokerDown.Store(true) // before the first event
 		}
-		wg.Go(func() { d.chaos(runCtx) })
+		chaosWG.Go(func() { d.chaos(ctx, runCtx, cfg.Store) })
 	}
-	if opts.orders == 0 {
-		d.traffic(runCtx, 0)
-		return nil
+	d.traffic(ctx, runCtx, opts.orders)
+	stopped := ctx.Err() != nil
+	if stopped {
+		d.say("outbox-lab demo: stopping: no new orders after %d; checking that every event written reached every consumer\n", d.created.Load())
 	}
-	d.traffic(runCtx, opts.orders)
-	verdict, err := d.verify(runCtx)
+	chaosWG.Wait() // with --orders, the whole cycle; after a signal, the broker is back
+	var verdict string
+	if stopped || opts.orders == 0 {
+		verdict, err = d.verifyWritten(runCtx)
+	} else {
+		verdict, err = d.verify(runCtx, int64(opts.orders*3), true)
+	}
 	stopView()
 	viewWG.Wait() // the view and the verdict share stdout
 	if err != nil {
-		fmt.Fprintln(stdout, "verdict: FAIL:", err)
+		d.say("verdict: FAIL: %v\n", err)
 		return app.ExitCode(1)
 	}
-	fmt.Fprintln(stdout, verdict)
+	d.say("%s\n", verdict)
 	return nil
 }
 
-// traffic drives the API: n orders (0: until ctx ends, at opts.rate/s),
-// each created, updated and cancelled.
-func (d *demo) traffic(ctx context.Context, n int) {
+// traffic drives the API: n orders (0: until stop ends, at opts.rate/s),
+// each created, updated and cancelled. When stop ends no new step starts;
+// the requests under way finish on ctx, so that each one's outcome is known.
+func (d *demo) traffic(stop, ctx context.Context, n int) {
 	jobs := make(chan int)
 	var wg sync.WaitGroup
 	for range 8 {
 		wg.Go(func() {
 			for i := range jobs {
-				d.lifecycle(ctx, i)
+				d.lifecycle(stop, ctx, i)
 			}
 		})
 	}
@@ -242,23 +270,23 @@ func (d *demo) traffic(ctx context.Context, n int) {
 	for i := 0; n == 0 || i < n; i++ {
 		if n == 0 {
 			select {
-			case <-ctx.Done():
+			case <-stop.Done():
 			case <-tick.C:
 			}
 		}
-		if ctx.Err() != nil {
+		if stop.Err() != nil {
 			break
 		}
 		select {
 		case jobs <- i:
-		case <-ctx.Done():
+		case <-stop.Done():
 		}
 	}
 	close(jobs)
 	wg.Wait()
 }
 
-func (d *demo) lifecycle(ctx context.Context, i int) {
+func (d *demo) lifecycle(stop, ctx context.Context, i int) {
 	rng := rand.New(rand.NewPCG(uint64(i), 42))
 	body := fmt.Sprintf(`{"customer_id":"customer-%d","currency":"EUR","items":[{"sku":"sku-%d","quantity":%d,"unit_price":%d}]}`,
 		rng.IntN(1000), rng.IntN(50), 1+rng.IntN(5), 100+rng.IntN(10000))
@@ -267,11 +295,11 @@ func (d *demo) lifecycle(ctx context.Context, i int) {
 		return
 	}
 	d.created.Add(1)
-	if !d.call(ctx, "PATCH", "/orders/"+o.ID, fmt.Sprintf(`{"address":"%d Demo Street"}`, i), `"1"`, &o) {
+	if stop.Err() != nil || !d.call(ctx, "PATCH", "/orders/"+o.ID, fmt.Sprintf(`{"address":"%d Demo Street"}`, i), `"1"`, &o) {
 		return
 	}
 	d.updated.Add(1)
-	if d.call(ctx, "POST", "/orders/"+o.ID+"/cancel", "", `"2"`, &o) {
+	if stop.Err() == nil && d.call(ctx, "POST", "/orders/"+o.ID+"/cancel", "", `"2"`, &o) {
 		d.cancelled.Add(1)
 	}
 }
@@ -393,13 +421,16 @@ func (b breakerCounter) OnBreakerStateChange(_, to breaker.State) {
 
 // chaos: the broker fails for the breaker timeout plus 3 s (at once with
 // --orders, so the events queue behind the open breaker; after 2 s
-// otherwise); then one poison event, too large for the broker, is written.
-func (d *demo) chaos(ctx context.Context) {
+// otherwise); then one poison event, too large for the broker, is
+// written, and once it is dead-lettered the demo says, once, how to look
+// at it. A signal (stop) ends the cycle with the broker back.
+func (d *demo) chaos(stop, ctx context.Context, store string) {
+	defer d.brokerDown.Store(false)
 	wait := func(dur time.Duration) bool {
 		t := time.NewTimer(dur)
 		defer t.Stop()
 		select {
-		case <-ctx.Done():
+		case <-stop.Done():
 			return false
 		case <-t.C:
 			return true
@@ -421,11 +452,30 @@ func (d *demo) chaos(ctx context.Context) {
 	if err == nil {
 		err = labstore.AppendEvents(ctx, d.app.Store(), poison)
 	}
-	if err == nil {
-		d.poisonMu.Lock()
-		d.poison = append(d.poison, poison.ID.String())
-		d.poisonMu.Unlock()
+	if err != nil {
+		d.chaosNote.Store(fmt.Sprintf("broker back; the poison event was not written: %v", err))
+		return
 	}
+	d.poisonMu.Lock()
+	d.poison = append(d.poison, poison.ID.String())
+	d.poisonMu.Unlock()
+	for d.app.Relay().Stats().DeadLettered == 0 {
+		if !wait(100 * time.Millisecond) {
+			return
+		}
+	}
+	console, cli := d.base+"/ui/#dlq", "outbox dlq list --store "+app.RedactURL(store)
+	d.chaosNote.Store("broker back; poison event dead-lettered, its aggregate parked: see " + console + " or " + cli)
+	hint := "outbox-lab demo: chaos: the broker is back; the poison event is dead-lettered and its aggregate parked. Look at it:\n" +
+		"  in the console:  " + console + "\n" +
+		"  with the CLI:    " + cli + "   (then: outbox dlq show ID)\n"
+	if d.opts.tempStore && !d.opts.keep {
+		hint += "  (the demo's store is removed when it ends; --keep keeps it)\n"
+	}
+	if d.opts.orders == 0 {
+		hint += "  The demo goes on until Ctrl-C, then prints its verdict.\n"
+	}
+	d.say("%s", hint)
 }
 
 func (d *demo) view(ctx context.Context, w io.Writer) {
@@ -463,20 +513,40 @@ func (d *demo) view(ctx context.Context, w io.Writer) {
 			lines = append(lines, "chaos      "+note)
 		}
 		if tty {
-			fmt.Fprint(w, "\x1b[H\x1b[2J"+"outbox-lab demo — "+d.base+"  (Ctrl-C stops)\n\n"+strings.Join(lines, "\n")+"\n")
+			d.say("%s", "\x1b[H\x1b[2J"+"outbox-lab demo — "+d.base+"  (Ctrl-C stops and prints the verdict)\n\n"+strings.Join(lines, "\n")+"\n")
 		} else {
-			fmt.Fprintln(w, strings.Join(lines[:2], " | "))
+			d.say("%s\n", strings.Join(lines[:2], " | "))
 		}
 	}
 }
 
-// verify waits until every committed event reached every consumer, then
-// checks the topics against the outbox with the checker.
-func (d *demo) verify(ctx context.Context) (string, error) {
-	if d.failed.Load() > 0 {
+// verifyWritten is the verdict on what the traffic wrote, however much
+// that was: the demo ran until a signal. A refused request wrote nothing,
+// so it is counted, not a failure.
+func (d *demo) verifyWritten(ctx context.Context) (string, error) {
+	// The poison event, when written, is dead-lettered before the count.
+	deadline := time.Now().Add(d.app.Config().BreakerTimeout + 30*time.Second)
+	for d.app.Relay().Stats().DeadLettered < int64(len(d.poisonIDs())) {
+		if time.Now().After(deadline) {
+			return "", fmt.Errorf("the poison event was not dead-lettered in time")
+		}
+		t := time.NewTimer(100 * time.Millisecond)
+		<-t.C
+	}
+	history, err := labstore.Committed(ctx, d.app.Store())
+	if err != nil {
+		return "", err
+	}
+	return d.verify(ctx, int64(len(history)-len(d.poisonIDs())), false)
+}
+
+// verify waits until want events reached every consumer, then checks the
+// topics against the outbox with the checker. strict: every request
+// succeeded, and --orders orders were made.
+func (d *demo) verify(ctx context.Context, want int64, strict bool) (string, error) {
+	if strict && d.failed.Load() > 0 {
 		return "", fmt.Errorf("%d API requests failed", d.failed.Load())
 	}
-	want := int64(d.opts.orders * 3)
 	deadline := time.Now().Add(2*d.app.Config().BreakerTimeout + 60*time.Second)
 	for {
 		done := true
@@ -485,7 +555,7 @@ func (d *demo) verify(ctx context.Context) (string, error) {
 				done = false
 			}
 		}
-		if done && (!d.opts.chaos || len(d.poisonIDs()) > 0 && d.app.Relay().Stats().DeadLettered > 0) {
+		if done && (!d.opts.chaos || !strict || len(d.poisonIDs()) > 0 && d.app.Relay().Stats().DeadLettered > 0) {
 			break
 		}
 		if time.Now().After(deadline) || ctx.Err() != nil {
@@ -534,13 +604,23 @@ func (d *demo) verify(ctx context.Context) (string, error) {
 		return "", errors.Join(fmt.Errorf("%s", rep), consumerErr)
 	}
 	extra := ""
+	if !strict && d.failed.Load() > 0 {
+		extra = fmt.Sprintf("; %d requests refused (nothing written)", d.failed.Load())
+	}
 	if d.opts.chaos {
 		st := d.app.Relay().Stats()
-		extra = fmt.Sprintf("; chaos: breaker opened %d time(s), %d retries, nothing dead-lettered but the poison event, which is parked",
-			d.breakerOpened.Load(), st.Retried)
+		dead := "nothing dead-lettered but the poison event, which is parked"
+		if len(d.poisonIDs()) == 0 {
+			dead = "nothing dead-lettered (stopped before the poison event)"
+		}
+		extra += fmt.Sprintf("; chaos: breaker opened %d time(s), %d retries, %s", d.breakerOpened.Load(), st.Retried, dead)
 	}
-	return fmt.Sprintf("verdict: OK: %d orders, %d events; lost %d, phantom %d, order %d, dup %d; consumers %s%s",
-		d.opts.orders, want, rep.Lost, rep.Phantom, rep.Order, rep.Dup, strings.Join(cons, ", "), extra), nil
+	orders, how := int64(d.opts.orders), ""
+	if !strict {
+		orders, how = d.created.Load(), " (stopped)"
+	}
+	return fmt.Sprintf("verdict: OK%s: %d orders, %d events; lost %d, phantom %d, order %d, dup %d; consumers %s%s",
+		how, orders, want, rep.Lost, rep.Phantom, rep.Order, rep.Dup, strings.Join(cons, ", "), extra), nil
 }
 
 func sameIDs(a, b []string) bool {
