@@ -152,6 +152,9 @@ type rateFigure struct {
 	MaxMs           float64 `json:"max_ms"`
 	RelayCPUPer1000 float64 `json:"relay_cpu_ms_per_1000"`
 	RawCPUPer1000   float64 `json:"raw_produce_cpu_ms_per_1000"`
+	// IdleCPUMsPerSec is this process's CPU while idle, taken out of
+	// RawCPUPer1000.
+	IdleCPUMsPerSec float64 `json:"bench_idle_cpu_ms_per_sec"`
 	CPURatio        float64 `json:"cpu_ratio"`
 	CPUNote         string  `json:"cpu_note,omitempty"`
 }
@@ -997,7 +1000,8 @@ func (e *benchEnv) latencyAt(ctx context.Context, rate int, frac func(float64)) 
 	if err != nil {
 		return fig, err
 	}
-	defer cons.Close()
+	closeConsumer := sync.OnceFunc(cons.Close)
+	defer closeConsumer()
 	cctx, stopConsumer := context.WithCancel(ctx)
 	consumerDone := make(chan struct{})
 	go func() {
@@ -1128,13 +1132,24 @@ func (e *benchEnv) latencyAt(ctx context.Context, rate int, frac func(float64)) 
 	child.stop()
 	stopConsumer()
 	<-consumerDone
+	closeConsumer()
+	// What this process spends doing nothing (its runtime, idle clients)
+	// is not raw produce's: measured over 250 ms and taken out.
+	idle0, i0 := cpuTime(), time.Now()
+	if err := retry.Wait(ctx, 250*time.Millisecond); err != nil {
+		return fig, err
+	}
+	idlePerSec := float64(cpuTime()-idle0) / time.Since(i0).Seconds()
+	fig.IdleCPUMsPerSec = round(idlePerSec / 1e6)
 	// Baseline: raw produce of the same records at the same rate, for
 	// half a stage.
+	r0 := time.Now()
 	rawCPU, rawN, err := e.rawProduceAt(ctx, rate, k, pad)
 	if err != nil {
 		return fig, err
 	}
-	fig.RawCPUPer1000 = round(float64(rawCPU.Microseconds()) / float64(rawN))
+	rawCPU -= time.Duration(idlePerSec * time.Since(r0).Seconds())
+	fig.RawCPUPer1000 = round(float64(max(rawCPU, 0).Microseconds()) / float64(rawN))
 	fig.CPURatio = ratio(fig.RelayCPUPer1000, fig.RawCPUPer1000)
 	if e.embedded != nil {
 		// The in-process broker's work would be in raw produce's CPU and
