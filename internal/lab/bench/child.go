@@ -191,10 +191,10 @@ func (e *benchEnv) kafkaClient(opts ...kgo.Opt) (*kgo.Client, error) {
 	return kgo.NewClient(append(append(sec, kgo.SeedBrokers(e.brokers...)), opts...)...)
 }
 
-// createTopic makes topic with the broker's defaults, before a consumer
-// subscribes to it; one that exists already is fine.
-func createTopic(ctx context.Context, adm *kadm.Client, topic string) error {
-	res, err := adm.CreateTopics(ctx, -1, -1, nil, topic)
+// createTopic makes topic with the broker's defaults and configs, before
+// a consumer subscribes to it; one that exists already is fine.
+func createTopic(ctx context.Context, adm *kadm.Client, topic string, configs map[string]*string) error {
+	res, err := adm.CreateTopics(ctx, -1, -1, configs, topic)
 	if err != nil {
 		return err
 	}
