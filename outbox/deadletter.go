@@ -31,6 +31,19 @@ type DeadLetter struct {
 	ReplayCount  int        `json:"replay_count"`
 	ResolvedAt   *time.Time `json:"resolved_at,omitempty"`
 	Resolution   string     `json:"resolution,omitempty"`
+	// PayloadSize is the payload's length in bytes when the payload was
+	// left out (DeadLetterFilter.OmitPayload); 0 otherwise.
+	PayloadSize int `json:"payload_size,omitempty"`
+}
+
+// WithoutPayload is d with its payload left out and PayloadSize set to
+// the payload's length.
+func (d DeadLetter) WithoutPayload() DeadLetter {
+	if d.Message.Payload != nil {
+		d.PayloadSize = len(d.Message.Payload)
+		d.Message.Payload = nil
+	}
+	return d
 }
 
 // Action is what an operator asked for a parked aggregate.
@@ -78,4 +91,7 @@ type DeadLetterFilter struct {
 	Until     time.Time
 	AfterID   int64 // keyset pagination: entries with ID > AfterID
 	Limit     int   // 0 means 100
+	// OmitPayload leaves each entry's payload out (Message.Payload nil)
+	// and sets PayloadSize instead: lists without megabytes of poison.
+	OmitPayload bool
 }

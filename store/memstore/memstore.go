@@ -279,6 +279,9 @@ func (s *Store) ListDeadLetters(ctx context.Context, f outbox.DeadLetterFilter) 
 			(!f.Until.IsZero() && !d.LastFailedAt.Before(f.Until)) {
 			continue
 		}
+		if f.OmitPayload {
+			d = d.WithoutPayload()
+		}
 		out = append(out, d)
 	}
 	return out, nil

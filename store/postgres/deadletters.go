@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -22,6 +23,22 @@ var (
 
 const deadLetterColumns = `id, event_id, aggregatetype, aggregateid, type, sequence, payload, headers, timestamp,
 	error, failure_count, first_failed_at, last_failed_at, status, parked_behind, replay_count, resolved_at, resolution`
+
+// sizedColumns are deadLetterColumns with the payload's length in bytes
+// in place of the payload (DeadLetterFilter.OmitPayload): the payload is
+// not sent.
+var sizedColumns = strings.Replace(deadLetterColumns, "payload", "to_jsonb(octet_length(payload::text))", 1)
+
+// sized turns the length sizedColumns read in place of d's payload into
+// PayloadSize.
+func sized(d *outbox.DeadLetter) error {
+	n, err := strconv.Atoi(string(d.Message.Payload))
+	if err != nil {
+		return fmt.Errorf("payload size %q: %w", d.Message.Payload, err)
+	}
+	d.Message.Payload, d.PayloadSize = nil, n
+	return nil
+}
 
 func scanDeadLetter(row pgx.Row) (outbox.DeadLetter, error) {
 	var d outbox.DeadLetter
@@ -261,7 +278,11 @@ func (s *Store) ListDeadLetters(ctx context.Context, f outbox.DeadLetterFilter) 
 	case f.Limit > 0:
 		limit = fmt.Sprintf(" LIMIT %d", f.Limit)
 	}
-	rows, err := s.pool.Query(ctx, `SELECT `+deadLetterColumns+` FROM outbox_dead_letters WHERE `+strings.Join(where, " AND ")+` ORDER BY id`+limit, args...)
+	cols := deadLetterColumns
+	if f.OmitPayload {
+		cols = sizedColumns
+	}
+	rows, err := s.pool.Query(ctx, `SELECT `+cols+` FROM outbox_dead_letters WHERE `+strings.Join(where, " AND ")+` ORDER BY id`+limit, args...)
 	if err != nil {
 		return nil, fmt.Errorf("postgres: list dead letters: %w", err)
 	}
@@ -269,6 +290,9 @@ func (s *Store) ListDeadLetters(ctx context.Context, f outbox.DeadLetterFilter) 
 	var out []outbox.DeadLetter
 	for rows.Next() {
 		d, err := scanDeadLetter(rows)
+		if err == nil && f.OmitPayload {
+			err = sized(&d)
+		}
 		if err != nil {
 			return nil, fmt.Errorf("postgres: list dead letters: %w", err)
 		}
@@ -287,4 +311,37 @@ func (s *Store) GetDeadLetter(ctx context.Context, id int64) (outbox.DeadLetter,
 		return d, fmt.Errorf("postgres: dead letter %d: %w", id, err)
 	}
 	return d, nil
+}
+
+// ParkedEvents lists the parked dead letters of the aggregates keys, the
+// first perAggregate of each in id order, without their payloads
+// (PayloadSize set), in one query: the console's parked view.
+func (s *Store) ParkedEvents(ctx context.Context, keys []outbox.AggregateKey, perAggregate int) ([]outbox.DeadLetter, error) {
+	if len(keys) == 0 {
+		return nil, nil
+	}
+	types, ids := make([]string, len(keys)), make([]string, len(keys))
+	for i, k := range keys {
+		types[i], ids[i] = k.Type, k.ID
+	}
+	rows, err := s.pool.Query(ctx, `SELECT `+sizedColumns+` FROM (SELECT *, row_number() OVER
+		(PARTITION BY aggregatetype, aggregateid ORDER BY id) AS nth FROM outbox_dead_letters
+		WHERE status = 'parked' AND (aggregatetype, aggregateid) IN (SELECT * FROM unnest($1::text[], $2::text[]))) d
+		WHERE nth <= $3 ORDER BY id`, types, ids, perAggregate)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: parked events: %w", err)
+	}
+	defer rows.Close()
+	var out []outbox.DeadLetter
+	for rows.Next() {
+		d, err := scanDeadLetter(rows)
+		if err == nil {
+			err = sized(&d)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("postgres: parked events: %w", err)
+		}
+		out = append(out, d)
+	}
+	return out, rows.Err()
 }

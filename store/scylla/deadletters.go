@@ -494,6 +494,11 @@ func (s *Store) ListDeadLetters(ctx context.Context, f outbox.DeadLetterFilter) 
 	if err != nil {
 		return nil, fmt.Errorf("scylla: list dead letters: %w", err)
 	}
+	if f.OmitPayload { // CQL has no length(): read, then leave out
+		for i := range out {
+			out[i] = out[i].WithoutPayload()
+		}
+	}
 	return out, nil
 }
 

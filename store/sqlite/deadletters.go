@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -47,6 +48,22 @@ func fillMessage(m *outbox.Message, id, payload, headers string, ts int64) error
 
 const deadLetterColumns = `id, event_id, aggregatetype, aggregateid, type, sequence, payload, headers, timestamp,
 	error, failure_count, first_failed_at, last_failed_at, status, parked_behind, replay_count, resolved_at, resolution`
+
+// sizedColumns are deadLetterColumns with the payload's length in bytes
+// in place of the payload (DeadLetterFilter.OmitPayload): the payload is
+// not sent.
+var sizedColumns = strings.Replace(deadLetterColumns, "payload", "length(CAST(payload AS BLOB))", 1)
+
+// sized turns the length sizedColumns read in place of d's payload into
+// PayloadSize.
+func sized(d *outbox.DeadLetter) error {
+	n, err := strconv.Atoi(string(d.Message.Payload))
+	if err != nil {
+		return fmt.Errorf("payload size %q: %w", d.Message.Payload, err)
+	}
+	d.Message.Payload, d.PayloadSize = nil, n
+	return nil
+}
 
 func scanDeadLetter(sc interface{ Scan(...any) error }) (outbox.DeadLetter, error) {
 	var d outbox.DeadLetter
@@ -250,7 +267,11 @@ func (s *Store) ListDeadLetters(ctx context.Context, f outbox.DeadLetterFilter) 
 	if limit == 0 {
 		limit = 100
 	}
-	rows, err := s.db.QueryContext(ctx, `SELECT `+deadLetterColumns+` FROM outbox_dead_letters WHERE `+
+	cols := deadLetterColumns
+	if f.OmitPayload {
+		cols = sizedColumns
+	}
+	rows, err := s.db.QueryContext(ctx, `SELECT `+cols+` FROM outbox_dead_letters WHERE `+
 		strings.Join(where, " AND ")+` ORDER BY id LIMIT ?`, append(args, limit)...)
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: list dead letters: %w", err)
@@ -259,6 +280,9 @@ func (s *Store) ListDeadLetters(ctx context.Context, f outbox.DeadLetterFilter) 
 	var out []outbox.DeadLetter
 	for rows.Next() {
 		d, err := scanDeadLetter(rows)
+		if err == nil && f.OmitPayload {
+			err = sized(&d)
+		}
 		if err != nil {
 			return nil, fmt.Errorf("sqlite: list dead letters: %w", err)
 		}
@@ -277,4 +301,39 @@ func (s *Store) GetDeadLetter(ctx context.Context, id int64) (outbox.DeadLetter,
 		return d, fmt.Errorf("sqlite: dead letter %d: %w", id, err)
 	}
 	return d, nil
+}
+
+// ParkedEvents lists the parked dead letters of the aggregates keys, the
+// first perAggregate of each in id order, without their payloads
+// (PayloadSize set), in one query: the console's parked view.
+func (s *Store) ParkedEvents(ctx context.Context, keys []outbox.AggregateKey, perAggregate int) ([]outbox.DeadLetter, error) {
+	if len(keys) == 0 {
+		return nil, nil
+	}
+	args := make([]any, 0, 2*len(keys)+1)
+	values := make([]string, 0, len(keys))
+	for _, k := range keys {
+		values = append(values, "(?, ?)")
+		args = append(args, k.Type, k.ID)
+	}
+	rows, err := s.db.QueryContext(ctx, `SELECT `+sizedColumns+` FROM (SELECT *, row_number() OVER
+		(PARTITION BY aggregatetype, aggregateid ORDER BY id) AS nth FROM outbox_dead_letters
+		WHERE status = 'parked' AND (aggregatetype, aggregateid) IN (VALUES `+strings.Join(values, ", ")+`))
+		WHERE nth <= ? ORDER BY id`, append(args, perAggregate)...)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: parked events: %w", err)
+	}
+	defer rows.Close()
+	var out []outbox.DeadLetter
+	for rows.Next() {
+		d, err := scanDeadLetter(rows)
+		if err == nil {
+			err = sized(&d)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("sqlite: parked events: %w", err)
+		}
+		out = append(out, d)
+	}
+	return out, rows.Err()
 }

@@ -491,6 +491,47 @@ func testListing(t *testing.T, h Harness) {
 			}
 		})
 	}
+	// Without payloads: the same entries, each with its payload's size.
+	lean, err := s.ListDeadLetters(c, outbox.DeadLetterFilter{Aggregate: &agg1, OmitPayload: true})
+	if err != nil || !slices.Equal(idsOf(lean), pick(1, 3)) {
+		t.Fatalf("list without payloads: %v %v", idsOf(lean), err)
+	}
+	for _, d := range lean {
+		full, err := s.GetDeadLetter(c, d.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d.Message.Payload != nil || d.PayloadSize == 0 || d.PayloadSize != len(full.Message.Payload) ||
+			d.Message.Type != full.Message.Type || d.Error != full.Error {
+			t.Fatalf("without payload: %+v; want no payload, PayloadSize %d and the rest as %+v", d, len(full.Message.Payload), full)
+		}
+		if full.PayloadSize != 0 {
+			t.Fatalf("with its payload, PayloadSize is %d, want 0", full.PayloadSize)
+		}
+	}
+	// Stores that list several aggregates' parked events in one query.
+	if pe, ok := s.(interface {
+		ParkedEvents(context.Context, []outbox.AggregateKey, int) ([]outbox.DeadLetter, error)
+	}); ok {
+		none := outbox.AggregateKey{Type: "order", ID: "none"}
+		for _, tc := range []struct {
+			per  int
+			want []int64
+		}{{1, pick(0, 1)}, {2, pick(0, 1, 2, 3)}, {9, pick(0, 1, 2, 3)}} {
+			got, err := pe.ParkedEvents(c, []outbox.AggregateKey{agg0, none, agg1}, tc.per)
+			if err != nil || !slices.Equal(idsOf(got), tc.want) {
+				t.Fatalf("parked events, %d per aggregate: %v %v, want %v", tc.per, idsOf(got), err, tc.want)
+			}
+			for _, d := range got {
+				if d.Message.Payload != nil || d.PayloadSize == 0 || d.Status != outbox.StatusParked {
+					t.Fatalf("parked event %+v: want parked, no payload, its size", d)
+				}
+			}
+		}
+		if got, err := pe.ParkedEvents(c, []outbox.AggregateKey{agg1}, 9); err != nil || !slices.Equal(idsOf(got), pick(1, 3)) {
+			t.Fatalf("parked events of agg1: %v %v", idsOf(got), err)
+		}
+	}
 	one, err := s.GetDeadLetter(c, ids[3])
 	if err != nil || one.ID != ids[3] || one.Message.AggregateID != "agg1" || one.Message.Type != "Event1" || !one.LastFailedAt.Equal(t0.Add(3*time.Minute)) {
 		t.Fatalf("get %d: %+v %v", ids[3], one, err)
