@@ -167,6 +167,7 @@ func TestRelayReadsAMappedSQLiteTableConfiguredByFlags(t *testing.T) {
 	if code := stop(); code != 0 {
 		t.Fatalf("relay exited %d\n%s", code, logs)
 	}
+	noErrorLines(t, logs)
 	// Only outbox's own tables were added beside the application's.
 	var orders int
 	if err := db.QueryRow(`SELECT count(*) FROM sqlite_master WHERE name = 'orders'`).Scan(&orders); err != nil || orders != 0 {
@@ -221,6 +222,7 @@ func TestRelayPollsAMappedPostgresTableConfiguredByTheEnvironment(t *testing.T) 
 	if code := stop(); code != 0 {
 		t.Fatalf("relay exited %d\n%s", code, logs)
 	}
+	noErrorLines(t, logs)
 }
 
 func TestRelayStreamsAMappedPostgresTableConfiguredByTheConfigFile(t *testing.T) {
@@ -248,6 +250,7 @@ func TestRelayStreamsAMappedPostgresTableConfiguredByTheConfigFile(t *testing.T)
 	if code := stop(); code != 0 {
 		t.Fatalf("relay exited %d\n%s", code, logs)
 	}
+	noErrorLines(t, logs)
 	var orders bool
 	if err := conn.QueryRow(t.Context(), `SELECT to_regclass('orders') IS NOT NULL`).Scan(&orders); err != nil || orders {
 		t.Fatalf("a relay with a mapping created the orders table (%v, %v)", orders, err)

@@ -82,6 +82,9 @@ func New(ctx context.Context, cfg Config, logOut io.Writer, opts Options) (_ *Ap
 	if err := cfg.validated(); err != nil {
 		return nil, err
 	}
+	// outbox relay runs on a library user's database as often as on the
+	// order service's: it migrates only outbox's own tables.
+	cfg.relayOnly = opts.RelayOnly
 	a := &App{cfg: cfg, log: NewLogger(cfg, logOut)}
 	defer func() {
 		if err != nil {

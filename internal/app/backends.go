@@ -100,10 +100,16 @@ func open(ctx context.Context, cfg Config, log *slog.Logger, withSource bool) (B
 		return nil, 0, err
 	}
 	var n int
-	if cfg.OutboxOnly || cfg.mapping != nil {
+	switch {
+	case cfg.OutboxOnly || cfg.mapping != nil:
 		// A service of the user's: outbox's tables, no orders table.
 		n, err = b.MigrateOutboxOnly(ctx)
-	} else {
+	case cfg.relayOnly && cfg.store.Kind != Scylla:
+		// outbox relay never creates the order service's tables: only
+		// outbox serve (and outbox migrate) do. ScyllaDB's outbox and
+		// orders share one schema.
+		n, err = b.MigrateOutboxOnly(ctx)
+	default:
 		n, err = b.Migrate(ctx)
 	}
 	if err == nil && withSource {
@@ -177,12 +183,16 @@ func must[T any](v T, err error) T {
 
 type sqliteBackend struct {
 	*sqlite.Store
-	cfg   Config
-	src   outbox.Source
-	table *sqlite.Table // with a mapping
+	cfg    Config
+	src    outbox.Source
+	table  *sqlite.Table // with a mapping
+	orders bool          // the order service's tables exist
 }
 
 func (b *sqliteBackend) build(ctx context.Context, cfg Config, log *slog.Logger) (err error) {
+	if err := b.DB().QueryRowContext(ctx, `SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = 'order_idempotency_keys'`).Scan(&b.orders); err != nil {
+		return fmt.Errorf("sqlite: %w", err)
+	}
 	if cfg.mapping != nil {
 		if b.table, err = b.Table(ctx, sqlite.TableConfig{Mapping: cfg.mapping, Logger: log}); err != nil {
 			return mappingError(err)
@@ -202,8 +212,14 @@ func (b *sqliteBackend) Unpublished(ctx context.Context) (int64, error) {
 	return b.Backlog(ctx, "default")
 }
 func (b *sqliteBackend) Workers(log *slog.Logger) map[string]suture.Service {
-	return map[string]suture.Service{"idempotency-keys": must(b.NewKeyCleaner(sqlite.KeyCleanerConfig{
-		Retention: b.cfg.IdempotencyTTL, Logger: log.With("worker", "idempotency-keys")}))}
+	w := map[string]suture.Service{}
+	// A library user's database (outbox relay after migrate
+	// --outbox-only) has no idempotency keys to clean.
+	if b.orders {
+		w["idempotency-keys"] = must(b.NewKeyCleaner(sqlite.KeyCleanerConfig{
+			Retention: b.cfg.IdempotencyTTL, Logger: log.With("worker", "idempotency-keys")}))
+	}
+	return w
 }
 func (b *sqliteBackend) Details(context.Context) map[string]any {
 	return map[string]any{"store": "sqlite", "source": "poll"}
@@ -213,13 +229,17 @@ func (b *sqliteBackend) CDCLag() (time.Duration, time.Duration, bool) { return 0
 
 type postgresBackend struct {
 	*postgres.Store
-	cfg   Config
-	src   outbox.Source
-	cdc   *postgres.CDCSource // nil when polling
-	table *postgres.Table     // polling with a mapping
+	cfg    Config
+	src    outbox.Source
+	cdc    *postgres.CDCSource // nil when polling
+	table  *postgres.Table     // polling with a mapping
+	orders bool                // the order service's tables exist
 }
 
 func (b *postgresBackend) build(ctx context.Context, cfg Config, log *slog.Logger) error {
+	if err := b.Pool().QueryRow(ctx, `SELECT to_regclass('order_idempotency_keys') IS NOT NULL`).Scan(&b.orders); err != nil {
+		return fmt.Errorf("postgres: %w", err)
+	}
 	if cfg.source == "poll" && cfg.mapping != nil {
 		t, err := b.Table(ctx, postgres.TableConfig{Mapping: cfg.mapping, Logger: log})
 		if err != nil {
@@ -256,8 +276,13 @@ func (b *postgresBackend) Unpublished(ctx context.Context) (int64, error) {
 	return 0, nil // CDC: the slot's lag in bytes is in Details
 }
 func (b *postgresBackend) Workers(log *slog.Logger) map[string]suture.Service {
-	w := map[string]suture.Service{"idempotency-keys": must(b.NewKeyCleaner(postgres.KeyCleanerConfig{
-		Retention: b.cfg.IdempotencyTTL, Logger: log.With("worker", "idempotency-keys")}))}
+	w := map[string]suture.Service{}
+	// A library user's database (outbox relay after migrate
+	// --outbox-only) has no idempotency keys to clean.
+	if b.orders {
+		w["idempotency-keys"] = must(b.NewKeyCleaner(postgres.KeyCleanerConfig{
+			Retention: b.cfg.IdempotencyTTL, Logger: log.With("worker", "idempotency-keys")}))
+	}
 	// A mapped table is the user's: its rows are theirs to delete.
 	if b.cfg.Retention > 0 && b.cfg.mapping == nil {
 		horizon := b.PollCleanupHorizon("default")

@@ -58,8 +58,10 @@ type Config struct {
 	// outbox's own table.
 	Mapping map[string]string
 	// OutboxOnly is migrate's --outbox-only: the outbox's tables, no
-	// orders table. A relay with a Mapping migrates only those too.
+	// orders table. outbox relay migrates only those too (New sets
+	// relayOnly): it never creates the order service's tables.
 	OutboxOnly bool
+	relayOnly  bool
 
 	// Built by Validate, once; parsedFrom is what they were built from,
 	// so a copy of a Config given another Store is parsed again rather
