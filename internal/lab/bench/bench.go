@@ -457,7 +457,16 @@ func (e *benchEnv) freshStage(ctx context.Context) (*stage, error) {
 		}
 		cleanup = append(cleanup, func() {
 			bg := context.Background()
-			admin.Exec(bg, `SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database = $1 AND NOT active`, db)
+			// A child relay's walsender may hold the slot a moment after
+			// the child exits; a database with a slot cannot be dropped.
+			for range 100 {
+				var left int
+				if admin.QueryRow(bg, `SELECT count(*) FROM pg_replication_slots WHERE database = $1`, db).Scan(&left) != nil || left == 0 {
+					break
+				}
+				admin.Exec(bg, `SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database = $1 AND NOT active`, db)
+				retry.Wait(bg, 50*time.Millisecond)
+			}
 			admin.Exec(bg, "DROP DATABASE IF EXISTS "+db+" WITH (FORCE)")
 			admin.Close(bg)
 		})
