@@ -34,7 +34,9 @@ import (
 func testBrokers(t *testing.T) []string {
 	t.Helper()
 	if os.Getenv("OUTBOX_TEST_KAFKA_BROKERS") != "" {
-		return testenv.KafkaBrokers(t)
+		brokers := testenv.KafkaBrokers(t)
+		t.Logf("on Apache Kafka at %s", strings.Join(brokers, ","))
+		return brokers
 	}
 	b, err := kafka.StartEmbedded(kafka.EmbeddedConfig{})
 	if err != nil {

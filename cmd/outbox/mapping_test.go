@@ -92,15 +92,17 @@ func someSignups(n int) []signup {
 
 const insertSignup = `INSERT INTO %s (event_id, agg_type, agg_id, event_type, body, tenant) VALUES ($1, 'user', $2, 'UserSignedUp', $3, 'acme')`
 
-// checkSignups waits for rows on topic signups.user, as the mapping says:
-// keyed by agg_id, the body as the value, tenant and the event type as
-// headers beside outbox's own.
-func checkSignups(t *testing.T, brokers []string, rows []signup, logs *lockedBuffer) {
+// checkSignups waits for rows on topic PREFIX.user (signups.user unless
+// the test routes elsewhere), as the mapping says: keyed by agg_id, the
+// body as the value, tenant and the event type as headers beside outbox's
+// own.
+func checkSignups(t *testing.T, brokers []string, prefix string, rows []signup, logs *lockedBuffer) {
 	t.Helper()
 	var got []kafkatest.Received
-	testenv.Eventually(t, 30*time.Second, fmt.Sprintf("%d records on signups.user", len(rows)), func() bool {
+	topic := prefix + ".user"
+	testenv.Eventually(t, 30*time.Second, fmt.Sprintf("%d records on %s", len(rows), topic), func() bool {
 		var err error
-		got, err = kafkatest.ReadAll(t.Context(), brokers, []string{"signups.user"})
+		got, err = kafkatest.ReadAll(t.Context(), brokers, []string{topic})
 		return err == nil && len(got) >= len(rows)
 	})
 	if len(got) != len(rows) {
@@ -124,7 +126,7 @@ func checkSignups(t *testing.T, brokers []string, rows []signup, logs *lockedBuf
 
 // waitRelaying waits for the relay's start, so that rows written next are
 // after its replication slot.
-func waitRelaying(t *testing.T, logs *lockedBuffer) {
+func waitRelaying(t *testing.T, logs *lockedBuffer, prefix string) {
 	t.Helper()
 	t.Cleanup(func() {
 		if t.Failed() {
@@ -134,7 +136,7 @@ func waitRelaying(t *testing.T, logs *lockedBuffer) {
 	testenv.Eventually(t, 30*time.Second, "the relay starts", func() bool {
 		return strings.Contains(logs.String(), "msg=relaying")
 	})
-	if s := logs.String(); !strings.Contains(s, "topics=signups.{aggregatetype}") {
+	if s := logs.String(); !strings.Contains(s, "topics="+prefix+".{aggregatetype}") {
 		t.Fatalf("the relay does not route by the mapping's route.topic.replacement:\n%s", s)
 	}
 }
@@ -156,14 +158,14 @@ func TestRelayReadsAMappedSQLiteTableConfiguredByFlags(t *testing.T) {
 	defer broker.Close()
 	logs, stop := runRelay(t, append([]string{"--store", "sqlite://" + path, "--brokers", broker.Addrs()[0], "--poll-interval", "10ms"},
 		mappingArgs(signupKeys("signup_events"))...)...)
-	waitRelaying(t, logs)
+	waitRelaying(t, logs, "signups")
 	rows := someSignups(6)
 	for _, r := range rows {
 		if _, err := db.Exec(fmt.Sprintf(insertSignup, "signup_events"), r.id, r.user, r.body); err != nil {
 			t.Fatal(err)
 		}
 	}
-	checkSignups(t, broker.Addrs(), rows, logs)
+	checkSignups(t, broker.Addrs(), "signups", rows, logs)
 	if code := stop(); code != 0 {
 		t.Fatalf("relay exited %d\n%s", code, logs)
 	}
@@ -211,42 +213,43 @@ func TestRelayPollsAMappedPostgresTableConfiguredByTheEnvironment(t *testing.T) 
 	defer broker.Close()
 	t.Setenv("OUTBOX_MAPPING", mappingEnv(keys))
 	logs, stop := runRelay(t, "--store", dsn, "--source", "poll", "--brokers", broker.Addrs()[0], "--poll-interval", "10ms")
-	waitRelaying(t, logs)
+	waitRelaying(t, logs, "signups")
 	rows := someSignups(6)
 	for _, r := range rows {
 		if _, err := conn.Exec(t.Context(), fmt.Sprintf(insertSignup, "app.signup_events"), r.id, r.user, r.body); err != nil {
 			t.Fatal(err)
 		}
 	}
-	checkSignups(t, broker.Addrs(), rows, logs)
+	checkSignups(t, broker.Addrs(), "signups", rows, logs)
 	if code := stop(); code != 0 {
 		t.Fatalf("relay exited %d\n%s", code, logs)
 	}
 	noErrorLines(t, logs)
 }
 
+// On Apache Kafka when OUTBOX_TEST_KAFKA_BROKERS is set (the embedded
+// broker otherwise), on a topic of its own.
 func TestRelayStreamsAMappedPostgresTableConfiguredByTheConfigFile(t *testing.T) {
 	dsn, conn := pgSignups(t)
-	broker, err := kafka.StartEmbedded(kafka.EmbeddedConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer broker.Close()
+	brokers := testBrokers(t)
+	prefix := uniqueName("signups")
+	keys := signupKeys("app.signup_events")
+	keys["route.topic.replacement"] = prefix + ".${routedByValue}"
 	file := filepath.Join(t.TempDir(), "relay.json")
 	b, _ := json.Marshal(map[string]any{"store": dsn, "source": "cdc", "slot": fmt.Sprintf("signup_%d", time.Now().UnixNano()),
-		"brokers": broker.Addrs()[0], "mapping": signupKeys("app.signup_events")})
+		"brokers": strings.Join(brokers, ","), "mapping": keys})
 	if err := os.WriteFile(file, b, 0o600); err != nil {
 		t.Fatal(err)
 	}
 	logs, stop := runRelay(t, "--config", file)
-	waitRelaying(t, logs)
+	waitRelaying(t, logs, prefix)
 	rows := someSignups(6)
 	for _, r := range rows {
 		if _, err := conn.Exec(t.Context(), fmt.Sprintf(insertSignup, "app.signup_events"), r.id, r.user, r.body); err != nil {
 			t.Fatal(err)
 		}
 	}
-	checkSignups(t, broker.Addrs(), rows, logs)
+	checkSignups(t, brokers, prefix, rows, logs)
 	if code := stop(); code != 0 {
 		t.Fatalf("relay exited %d\n%s", code, logs)
 	}

@@ -27,6 +27,7 @@ func main() {
 	flag.StringVar(&brokers, "brokers", "", "Kafka brokers, comma-separated (default: an in-process broker)")
 	flag.BoolVar(&cfg.OwnTable, "own-table", false, "SQLite: write events into the service's own table user_events, read through a mapping")
 	flag.BoolVar(&cfg.NoRelay, "no-relay", false, "leave relaying to a standalone `outbox relay`")
+	flag.StringVar(&cfg.Topic, "topic", Topic, "Kafka topic of the user events, which the mailer reads")
 	flag.Parse()
 	if brokers != "" {
 		cfg.Brokers = strings.Split(brokers, ",")

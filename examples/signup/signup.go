@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"strings"
@@ -41,11 +42,17 @@ type Config struct {
 	OwnTable bool
 	// NoRelay leaves relaying to a standalone `outbox relay`.
 	NoRelay bool
-	Logger  *slog.Logger
+	// Topic is where user events go and the mailer reads (default Topic);
+	// another one needs the same topic in the standalone relay's
+	// route.topic.replacement (or --topic-template).
+	Topic string
+	// Group is the mailer's consumer group (default "signup-mailer").
+	Group  string
+	Logger *slog.Logger
 }
 
-// Topic is where user events go (outbox's default routing, and the
-// mapping's route.topic.replacement).
+// Topic is where user events go by default (outbox's default routing, and
+// the mapping's default route.topic.replacement).
 const Topic = "outbox.event.user"
 
 // UserEventsMapping is the mapping of user_events: Debezium's default
@@ -76,6 +83,12 @@ func New(ctx context.Context, cfg Config) (_ *Service, err error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
+	if cfg.Topic == "" {
+		cfg.Topic = Topic
+	}
+	if cfg.Group == "" {
+		cfg.Group = "signup-mailer"
+	}
 	s := &Service{cfg: cfg, brokers: cfg.Brokers}
 	defer func() {
 		if err != nil {
@@ -101,7 +114,8 @@ func New(ctx context.Context, cfg Config) (_ *Service, err error) {
 		return nil, err
 	}
 	if !cfg.NoRelay {
-		pub, err := kafka.NewPublisher(kafka.Config{Brokers: s.brokers})
+		// Every event of this service is a user's: one topic.
+		pub, err := kafka.NewPublisher(kafka.Config{Brokers: s.brokers, TopicTemplate: cfg.Topic})
 		if err != nil {
 			return nil, err
 		}
@@ -112,7 +126,7 @@ func New(ctx context.Context, cfg Config) (_ *Service, err error) {
 	}
 	// The mailer: a consumer group, offsets committed by inbox.Run after
 	// each record's transaction.
-	if s.mailer, err = kgo.NewClient(kgo.SeedBrokers(s.brokers...), kgo.ConsumerGroup("signup-mailer"), kgo.ConsumeTopics(Topic),
+	if s.mailer, err = kgo.NewClient(kgo.SeedBrokers(s.brokers...), kgo.ConsumerGroup(cfg.Group), kgo.ConsumeTopics(cfg.Topic),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.DisableAutoCommit(), kgo.BlockRebalanceOnPoll(),
 		kgo.AllowAutoTopicCreation(), kgo.FetchMaxWait(100*time.Millisecond)); err != nil {
 		return nil, err
@@ -205,7 +219,9 @@ func (s *Service) openSQLite(ctx context.Context) (outbox.Source, outbox.DeadLet
 		src, err := poll.NewSource(store, poll.Config{Interval: 20 * time.Millisecond, Wake: store.Wake(), Lock: lock})
 		return src, store, err
 	}
-	m, err := mapping.Parse(UserEventsMapping)
+	keys := maps.Clone(UserEventsMapping)
+	keys["route.topic.replacement"] = s.cfg.Topic
+	m, err := mapping.Parse(keys)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -12,22 +12,45 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/outbox-dev/outbox/internal/testenv"
 )
 
+// kafkaFor gives cfg Apache Kafka when OUTBOX_TEST_KAFKA_BROKERS is set,
+// with a topic and a consumer group of the test's own; otherwise the
+// service starts its in-process broker.
+func kafkaFor(t *testing.T, cfg Config) Config {
+	t.Helper()
+	if os.Getenv("OUTBOX_TEST_KAFKA_BROKERS") != "" {
+		cfg.Brokers = testenv.KafkaBrokers(t)
+		t.Logf("on Apache Kafka at %s", strings.Join(cfg.Brokers, ","))
+	}
+	id := strings.ReplaceAll(uuid.NewString(), "-", "")[:12]
+	cfg.Topic, cfg.Group = "signup.test."+id, "signup-mailer-"+id
+	return cfg
+}
+
 // signUpAndCheck runs the service, signs three users up over HTTP, and
 // waits until each got exactly one welcome email (the mailer, through the
 // inbox) and Kafka holds their three UserSignedUp records (the relay).
-func signUpAndCheck(t *testing.T, cfg Config) {
+// started, when given, runs once the service's tables exist (a
+// standalone relay beside it).
+func signUpAndCheck(t *testing.T, cfg Config, started ...func(s *Service)) {
 	t.Helper()
 	cfg.HTTP = "127.0.0.1:0"
+	if cfg.Topic == "" {
+		cfg.Topic = Topic
+	}
 	s, err := New(t.Context(), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer s.Close()
+	for _, f := range started {
+		f(s)
+	}
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error, 1)
 	go func() { done <- s.Serve(ctx) }()
@@ -56,7 +79,7 @@ func signUpAndCheck(t *testing.T, cfg Config) {
 			return strings.Contains(string(b), `"welcome_emails": 1`)
 		})
 	}
-	cl, err := kgo.NewClient(kgo.SeedBrokers(s.Brokers()...), kgo.ConsumeTopics(Topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	cl, err := kgo.NewClient(kgo.SeedBrokers(s.Brokers()...), kgo.ConsumeTopics(cfg.Topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -69,7 +92,7 @@ func signUpAndCheck(t *testing.T, cfg Config) {
 	}
 	for _, id := range ids {
 		if !got[id] {
-			t.Fatalf("no record keyed %s on %s (got %v)", id, Topic, got)
+			t.Fatalf("no record keyed %s on %s (got %v)", id, cfg.Topic, got)
 		}
 	}
 	cancel()
@@ -90,5 +113,6 @@ func TestSignupOnPostgres(t *testing.T) {
 	if os.Getenv("OUTBOX_TEST_PG_DSN") == "" && os.Getenv("OUTBOX_REQUIRE_SERVICES") == "" {
 		t.Skip("OUTBOX_TEST_PG_DSN is not set")
 	}
-	signUpAndCheck(t, Config{DB: testenv.PostgresDatabase(t)})
+	// On Apache Kafka when OUTBOX_TEST_KAFKA_BROKERS is set.
+	signUpAndCheck(t, kafkaFor(t, Config{DB: testenv.PostgresDatabase(t)}))
 }
