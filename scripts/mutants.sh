@@ -57,7 +57,7 @@ fi
 # a flaky baseline is not a catch, so the clean tree must pass first.
 unit_failure() { grep -m1 -oE -- '--- FAIL: [A-Za-z0-9_/]+' "$1" | sed 's/--- FAIL: //'; }
 chaos_failures() { grep -oE '^chaos: [a-z+-]+ R[0-9]+ FAILED: .+' "$1" | sed -E 's/^chaos: ([a-z+-]+) (R[0-9]+) FAILED.*/\1 \2/; s/sqlite\+kfake //; s/postgres\+kafka /pg:/; s/scylla\+kafka /scylla:/' | paste -sd, -; }
-run_chaos() { (cd "$work" && go build -o "$work/outbox" ./cmd/outbox && go build -o "$work/outbox-lab" ./cmd/outbox-lab && "$work/outbox-lab" "${chaos_args[@]}" --outbox "$work/outbox"); }
+run_chaos() { (cd "$work" && go build -o "$work/bin/outbox" ./cmd/outbox && go build -o "$work/bin/outbox-lab" ./cmd/outbox-lab && "$work/bin/outbox-lab" "${chaos_args[@]}" --outbox "$work/bin/outbox"); }
 
 all_pkgs=$(for m in "${MUTANTS[@]}"; do IFS='|' read -r id _ _ pkgs _ <<<"$m"; picked "$id" && echo "$pkgs"; done | tr ' ' '\n' | sort -u | tr '\n' ' ')
 echo "mutants: baseline (the clean tree must pass): go test $all_pkgs and ${chaos_args[*]}"
