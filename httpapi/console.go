@@ -1,8 +1,10 @@
 package httpapi
 
 import (
+	"context"
 	"embed"
 	"io/fs"
+	"math"
 	"mime"
 	"net/http"
 	"path"
@@ -55,6 +57,10 @@ func (a *api) console(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *api) history(w http.ResponseWriter, r *http.Request) {
+	if p := checkParams(r.URL.Query()); p != nil { // it takes none
+		writeProblem(w, r, p)
+		return
+	}
 	var doc any = map[string]any{"samples": []any{}, "breaker_transitions": []any{}}
 	if a.History != nil {
 		doc = a.History()
@@ -62,10 +68,39 @@ func (a *api) history(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, doc)
 }
 
-// parkedAggregates lists the parked aggregates, each with its dead
-// letters still parked (the failed one first, then those waiting behind
-// it), for the console.
+// parkedEventLister lists several aggregates' parked events, the first
+// perAggregate of each, without payloads, in one query (store/sqlite,
+// store/postgres). Without it the page's aggregates are read one by one.
+type parkedEventLister interface {
+	ParkedEvents(ctx context.Context, keys []outbox.AggregateKey, perAggregate int) ([]outbox.DeadLetter, error)
+}
+
+const (
+	defaultParkedLimit  = 50
+	defaultParkedEvents = 20
+)
+
+// parkedAggregates lists the parked aggregates, a page at a time (limit,
+// offset; next_offset), each with its first parked dead letters (the
+// failed one first, then those waiting behind it; events, default 20)
+// without payloads, for the console. parked.parked_events counts them all.
 func (a *api) parkedAggregates(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	p := checkParams(q, "limit", "offset", "events")
+	var limit, offset, perAggregate int
+	if p == nil {
+		limit, p = intParam(q, "limit", defaultParkedLimit, 1, maxListLimit)
+	}
+	if p == nil {
+		offset, p = intParam(q, "offset", 0, 0, math.MaxInt32)
+	}
+	if p == nil {
+		perAggregate, p = intParam(q, "events", defaultParkedEvents, 1, maxListLimit)
+	}
+	if p != nil {
+		writeProblem(w, r, p)
+		return
+	}
 	parked, err := a.DeadLetters.ParkedAggregates(r.Context())
 	if err != nil {
 		a.internal(w, r, err)
@@ -77,19 +112,45 @@ func (a *api) parkedAggregates(w http.ResponseWriter, r *http.Request) {
 		Events    []event `json:"events"`
 	}
 	out := struct {
-		Items []entry `json:"items"`
+		Items      []entry `json:"items"`
+		NextOffset *int    `json:"next_offset"`
 	}{Items: []entry{}}
-	for _, p := range parked {
-		e := entry{Aggregate: p.Key, Parked: p, Events: []event{}}
-		key := p.Key
-		dls, err := a.DeadLetters.ListDeadLetters(r.Context(), parkedFilter(&key))
-		if err != nil {
+	page := parked[min(offset, len(parked)):min(offset+limit, len(parked))]
+	if offset+len(page) < len(parked) {
+		next := offset + len(page)
+		out.NextOffset = &next
+	}
+	keys := make([]outbox.AggregateKey, len(page))
+	for i, pa := range page {
+		keys[i] = pa.Key
+	}
+	var dls []outbox.DeadLetter
+	if l, ok := a.DeadLetters.(parkedEventLister); ok {
+		if dls, err = l.ParkedEvents(r.Context(), keys, perAggregate); err != nil {
 			a.internal(w, r, err)
 			return
 		}
-		for _, d := range dls {
-			e.Events = append(e.Events, event{ID: d.ID, EventID: d.Message.ID.String(), Type: d.Message.Type,
-				Sequence: d.Message.Sequence, Error: d.Error, ParkedBehind: d.ParkedBehind})
+	} else {
+		for _, key := range keys {
+			some, err := a.DeadLetters.ListDeadLetters(r.Context(), outbox.DeadLetterFilter{Aggregate: &key,
+				Status: outbox.StatusParked, Limit: perAggregate, OmitPayload: true})
+			if err != nil {
+				a.internal(w, r, err)
+				return
+			}
+			dls = append(dls, some...)
+		}
+	}
+	events := map[outbox.AggregateKey][]event{}
+	for _, d := range dls {
+		d = d.WithoutPayload()
+		events[d.Message.Key()] = append(events[d.Message.Key()], event{ID: d.ID, EventID: d.Message.ID.String(), Type: d.Message.Type,
+			Sequence: d.Message.Sequence, Error: d.Error, ParkedBehind: d.ParkedBehind, PayloadSize: d.PayloadSize})
+	}
+	for _, pa := range page {
+		e := entry{Aggregate: pa.Key, Parked: pa, Events: events[pa.Key]}
+		if e.Events == nil {
+			e.Events = []event{}
 		}
 		out.Items = append(out.Items, e)
 	}
@@ -104,8 +165,5 @@ type event struct {
 	Sequence     int64  `json:"sequence"`
 	Error        string `json:"error,omitempty"`
 	ParkedBehind string `json:"parked_behind,omitempty"`
-}
-
-func parkedFilter(key *outbox.AggregateKey) outbox.DeadLetterFilter {
-	return outbox.DeadLetterFilter{Aggregate: key, Status: outbox.StatusParked, Limit: maxListLimit}
+	PayloadSize  int    `json:"payload_size"`
 }

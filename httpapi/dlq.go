@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -27,20 +28,47 @@ func badParam(name, reason string) *Problem {
 	return p
 }
 
-func parseFilter(q url.Values) (outbox.DeadLetterFilter, *Problem) {
-	f := outbox.DeadLetterFilter{Limit: 100}
-	known := map[string]bool{"aggregate_type": true, "aggregate_id": true, "type": true, "status": true,
-		"since": true, "until": true, "after": true, "limit": true}
+// checkParams refuses a parameter not in known, one given twice, and one
+// too long or not UTF-8.
+func checkParams(q url.Values, known ...string) *Problem {
 	for k, v := range q {
-		if !known[k] {
-			return f, badParam(k, "is not a known parameter")
+		if !slices.Contains(known, k) {
+			return badParam(k, "is not a known parameter")
 		}
 		if len(v) > 1 {
-			return f, badParam(k, "is given more than once")
+			return badParam(k, "is given more than once")
 		}
 		if len(v[0]) > 256 || !utf8.ValidString(v[0]) {
-			return f, badParam(k, "is too long or not UTF-8")
+			return badParam(k, "is too long or not UTF-8")
 		}
+	}
+	return nil
+}
+
+// intParam is q's name as an integer in [lo, hi], or def when absent.
+func intParam(q url.Values, name string, def, lo, hi int) (int, *Problem) {
+	v := q.Get(name)
+	if v == "" {
+		return def, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < lo || n > hi {
+		return def, badParam(name, fmt.Sprintf("must be between %d and %d", lo, hi))
+	}
+	return n, nil
+}
+
+func parseFilter(q url.Values) (outbox.DeadLetterFilter, *Problem) {
+	f := outbox.DeadLetterFilter{Limit: 100}
+	if p := checkParams(q, "aggregate_type", "aggregate_id", "type", "status", "since", "until", "after", "limit", "payload"); p != nil {
+		return f, p
+	}
+	if v := q.Get("payload"); v != "" {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			return f, badParam("payload", "must be true or false")
+		}
+		f.OmitPayload = !b
 	}
 	at, aid := q.Get("aggregate_type"), q.Get("aggregate_id")
 	if (at == "") != (aid == "") {
@@ -75,14 +103,9 @@ func parseFilter(q url.Values) (outbox.DeadLetterFilter, *Problem) {
 		}
 		f.AfterID = n
 	}
-	if v := q.Get("limit"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 || n > maxListLimit {
-			return f, badParam("limit", fmt.Sprintf("must be between 1 and %d", maxListLimit))
-		}
-		f.Limit = n
-	}
-	return f, nil
+	var p *Problem
+	f.Limit, p = intParam(q, "limit", 100, 1, maxListLimit)
+	return f, p
 }
 
 func (a *api) listDeadLetters(w http.ResponseWriter, r *http.Request) {
@@ -95,6 +118,11 @@ func (a *api) listDeadLetters(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		a.internal(w, r, err)
 		return
+	}
+	if f.OmitPayload { // a store that read them anyway
+		for i := range items {
+			items[i] = items[i].WithoutPayload()
+		}
 	}
 	page := deadLetterPage{Items: items}
 	if page.Items == nil {

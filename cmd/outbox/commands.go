@@ -199,13 +199,16 @@ func dlqCmd(stdout io.Writer) *cobra.Command {
 		aggregate, typ, status string
 		after                  int64
 		limit                  int
+		payload                bool
 	}
 	list := &cobra.Command{
 		Use:   "list",
 		Short: "List dead letters, oldest first",
 		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			filter := outbox.DeadLetterFilter{Type: f.typ, Status: outbox.DeadLetterStatus(f.status), AfterID: f.after, Limit: f.limit}
+			// The table shows no payload; --json has them unless --payload=false.
+			filter := outbox.DeadLetterFilter{Type: f.typ, Status: outbox.DeadLetterStatus(f.status), AfterID: f.after, Limit: f.limit,
+				OmitPayload: !asJSON || !f.payload}
 			switch filter.Status {
 			case "", outbox.StatusParked, outbox.StatusReplayed, outbox.StatusSkipped:
 			default:
@@ -247,6 +250,7 @@ func dlqCmd(stdout io.Writer) *cobra.Command {
 	list.Flags().StringVar(&f.status, "status", "", "parked, replayed or skipped")
 	list.Flags().Int64Var(&f.after, "after", 0, "only ids after this one (pagination)")
 	list.Flags().IntVar(&f.limit, "limit", 100, "at most this many")
+	list.Flags().BoolVar(&f.payload, "payload", true, "with --json, each entry's payload; --payload=false leaves them out and gives payload_size")
 
 	var full bool
 	show := &cobra.Command{
@@ -266,13 +270,14 @@ func dlqCmd(stdout io.Writer) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if full || len(d.Message.Payload) <= maxShownPayload {
+			// --json is for machines: the payload as it is, never cut.
+			if full || asJSON || len(d.Message.Payload) <= maxShownPayload {
 				return printJSON(stdout, d)
 			}
 			return printJSON(stdout, truncatedPayload(d))
 		},
 	}
-	show.Flags().BoolVar(&full, "full", false, fmt.Sprintf("print the whole payload (by default one over %d bytes is cut)", maxShownPayload))
+	show.Flags().BoolVar(&full, "full", false, fmt.Sprintf("print the whole payload (by default one over %d bytes is cut; never with --json)", maxShownPayload))
 	var dryRun, all bool
 	var reason string
 	act := func(action outbox.Action) func(*cobra.Command, []string) error {

@@ -100,7 +100,7 @@ function route() {
     const id = (location.hash.split("/")[1] || "");
     if (id) openDeadLetter(id);
   }
-  if (view === "parked") loadParked();
+  if (view === "parked") loadParked(false);
 }
 
 // ---- overview ----
@@ -243,6 +243,7 @@ function filterQuery() {
 async function loadDeadLetters(more) {
   const q = filterQuery();
   q.set("limit", "50");
+  q.set("payload", "false"); // the list shows no payload: the detail fetches it
   if (more && nextAfter != null) q.set("after", String(nextAfter));
   try {
     const page = await adminCall(() => api("GET", "/dlq?" + q.toString()));
@@ -374,11 +375,14 @@ function watchResolution(id) {
 }
 
 // ---- parked aggregates ----
-async function loadParked() {
+let parkedNext = null;
+async function loadParked(more) {
+  const q = new URLSearchParams({ limit: "50", events: "20" });
+  if (more && parkedNext != null) q.set("offset", String(parkedNext));
   try {
-    const doc = await adminCall(() => api("GET", "/dlq/parked"));
+    const doc = await adminCall(() => api("GET", "/dlq/parked?" + q.toString()));
     const list = $("parked-list");
-    list.replaceChildren();
+    if (!more) list.replaceChildren();
     for (const it of doc.items) {
       const p = it.parked || {};
       const events = el("ol", {});
@@ -386,12 +390,18 @@ async function loadParked() {
         events.append(el("li", {}, el("a", { href: "#dlq/" + e.id }, "#" + e.id), " " + e.type + " seq " + e.sequence + " ",
           e.error ? el("span", { class: "errtext" }, truncate(e.error, 120)) : el("span", { class: "muted" }, "waiting behind the failed event")));
       }
+      if (p.parked_events > it.events.length) {
+        events.append(el("li", { class: "muted" }, "… and " + fmtNum(p.parked_events - it.events.length) + " more waiting (",
+          el("a", { href: "#dlq" }, "dead letters"), " lists them all)"));
+      }
       list.append(el("div", { class: "panel parked-agg" },
         el("h2", {}, aggKey(it.aggregate) + " ", el("span", { class: "muted" }, "parked " + fmtTime(p.parked_at) + ", " + p.parked_events + " event(s)" +
           (p.pending_action ? "; " + p.pending_action + " requested" : ""))),
         events));
     }
-    $("parked-empty").hidden = doc.items.length > 0;
+    parkedNext = doc.next_offset;
+    $("parked-more").hidden = doc.next_offset == null;
+    $("parked-empty").hidden = list.children.length > 0;
     showError(null);
   } catch (e) { showError(e); }
 }
@@ -415,6 +425,7 @@ document.addEventListener("DOMContentLoaded", () => {
   $("dlq-filter").addEventListener("submit", (ev) => { ev.preventDefault(); loadDeadLetters(false); });
   $("dlq-filter").addEventListener("reset", () => setTimeout(() => loadDeadLetters(false), 0));
   $("dlq-more").addEventListener("click", () => loadDeadLetters(true));
+  $("parked-more").addEventListener("click", () => loadParked(true));
   $("dl-replay").addEventListener("click", () => dryRun("replay"));
   $("dl-skip").addEventListener("click", () => dryRun("skip"));
   $("plan-confirm").addEventListener("click", confirmPlan);
