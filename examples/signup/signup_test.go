@@ -1,14 +1,17 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -36,8 +39,9 @@ func kafkaFor(t *testing.T, cfg Config) Config {
 // waits until each got exactly one welcome email (the mailer, through the
 // inbox) and Kafka holds their three UserSignedUp records (the relay).
 // started, when given, runs once the service's tables exist (a
-// standalone relay beside it).
-func signUpAndCheck(t *testing.T, cfg Config, started ...func(s *Service)) {
+// standalone relay beside it); what it returns runs before the service
+// closes.
+func signUpAndCheck(t *testing.T, cfg Config, started ...func(s *Service) (stop func())) {
 	t.Helper()
 	cfg.HTTP = "127.0.0.1:0"
 	if cfg.Topic == "" {
@@ -49,7 +53,7 @@ func signUpAndCheck(t *testing.T, cfg Config, started ...func(s *Service)) {
 	}
 	defer s.Close()
 	for _, f := range started {
-		f(s)
+		defer f(s)()
 	}
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error, 1)
@@ -115,4 +119,74 @@ func TestSignupOnPostgres(t *testing.T) {
 	}
 	// On Apache Kafka when OUTBOX_TEST_KAFKA_BROKERS is set.
 	signUpAndCheck(t, kafkaFor(t, Config{DB: testenv.PostgresDatabase(t)}))
+}
+
+// TestSignupWithItsOwnTableAndTheStandaloneRelay is README's "With the
+// standalone relay": the service with -own-table -no-relay, and the
+// outbox binary, built here, running `outbox relay --mapping ...` on the
+// same SQLite file; the welcome emails arrive and the relay logs no
+// error.
+func TestSignupWithItsOwnTableAndTheStandaloneRelay(t *testing.T) {
+	goTool, err := exec.LookPath("go")
+	if err != nil {
+		t.Fatalf("the go command builds the outbox binary: %v", err)
+	}
+	bin := filepath.Join(t.TempDir(), "outbox")
+	build := exec.CommandContext(t.Context(), goTool, "build", "-o", bin, "github.com/outbox-dev/outbox/cmd/outbox")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build ./cmd/outbox: %v\n%s", err, out)
+	}
+	db := filepath.Join(t.TempDir(), "signup.db")
+	cfg := Config{DB: db, OwnTable: true, NoRelay: true}
+	// README's command on the in-process broker; on Apache Kafka a topic
+	// of the test's own.
+	replacement := "outbox.event.${routedByValue}"
+	if os.Getenv("OUTBOX_TEST_KAFKA_BROKERS") != "" {
+		cfg = kafkaFor(t, cfg)
+		replacement = cfg.Topic
+	}
+	var logs lockedBuffer
+	signUpAndCheck(t, cfg, func(s *Service) func() {
+		relay := exec.Command(bin, "relay", "--store", "sqlite://"+db, "--brokers", strings.Join(s.Brokers(), ","),
+			"--mapping", "table.name=user_events", "--mapping", "route.topic.replacement="+replacement)
+		relay.Stdout, relay.Stderr = &logs, &logs
+		if err := relay.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { relay.Process.Kill() }) // should the start fail the test
+		stop := func() {
+			relay.Process.Signal(os.Interrupt)
+			if err := relay.Wait(); err != nil {
+				t.Errorf("outbox relay: %v\n%s", err, logs.String())
+			}
+			for line := range strings.SplitSeq(logs.String(), "\n") {
+				if strings.Contains(line, "level=ERROR") {
+					t.Errorf("outbox relay logged an error: %s", line)
+				}
+			}
+			if t.Failed() {
+				t.Logf("outbox relay's log:\n%s", logs.String())
+			}
+		}
+		testenv.Eventually(t, 30*time.Second, "outbox relay starts", func() bool { return strings.Contains(logs.String(), "msg=relaying") })
+		return stop
+	})
+}
+
+// lockedBuffer is a child's output, read while it writes.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
