@@ -50,6 +50,8 @@ func TestUsageErrorsExit2WithAMessage(t *testing.T) {
 		{"sqlite with cdc", nil, []string{"relay", "--source", "cdc", "--brokers", "127.0.0.1:1", "--store", "sqlite://" + filepath.Join(dir, "y.db")}, "SQLite is read by polling"},
 		{"store without scheme", nil, []string{"relay", "--store", "outbox.db"}, "must be a URL"},
 		{"open listen without token", nil, []string{"serve", "--http", "0.0.0.0:8080", "--store", "sqlite://" + filepath.Join(dir, "x.db")}, "OUTBOX_ADMIN_TOKEN"},
+		{"relay open listen without token", map[string]string{"OUTBOX_ADMIN_TOKEN": ""}, []string{"relay", "--http", "0.0.0.0:8081", "--brokers", "127.0.0.1:1",
+			"--store", "sqlite://" + filepath.Join(dir, "r.db")}, "--http 0.0.0.0:8081 listens beyond loopback: set OUTBOX_ADMIN_TOKEN"},
 		{"args to serve", nil, []string{"serve", "extra"}, "takes no arguments"},
 		{"dlq show without id", nil, []string{"dlq", "show"}, "one dead-letter ID"},
 		{"dlq show bad id", nil, []string{"dlq", "show", "x"}, "positive integer"},

@@ -124,4 +124,8 @@ func TestRelayServesTheConsoleWithoutOrders(t *testing.T) {
 	if code := <-done; code != 0 {
 		t.Fatalf("relay exited %d:\n%s", code, logs)
 	}
+	if out := logs.String(); !strings.Contains(out, `msg="shutting down: stopping the API, the relay and its workers"`) ||
+		!strings.Contains(out, "msg=stopped took=") {
+		t.Errorf("relay --http's shutdown is not logged:\n%s", out)
+	}
 }

@@ -176,5 +176,13 @@ func TestRelayNeedsBrokersAndSaysWhatItRelays(t *testing.T) {
 			t.Errorf("start line lacks %q:\n%s", want, line)
 		}
 	}
-	stop()
+	// Its shutdown, without --http: no API to stop.
+	if code := stop(); code != 0 {
+		t.Fatalf("relay exited %d:\n%s", code, logs)
+	}
+	got := logs.String()
+	if i, j := strings.Index(got, `msg="shutting down: stopping the relay and its workers"`), strings.Index(got, "msg=stopped took="); i < 0 || j < i ||
+		strings.Contains(got, "API") {
+		t.Errorf("relay's shutdown log (want the relay and its workers stopping, then stopped, and no API):\n%s", got)
+	}
 }

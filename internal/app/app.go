@@ -393,10 +393,14 @@ func (a *App) Status(ctx context.Context) StatusDoc { return a.status(ctx) }
 // that take seconds).
 func (a *App) Serve(ctx context.Context) error {
 	var since atomic.Pointer[time.Time]
+	what := "the relay and its workers"
+	if a.listener != nil {
+		what = "the API, " + what
+	}
 	stop := context.AfterFunc(ctx, func() {
 		now := time.Now()
 		since.Store(&now)
-		a.log.Info("shutting down: stopping the API, the relay and its workers")
+		a.log.Info("shutting down: stopping " + what)
 	})
 	defer stop()
 	err := a.tree.Serve(ctx)
