@@ -145,6 +145,20 @@ func TestDLQCommands(t *testing.T) {
 	}
 }
 
+// outbox demo, bench and chaos (with or without their flags) say that
+// they are in outbox-lab and how to run it, not just "unknown command".
+func TestLabCommandsOnTheProductBinaryPointToOutboxLab(t *testing.T) {
+	for _, args := range [][]string{{"demo"}, {"demo", "--orders", "50"}, {"bench", "--quick"}, {"chaos"}} {
+		code, out, errs := runCLI(t, args...)
+		for _, want := range []string{args[0] + " is not a command of outbox", "in the lab binary, outbox-lab",
+			"go run ./cmd/outbox-lab " + args[0], "bin/outbox-lab " + args[0]} {
+			if code != 2 || out != "" || !strings.Contains(errs, want) {
+				t.Errorf("outbox %v: exit %d, stderr %q; want 2 and %q", args, code, errs, want)
+			}
+		}
+	}
+}
+
 // The settings that turn features off or bound them resolve from a flag,
 // the environment and the config file like every other, and a config
 // built in code keeps the flags' defaults where it matters (topics are

@@ -21,5 +21,8 @@ func main() {
 
 // run executes the command line and returns the exit code.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if pointToLab(args, stderr) {
+		return 2
+	}
 	return app.Execute(ctx, newRootCmd(stdout, stderr), args, stderr)
 }
