@@ -464,11 +464,14 @@ func (d *demo) chaos(stop, ctx context.Context, store string) {
 			return
 		}
 	}
-	console, cli := d.base+"/ui/#dlq", "outbox dlq list --store "+app.RedactURL(store)
+	self, _ := os.Executable()
+	wd, _ := os.Getwd()
+	outboxCmd := outboxCommand(self, wd)
+	console, cli := d.base+"/ui/#dlq", outboxCmd+" dlq list --store "+app.RedactURL(store)
 	d.chaosNote.Store("broker back; poison event dead-lettered, its aggregate parked: see " + console + " or " + cli)
 	hint := "outbox-lab demo: chaos: the broker is back; the poison event is dead-lettered and its aggregate parked. Look at it:\n" +
 		"  in the console:  " + console + "\n" +
-		"  with the CLI:    " + cli + "   (then: outbox dlq show ID)\n"
+		"  with the CLI:    " + cli + "   (then: " + outboxCmd + " dlq show ID)\n"
 	if d.opts.tempStore && !d.opts.keep {
 		hint += "  (the demo's store is removed when it ends; --keep keeps it)\n"
 	}
@@ -637,4 +640,24 @@ func sameIDs(a, b []string) bool {
 		}
 	}
 	return true
+}
+
+// outboxCommand is how to run the product binary from wd: the outbox
+// beside this outbox-lab (bin/outbox after the README's build; relative
+// to wd when under it), else go run from the repository.
+func outboxCommand(self, wd string) string {
+	if self == "" {
+		return "go run ./cmd/outbox"
+	}
+	beside := filepath.Join(filepath.Dir(self), "outbox")
+	if fi, err := os.Stat(beside); err != nil || fi.IsDir() || fi.Mode()&0o111 == 0 {
+		return "go run ./cmd/outbox"
+	}
+	if rel, err := filepath.Rel(wd, beside); err == nil && wd != "" && !strings.HasPrefix(rel, "..") {
+		if !strings.Contains(rel, string(filepath.Separator)) {
+			rel = "." + string(filepath.Separator) + rel
+		}
+		return rel
+	}
+	return beside
 }
