@@ -140,6 +140,7 @@ func orMemory(dir string) string {
 
 func migrateCmd(stdout io.Writer) *cobra.Command {
 	var cfg app.Config
+	var printSQL bool
 	cmd := &cobra.Command{
 		Use:   "migrate",
 		Short: "Create or upgrade the store's tables",
@@ -147,6 +148,14 @@ func migrateCmd(stdout io.Writer) *cobra.Command {
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := cfg.Resolve(cmd.Flags()); err != nil {
 				return err
+			}
+			if printSQL {
+				ddl, err := app.PollSetupSQL(cfg)
+				if err != nil {
+					return err
+				}
+				fmt.Fprint(stdout, ddl)
+				return nil
 			}
 			// The source is set up too: for CDC this creates the
 			// publication and slot before the first write, so no event
@@ -163,6 +172,8 @@ func migrateCmd(stdout io.Writer) *cobra.Command {
 	showOnly(cmd.Flags(), "store", "source", "slot", "recreate-slot", "log-level", "log-format", "config")
 	cmd.Flags().BoolVar(&cfg.OutboxOnly, "outbox-only", false, "only the outbox's tables (outbox, checkpoints, dead letters; PostgreSQL and SQLite), no orders table: for your own service")
 	cfg.AddMappingFlags(cmd.Flags())
+	cmd.Flags().BoolVar(&printSQL, "print-sql", false, "with --mapping, a postgres:// --store and --source poll: print the statements that make your table pollable "+
+		"(columns, indexes, commit-order trigger), which migrate applies, and exit without connecting")
 	return cmd
 }
 

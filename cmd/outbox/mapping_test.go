@@ -373,3 +373,87 @@ func TestMigrateOutboxOnly(t *testing.T) {
 		}
 	})
 }
+
+// TestMigrateSetsUpPollingOfAMappedPostgresTable: a user who cannot call
+// postgres.PollSetupSQL from Go gets its statements from outbox migrate:
+// applied (idempotently) by migrate --mapping ... --source poll, or
+// printed by --print-sql without connecting. Either way outbox relay
+// then polls the table.
+func TestMigrateSetsUpPollingOfAMappedPostgresTable(t *testing.T) {
+	keys := signupKeys("app.signup_events")
+	relayDelivers := func(t *testing.T, dsn string, conn *pgx.Conn) {
+		broker, err := kafka.StartEmbedded(kafka.EmbeddedConfig{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer broker.Close()
+		logs, stop := runRelay(t, append([]string{"--store", dsn, "--source", "poll", "--brokers", broker.Addrs()[0], "--poll-interval", "10ms"},
+			mappingArgs(keys)...)...)
+		waitRelaying(t, logs, "signups")
+		rows := someSignups(4)
+		for _, r := range rows {
+			if _, err := conn.Exec(t.Context(), fmt.Sprintf(insertSignup, "app.signup_events"), r.id, r.user, r.body); err != nil {
+				t.Fatal(err)
+			}
+		}
+		checkSignups(t, broker.Addrs(), "signups", rows, logs)
+		if code := stop(); code != 0 {
+			t.Fatalf("relay exited %d\n%s", code, logs)
+		}
+		noErrorLines(t, logs)
+	}
+	t.Run("applied", func(t *testing.T) {
+		dsn, conn := pgSignups(t)
+		// Before: the relay refuses the table and says how to set it up.
+		var refused lockedBuffer
+		ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+		defer cancel()
+		if code := run(ctx, append([]string{"relay", "--store", dsn, "--source", "poll", "--brokers", "127.0.0.1:1"}, mappingArgs(keys)...), &refused, &refused); code != 2 ||
+			!strings.Contains(refused.String(), "outbox migrate --mapping ... --source poll") {
+			t.Fatalf("relay on a table not set up for polling: exit %d, want 2 and how outbox migrate sets it up\n%s", code, refused.String())
+		}
+		for range 2 { // twice: the setup is idempotent
+			var out lockedBuffer
+			if code := run(t.Context(), append([]string{"migrate", "--store", dsn, "--source", "poll"}, mappingArgs(keys)...), &out, &out); code != 0 {
+				t.Fatalf("migrate exited %d\n%s", code, out.String())
+			}
+		}
+		var cols int
+		if err := conn.QueryRow(t.Context(), `SELECT count(*) FROM information_schema.columns
+			WHERE table_schema = 'app' AND table_name = 'signup_events' AND column_name IN ('position', 'txid')`).Scan(&cols); err != nil || cols != 2 {
+			t.Fatalf("migrate added %d of the columns position and txid (%v)", cols, err)
+		}
+		relayDelivers(t, dsn, conn)
+	})
+	t.Run("printed", func(t *testing.T) {
+		var out, errOut lockedBuffer
+		// An address nothing listens on: printing connects to nothing.
+		args := append([]string{"migrate", "--print-sql", "--store", "postgres://app@127.0.0.1:1/app", "--source", "poll"}, mappingArgs(keys)...)
+		if code := run(t.Context(), args, &out, &errOut); code != 0 {
+			t.Fatalf("migrate --print-sql exited %d\n%s%s", code, out.String(), errOut.String())
+		}
+		ddl := out.String()
+		for _, want := range []string{`ALTER TABLE "app"."signup_events" ADD COLUMN IF NOT EXISTS "position"`, "CREATE OR REPLACE TRIGGER"} {
+			if !strings.Contains(ddl, want) {
+				t.Fatalf("--print-sql lacks %q:\n%s", want, ddl)
+			}
+		}
+		dsn, conn := pgSignups(t)
+		if _, err := conn.Exec(t.Context(), ddl); err != nil {
+			t.Fatalf("the printed SQL does not run: %v\n%s", err, ddl)
+		}
+		relayDelivers(t, dsn, conn)
+	})
+	t.Run("refused where it does not apply", func(t *testing.T) {
+		for _, args := range [][]string{
+			{"--store", "postgres://app@127.0.0.1:1/app", "--source", "poll"},                      // no mapping
+			append([]string{"--store", "postgres://app@127.0.0.1:1/app"}, mappingArgs(keys)...),    // cdc needs no setup
+			append([]string{"--store", "sqlite://" + t.TempDir() + "/x.db"}, mappingArgs(keys)...), // SQLite needs no setup
+		} {
+			var out lockedBuffer
+			if code := run(t.Context(), append([]string{"migrate", "--print-sql"}, args...), &out, &out); code != 2 || !strings.Contains(out.String(), "--print-sql") {
+				t.Errorf("migrate --print-sql %v: exit %d, want 2 and a message naming --print-sql\n%s", args, code, out.String())
+			}
+		}
+	})
+}

@@ -83,7 +83,10 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (Backend, error) {
 // Migrate brings cfg's store up to date and sets up its source (on
 // PostgreSQL CDC: the publication and the slot), and reports how many
 // migrations it applied.
+// On PostgreSQL polling of a mapped table it applies, idempotently, the
+// statements of postgres.PollSetupSQL (PollSetupSQL prints them).
 func Migrate(ctx context.Context, cfg Config, log *slog.Logger) (int, error) {
+	cfg.migrating = true
 	b, n, err := open(ctx, cfg, log, true)
 	if err != nil {
 		return n, err
@@ -241,6 +244,16 @@ func (b *postgresBackend) build(ctx context.Context, cfg Config, log *slog.Logge
 		return fmt.Errorf("postgres: %w", err)
 	}
 	if cfg.source == "poll" && cfg.mapping != nil {
+		if cfg.migrating {
+			ddl, err := postgres.PollSetupSQL(*cfg.mapping)
+			if err != nil {
+				return mappingError(err)
+			}
+			if _, err := b.Pool().Exec(ctx, ddl); err != nil {
+				return mappingError(fmt.Errorf("postgres: setting %s up for polling: %w", cfg.mapping.Table, err))
+			}
+			log.Info("set up for polling: the position and txid columns, their indexes and the commit-order trigger", "table", cfg.mapping.Table)
+		}
 		t, err := b.Table(ctx, postgres.TableConfig{Mapping: cfg.mapping, Logger: log})
 		if err != nil {
 			return mappingError(err)

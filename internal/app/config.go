@@ -62,6 +62,9 @@ type Config struct {
 	// relayOnly): it never creates the order service's tables.
 	OutboxOnly bool
 	relayOnly  bool
+	// migrating is outbox migrate (Migrate): on PostgreSQL polling of a
+	// mapped table it applies postgres.PollSetupSQL first.
+	migrating bool
 
 	// Built by Validate, once; parsedFrom is what they were built from,
 	// so a copy of a Config given another Store is parsed again rather

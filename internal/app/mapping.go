@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/outbox-dev/outbox/mapping"
+	"github.com/outbox-dev/outbox/store/postgres"
 )
 
 // AddMappingFlags registers --mapping, the Debezium EventRouter keys that
@@ -95,6 +96,25 @@ func (c *Config) parseMapping(store StoreURL) (*mapping.Mapping, string, error) 
 		return nil, "", UsageError{Err: fmt.Errorf("--mapping: %w", err)}
 	}
 	return &m, rendered, nil
+}
+
+// PollSetupSQL is what outbox migrate applies to make a mapped
+// PostgreSQL table pollable (postgres.PollSetupSQL), for migrate
+// --print-sql: it needs a mapping, a PostgreSQL store and --source poll,
+// and connects to nothing.
+func PollSetupSQL(cfg Config) (string, error) {
+	if err := cfg.validated(); err != nil {
+		return "", err
+	}
+	if cfg.mapping == nil || cfg.store.Kind != Postgres || cfg.source != "poll" {
+		return "", Usagef("--print-sql prints the statements that make a table of yours pollable on PostgreSQL: " +
+			"give --mapping, a postgres:// --store and --source poll (CDC and SQLite need none)")
+	}
+	ddl, err := postgres.PollSetupSQL(*cfg.mapping)
+	if err != nil {
+		return "", mappingError(err)
+	}
+	return ddl, nil
 }
 
 // TableMapping is the parsed --mapping (after Validate), nil without one:

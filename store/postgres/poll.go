@@ -212,8 +212,8 @@ func (s *Store) Table(ctx context.Context, cfg TableConfig) (*Table, error) {
 		var ce *mapping.ColumnError
 		if errors.As(err, &ce) && (ce.Column == order.TxID || ce.Column == order.Position) {
 			err = fmt.Errorf("%w\npostgres: polling %s needs both columns, which no sequence alone can replace: a row whose transaction "+
-				"commits after a later one was read would be skipped. Add them with the statements of postgres.PollSetupSQL, "+
-				"or read the table with CDC (--source cdc): %w", err, table, mapping.ErrUnsafeOrder)
+				"commits after a later one was read would be skipped. Add them with the statements of postgres.PollSetupSQL "+
+				"(outbox migrate --mapping ... --source poll applies them; with --print-sql it prints them), or read the table with CDC (--source cdc): %w", err, table, mapping.ErrUnsafeOrder)
 		}
 		return nil, err
 	}
