@@ -106,7 +106,9 @@ type ValidationError struct {
 	Reason string
 }
 
-func (e *ValidationError) Error() string { return e.Field + ": " + e.Reason }
+// Error reads as a sentence: the field, then its reason ("items[0].sku is
+// required").
+func (e *ValidationError) Error() string { return e.Field + " " + e.Reason }
 
 func invalid(field, format string, args ...any) error {
 	return &ValidationError{Field: field, Reason: fmt.Sprintf(format, args...)}
@@ -170,7 +172,7 @@ func (in CreateInput) Validate() error {
 // Validate checks an update request.
 func (in UpdateInput) Validate() error {
 	if in.Items == nil && in.Address == nil {
-		return invalid("items", "an update must change items or address")
+		return invalid("items", "must be given when address is not (an update changes at least one)")
 	}
 	if in.Items != nil {
 		if err := validItems(*in.Items); err != nil {

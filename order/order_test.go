@@ -132,10 +132,18 @@ func TestValidation(t *testing.T) {
 			if err := in.Validate(); !errors.As(err, &ve) || ve.Field != tc.field {
 				t.Fatalf("Validate() = %v, want a ValidationError on %s", err, tc.field)
 			}
+			// A sentence: the field, then why; no stray colon.
+			if err := in.Validate(); err.Error() != tc.field+" "+ve.Reason || strings.Contains(err.Error(), ":") {
+				t.Errorf("Validate() says %q", err)
+			}
 		})
 	}
+	if err := (order.CreateInput{CustomerID: "c", Currency: "EUR", Items: []order.Item{{Quantity: 1}}}).Validate(); err == nil || err.Error() != "items[0].sku is required" {
+		t.Errorf("an item without a sku: %v, want items[0].sku is required", err)
+	}
 	var ve *order.ValidationError
-	if err := (order.UpdateInput{}).Validate(); !errors.As(err, &ve) {
-		t.Fatalf("empty update accepted: %v", err)
+	if err := (order.UpdateInput{}).Validate(); !errors.As(err, &ve) ||
+		err.Error() != "items must be given when address is not (an update changes at least one)" {
+		t.Fatalf("empty update: %v", err)
 	}
 }
