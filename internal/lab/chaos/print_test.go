@@ -64,3 +64,21 @@ func TestChaosTableIsNarrowVerdictFirstWithAnOverallLine(t *testing.T) {
 		}
 	}
 }
+
+// The HTTP statuses a scenario saw read "200: 51, 400: 3, 503: 2", in
+// order of status, never as a Go map.
+func TestCountsByStatusReadsAsAListInOrder(t *testing.T) {
+	for _, tc := range []struct {
+		in   map[int]int
+		want string
+	}{
+		{nil, "none"},
+		{map[int]int{}, "none"},
+		{map[int]int{200: 51}, "200: 51"},
+		{map[int]int{503: 2, 200: 51, 400: 3, 413: 1}, "200: 51, 400: 3, 413: 1, 503: 2"},
+	} {
+		if got := countsByStatus(tc.in); got != tc.want || strings.Contains(got, "map[") {
+			t.Errorf("countsByStatus(%v) = %q, want %q", tc.in, got, tc.want)
+		}
+	}
+}
