@@ -457,3 +457,14 @@ func TestMigrateSetsUpPollingOfAMappedPostgresTable(t *testing.T) {
 		}
 	})
 }
+
+// A bad --mapping says so once, and points to the relay's own help.
+func TestABadMappingFlagSaysSoOnceAndPointsToTheRelaysHelp(t *testing.T) {
+	var out lockedBuffer
+	code := run(t.Context(), []string{"relay", "--store", "sqlite://" + filepath.Join(t.TempDir(), "x.db"), "--brokers", "127.0.0.1:1",
+		"--mapping", "table.name=e,table.field.event.kee=x"}, &out, &out)
+	want := "outbox: --mapping: invalid outbox table mapping: unknown key \"table.field.event.kee\""
+	if code != 2 || !strings.Contains(out.String(), want) || !strings.Contains(out.String(), "Run 'outbox relay --help' for usage.") {
+		t.Fatalf("exit %d:\n%s\nwant 2, %q and a pointer to outbox relay --help", code, out.String(), want)
+	}
+}

@@ -35,13 +35,18 @@ func Root(use, short, long string, stdout, stderr io.Writer, cmds ...*cobra.Comm
 // 1 failure, 2 bad usage or configuration, or a command's ExitCode.
 func Execute(ctx context.Context, root *cobra.Command, args []string, stderr io.Writer) int {
 	root.SetArgs(args)
-	err := root.ExecuteContext(ctx)
+	cmd, err := root.ExecuteContextC(ctx)
 	if err == nil {
 		return 0
 	}
 	fmt.Fprintf(stderr, "%s: %v\n", root.Name(), err)
 	if _, ok := errors.AsType[UsageError](err); ok {
-		fmt.Fprintf(stderr, "Run '%s --help' for usage.\n", root.Name())
+		// The help of the command that refused: outbox relay --help.
+		path := root.Name()
+		if cmd != nil {
+			path = cmd.CommandPath()
+		}
+		fmt.Fprintf(stderr, "Run '%s --help' for usage.\n", path)
 		return 2
 	}
 	if ec, ok := errors.AsType[ExitCode](err); ok {

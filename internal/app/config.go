@@ -65,6 +65,9 @@ type Config struct {
 	// migrating is outbox migrate (Migrate): on PostgreSQL polling of a
 	// mapped table it applies postgres.PollSetupSQL first.
 	migrating bool
+	// topicTemplateSet: --topic-template was given (flag, environment or
+	// file), which a mapping refuses even at its default value.
+	topicTemplateSet bool
 
 	// Built by Validate, once; parsedFrom is what they were built from,
 	// so a copy of a Config given another Store is parsed again rather
@@ -219,6 +222,7 @@ func (c *Config) Resolve(fs *pflag.FlagSet) error {
 	if err != nil {
 		return err
 	}
+	c.topicTemplateSet = fs.Changed("topic-template")
 	if c.AdminToken, err = secret("OUTBOX_ADMIN_TOKEN"); err != nil {
 		return err
 	}

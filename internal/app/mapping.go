@@ -88,12 +88,16 @@ func (c *Config) parseMapping(store StoreURL) (*mapping.Mapping, string, error) 
 	if store.Kind == Scylla {
 		return nil, "", Usagef("--mapping reads a table of PostgreSQL or SQLite; ScyllaDB's relay reads outbox's own")
 	}
-	if c.TopicTemplate != "" && c.TopicTemplate != defaultTopicTemplate {
+	// Refused whenever given (flag, environment or file), even at its
+	// default: the mapping routes, and a template that seems to apply
+	// would mislead.
+	if c.topicTemplateSet || (c.TopicTemplate != "" && c.TopicTemplate != defaultTopicTemplate) {
 		return nil, "", Usagef("--topic-template %q with --mapping: the mapping routes by %s and %s", c.TopicTemplate, mapping.KeyRouteBy, mapping.KeyTopicReplacement)
 	}
 	m, err := mapping.Parse(c.Mapping)
 	if err != nil {
-		return nil, "", UsageError{Err: fmt.Errorf("--mapping: %w", err)}
+		// mapping's errors start "mapping: "; one prefix is enough.
+		return nil, "", UsageError{Err: prefixed{"--mapping: " + strings.TrimPrefix(err.Error(), "mapping: "), err}}
 	}
 	return &m, rendered, nil
 }
@@ -116,6 +120,15 @@ func PollSetupSQL(cfg Config) (string, error) {
 	}
 	return ddl, nil
 }
+
+// prefixed is err with another message (errors.Is still sees err).
+type prefixed struct {
+	msg string
+	err error
+}
+
+func (p prefixed) Error() string { return p.msg }
+func (p prefixed) Unwrap() error { return p.err }
 
 // TableMapping is the parsed --mapping (after Validate), nil without one:
 // the relay reads outbox's own table.

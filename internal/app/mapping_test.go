@@ -106,13 +106,26 @@ func TestABadMappingSettingIsAUsageError(t *testing.T) {
 		{"unknown key", []string{"--mapping", "table.name=e,table.field.event.kee=x"}, `unknown key "table.field.event.kee"`},
 		{"not key=value", []string{"--mapping", "table.name"}, "not KEY=VALUE"},
 		{"topic template and a mapping", []string{"--mapping", "table.name=e", "--topic-template", "{type}"}, "route.topic.replacement"},
+		// Refused whenever given, even at its default value: the mapping
+		// routes, and a template that seems to apply would mislead.
+		{"default topic template given and a mapping", []string{"--mapping", "table.name=e", "--topic-template", "outbox.event.{aggregatetype}"}, "route.topic.replacement"},
+		{"topic template from the environment and a mapping", []string{"--mapping", "table.name=e", "env:OUTBOX_TOPIC_TEMPLATE=outbox.event.{aggregatetype}"}, "route.topic.replacement"},
 		{"scylla", []string{"--mapping", "table.name=e", "--store", "scylla://127.0.0.1/shop"}, "ScyllaDB"},
 		{"unsupported Debezium setting", []string{"--mapping", "table.name=e,route.topic.regex=(.*)"}, "route.topic.regex"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var c Config
 			fs := relayFlags(&c)
-			err := fs.Parse(append([]string{"--store", "sqlite://" + filepath.Join(t.TempDir(), "x.db")}, tc.args...))
+			var args []string
+			for _, a := range tc.args {
+				if env, ok := strings.CutPrefix(a, "env:"); ok {
+					k, v, _ := strings.Cut(env, "=")
+					t.Setenv(k, v)
+					continue
+				}
+				args = append(args, a)
+			}
+			err := fs.Parse(append([]string{"--store", "sqlite://" + filepath.Join(t.TempDir(), "x.db")}, args...))
 			if err == nil {
 				err = c.Resolve(fs)
 			}
@@ -126,5 +139,53 @@ func TestABadMappingSettingIsAUsageError(t *testing.T) {
 				t.Fatalf("%v does not wrap mapping.ErrInvalid", err)
 			}
 		})
+	}
+}
+
+// Each layer (command line, environment, file) gives the whole mapping:
+// the first that has one wins and the others' keys are not merged in, so
+// what the relay reads is one layer's list as written there.
+func TestAMappingLayerReplacesTheOthersAsAWhole(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "relay.json")
+	if err := os.WriteFile(file, []byte(`{"mapping": {"table.name": "file.events", "table.field.event.key": "from_file"}}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		env  string
+		args []string
+		want map[string]string
+	}{
+		{"the environment over the file", "table.name=env.events", []string{"--config", file}, map[string]string{"table.name": "env.events"}},
+		{"the command line over both", "table.name=env.events,table.field.event.type=from_env",
+			[]string{"--config", file, "--mapping", "table.name=flag.events"}, map[string]string{"table.name": "flag.events"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Setenv("OUTBOX_MAPPING", tc.env)
+			var c Config
+			fs := relayFlags(&c)
+			if err := fs.Parse(append(tc.args, "--store", "sqlite://"+filepath.Join(t.TempDir(), "x.db"))); err != nil {
+				t.Fatal(err)
+			}
+			if err := c.Resolve(fs); err != nil {
+				t.Fatal(err)
+			}
+			if !maps.Equal(c.Mapping, tc.want) {
+				t.Fatalf("keys %v, want only %v", c.Mapping, tc.want)
+			}
+		})
+	}
+}
+
+// A bad --mapping says so once, and points to the command's own help.
+func TestABadMappingMessageHasOnePrefix(t *testing.T) {
+	var c Config
+	fs := relayFlags(&c)
+	if err := fs.Parse([]string{"--store", "sqlite://" + filepath.Join(t.TempDir(), "x.db"), "--mapping", "table.name=e,table.field.event.kee=x"}); err != nil {
+		t.Fatal(err)
+	}
+	err := c.Resolve(fs)
+	if err == nil || !strings.HasPrefix(err.Error(), "--mapping: ") || strings.Contains(err.Error(), "--mapping: mapping:") {
+		t.Fatalf("error %q: want one --mapping: prefix", err)
 	}
 }
