@@ -2,6 +2,7 @@ package main
 
 import (
 	"compress/gzip"
+	"context"
 	"encoding/hex"
 	"io"
 	"net/http"
@@ -143,5 +144,60 @@ func TestTheRelayTracesNothingWithoutOTLPConfigured(t *testing.T) {
 	t.Setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "")
 	if logs := relayOneTracedEvent(t); strings.Contains(logs, "tracing") {
 		t.Fatalf("the relay traces without an OTLP endpoint:\n%s", logs)
+	}
+}
+
+// outbox serve traces like outbox relay: an order created in a traced
+// request gives one producer span in the request's trace, exported by
+// OTLP/HTTP and flushed when serve exits.
+func TestServeExportsSpansWhenOTLPIsConfigured(t *testing.T) {
+	receiver, url := newOTLPReceiver(t)
+	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", url)
+	t.Setenv("OTEL_SERVICE_NAME", "")
+	broker, err := kafka.StartEmbedded(kafka.EmbeddedConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer broker.Close()
+	logs := &testenv.CappedBuffer{}
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	done := make(chan int, 1)
+	go func() {
+		done <- run(ctx, []string{"serve", "--http", "127.0.0.1:0", "--store", "sqlite://" + filepath.Join(t.TempDir(), "o.db"),
+			"--brokers", broker.Addrs()[0], "--topic-template", "otel.{aggregatetype}", "--poll-interval", "10ms"}, logs, logs)
+	}()
+	var base string
+	testenv.Eventually(t, 20*time.Second, "serve listening", func() bool {
+		addr := testenv.ListenAddr(logs.String(), "HTTP API listening")
+		base = "http://" + addr
+		return addr != ""
+	})
+	c := &testenv.APIClient{T: t, Base: base}
+	resp, body := c.Do("POST", "/orders", `{"customer_id":"c1","currency":"EUR","items":[{"sku":"a","quantity":1,"unit_price":100}]}`,
+		map[string]string{"traceparent": writerTraceParent})
+	if resp.StatusCode != http.StatusCreated {
+		t.Fatalf("create: %d %s", resp.StatusCode, body)
+	}
+	testenv.Eventually(t, 20*time.Second, "the order's event is published", func() bool {
+		recs, err := kafkatest.ReadAll(t.Context(), broker.Addrs(), []string{"otel.order"})
+		return err == nil && len(recs) == 1
+	})
+	cancel()
+	if code := <-done; code != 0 {
+		t.Fatalf("serve exited %d\n%s", code, logs)
+	}
+	var producers []*tracepb.Span
+	for _, s := range receiver.got() {
+		if s.Kind == tracepb.Span_SPAN_KIND_PRODUCER {
+			producers = append(producers, s)
+		}
+	}
+	if len(producers) != 1 {
+		t.Fatalf("the collector got %d producer spans, want 1\n%s", len(producers), logs)
+	}
+	if s := producers[0]; s.Name != "send otel.order" ||
+		hex.EncodeToString(s.TraceId) != "4bf92f3577b34da6a3ce929d0e0e4736" || hex.EncodeToString(s.ParentSpanId) != "00f067aa0ba902b7" {
+		t.Fatalf("span %v, want \"send otel.order\" in the request's trace", s)
 	}
 }
