@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"math"
 	"net/url"
 	"os"
@@ -1256,8 +1257,8 @@ func (e *benchEnv) isolation(ctx context.Context, rep *benchReport) error {
 func printBenchTable(w io.Writer, r *benchReport) {
 	c := r.Conditions
 	fmt.Fprintf(w, "outbox-lab bench — %s, source %s, broker %s\n", c.Store, c.Source, c.Broker)
-	fmt.Fprintf(w, "%d events over %d aggregates, %d-byte payloads, %d writers, %.1f s stages, %s; durability %v; %d CPUs, load %s at start\n\n",
-		c.Events, c.Aggregates, c.PayloadBytes, c.Writers, c.StageSeconds, c.Producer, c.Durability, c.CPUs, c.LoadAvg)
+	fmt.Fprintf(w, "%d events over %d aggregates, %d-byte payloads, %d writers, %.1f s stages, %s; durability: %s; %d CPUs, load %s at start\n\n",
+		c.Events, c.Aggregates, c.PayloadBytes, c.Writers, c.StageSeconds, c.Producer, durabilityText(c.Durability), c.CPUs, c.LoadAvg)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "figure\tmeasured\tbaseline (same run)\tratio")
 	limit := fmt.Sprintf("%.0f events/s raw produce", r.Drain.RawPerSec)
@@ -1296,4 +1297,14 @@ func printBenchTable(w io.Writer, r *benchReport) {
 		fmt.Fprintf(w, "\npoll interval %s\n", c.PollInterval)
 	}
 	fmt.Fprintf(w, "\nreproduce: %s\n", c.Command)
+}
+
+// durabilityText lists settings as "name value, name value", sorted by
+// name, for people (the JSON keeps the map).
+func durabilityText(d map[string]string) string {
+	parts := make([]string, 0, len(d))
+	for _, k := range slices.Sorted(maps.Keys(d)) {
+		parts = append(parts, k+" "+d[k])
+	}
+	return strings.Join(parts, ", ")
 }
