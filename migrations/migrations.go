@@ -12,9 +12,11 @@
 //	migrations/postgres/inbox/*.sql    the consumer inbox
 //	migrations/sqlite/inbox/*.sql
 //
-// A file's number is its version: the functions record it in
-// outbox_schema_migrations and apply each version once, so do not mix
-// them with your own tool on one database. Numbers have gaps because the
+// A file's number is its version, and each file records itself in
+// outbox_schema_migrations as its last statement. So a database migrated
+// by your own tool is one that outbox's runner (outbox migrate, the
+// relay's start, the functions above) finds up to date: it applies only
+// the files your tool has not, and never runs one twice. Numbers have gaps because the
 // order service's migrations (2, 4) sit between the outbox's (1, 3, 5);
 // apply the files in order and the gaps do not matter.
 //

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -18,6 +19,7 @@ import (
 	"github.com/outbox-dev/outbox/internal/testenv"
 	"github.com/outbox-dev/outbox/kafka"
 	"github.com/outbox-dev/outbox/kafka/kafkatest"
+	"github.com/outbox-dev/outbox/migrations"
 	"github.com/outbox-dev/outbox/outbox"
 	"github.com/outbox-dev/outbox/pgxoutbox"
 	"github.com/outbox-dev/outbox/sqloutbox"
@@ -149,41 +151,88 @@ func TestTheRelayOnAnOutboxOnlyStoreCreatesNoOrderTablesAndLogsNoError(t *testin
 			target{"postgres cdc", pgStore, []string{"--source", "cdc", "--slot", fmt.Sprintf("lib_%d", time.Now().UnixNano())}, pgAppend, pgExists})
 	}
 	for _, tg := range targets {
-		t.Run(tg.name, func(t *testing.T) {
-			store := tg.store(t)
-			var out lockedBuffer
-			if code := run(t.Context(), append([]string{"migrate", "--outbox-only", "--store", store}, tg.args...), &out, &out); code != 0 {
-				t.Fatalf("migrate exited %d\n%s", code, out.String())
-			}
-			brokers := testBrokers(t)
-			aggType := uniqueName("lib")
-			// The cleanup intervals are long: a worker failing on a table
-			// that is not there says so at its start.
-			logs, stop := runRelay(t, append([]string{"--store", store, "--brokers", strings.Join(brokers, ","), "--poll-interval", "10ms"}, tg.args...)...)
-			testenv.Eventually(t, 30*time.Second, "the relay starts", func() bool { return strings.Contains(logs.String(), "msg=relaying") })
+		for _, how := range []string{"outbox migrate --outbox-only", "the SQL files by your own tool"} {
+			t.Run(tg.name+"/"+how, func(t *testing.T) { relayOnOutboxOnlyStore(t, tg.store(t), tg.args, how, tg.append, tg.exists) })
+		}
+	}
+}
 
-			m, err := outbox.NewMessage(aggType, "u1", "UserSignedUp", 1, map[string]string{"email": "ada@example.com"})
-			if err != nil {
-				t.Fatal(err)
-			}
-			tg.append(t, store, m)
-			topic := "outbox.event." + aggType
-			var got []kafkatest.Received
-			testenv.Eventually(t, 30*time.Second, "the event on "+topic, func() bool {
-				got, err = kafkatest.ReadAll(t.Context(), brokers, []string{topic})
-				return err == nil && len(got) > 0
-			})
-			if len(got) != 1 || got[0].Headers["id"] != m.ID.String() || got[0].Key != "u1" {
-				t.Fatalf("records on %s: %+v; want the one event %s keyed u1", topic, got, m.ID)
-			}
-			if code := stop(); code != 0 {
-				t.Fatalf("relay exited %d\n%s", code, logs)
-			}
-			checkNoOrderTables(t, tg.exists(t, store))
-			noErrorLines(t, logs)
-			if t.Failed() {
-				t.Logf("relay's log:\n%s", logs)
-			}
-		})
+// relayOnOutboxOnlyStore migrates store as how says, runs the relay on it
+// and checks one event arrives, with no order table made and no error
+// logged.
+func relayOnOutboxOnlyStore(t *testing.T, store string, args []string, how string,
+	appendEvent func(t *testing.T, store string, m outbox.Message), exists func(t *testing.T, store string) tableCheck) {
+	if how == "outbox migrate --outbox-only" {
+		var out lockedBuffer
+		if code := run(t.Context(), append([]string{"migrate", "--outbox-only", "--store", store}, args...), &out, &out); code != 0 {
+			t.Fatalf("migrate exited %d\n%s", code, out.String())
+		}
+	} else {
+		applyMigrationFiles(t, store)
+	}
+	brokers := testBrokers(t)
+	aggType := uniqueName("lib")
+	// The cleanup intervals are long: a worker failing on a table
+	// that is not there says so at its start.
+	logs, stop := runRelay(t, append([]string{"--store", store, "--brokers", strings.Join(brokers, ","), "--poll-interval", "10ms"}, args...)...)
+	testenv.Eventually(t, 30*time.Second, "the relay starts", func() bool { return strings.Contains(logs.String(), "msg=relaying") })
+
+	m, err := outbox.NewMessage(aggType, "u1", "UserSignedUp", 1, map[string]string{"email": "ada@example.com"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	appendEvent(t, store, m)
+	topic := "outbox.event." + aggType
+	var got []kafkatest.Received
+	testenv.Eventually(t, 30*time.Second, "the event on "+topic, func() bool {
+		got, err = kafkatest.ReadAll(t.Context(), brokers, []string{topic})
+		return err == nil && len(got) > 0
+	})
+	if len(got) != 1 || got[0].Headers["id"] != m.ID.String() || got[0].Key != "u1" {
+		t.Fatalf("records on %s: %+v; want the one event %s keyed u1", topic, got, m.ID)
+	}
+	if code := stop(); code != 0 {
+		t.Fatalf("relay exited %d\n%s", code, logs)
+	}
+	checkNoOrderTables(t, exists(t, store))
+	noErrorLines(t, logs)
+	if t.Failed() {
+		t.Logf("relay's log:\n%s", logs)
+	}
+}
+
+// applyMigrationFiles runs package migrations' outbox files on store, each
+// as one script in name order, as a migration tool would, recording
+// nothing of its own.
+func applyMigrationFiles(t *testing.T, store string) {
+	t.Helper()
+	files, exec := migrations.PostgresOutbox, func(string) error { return nil }
+	if path, ok := strings.CutPrefix(store, "sqlite://"); ok {
+		db, err := sql.Open("sqlite", "file:"+path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer db.Close()
+		files, exec = migrations.SQLiteOutbox, func(body string) error { _, err := db.ExecContext(t.Context(), body); return err }
+	} else {
+		conn, err := pgx.Connect(t.Context(), store)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close(context.Background())
+		exec = func(body string) error { _, err := conn.Exec(t.Context(), body); return err }
+	}
+	entries, err := fs.ReadDir(files, ".")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		body, err := fs.ReadFile(files, e.Name())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := exec(string(body)); err != nil {
+			t.Fatalf("%s: %v", e.Name(), err)
+		}
 	}
 }

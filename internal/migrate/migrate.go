@@ -96,7 +96,7 @@ func Pgx(ctx context.Context, conn PgxConn, files []File) (int, error) {
 				return err
 			}
 			applied++
-			_, err := tx.Exec(ctx, `INSERT INTO outbox_schema_migrations (version, name) VALUES ($1, $2)`, f.Version, f.Name)
+			_, err := tx.Exec(ctx, `INSERT INTO outbox_schema_migrations (version, name) VALUES ($1, $2) ON CONFLICT (version) DO NOTHING`, f.Version, f.Name)
 			return err
 		})
 		if err != nil {
@@ -124,7 +124,7 @@ func SQL(ctx context.Context, db *sql.DB, d Dialect, files []File) (applied int,
 	}
 	defer conn.Close()
 	table, count, insert := pgTable, `SELECT count(*) FROM outbox_schema_migrations WHERE version = $1`,
-		`INSERT INTO outbox_schema_migrations (version, name) VALUES ($1, $2)`
+		`INSERT INTO outbox_schema_migrations (version, name) VALUES ($1, $2) ON CONFLICT (version) DO NOTHING`
 	switch d {
 	case Postgres:
 		if _, err := conn.ExecContext(ctx, `SELECT pg_advisory_lock($1)`, lockKey); err != nil {
@@ -137,7 +137,7 @@ func SQL(ctx context.Context, db *sql.DB, d Dialect, files []File) (applied int,
 		table = `CREATE TABLE IF NOT EXISTS outbox_schema_migrations (
 		version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)`
 		count = `SELECT count(*) FROM outbox_schema_migrations WHERE version = ?`
-		insert = `INSERT INTO outbox_schema_migrations (version, name, applied_at) VALUES (?, ?, ?)`
+		insert = `INSERT INTO outbox_schema_migrations (version, name, applied_at) VALUES (?, ?, ?) ON CONFLICT (version) DO NOTHING`
 	default:
 		return 0, errors.New("migrate: unknown SQL dialect")
 	}

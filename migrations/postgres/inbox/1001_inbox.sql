@@ -24,3 +24,10 @@ CREATE TABLE IF NOT EXISTS outbox_inbox_sequences (
     updated_at    TIMESTAMPTZ NOT NULL,
     PRIMARY KEY (consumer, aggregatetype, aggregateid)
 );
+
+-- Recorded as applied, whoever applies this file (your migration tool or
+-- outbox's), so outbox's own runner (outbox migrate, the relay's start)
+-- applies only the files after it.
+CREATE TABLE IF NOT EXISTS outbox_schema_migrations (
+    version INT PRIMARY KEY, name TEXT NOT NULL, applied_at TIMESTAMPTZ NOT NULL DEFAULT now());
+INSERT INTO outbox_schema_migrations (version, name) VALUES (1001, '1001_inbox.sql') ON CONFLICT (version) DO NOTHING;

@@ -54,3 +54,10 @@ CREATE TABLE outbox_parked_aggregates (
     last_error     TEXT        NOT NULL DEFAULT '',
     PRIMARY KEY (aggregatetype, aggregateid)
 );
+
+-- Recorded as applied, whoever applies this file (your migration tool or
+-- outbox's), so outbox's own runner (outbox migrate, the relay's start)
+-- applies only the files after it.
+CREATE TABLE IF NOT EXISTS outbox_schema_migrations (
+    version INT PRIMARY KEY, name TEXT NOT NULL, applied_at TIMESTAMPTZ NOT NULL DEFAULT now());
+INSERT INTO outbox_schema_migrations (version, name) VALUES (1, '0001_outbox.sql') ON CONFLICT (version) DO NOTHING;

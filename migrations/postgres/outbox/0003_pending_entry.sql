@@ -1,3 +1,10 @@
 -- An operator's request names the dead-letter entry it was decided on, so
 -- a request interrupted half-way and run again acts on that entry only.
 ALTER TABLE outbox_parked_aggregates ADD COLUMN pending_entry BIGINT NOT NULL DEFAULT 0;
+
+-- Recorded as applied, whoever applies this file (your migration tool or
+-- outbox's), so outbox's own runner (outbox migrate, the relay's start)
+-- applies only the files after it.
+CREATE TABLE IF NOT EXISTS outbox_schema_migrations (
+    version INT PRIMARY KEY, name TEXT NOT NULL, applied_at TIMESTAMPTZ NOT NULL DEFAULT now());
+INSERT INTO outbox_schema_migrations (version, name) VALUES (3, '0003_pending_entry.sql') ON CONFLICT (version) DO NOTHING;

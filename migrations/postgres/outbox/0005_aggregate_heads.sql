@@ -16,3 +16,10 @@ CREATE TABLE IF NOT EXISTS outbox_aggregate_heads (
     txid          XID8 NOT NULL,
     PRIMARY KEY (aggregatetype, aggregateid)
 );
+
+-- Recorded as applied, whoever applies this file (your migration tool or
+-- outbox's), so outbox's own runner (outbox migrate, the relay's start)
+-- applies only the files after it.
+CREATE TABLE IF NOT EXISTS outbox_schema_migrations (
+    version INT PRIMARY KEY, name TEXT NOT NULL, applied_at TIMESTAMPTZ NOT NULL DEFAULT now());
+INSERT INTO outbox_schema_migrations (version, name) VALUES (5, '0005_aggregate_heads.sql') ON CONFLICT (version) DO NOTHING;

@@ -23,3 +23,10 @@ CREATE TABLE IF NOT EXISTS outbox_inbox_sequences (
     updated_at    INTEGER NOT NULL,
     PRIMARY KEY (consumer, aggregatetype, aggregateid)
 );
+
+-- Recorded as applied, whoever applies this file (your migration tool or
+-- outbox's), so outbox's own runner (outbox migrate, the relay's start)
+-- applies only the files after it.
+CREATE TABLE IF NOT EXISTS outbox_schema_migrations (
+    version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL);
+INSERT INTO outbox_schema_migrations (version, name, applied_at) VALUES (1001, '1001_inbox.sql', CAST(strftime('%s', 'now') AS INTEGER) * 1000000) ON CONFLICT (version) DO NOTHING;
