@@ -78,6 +78,10 @@ func relayCmd(stderr io.Writer) *cobra.Command {
 	// The relay publishes to --brokers, never to an embedded broker: hidden,
 	// still accepted (one config file serves every command).
 	cmd.Flags().MarkHidden("broker-port")
+	cmd.Flags().Lookup("brokers").Usage = "Kafka brokers host:port,... (required: the relay publishes to an existing Kafka)"
+	cmd.Flags().Lookup("idempotency-ttl").Usage = "when the store has the order service's tables: how long an Idempotency-Key is kept before the relay's cleaner deletes it"
+	cmd.Flags().Lookup("retention").Usage = "PostgreSQL: delete acknowledged outbox rows older than this (0 keeps them; off with --mapping: a table of yours is never deleted from)"
+	cmd.Flags().Lookup("topic-template").Usage = "topic routing: {aggregatetype} and {type} are replaced; {type} is the design's topic per event type (refused with --mapping: route.topic.replacement routes)"
 	return cmd
 }
 

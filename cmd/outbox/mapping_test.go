@@ -468,3 +468,57 @@ func TestABadMappingFlagSaysSoOnceAndPointsToTheRelaysHelp(t *testing.T) {
 		t.Fatalf("exit %d:\n%s\nwant 2, %q and a pointer to outbox relay --help", code, out.String(), want)
 	}
 }
+
+// What a first start on a table that already has rows sends: polling sends
+// the rows already there, then what follows; CDC sends what commits after
+// its slot exists (outbox migrate creates it), not the rows before. So a
+// move from Debezium runs outbox migrate before Debezium stops.
+func TestWhatAFirstStartOnATableWithRowsSends(t *testing.T) {
+	keys := signupKeys("app.signup_events")
+	insert := func(t *testing.T, conn *pgx.Conn, rows []signup) {
+		t.Helper()
+		for _, r := range rows {
+			if _, err := conn.Exec(t.Context(), fmt.Sprintf(insertSignup, "app.signup_events"), r.id, r.user, r.body); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	migrate := func(t *testing.T, args ...string) {
+		t.Helper()
+		var out lockedBuffer
+		if code := run(t.Context(), append(append([]string{"migrate"}, args...), mappingArgs(keys)...), &out, &out); code != 0 {
+			t.Fatalf("migrate exited %d\n%s", code, out.String())
+		}
+	}
+	for _, source := range []string{"poll", "cdc"} {
+		t.Run(source, func(t *testing.T) {
+			dsn, conn := pgSignups(t)
+			args := []string{"--store", dsn, "--source", source, "--slot", uniqueName("first")}
+			before := someSignups(3) // committed before outbox migrate
+			insert(t, conn, before)
+			migrate(t, args...)
+			between := someSignups(2) // after migrate, before the relay's first start
+			insert(t, conn, between)
+			broker, err := kafka.StartEmbedded(kafka.EmbeddedConfig{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer broker.Close()
+			logs, stop := runRelay(t, append(append(args, "--brokers", broker.Addrs()[0], "--poll-interval", "10ms"), mappingArgs(keys)...)...)
+			waitRelaying(t, logs, "signups")
+			if !strings.Contains(logs.String(), "table=app.signup_events") {
+				t.Errorf("the relay's start line does not name the table it reads:\n%s", logs)
+			}
+			after := someSignups(2)
+			insert(t, conn, after)
+			want := append(between, after...)
+			if source == "poll" {
+				want = append(before, want...)
+			}
+			checkSignups(t, broker.Addrs(), "signups", want, logs)
+			if code := stop(); code != 0 {
+				t.Fatalf("relay exited %d\n%s", code, logs)
+			}
+		})
+	}
+}

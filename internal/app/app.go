@@ -156,7 +156,11 @@ func New(ctx context.Context, cfg Config, logOut io.Writer, opts Options) (_ *Ap
 	}
 	// What this process relays, from where, to where: the first thing an
 	// operator looking at two relays needs to know.
-	a.log.Info("relaying", "from", cfg.store.String(), "source", cfg.source, "to", strings.Join(a.brokers, ","),
+	table := "outbox's own"
+	if m := cfg.TableMapping(); m != nil {
+		table = m.Table
+	}
+	a.log.Info("relaying", "from", cfg.store.String(), "table", table, "source", cfg.source, "to", strings.Join(a.brokers, ","),
 		"topics", cfg.Topics(), "stuck_timeout", cfg.StuckTimeout)
 	if parked, err := a.store.ParkedAggregates(ctx); err == nil {
 		a.metrics.SetParked(len(parked))

@@ -357,7 +357,8 @@ func (t *Table) Backlog(ctx context.Context, name string) (int64, error) {
 }
 
 // PollSetupSQL is what makes a table pollable, for an operator to review
-// and run (it is never run by the relay): the two ordering columns, their
+// and run, or for `outbox migrate --source poll --mapping ...` to apply
+// (`--print-sql` prints it; the relay never runs it): the two ordering columns, their
 // indexes, and a trigger that keeps each aggregate's events in commit
 // order whoever writes them, as Store.Append does for outbox's own table
 // (migration 0005), through the same outbox_aggregate_heads table, which

@@ -1299,12 +1299,12 @@ func printBenchTable(w io.Writer, r *benchReport) {
 	fmt.Fprintf(w, "\nreproduce: %s\n", c.Command)
 }
 
-// durabilityText lists settings as "name value, name value", sorted by
-// name, for people (the JSON keeps the map).
+// durabilityText lists settings as "name value; name value", sorted by
+// name, for people (the JSON keeps the map); values may hold commas.
 func durabilityText(d map[string]string) string {
 	parts := make([]string, 0, len(d))
 	for _, k := range slices.Sorted(maps.Keys(d)) {
 		parts = append(parts, k+" "+d[k])
 	}
-	return strings.Join(parts, ", ")
+	return strings.Join(parts, "; ")
 }
