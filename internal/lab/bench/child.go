@@ -14,10 +14,9 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/outbox-dev/outbox/internal/lab/labcli"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
-
-	"github.com/outbox-dev/outbox/internal/app"
 )
 
 // The backlog curve and the fixed-rate stages run the product's relay,
@@ -27,39 +26,6 @@ import (
 // readers'. On SQLite the fixed-rate stages keep the relay in this
 // process: a database file has one writing process (outbox serve), and
 // writers in another process than the relay's get SQLITE_BUSY.
-
-// outboxBinary finds the product binary: --outbox, one beside this
-// binary, one on PATH, else built with go build.
-func outboxBinary(ctx context.Context, given string, log io.Writer) (string, func(), error) {
-	nothing := func() {}
-	if given != "" {
-		if _, err := os.Stat(given); err != nil {
-			return "", nothing, app.Usagef("--outbox %s: %v", given, err)
-		}
-		return given, nothing, nil
-	}
-	if self, err := os.Executable(); err == nil {
-		beside := filepath.Join(filepath.Dir(self), "outbox")
-		if st, err := os.Stat(beside); err == nil && !st.IsDir() {
-			return beside, nothing, nil
-		}
-	}
-	if p, err := exec.LookPath("outbox"); err == nil {
-		return p, nothing, nil
-	}
-	dir, err := os.MkdirTemp("", "outbox-bench-bin-")
-	if err != nil {
-		return "", nothing, err
-	}
-	cleanup := func() { os.RemoveAll(dir) }
-	bin := filepath.Join(dir, "outbox")
-	fmt.Fprintln(log, "bench: no outbox binary beside this one or on PATH; building it (go build ./cmd/outbox)")
-	if out, err := exec.CommandContext(ctx, "go", "build", "-o", bin, "github.com/outbox-dev/outbox/cmd/outbox").CombinedOutput(); err != nil {
-		cleanup()
-		return "", nothing, fmt.Errorf("bench: build the outbox binary (or pass --outbox): %w\n%s", err, out)
-	}
-	return bin, cleanup, nil
-}
 
 type childRelay struct {
 	cmd    *exec.Cmd
@@ -71,7 +37,7 @@ type childRelay struct {
 // startChild runs `outbox relay` on the stage's store.
 func (e *benchEnv) startChild(ctx context.Context, st *stage) (*childRelay, error) {
 	if e.exe == "" {
-		exe, cleanup, err := outboxBinary(ctx, e.opts.outbox, e.stderr)
+		exe, cleanup, err := labcli.OutboxBinary(ctx, e.opts.outbox, "bench", e.stderr)
 		if err != nil {
 			return nil, err
 		}

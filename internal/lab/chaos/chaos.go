@@ -7,7 +7,6 @@ import (
 	"io"
 	"maps"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -102,7 +101,7 @@ ScyllaDB emulation.`,
 			if len(picked) == 0 {
 				return app.Usagef("--scenario %q names no scenario (R1 to R16)", opts.only)
 			}
-			exe, cleanup, err := outboxBinary(cmd.Context(), opts.outbox, stderr)
+			exe, cleanup, err := labcli.OutboxBinary(cmd.Context(), opts.outbox, "chaos", stderr)
 			if err != nil {
 				return err
 			}
@@ -360,37 +359,4 @@ func writeWrapped(w io.Writer, indent string, width int, chunks ...string) {
 	if line != indent {
 		fmt.Fprintln(w, line)
 	}
-}
-
-// outboxBinary finds the product binary the scenarios start as child
-// processes: the scenarios test it, not this lab binary.
-func outboxBinary(ctx context.Context, given string, log io.Writer) (string, func(), error) {
-	nothing := func() {}
-	if given != "" {
-		if _, err := os.Stat(given); err != nil {
-			return "", nothing, app.Usagef("--outbox %s: %v", given, err)
-		}
-		return given, nothing, nil
-	}
-	if self, err := os.Executable(); err == nil {
-		beside := filepath.Join(filepath.Dir(self), "outbox")
-		if st, err := os.Stat(beside); err == nil && !st.IsDir() {
-			return beside, nothing, nil
-		}
-	}
-	if p, err := exec.LookPath("outbox"); err == nil {
-		return p, nothing, nil
-	}
-	dir, err := os.MkdirTemp("", "outbox-chaos-bin-")
-	if err != nil {
-		return "", nothing, err
-	}
-	cleanup := func() { os.RemoveAll(dir) }
-	bin := filepath.Join(dir, "outbox")
-	fmt.Fprintln(log, "chaos: no outbox binary beside this one or on PATH; building it (go build ./cmd/outbox)")
-	if out, err := exec.CommandContext(ctx, "go", "build", "-o", bin, "github.com/outbox-dev/outbox/cmd/outbox").CombinedOutput(); err != nil {
-		cleanup()
-		return "", nothing, fmt.Errorf("chaos: build the outbox binary (or pass --outbox): %w\n%s", err, out)
-	}
-	return bin, cleanup, nil
 }
