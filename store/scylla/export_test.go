@@ -126,3 +126,7 @@ func (r Orders) InsertPlain(ctx context.Context, o order.Order) error {
 	}
 	return r.s.session.Query(stmt, args...).WithContext(ctx).Exec()
 }
+
+// ProxyNode puts a proxy whose answers can be held back in front of a node
+// (timeouts_test.go), for the external tests too.
+var ProxyNode = proxyNode

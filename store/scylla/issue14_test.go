@@ -10,10 +10,7 @@ import (
 	"testing"
 	"time"
 
-	toxiproxy "github.com/Shopify/toxiproxy/v2"
 	"github.com/gocql/gocql"
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/rs/zerolog"
 
 	"github.com/outbox-dev/outbox/internal/testenv"
 	"github.com/outbox-dev/outbox/order"
@@ -25,43 +22,6 @@ import (
 
 // The review's risks for the ScyllaDB path (issue 14), each run through
 // the real reader on the cluster (or the emulation).
-
-// slowProxy is toxiproxy in front of the cluster: while slowed, every
-// answer is held back longer than the client waits.
-type slowProxy struct {
-	p    *toxiproxy.Proxy
-	mu   sync.Mutex
-	slow bool
-}
-
-func newSlowProxy(t *testing.T, upstream string) *slowProxy {
-	t.Helper()
-	srv := toxiproxy.NewServer(toxiproxy.NewMetricsContainer(prometheus.NewRegistry()), zerolog.Nop())
-	p := toxiproxy.NewProxy(srv, "cql", "127.0.0.1:0", upstream)
-	if err := p.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(p.Stop)
-	return &slowProxy{p: p}
-}
-
-func (n *slowProxy) setSlow(t *testing.T, slow bool) {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if slow == n.slow {
-		return
-	}
-	var err error
-	if slow {
-		_, err = n.p.Toxics.AddToxicJson(strings.NewReader(`{"name": "slow", "type": "latency", "stream": "downstream", "attributes": {"latency": 2000}}`))
-	} else {
-		err = n.p.Toxics.RemoveToxic(context.Background(), "slow")
-	}
-	if err != nil {
-		t.Error(err)
-	}
-	n.slow = slow
-}
 
 func newOrder(id string) order.Order {
 	now := time.Now().UTC().Truncate(time.Microsecond)
@@ -119,8 +79,8 @@ func TestScyllaWritesWhoseOutcomeWasUnknownArePublished(t *testing.T) {
 		t.Fatal(err)
 	}
 	testenv.Serve(t, r)
-	node := newSlowProxy(t, scyllaHosts(t)[0])
-	p, err := scylla.Open(scylla.Config{Hosts: []string{node.p.Listen}, Keyspace: s.Keyspace(), Timeout: 500 * time.Millisecond})
+	node := scylla.ProxyNode(t, scyllaHosts(t)[0])
+	p, err := scylla.Open(scylla.Config{Hosts: []string{node.Addr()}, Keyspace: s.Keyspace(), Timeout: 500 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -138,13 +98,13 @@ func TestScyllaWritesWhoseOutcomeWasUnknownArePublished(t *testing.T) {
 	unknown := newOrder("unknown")
 	slowFromClaim := p.Orders().BeforeStep(func(step string, _ int) {
 		if step == "claim" {
-			node.setSlow(t, true)
+			node.SetSlow(t, true)
 		}
 	})
 	if _, _, err := slowFromClaim.Create(ctx, unknown, newEvent(t, unknown), "", ""); !errors.Is(err, order.ErrUnavailable) {
 		t.Fatalf("a create whose every answer was lost: %v, want order.ErrUnavailable (503)", err)
 	}
-	node.setSlow(t, false)
+	node.SetSlow(t, false)
 
 	crashed := newOrder("crashed")
 	if _, _, err := p.Orders().Create(ctx, crashed, newEvent(t, crashed), "", ""); err != nil {

@@ -43,7 +43,10 @@ func proxyNode(t *testing.T, upstream string) *slowNode {
 	return &slowNode{proxy: p}
 }
 
-func (n *slowNode) setSlow(t *testing.T, slow bool) {
+// Addr is where clients connect to reach the node through the proxy.
+func (n *slowNode) Addr() string { return n.proxy.Listen }
+
+func (n *slowNode) SetSlow(t *testing.T, slow bool) {
 	t.Helper()
 	n.mu.Lock()
 	defer n.mu.Unlock()
@@ -161,7 +164,7 @@ func TestCassandraATimedOutWriteIsRetriedUntilItsOutcomeIsKnown(t *testing.T) {
 	for _, step := range []string{"claim", "event"} {
 		t.Run(step, func(t *testing.T) {
 			st := &steps{act: func(at string, attempt int) {
-				node.setSlow(t, at == step && attempt == 0) // the first attempt's answer is lost
+				node.SetSlow(t, at == step && attempt == 0) // the first attempt's answer is lost
 			}}
 			repo := s.Orders()
 			repo.hook = st.hook
@@ -208,7 +211,7 @@ func TestCassandraAWriteWhoseOutcomeStaysUnknownIsAnswered503AndFinishedByTheSwe
 	// From the lightweight transaction on, every answer is lost.
 	repo.hook = func(step string, _ int) {
 		if step == "claim" {
-			node.setSlow(t, true)
+			node.SetSlow(t, true)
 		}
 	}
 	o := testOrder("o-unknown")
@@ -217,7 +220,7 @@ func TestCassandraAWriteWhoseOutcomeStaysUnknownIsAnswered503AndFinishedByTheSwe
 	if !errors.Is(err, order.ErrUnavailable) {
 		t.Fatalf("create with every answer lost: %v, want order.ErrUnavailable (503)", err)
 	}
-	node.setSlow(t, false)
+	node.SetSlow(t, false)
 	if n, err := direct.Orders().RollForward(ctx, 0); err != nil || n == 0 {
 		t.Fatalf("sweeper: %d, %v", n, err)
 	}
@@ -236,7 +239,7 @@ func TestCassandraAWriteWhoseOutcomeStaysUnknownIsAnswered503AndFinishedByTheSwe
 	if !errors.Is(err, order.ErrUnavailable) {
 		t.Fatalf("update with every answer lost: %v, want order.ErrUnavailable (503)", err)
 	}
-	node.setSlow(t, false)
+	node.SetSlow(t, false)
 	if _, err := direct.Orders().RollForward(ctx, 0); err != nil {
 		t.Fatal(err)
 	}
