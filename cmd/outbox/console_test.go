@@ -65,22 +65,9 @@ func TestConsoleInChromiumReplaysADeadLetter(t *testing.T) {
 	const token = "console-test-token-4f2a"
 	t.Setenv("OUTBOX_ADMIN_TOKEN", token)
 
-	// The broker: every produce is refused as MESSAGE_TOO_LARGE (a
-	// permanent error: a dead letter at once) while tooLarge is set.
-	var tooLarge atomic.Bool
-	b, err := kafka.StartEmbedded(kafka.EmbeddedConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
-	cl := b.Cluster()
-	cl.ControlKey(int16(kmsg.Produce), func(req kmsg.Request) (kmsg.Response, error, bool) {
-		cl.KeepControl()
-		if !tooLarge.Load() {
-			return nil, nil, false
-		}
-		return kafkatest.FailProduce(req, kerr.MessageTooLarge.Code), nil, true
-	})
+	// The broker refuses every produce as MESSAGE_TOO_LARGE (a permanent
+	// error: a dead letter at once) while tooLarge is set.
+	b, tooLarge := refusingBroker(t)
 
 	base, logs := serveSecure(t, "--brokers", b.Addrs()[0])
 	defer func() {
@@ -265,4 +252,25 @@ func TestConsoleInChromiumReplaysADeadLetter(t *testing.T) {
 			}
 		}
 	}
+}
+
+// refusingBroker is an embedded broker that refuses every produce as
+// MESSAGE_TOO_LARGE while the returned switch is set, until the test ends.
+func refusingBroker(t *testing.T) (*kafka.Embedded, *atomic.Bool) {
+	t.Helper()
+	tooLarge := &atomic.Bool{}
+	b, err := kafka.StartEmbedded(kafka.EmbeddedConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	cl := b.Cluster()
+	cl.ControlKey(int16(kmsg.Produce), func(req kmsg.Request) (kmsg.Response, error, bool) {
+		cl.KeepControl()
+		if !tooLarge.Load() {
+			return nil, nil, false
+		}
+		return kafkatest.FailProduce(req, kerr.MessageTooLarge.Code), nil, true
+	})
+	return b, tooLarge
 }

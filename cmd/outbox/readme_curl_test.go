@@ -8,17 +8,11 @@ import (
 	"os"
 	"regexp"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kerr"
-	"github.com/twmb/franz-go/pkg/kmsg"
-
 	"github.com/outbox-dev/outbox/internal/app"
 	"github.com/outbox-dev/outbox/internal/testenv"
-	"github.com/outbox-dev/outbox/kafka"
-	"github.com/outbox-dev/outbox/kafka/kafkatest"
 )
 
 // readmeBase is the address README's curl examples use.
@@ -188,20 +182,7 @@ func shellWords(line string, vars map[string]string) ([]string, error) {
 func TestREADMECurlExamplesRunAgainstServe(t *testing.T) {
 	const token = "readme-test-token-81c3"
 	t.Setenv("OUTBOX_ADMIN_TOKEN", token)
-	var tooLarge atomic.Bool
-	b, err := kafka.StartEmbedded(kafka.EmbeddedConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
-	cl := b.Cluster()
-	cl.ControlKey(int16(kmsg.Produce), func(req kmsg.Request) (kmsg.Response, error, bool) {
-		cl.KeepControl()
-		if !tooLarge.Load() {
-			return nil, nil, false
-		}
-		return kafkatest.FailProduce(req, kerr.MessageTooLarge.Code), nil, true
-	})
+	b, tooLarge := refusingBroker(t)
 	base, logs := serveSecure(t, "--brokers", b.Addrs()[0])
 	defer func() {
 		if t.Failed() {
