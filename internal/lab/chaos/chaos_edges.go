@@ -316,13 +316,9 @@ func runInterruptedSkip(r *chaosRun, res *scenarioResult) error {
 	if err != nil {
 		return err
 	}
-	var rest []outbox.Message
-	for seq := int64(2); seq <= 3; seq++ {
-		m, err := outbox.NewMessage("invoice", "poison", "InvoiceIssued", seq, map[string]int64{"seq": seq})
-		if err != nil {
-			return err
-		}
-		rest = append(rest, m)
+	rest, err := seqEvents("invoice", "poison", "InvoiceIssued", 2, 3)
+	if err != nil {
+		return err
 	}
 	if err := labstore.AppendEvents(r.ctx, r.db, append([]outbox.Message{poison}, rest...)...); err != nil {
 		return err
@@ -332,12 +328,8 @@ func runInterruptedSkip(r *chaosRun, res *scenarioResult) error {
 	if r.target.embedded() {
 		// A refusal by the broker's policy, fixed before the replay.
 		fault = r.broker.Cluster().Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Produce}, Topic: r.topicOf("ledger"), Err: kerr.PolicyViolation, Count: -1})
-		for seq := int64(1); seq <= 2; seq++ {
-			m, err := outbox.NewMessage("ledger", "l1", "Posted", seq, map[string]int64{"seq": seq})
-			if err != nil {
-				return err
-			}
-			replayed = append(replayed, m)
+		if replayed, err = seqEvents("ledger", "l1", "Posted", 1, 2); err != nil {
+			return err
 		}
 		if err := labstore.AppendEvents(r.ctx, r.db, replayed...); err != nil {
 			return err
@@ -499,13 +491,9 @@ func runStuckAggregate(r *chaosRun, res *scenarioResult) error {
 			return err
 		}
 	}
-	var stuck []outbox.Message
-	for seq := int64(1); seq <= 3; seq++ {
-		m, err := outbox.NewMessage("ledger", "l1", "Posted", seq, map[string]int64{"seq": seq})
-		if err != nil {
-			return err
-		}
-		stuck = append(stuck, m)
+	stuck, err := seqEvents("ledger", "l1", "Posted", 1, 3)
+	if err != nil {
+		return err
 	}
 	if err := labstore.AppendEvents(r.ctx, r.db, stuck...); err != nil {
 		return err
@@ -635,13 +623,9 @@ func runTransientRounds(r *chaosRun, res *scenarioResult) error {
 		}
 		heal = func() error { return r.createTopic(topic, nil) }
 	}
-	var waiting []outbox.Message
-	for seq := int64(1); seq <= 3; seq++ {
-		m, err := outbox.NewMessage("ledger", "l1", "Posted", seq, map[string]int64{"seq": seq})
-		if err != nil {
-			return err
-		}
-		waiting = append(waiting, m)
+	waiting, err := seqEvents("ledger", "l1", "Posted", 1, 3)
+	if err != nil {
+		return err
 	}
 	if err := labstore.AppendEvents(r.ctx, r.db, waiting...); err != nil {
 		return err
@@ -688,4 +672,18 @@ func runTransientRounds(r *chaosRun, res *scenarioResult) error {
 		res.fail("the breaker opened %d times while the other aggregates were published", bl.count("open"))
 	}
 	return stop()
+}
+
+// seqEvents are the events of one aggregate with sequences from..to, each
+// payload {"seq": N}.
+func seqEvents(aggType, id, typ string, from, to int64) ([]outbox.Message, error) {
+	var out []outbox.Message
+	for seq := from; seq <= to; seq++ {
+		m, err := outbox.NewMessage(aggType, id, typ, seq, map[string]int64{"seq": seq})
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, m)
+	}
+	return out, nil
 }
