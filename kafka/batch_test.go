@@ -134,3 +134,49 @@ func TestPublishBatchARefusedProduceLeavesAPrefix(t *testing.T) {
 		})
 	}
 }
+
+// PublishRuns answers for each run on its own: runs of one message for a
+// topic in use, a run of several, the first message for a new topic, one
+// too large and one for a refused topic, in one call.
+func TestPublishRunsAnswersEachRunOnItsOwn(t *testing.T) {
+	e := embedded(t)
+	p := publisher(t, e.Addrs(), kafka.Config{MaxRecordBytes: 4096, RecordRetries: kafka.NoRecordRetries})
+	aggType := fmt.Sprintf("runs%d", time.Now().UnixNano())
+	refused := aggType + "refused"
+	// The topics in use: acknowledged once; then one refuses everything.
+	for _, typ := range []string{aggType, refused} {
+		if err := p.Publish(ctx(t), msg(t, typ, "warm", "Changed", 1, "w")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.Cluster().Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Produce}, Topic: "outbox.event." + refused, Err: kerr.PolicyViolation, Count: -1})
+	var runs [][]outbox.Message
+	for i := range 20 {
+		runs = append(runs, []outbox.Message{msg(t, aggType, fmt.Sprintf("single-%d", i), "Changed", 1, i)})
+	}
+	runs = append(runs,
+		aggregateRun(t, aggType, "several", 5, func(i int) string { return fmt.Sprint(i) }),
+		[]outbox.Message{msg(t, aggType+"new", "first", "Changed", 1, "x")},
+		[]outbox.Message{msg(t, aggType, "big", "Changed", 1, strings.Repeat("x", 8192))},
+		[]outbox.Message{msg(t, refused, "no", "Changed", 1, "x")},
+	)
+	results := make([]outbox.RunResult, len(runs))
+	p.PublishRuns(ctx(t), runs, results)
+	for i, res := range results[:21] {
+		if res.Err != nil || res.Acked != len(runs[i]) {
+			t.Fatalf("run %d (%s): %+v, want all %d acknowledged", i, runs[i][0].AggregateID, res, len(runs[i]))
+		}
+	}
+	if res := results[21]; res.Err != nil || res.Acked != 1 {
+		t.Fatalf("the first message for a new topic: %+v, want acknowledged", res)
+	}
+	for i, name := range map[int]string{22: "too large", 23: "refused"} {
+		if res := results[i]; res.Acked != 0 || !outbox.IsPermanent(res.Err) {
+			t.Fatalf("%s: %+v, want a permanent error and nothing acknowledged", name, res)
+		}
+	}
+	wantPrefix(t, inTopic(t, e.Addrs(), "outbox.event."+aggType, "several"), 5)
+	if got := inTopic(t, e.Addrs(), "outbox.event."+aggType, "single-7"); len(got) != 1 {
+		t.Fatalf("single-7 in the log %d times, want once", len(got))
+	}
+}

@@ -98,6 +98,7 @@ const (
 
 var (
 	_ outbox.Publisher     = (*Publisher)(nil)
+	_ outbox.RunsPublisher = (*Publisher)(nil)
 	_ outbox.BrokerWatcher = (*Publisher)(nil)
 )
 
@@ -250,6 +251,47 @@ func (p *Publisher) PublishBatch(ctx context.Context, msgs []outbox.Message) (in
 		}
 	}
 	return done, nil
+}
+
+// PublishRuns implements outbox.RunsPublisher: runs of different
+// aggregates at once, each as PublishBatch sends it. A run of one message
+// for a topic already acknowledged is handed to the client with the
+// others and waited for after them all were, so a backlog over many
+// aggregates costs the client's batching, not one wait per message; the
+// others go through PublishBatch side by side. Messages of different
+// aggregates have no order between them, so nothing here may be overtaken.
+func (p *Publisher) PublishRuns(ctx context.Context, runs [][]outbox.Message, results []outbox.RunResult) {
+	type started struct {
+		run   int
+		w     *pending
+		topic string
+	}
+	handed := make([]started, 0, len(runs))
+	var wg sync.WaitGroup
+	for i, run := range runs {
+		m := run[0]
+		if topic, err := p.router.Topic(m); err == nil && len(run) == 1 && recordBytes(m) <= int(p.maxRecordBytes)-batchOverhead {
+			if _, seen := p.seenTopics.Load(topic); seen {
+				handed = append(handed, started{run: i, w: p.start(ctx, m, Record(m, topic)), topic: topic})
+				continue
+			}
+		}
+		wg.Go(func() {
+			n, err := p.PublishBatch(ctx, run)
+			results[i] = outbox.RunResult{Acked: n, Err: err}
+		})
+	}
+	for _, s := range handed {
+		if err := p.wait(ctx, s.w); err != nil {
+			if errors.Is(err, kerr.UnknownTopicOrPartition) {
+				p.seenTopics.Delete(s.topic) // its next message goes alone, waiting for the topic
+			}
+			results[s.run] = outbox.RunResult{Err: Classify(fmt.Errorf("kafka: publish %s to %s: %w", runs[s.run][0].ID, s.topic, err))}
+			continue
+		}
+		results[s.run] = outbox.RunResult{Acked: 1}
+	}
+	wg.Wait()
 }
 
 // waitEarlier waits for the leading messages an earlier attempt left with

@@ -59,6 +59,23 @@ type BatchPublisher interface {
 	PublishBatch(ctx context.Context, msgs []Message) (acked int, err error)
 }
 
+// RunsPublisher is an optional capability of a BatchPublisher: runs of
+// several aggregates, each as PublishBatch would send it, in one call, so
+// a backlog spread over many aggregates is not one wait per message.
+// PublishRuns fills results[i] for runs[i]; the runs are independent, and
+// each one's acknowledged prefix and error mean what PublishBatch's do.
+type RunsPublisher interface {
+	PublishRuns(ctx context.Context, runs [][]Message, results []RunResult)
+}
+
+// RunResult is the outcome of one run of PublishRuns: Acked messages from
+// the first are durable, and Err (nil only when the whole run is) is why
+// the next one is not.
+type RunResult struct {
+	Acked int
+	Err   error
+}
+
 // Fencer is an optional capability of a Cursor: Fence says, before each
 // publish attempt, whether this relay may still publish (a source read
 // under a lease, say, whose lease was lost). An error stops publishing at

@@ -18,7 +18,9 @@ type Config struct {
 	Retry retry.Policy
 	// Breaker guards the broker (default: 5 failures, 30 s, 3 successes).
 	Breaker breaker.Config
-	// Workers is how many aggregates publish at once (default 256).
+	// Workers is how many lanes, or groups of lanes, publish at once
+	// (default 256); a lane taken out of its group to be retried or
+	// dead-lettered runs on its own (see DESIGN.md).
 	Workers int
 	// MaxInFlight bounds records read but not yet acknowledged or
 	// dead-lettered; reading stops at the bound (default 1024: four per

@@ -32,9 +32,10 @@ import (
 // unacknowledged one is ever in the log ahead of it
 // (outbox.BatchPublisher), so a failed message is never overtaken.
 
-// sendFunc is one publish attempt of a run: how many of msgs, from the
-// first, the broker acknowledged, and why the next one was not.
-type sendFunc func(context.Context, []outbox.Message) (int, error)
+// sendFunc is one publish attempt of runs of different aggregates: for
+// each run, how many of its messages, from the first, the broker
+// acknowledged, and why the next one was not (results[i] for runs[i]).
+type sendFunc func(ctx context.Context, runs [][]outbox.Message, results []outbox.RunResult)
 
 // attemptChain builds the attempt from the publisher outwards; each layer
 // is one rule a reader can check on its own.
@@ -47,17 +48,34 @@ func (r *run) attemptChain(cur Cursor) sendFunc {
 	return r.waitWhileRefused(send)
 }
 
-// publisher sends runs through the BatchPublisher, or one message at a
-// time.
+// sendRun is one attempt of one run.
+func (r *run) sendRun(ctx context.Context, msgs []outbox.Message) (int, error) {
+	var res [1]outbox.RunResult
+	r.send(ctx, [][]outbox.Message{msgs}, res[:])
+	return res[0].Acked, res[0].Err
+}
+
+// publisher sends runs through the RunsPublisher, else through the
+// BatchPublisher or one message at a time (only groups of one lane are
+// formed then: see groupSize).
 func (r *run) publisher() sendFunc {
-	if bp, ok := r.pub.(outbox.BatchPublisher); ok && r.cfg.MaxRun > 1 {
-		return bp.PublishBatch
+	if rp, ok := r.pub.(outbox.RunsPublisher); ok {
+		return rp.PublishRuns
 	}
-	return func(ctx context.Context, msgs []outbox.Message) (int, error) {
+	one := func(ctx context.Context, msgs []outbox.Message) (int, error) {
 		if err := r.pub.Publish(ctx, msgs[0]); err != nil {
 			return 0, err
 		}
 		return 1, nil
+	}
+	if bp, ok := r.pub.(outbox.BatchPublisher); ok && r.cfg.MaxRun > 1 {
+		one = bp.PublishBatch
+	}
+	return func(ctx context.Context, runs [][]outbox.Message, results []outbox.RunResult) {
+		for i, msgs := range runs {
+			n, err := one(ctx, msgs)
+			results[i] = outbox.RunResult{Acked: n, Err: err}
+		}
 	}
 }
 
@@ -69,8 +87,8 @@ func (r *run) publisher() sendFunc {
 // profile; BenchmarkTimedAttempt).
 func (r *run) timed(next sendFunc) sendFunc {
 	d := &sharedDeadline{timeout: r.cfg.PublishTimeout, slack: r.cfg.PublishTimeout / 16}
-	return func(ctx context.Context, msgs []outbox.Message) (int, error) {
-		return next(d.context(ctx), msgs)
+	return func(ctx context.Context, runs [][]outbox.Message, results []outbox.RunResult) {
+		next(d.context(ctx), runs, results)
 	}
 }
 
@@ -121,23 +139,41 @@ func (s *sharedDeadline) context(parent context.Context) context.Context {
 }
 
 // breakered passes the attempt through the breaker, which counts its
-// outcome or refuses it with breaker.ErrOpen. Part of the run
-// acknowledged is a success: the broker answers.
+// outcome or refuses it with breaker.ErrOpen. Part of a run acknowledged
+// is a success: the broker answers.
 func (r *run) breakered(next sendFunc) sendFunc {
-	return func(ctx context.Context, msgs []outbox.Message) (int, error) {
-		var n int
-		var sendErr error
+	return func(ctx context.Context, runs [][]outbox.Message, results []outbox.RunResult) {
+		called := false
 		err := r.br.Do(func() error {
-			n, sendErr = next(ctx, msgs)
-			if n > 0 {
-				return nil
-			}
-			return sendErr
+			called = true
+			next(ctx, runs, results)
+			return firstFailure(results)
 		})
-		if n > 0 {
-			return n, sendErr
+		if !called {
+			failAll(results, err)
 		}
-		return 0, err
+	}
+}
+
+// firstFailure is nil when some run was acknowledged in part, else the
+// first run's error.
+func firstFailure(results []outbox.RunResult) error {
+	for _, res := range results {
+		if res.Acked > 0 {
+			return nil
+		}
+	}
+	for _, res := range results {
+		if res.Err != nil {
+			return res.Err
+		}
+	}
+	return nil
+}
+
+func failAll(results []outbox.RunResult, err error) {
+	for i := range results {
+		results[i] = outbox.RunResult{Err: err}
 	}
 }
 
@@ -145,17 +181,19 @@ func (r *run) breakered(next sendFunc) sendFunc {
 // count as an attempt: it waits for the breaker (in half-open, others
 // hold the probe quota) and asks again, through the fence again.
 func (r *run) waitWhileRefused(next sendFunc) sendFunc {
-	return func(ctx context.Context, msgs []outbox.Message) (int, error) {
+	return func(ctx context.Context, runs [][]outbox.Message, results []outbox.RunResult) {
 		for {
-			n, err := next(ctx, msgs)
-			if n > 0 || !errors.Is(err, breaker.ErrOpen) {
-				return n, err
+			next(ctx, runs, results)
+			if !errors.Is(results[0].Err, breaker.ErrOpen) || results[0].Acked > 0 {
+				return
 			}
 			if err := r.br.WaitUntilCallable(ctx); err != nil {
-				return 0, err
+				failAll(results, err)
+				return
 			}
 			if err := retry.Wait(ctx, max(r.cfg.Retry.InitialDelay, 10*time.Millisecond)); err != nil {
-				return 0, err
+				failAll(results, err)
+				return
 			}
 		}
 	}
@@ -165,20 +203,22 @@ func (r *run) waitWhileRefused(next sendFunc) sendFunc {
 // the source: this run publishes nothing more (not even a retry of the
 // message in hand) and ends with the reason.
 func (r *run) fenced(fence func() error, next sendFunc) sendFunc {
-	return func(ctx context.Context, msgs []outbox.Message) (int, error) {
+	return func(ctx context.Context, runs [][]outbox.Message, results []outbox.RunResult) {
 		if err := fence(); err != nil {
 			r.stop(fmt.Errorf("relay: %w: %w", errFenced, err))
 			// Canceled, so no retry policy tries again.
-			return 0, fmt.Errorf("relay: %w: %w (%w)", errFenced, err, context.Canceled)
+			failAll(results, fmt.Errorf("relay: %w: %w (%w)", errFenced, err, context.Canceled))
+			return
 		}
-		return next(ctx, msgs)
+		next(ctx, runs, results)
 	}
 }
 
 // handle publishes msgs, consecutive messages of one aggregate, or
 // dead-letters the first. It reports how many, from the first, are
-// settled: at least one, or none when ctx ended.
-func (r *run) handle(ctx context.Context, msgs []outbox.Message) int {
+// settled: at least one, or none when ctx ended. The first announced of
+// them were announced to the PublishStartHooks already.
+func (r *run) handle(ctx context.Context, msgs []outbox.Message, announced int) int {
 	key := msgs[0].Key()
 	r.mu.Lock()
 	parked := r.parked[key]
@@ -190,7 +230,7 @@ func (r *run) handle(ctx context.Context, msgs []outbox.Message) int {
 		}
 		return 0
 	}
-	acked, attempts, err := r.publish(ctx, msgs)
+	acked, attempts, err := r.publish(ctx, msgs, announced)
 	switch {
 	case acked > 0:
 		return acked
@@ -215,13 +255,13 @@ type failure struct {
 
 // publish tries msgs in rounds until some of them are acknowledged, the
 // first fails permanently on its own, it has been stuck longer than
-// StuckTimeout, or ctx ends. It returns how many were acknowledged.
-func (r *run) publish(ctx context.Context, msgs []outbox.Message) (int, int, error) {
-	hooks(r.cfg.Hooks).each(func(h Hook) {
-		if sh, ok := h.(PublishStartHook); ok {
-			sh.OnPublishStart(msgs)
-		}
-	})
+// StuckTimeout, or ctx ends. It returns how many were acknowledged. It
+// announces the messages after the first announced to the
+// PublishStartHooks.
+func (r *run) publish(ctx context.Context, msgs []outbox.Message, announced int) (int, int, error) {
+	if announced < len(msgs) {
+		r.publishStart(msgs[announced:])
+	}
 	f := &failure{began: time.Now()}
 	defer func() {
 		if f.stuck != nil {
@@ -259,6 +299,14 @@ func (r *run) publish(ctx context.Context, msgs []outbox.Message) (int, int, err
 	}
 }
 
+func (r *run) publishStart(msgs []outbox.Message) {
+	hooks(r.cfg.Hooks).each(func(h Hook) {
+		if sh, ok := h.(PublishStartHook); ok {
+			sh.OnPublishStart(msgs)
+		}
+	})
+}
+
 // round is Retry's schedule of attempts of msgs; it ends at the first
 // attempt that has some of them acknowledged, and returns how many.
 func (r *run) round(ctx context.Context, msgs []outbox.Message, f *failure) (int, error) {
@@ -266,7 +314,7 @@ func (r *run) round(ctx context.Context, msgs []outbox.Message, f *failure) (int
 	var acked int
 	n, err := r.cfg.Retry.Do(ctx, func(ctx context.Context) error {
 		var err error
-		if acked, err = r.send(ctx, msgs); acked > 0 {
+		if acked, err = r.sendRun(ctx, msgs); acked > 0 {
 			return nil
 		}
 		return err

@@ -119,10 +119,14 @@ func (r *Relay) Serve(ctx context.Context) error {
 		parked:    map[outbox.AggregateKey]bool{},
 		actions:   map[outbox.AggregateKey]bool{},
 		slots:     make(chan struct{}, r.cfg.MaxInFlight),
-		work:      make(chan *lane, r.cfg.Workers),
+		work:      make(chan []*lane, r.cfg.Workers),
 		headMoved: make(chan struct{}, 1),
 	}
 	run.send = run.attemptChain(cur)
+	run.groupSize = 1
+	if _, ok := r.pub.(outbox.RunsPublisher); ok {
+		run.groupSize = maxGroup
+	}
 	for _, p := range parked {
 		run.parked[p.Key] = true
 	}
@@ -159,7 +163,12 @@ type run struct {
 	window  window
 
 	slots chan struct{} // one per record read and not yet settled: the in-flight bound
-	work  chan *lane
+	// work hands the workers groups of new lanes: those a read of the
+	// source started, published together (see drainGroup).
+	work chan []*lane
+	// failing are the goroutines of lanes taken out of their group to be
+	// retried, dead-lettered or acted on alone (see drainLane).
+	asideWG sync.WaitGroup
 	// headMoved is signalled when the oldest unsettled record settles: a
 	// reader held back by MaxBehind may go on.
 	headMoved chan struct{}
@@ -168,11 +177,19 @@ type run struct {
 	send sendFunc
 	// stop ends this run with an error (set by serve).
 	stop context.CancelCauseFunc
+	// aside drains a lane on a goroutine of its own (set by serve).
+	aside func(*lane)
+	// groupSize bounds the lanes of a group (see maxGroup).
+	groupSize int
 }
 
 type lane struct {
 	key   outbox.AggregateKey
 	queue []item
+	// announced is how many of the first items were announced to the
+	// PublishStartHooks: a run that leaves its group is not announced
+	// twice.
+	announced int
 }
 
 type item struct {
@@ -181,10 +198,21 @@ type item struct {
 	action *outbox.ParkedAggregate // set for an operator action
 }
 
+// guard runs fn, a worker's loop: a panic in it must not kill the process
+// nor go unnoticed: it ends this run with an error, so the supervisor
+// restarts the relay from its checkpoint and the message in hand is read
+// again.
+func (r *run) guard(fn func()) {
+	defer func() {
+		if p := recover(); p != nil {
+			r.log.Error("relay worker panicked", "panic", p)
+			r.stop(fmt.Errorf("relay: worker panic: %v", p))
+		}
+	}()
+	fn()
+}
+
 func (r *run) serve(ctx context.Context) error {
-	// A panic in a worker must not kill the process nor go unnoticed: it
-	// ends this run with an error, so the supervisor restarts the relay
-	// from its checkpoint and the message in hand is read again.
 	ctx, cancelRun := context.WithCancelCause(ctx)
 	defer cancelRun(nil)
 	r.stop = cancelRun
@@ -200,15 +228,10 @@ func (r *run) serve(ctx context.Context) error {
 
 	var wg sync.WaitGroup
 	for range r.cfg.Workers {
-		wg.Go(func() {
-			defer func() {
-				if p := recover(); p != nil {
-					r.log.Error("relay worker panicked", "panic", p)
-					cancelRun(fmt.Errorf("relay: worker panic: %v", p))
-				}
-			}()
-			r.worker(ctx, drainCtx)
-		})
+		wg.Go(func() { r.guard(func() { r.worker(ctx, drainCtx) }) })
+	}
+	r.aside = func(l *lane) {
+		r.asideWG.Go(func() { r.guard(func() { r.drainLane(ctx, drainCtx, l) }) })
 	}
 	committerDone := make(chan struct{})
 	go func() { defer close(committerDone); r.committer(ctx) }()
@@ -219,6 +242,7 @@ func (r *run) serve(ctx context.Context) error {
 		cancelRun(err) // the workers stop; in-flight publishes get DrainTimeout
 	}
 	wg.Wait()
+	r.asideWG.Wait()
 	<-committerDone
 	if cause := context.Cause(ctx); err == nil && cause != nil && !errors.Is(cause, context.Canceled) {
 		err = cause
@@ -257,21 +281,62 @@ func (r *run) read(ctx context.Context) error {
 			}
 			return fmt.Errorf("relay: read source: %w", err)
 		}
+		// The lanes this read starts go to one worker together, so a
+		// backlog over many aggregates is published many at a time.
+		var fresh []*lane
 		for _, rec := range recs {
 			select {
 			case r.slots <- struct{}{}:
-			case <-ctx.Done():
-				return nil
+			default:
+				// The window is full: what was read goes out before
+				// waiting for it to drain.
+				if !r.dispatch(ctx, fresh) {
+					return nil
+				}
+				fresh = nil
+				select {
+				case r.slots <- struct{}{}:
+				case <-ctx.Done():
+					return nil
+				}
 			}
 			r.mu.Lock()
 			e := r.window.add(rec.Position, rec.Message.Timestamp)
 			r.stats.notePeak(r.window.len)
 			r.mu.Unlock()
 			r.stats.read.Add(1)
-			if !r.enqueue(ctx, rec.Message.Key(), item{rec: rec, entry: e}) {
-				return nil
+			if l := r.enqueue(rec.Message.Key(), item{rec: rec, entry: e}); l != nil {
+				fresh = append(fresh, l)
+			}
+			if len(fresh) == r.groupSize {
+				if !r.dispatch(ctx, fresh) {
+					return nil
+				}
+				fresh = nil
 			}
 		}
+		if !r.dispatch(ctx, fresh) {
+			return nil
+		}
+	}
+}
+
+// maxGroup bounds the lanes a worker publishes together, when the
+// publisher takes runs of many aggregates at once (outbox.RunsPublisher);
+// otherwise each lane is a group of its own.
+const maxGroup = 128
+
+// dispatch hands group, lanes no worker has, to a worker. It reports false
+// when ctx ended first.
+func (r *run) dispatch(ctx context.Context, group []*lane) bool {
+	if len(group) == 0 {
+		return true
+	}
+	select {
+	case r.work <- group:
+		return true
+	case <-ctx.Done():
+		return false
 	}
 }
 
@@ -294,26 +359,21 @@ func (r *run) waitBehind(ctx context.Context) (int, bool) {
 	}
 }
 
-// enqueue appends it to its aggregate's lane, handing a new lane to the
-// workers. It reports false when ctx ended first.
-func (r *run) enqueue(ctx context.Context, key outbox.AggregateKey, it item) bool {
+// enqueue appends it to its aggregate's lane, and returns the lane when
+// it is new: no worker has it yet, the caller dispatches it.
+func (r *run) enqueue(key outbox.AggregateKey, it item) *lane {
 	r.mu.Lock()
+	defer r.mu.Unlock()
 	l, busy := r.lanes[key]
 	if !busy {
 		l = &lane{key: key}
 		r.lanes[key] = l
 	}
 	l.queue = append(l.queue, it)
-	r.mu.Unlock()
 	if busy {
-		return true
+		return nil
 	}
-	select {
-	case r.work <- l:
-		return true
-	case <-ctx.Done():
-		return false
-	}
+	return l
 }
 
 func (r *run) worker(ctx, drainCtx context.Context) {
@@ -321,13 +381,94 @@ func (r *run) worker(ctx, drainCtx context.Context) {
 		select {
 		case <-ctx.Done():
 			return
-		case l := <-r.work:
-			r.drainLane(ctx, drainCtx, l)
+		case group := <-r.work:
+			if r.groupSize == 1 {
+				r.drainLane(ctx, drainCtx, group[0])
+				continue
+			}
+			r.drainGroup(ctx, drainCtx, group)
 		}
 	}
 }
 
-// drainLane processes a lane's items in order until it is empty: an
+// drainGroup publishes its lanes' records in rounds: each round sends the
+// next run of every lane in one attempt, and settles what was
+// acknowledged; a lane stays in the group while it has records. A lane
+// whose run failed, whose next item is an operator action or an
+// undecodable record, or whose aggregate is parked, leaves the group and
+// is drained on its own (drainLane), so its retries hold up no other
+// aggregate. Every lane still has at most one run in flight.
+func (r *run) drainGroup(ctx, drainCtx context.Context, group []*lane) {
+	held := group
+	var runs [][]outbox.Message
+	var ready, alone []*lane
+	var results []outbox.RunResult
+	for len(held) > 0 {
+		runs, ready, alone = runs[:0], ready[:0], alone[:0]
+		r.mu.Lock()
+		for _, l := range held {
+			if len(l.queue) == 0 || ctx.Err() != nil {
+				if len(l.queue) == 0 {
+					delete(r.lanes, l.key)
+				}
+				continue
+			}
+			// A lane with more than one record is a hot aggregate: alone,
+			// its runs pipeline through the publisher one after another,
+			// where in the group each would wait for the group's round.
+			if it := l.queue[0]; it.action != nil || it.rec.Err != nil || r.parked[l.key] || len(l.queue) > 1 {
+				alone = append(alone, l)
+				continue
+			}
+			msgs := make([]outbox.Message, 0, min(len(l.queue), r.cfg.MaxRun))
+			for _, next := range l.queue[:min(len(l.queue), r.cfg.MaxRun)] {
+				if next.action != nil || next.rec.Err != nil {
+					break
+				}
+				msgs = append(msgs, next.rec.Message)
+			}
+			runs = append(runs, msgs)
+			ready = append(ready, l)
+		}
+		r.mu.Unlock()
+		if len(ready) > 0 {
+			results = slices.Grow(results[:0], len(runs))[:len(runs)]
+			clear(results)
+			for i, l := range ready {
+				if l.announced < len(runs[i]) {
+					r.publishStart(runs[i][l.announced:])
+					l.announced = len(runs[i])
+				}
+			}
+			r.send(drainCtx, runs, results)
+		}
+		held = held[:0]
+		for i, l := range ready {
+			switch res := results[i]; {
+			case res.Acked > 0:
+				for _, m := range runs[i][:res.Acked] {
+					r.acknowledged(m, 1)
+				}
+				r.settle(l, res.Acked)
+				held = append(held, l)
+			case drainCtx.Err() != nil || errors.Is(res.Err, errFenced):
+				return // shutting down; the records stay unacknowledged
+			default:
+				alone = append(alone, l)
+			}
+		}
+		for i, l := range alone {
+			if i == len(alone)-1 && len(held) == 0 {
+				r.drainLane(ctx, drainCtx, l) // nothing else waits on this worker
+				return
+			}
+			r.aside(l)
+		}
+	}
+}
+
+// drainLane processes a lane's items in order, one run at a time, until it
+// is empty: an
 // operator action or an undecodable record on its own, and consecutive
 // records as one run of at most MaxRun, so an aggregate has at most one
 // run in flight and nothing of it is published ahead of an earlier
@@ -366,7 +507,8 @@ func (r *run) drainLane(ctx, drainCtx context.Context, l *lane) {
 				settled = 1
 			}
 		default:
-			settled = r.handle(drainCtx, msgs)
+			settled = r.handle(drainCtx, msgs, l.announced)
+			l.announced = max(l.announced, len(msgs))
 		}
 		if settled == 0 {
 			return // shutting down; the records stay unacknowledged
@@ -396,6 +538,7 @@ func (r *run) settle(l *lane, n int) {
 	}
 	clear(l.queue[:n]) // let the settled records go
 	l.queue = l.queue[n:]
+	l.announced = max(0, l.announced-n)
 	r.stats.inFlight.Store(int64(r.window.len))
 	r.mu.Unlock()
 	for range records {
@@ -543,7 +686,10 @@ func (r *run) queueActions(ctx context.Context) error {
 		queued := r.actions[p.Key]
 		r.actions[p.Key] = true
 		r.mu.Unlock()
-		if !queued && !r.enqueue(ctx, p.Key, item{action: &p}) {
+		if queued {
+			continue
+		}
+		if l := r.enqueue(p.Key, item{action: &p}); l != nil && !r.dispatch(ctx, []*lane{l}) {
 			return nil
 		}
 	}
@@ -582,7 +728,7 @@ func (r *run) runAction(ctx context.Context, p outbox.ParkedAggregate) {
 		}
 	}
 	for _, dl := range entries {
-		_, _, err := r.publish(ctx, []outbox.Message{dl.Message})
+		_, _, err := r.publish(ctx, []outbox.Message{dl.Message}, 0)
 		if err != nil {
 			if !outbox.IsPermanent(err) {
 				return // ctx ended; the request stays pending

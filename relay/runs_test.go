@@ -21,13 +21,25 @@ import (
 	"github.com/outbox-dev/outbox/relay"
 )
 
-// runCounter counts the calls a relay makes to publish runs.
+// runCounter counts the runs a relay publishes.
 type runCounter struct {
 	*kafka.Publisher
 	calls, longest atomic.Int64
 }
 
 func (p *runCounter) PublishBatch(ctx context.Context, msgs []outbox.Message) (int, error) {
+	p.count(msgs)
+	return p.Publisher.PublishBatch(ctx, msgs)
+}
+
+func (p *runCounter) PublishRuns(ctx context.Context, runs [][]outbox.Message, results []outbox.RunResult) {
+	for _, msgs := range runs {
+		p.count(msgs)
+	}
+	p.Publisher.PublishRuns(ctx, runs, results)
+}
+
+func (p *runCounter) count(msgs []outbox.Message) {
 	p.calls.Add(1)
 	for {
 		l := p.longest.Load()
@@ -35,7 +47,6 @@ func (p *runCounter) PublishBatch(ctx context.Context, msgs []outbox.Message) (i
 			break
 		}
 	}
-	return p.Publisher.PublishBatch(ctx, msgs)
 }
 
 // sequencesOf reads the aggregate's records from its topic, in log order.

@@ -16,10 +16,10 @@ import (
 func TestTimedBoundsEachAttempt(t *testing.T) {
 	const timeout = 160 * time.Millisecond
 	r := &run{Relay: &Relay{cfg: Config{PublishTimeout: timeout}}}
-	block := r.timed(func(ctx context.Context, _ []outbox.Message) (int, error) {
+	block := single(r.timed(func(ctx context.Context, _ [][]outbox.Message, res []outbox.RunResult) {
 		<-ctx.Done()
-		return 0, ctx.Err()
-	})
+		res[0].Err = ctx.Err()
+	}))
 	parent, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	var wg sync.WaitGroup
@@ -59,22 +59,25 @@ func TestTimedBoundsEachAttempt(t *testing.T) {
 //
 //	go test ./relay -run '^$' -bench TimedAttempt
 func BenchmarkTimedAttempt(b *testing.B) {
-	noop := func(ctx context.Context, msgs []outbox.Message) (int, error) { return len(msgs), ctx.Err() }
-	perAttempt := func(ctx context.Context, msgs []outbox.Message) (int, error) {
+	noop := func(ctx context.Context, runs [][]outbox.Message, res []outbox.RunResult) {
+		res[0] = outbox.RunResult{Acked: len(runs[0]), Err: ctx.Err()}
+	}
+	perAttempt := func(ctx context.Context, runs [][]outbox.Message, res []outbox.RunResult) {
 		ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		defer cancel()
-		return noop(ctx, msgs)
+		noop(ctx, runs, res)
 	}
 	shared := (&run{Relay: &Relay{cfg: Config{PublishTimeout: 10 * time.Second}}}).timed(noop)
 	parent, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	msgs := []outbox.Message{{}}
 	measure := func(send sendFunc) time.Duration {
+		send1 := single(send)
 		start := time.Now()
 		b.SetParallelism(128) // 256 goroutines on 2 cores
 		b.RunParallel(func(pb *testing.PB) {
 			for pb.Next() {
-				send(parent, msgs)
+				send1(parent, msgs)
 			}
 		})
 		return time.Since(start)
@@ -83,4 +86,13 @@ func BenchmarkTimedAttempt(b *testing.B) {
 	b.ReportMetric(float64(before.Nanoseconds())/float64(b.N), "before-ns/attempt")
 	b.ReportMetric(float64(after.Nanoseconds())/float64(b.N), "after-ns/attempt")
 	b.ReportMetric(float64(after)/float64(before), "after/before")
+}
+
+// single is send for one run.
+func single(send sendFunc) func(context.Context, []outbox.Message) (int, error) {
+	return func(ctx context.Context, msgs []outbox.Message) (int, error) {
+		var res [1]outbox.RunResult
+		send(ctx, [][]outbox.Message{msgs}, res[:])
+		return res[0].Acked, res[0].Err
+	}
 }

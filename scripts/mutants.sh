@@ -29,13 +29,14 @@ MUTANTS=(
   'M6|kafka/runs.go|s/(\t\treq\.recs\[i\] = Record\(m, topic\)\n)/$1\t\tif m.ID[15]%50 == 0 {\n\t\t\tcp := m\n\t\t\tcp.ID[0] ^= 0xff\n\t\t\tp.client.ProduceSync(ctx, Record(cp, topic))\n\t\t}\n/|./kafka|every 50th event of a run also published as a copy under a fresh id'
   'M7|relay/relay.go|s/\t\tit := l\.queue\[0\]\n/\t\tif len(l.queue) > 1 \&\& l.queue[0].action == nil \&\& l.queue[1].action == nil {\n\t\t\tl.queue[0], l.queue[1] = l.queue[1], l.queue[0]\n\t\t}\n\t\tit := l.queue[0]\n/|./relay|events of one aggregate swapped within its lane'
   'M8|kafka/record.go|s/\t\tKey:       \[\]byte\(m\.AggregateID\),/\t\tKey:       []byte(m.ID.String()),/|./kafka|records keyed by event id instead of aggregate id'
-  'M9|relay/publish.go|s/(func \(r \*run\) handle\(ctx context\.Context, msgs \[\]outbox\.Message\) int \{\n)/$1\tif msgs[0].ID[15]%97 == 0 {\n\t\treturn 1\n\t}\n/|./relay|some events settled (and checkpointed) without being published'
+  'M9|relay/publish.go|s/(func \(r \*run\) handle\(ctx context\.Context, msgs \[\]outbox\.Message, announced int\) int \{\n)/$1\tif msgs[0].ID[15]%97 == 0 {\n\t\treturn 1\n\t}\n/|./relay|some events settled (and checkpointed) without being published'
   'M10|relay/relay.go|s/case i == 0:\n/case len(entries) > 0:\n\t\t\ti = 0\n/|./relay|an interrupted skip skips whatever entry is first by then'
   'M11|relay/publish.go|s/ \&\& r\.lastAck\.Load\(\) >= since\.UnixNano\(\)//|./relay|an outage parks aggregates once StuckTimeout passes'
   'M12|relay/relay.go|s/\t\tr\.br\.Trip\(\)\n/\t\t_ = r.br\n/|./relay ./kafka|the breaker never hears that the broker is unreachable'
   'M13|store/postgres/poll.go|s/ORDER BY outbox\.txid, outbox\.position LIMIT/ORDER BY txid, position LIMIT/|./store/postgres|polling sorts transaction ids as text'
   'M15|relay/publish.go|s/\t\tif outbox\.IsPermanent\(err\) \&\& len\(msgs\) > 1 \{\n.*?\n\t\t\}\n//s|./relay|a run refused permanently dead-letters its first message without finding the one that failed'
-  'M16|relay/publish.go|s/(\tif parked \{\n)/$1\t\tr.publish(ctx, msgs[:1])\n/|./relay|events behind a dead letter published anyway (and parked too), before the operator acts'
+  'M16|relay/publish.go|s/(\tif parked \{\n)/$1\t\tr.publish(ctx, msgs[:1], 0)\n/|./relay|events behind a dead letter published anyway (and parked too), before the operator acts'
+  'M17|relay/relay.go|s/\t\t\tdefault:\n\t\t\t\talone = append\(alone, l\)\n/\t\t\tdefault:\n\t\t\t\tr.settle(l, 1)\n\t\t\t\theld = append(held, l)\n/|./relay|an event that failed in a group of aggregates is settled as if published'
   'M14|relay/window.go|s/(func \(w \*window\) settle\(e \*entry\) \{\n)/$1\tif e != w.head {\n\t\treturn\n\t}\n/|./relay|settled records behind a stuck one are never removed: the window grows'
 )
 

@@ -1,0 +1,98 @@
+package relay_test
+
+import (
+	"context"
+	"fmt"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/outbox-dev/outbox/breaker"
+	"github.com/outbox-dev/outbox/kafka"
+	"github.com/outbox-dev/outbox/outbox"
+	"github.com/outbox-dev/outbox/relay"
+)
+
+// groupCounter counts the publisher's PublishRuns calls and the runs in
+// them.
+type groupCounter struct {
+	*kafka.Publisher
+	calls, runs atomic.Int64
+}
+
+func (p *groupCounter) PublishRuns(ctx context.Context, runs [][]outbox.Message, results []outbox.RunResult) {
+	p.calls.Add(1)
+	p.runs.Add(int64(len(runs)))
+	p.Publisher.PublishRuns(ctx, runs, results)
+}
+
+// A backlog over many aggregates goes out many aggregates per attempt,
+// not one wait per message, and in order.
+func TestABacklogOverManyAggregatesIsPublishedManyAggregatesAtATime(t *testing.T) {
+	rg := newRig(t, kafka.Config{})
+	const aggregates, each = 1000, 2
+	for i := range each {
+		for a := range aggregates {
+			rg.write("order", fmt.Sprintf("o%d", a), i)
+		}
+	}
+	pub := &groupCounter{Publisher: rg.pub}
+	r, err := relay.New(rg.source(), pub, rg.store, relay.Config{Retry: fastRetry()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	serve(t, r)
+	eventually(t, 20*time.Second, "the backlog published", func() bool { return r.Stats().Published == aggregates*each })
+	if rep := rg.check(); !rep.OK() || rep.Dup != 0 {
+		t.Fatalf("%s", rep)
+	}
+	calls, runs := pub.calls.Load(), pub.runs.Load()
+	t.Logf("%d events in %d runs, %d attempts", aggregates*each, runs, calls)
+	if calls == 0 || calls > aggregates*each/20 {
+		t.Fatalf("%d attempts for %d events over %d aggregates: want at least 20 events an attempt", calls, aggregates*each, aggregates)
+	}
+}
+
+// One aggregate failing inside a group leaves it: the others of the group,
+// and all that come after, are published while it is retried on its own,
+// and once the broker takes it, its events follow in order.
+func TestAnAggregateFailingInAGroupHoldsUpNoOtherAndKeepsItsOrder(t *testing.T) {
+	rg := newRig(t, kafka.Config{})
+	// Every produce to the invoice topic fails, transiently, until removed.
+	refuse := rg.broker.Cluster().Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Produce}, Topic: "outbox.event.invoice", Err: kerr.NotEnoughReplicas, Count: -1})
+	// The invoice's topic exists and was acknowledged once, so its events
+	// go out with the others, in groups.
+	rg.write("invoice", "warm", 0)
+	r, err := relay.New(rg.source(), rg.pub, rg.store, relay.Config{Retry: fastRetry(), StuckTimeout: -1,
+		Breaker: breaker.Config{OpenTimeout: 200 * time.Millisecond}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	refuse.Remove()
+	serve(t, r)
+	eventually(t, 10*time.Second, "the invoice topic in use", func() bool { return r.Stats().Published == 1 })
+	refuse = rg.broker.Cluster().Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Produce}, Topic: "outbox.event.invoice", Err: kerr.NotEnoughReplicas, Count: -1})
+	const orders = 400
+	for i := range orders {
+		rg.write("order", fmt.Sprintf("o%d", i%100), i)
+		if i%40 == 0 {
+			rg.write("invoice", "i1", i)
+		}
+	}
+	eventually(t, 20*time.Second, "every order published while the invoice fails", func() bool { return r.Stats().Published == 1+orders })
+	if stuck := r.Stuck(); len(stuck) != 1 || stuck[0].Aggregate.ID != "i1" {
+		t.Fatalf("stuck %+v: want only i1", stuck)
+	}
+	refuse.Remove()
+	eventually(t, 20*time.Second, "the invoice's events follow", func() bool { return r.Stats().Published == 1+orders+orders/40 })
+	if rep := rg.check(); !rep.OK() {
+		t.Fatalf("%s", rep)
+	}
+	if seqs := rg.sequencesOf("invoice", "i1"); !oneToN(seqs, orders/40) {
+		t.Fatalf("invoice i1 published as %v, want 1..%d in order", seqs, orders/40)
+	}
+}
