@@ -50,6 +50,11 @@ type Store struct {
 	once  sync.Once
 	close error
 
+	// The watch for commits by other connections (see Wake).
+	watchOnce sync.Once
+	stopWatch context.CancelFunc
+	watching  chan struct{}
+
 	// The hot statements, prepared once: parsing them on every call
 	// cost more than running them (see the benchmark notes).
 	stmtMu sync.Mutex
@@ -140,6 +145,11 @@ func (s *Store) DB() *sql.DB { return s.db }
 // Close closes the database; it is safe to call more than once.
 func (s *Store) Close() error {
 	s.once.Do(func() {
+		s.watchOnce.Do(func() {}) // no watch starts after Close
+		if s.stopWatch != nil {
+			s.stopWatch()
+			<-s.watching
+		}
 		s.stmtMu.Lock()
 		for _, st := range s.stmts {
 			st.Close()
@@ -182,8 +192,60 @@ func (s *Store) Transact(ctx context.Context, fn func(*sql.Tx) error) error {
 	return nil
 }
 
-// Wake is signalled after each Transact commit.
-func (s *Store) Wake() <-chan struct{} { return s.wake }
+// Wake is signalled after each Transact commit and, within
+// CommitWatchInterval, after a commit by any other connection: a service's
+// own transaction with sqloutbox.AppendSQLite, or another process. The
+// first call starts that watch; Close ends it.
+func (s *Store) Wake() <-chan struct{} {
+	s.watchOnce.Do(func() {
+		ctx, cancel := context.WithCancel(context.Background())
+		s.stopWatch, s.watching = cancel, make(chan struct{})
+		go s.watchCommits(ctx)
+	})
+	return s.wake
+}
+
+// CommitWatchInterval is how often Wake's watch looks for a commit by
+// another connection: the polling source's latency for those commits, at
+// the cost of one stat of the write-ahead log each time.
+const CommitWatchInterval = 10 * time.Millisecond
+
+// watchCommits signals wake whenever the write-ahead log changes: in WAL
+// mode every commit appends its pages to it. (PRAGMA data_version says the
+// same, but takes a read lock each time, for about twice the CPU.) A change
+// that is not a new outbox row costs one empty fetch. An idle relay spends
+// about 5 ms of CPU a second on the watch (0.1 s in 20 s without it, 0.2 s
+// with it, `outbox relay` on SQLite, measured from /proc/PID/stat).
+func (s *Store) watchCommits(ctx context.Context) {
+	defer close(s.watching)
+	wal := s.path + "-wal"
+	stamp := func() (time.Time, int64) {
+		fi, err := os.Stat(wal)
+		if err != nil {
+			return time.Time{}, -1
+		}
+		return fi.ModTime(), fi.Size()
+	}
+	lastMod, lastSize := stamp()
+	t := time.NewTicker(CommitWatchInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		mod, size := stamp()
+		if mod.Equal(lastMod) && size == lastSize {
+			continue
+		}
+		lastMod, lastSize = mod, size
+		select {
+		case s.wake <- struct{}{}:
+		default:
+		}
+	}
+}
 
 // Append inserts messages into the outbox inside the caller's
 // transaction, as sqloutbox.AppendSQLite does (the same statement,

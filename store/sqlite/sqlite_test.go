@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/outbox-dev/outbox/outbox"
+	"github.com/outbox-dev/outbox/sqloutbox"
 	"github.com/outbox-dev/outbox/store/poll"
 	"github.com/outbox-dev/outbox/store/sqlite"
 	"github.com/outbox-dev/outbox/store/storetest"
@@ -100,4 +101,48 @@ func TestOpenNamesAMissingDirectory(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "the directory "+dir+" does not exist") || strings.Contains(err.Error(), "(14)") {
 		t.Fatalf("Open in a missing directory: %v", err)
 	}
+}
+
+// A commit the store did not make (a service's own transaction with
+// sqloutbox.AppendSQLite, here on a handle of its own) wakes the polling
+// source too, so the relay does not wait out its poll interval.
+func TestWakeHearsACommitByAnotherConnection(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "outbox.db")
+	s, err := sqlite.Open(t.Context(), path, sqlite.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if _, err := s.Migrate(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	wake := s.Wake()
+	other, err := sql.Open("sqlite", "file:"+path+"?_pragma=busy_timeout(5000)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	// The watch starts in the background: commit until one is heard.
+	for i := range 100 {
+		m, err := outbox.NewMessage("order", "o1", "Created", int64(i+1), map[string]int{"n": i})
+		if err != nil {
+			t.Fatal(err)
+		}
+		tx, err := other.BeginTx(t.Context(), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := sqloutbox.AppendSQLite(t.Context(), tx, m); err != nil {
+			t.Fatal(err)
+		}
+		if err := tx.Commit(); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case <-wake:
+			return
+		case <-time.After(20 * sqlite.CommitWatchInterval):
+		}
+	}
+	t.Fatal("100 commits by another connection, none woke the source")
 }
