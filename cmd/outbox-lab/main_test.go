@@ -101,7 +101,11 @@ func TestBenchJSONHasEveryFigure(t *testing.T) {
 		t.Errorf("cpu_ratio_at_rates missing") // 0 on the in-process broker: its work would be in the baseline
 	}
 	drain, _ := rep["drain"].(map[string]any)
-	positive("drain.", drain, "relay_events_per_sec", "raw_produce_events_per_sec", "limit_events_per_sec", "produce_ratio")
+	positive("drain.", drain, "relay_events_per_sec", "raw_produce_events_per_sec", "raw_source_read_events_per_sec", "limit_events_per_sec", "produce_ratio")
+	lim, _ := drain["limit_events_per_sec"].(float64)
+	if read, _ := drain["raw_source_read_events_per_sec"].(float64); lim > read {
+		t.Errorf("drain limit %v above the raw source read %v: the limit is the slower end", lim, read)
+	}
 	list := func(name string, n int) []map[string]any {
 		t.Helper()
 		l, _ := rep[name].([]any)
