@@ -392,19 +392,23 @@ func (r *run) worker(ctx, drainCtx context.Context) {
 }
 
 // drainGroup publishes its lanes' records in rounds: each round sends the
-// next run of every lane in one attempt, and settles what was
+// next record of every lane in one attempt, and settles what was
 // acknowledged; a lane stays in the group while it has records. A lane
-// whose run failed, whose next item is an operator action or an
-// undecodable record, or whose aggregate is parked, leaves the group and
-// is drained on its own (drainLane), so its retries hold up no other
-// aggregate. Every lane still has at most one run in flight.
+// leaves the group, to be drained on its own (drainLane), when its record
+// failed (its retries then hold up no other aggregate), when its next item
+// is an operator action or an undecodable record, when its aggregate is
+// parked, and when it holds more than one record: a hot aggregate's runs
+// pipeline through the publisher one after another alone, where in the
+// group each would wait for the round. Every lane still has at most one
+// record in flight.
 func (r *run) drainGroup(ctx, drainCtx context.Context, group []*lane) {
 	held := group
+	var msgs []outbox.Message
 	var runs [][]outbox.Message
 	var ready, alone []*lane
 	var results []outbox.RunResult
 	for len(held) > 0 {
-		runs, ready, alone = runs[:0], ready[:0], alone[:0]
+		msgs, ready, alone = msgs[:0], ready[:0], alone[:0]
 		r.mu.Lock()
 		for _, l := range held {
 			if len(l.queue) == 0 || ctx.Err() != nil {
@@ -413,49 +417,39 @@ func (r *run) drainGroup(ctx, drainCtx context.Context, group []*lane) {
 				}
 				continue
 			}
-			// A lane with more than one record is a hot aggregate: alone,
-			// its runs pipeline through the publisher one after another,
-			// where in the group each would wait for the group's round.
 			if it := l.queue[0]; it.action != nil || it.rec.Err != nil || r.parked[l.key] || len(l.queue) > 1 {
 				alone = append(alone, l)
 				continue
 			}
-			msgs := make([]outbox.Message, 0, min(len(l.queue), r.cfg.MaxRun))
-			for _, next := range l.queue[:min(len(l.queue), r.cfg.MaxRun)] {
-				if next.action != nil || next.rec.Err != nil {
-					break
-				}
-				msgs = append(msgs, next.rec.Message)
-			}
-			runs = append(runs, msgs)
+			msgs = append(msgs, l.queue[0].rec.Message)
 			ready = append(ready, l)
 		}
 		r.mu.Unlock()
-		if len(ready) > 0 {
-			results = slices.Grow(results[:0], len(runs))[:len(runs)]
-			clear(results)
-			for i, l := range ready {
-				if l.announced < len(runs[i]) {
-					r.publishStart(runs[i][l.announced:])
-					l.announced = len(runs[i])
-				}
+		runs, results = runs[:0], slices.Grow(results[:0], len(msgs))[:len(msgs)]
+		clear(results)
+		for i, l := range ready {
+			runs = append(runs, msgs[i:i+1])
+			if l.announced == 0 {
+				r.publishStart(runs[i])
+				l.announced = 1
 			}
+		}
+		if len(runs) > 0 {
 			r.send(drainCtx, runs, results)
 		}
 		held = held[:0]
 		for i, l := range ready {
-			switch res := results[i]; {
-			case res.Acked > 0:
-				for _, m := range runs[i][:res.Acked] {
-					r.acknowledged(m, 1)
-				}
-				r.settle(l, res.Acked)
+			switch {
+			case results[i].Acked > 0:
+				r.acknowledged(msgs[i], 1)
+				r.settle(l, 1)
 				held = append(held, l)
-			case drainCtx.Err() != nil || errors.Is(res.Err, errFenced):
-				return // shutting down; the records stay unacknowledged
-			default:
+			case drainCtx.Err() == nil && !errors.Is(results[i].Err, errFenced):
 				alone = append(alone, l)
 			}
+		}
+		if drainCtx.Err() != nil || ctx.Err() != nil {
+			return // shutting down; the records not settled stay unacknowledged
 		}
 		for i, l := range alone {
 			if i == len(alone)-1 && len(held) == 0 {
@@ -468,11 +462,10 @@ func (r *run) drainGroup(ctx, drainCtx context.Context, group []*lane) {
 }
 
 // drainLane processes a lane's items in order, one run at a time, until it
-// is empty: an
-// operator action or an undecodable record on its own, and consecutive
-// records as one run of at most MaxRun, so an aggregate has at most one
-// run in flight and nothing of it is published ahead of an earlier
-// message that failed.
+// is empty: an operator action or an undecodable record on its own, and
+// consecutive records as one run of at most MaxRun, so an aggregate has at
+// most one run in flight and nothing of it is published ahead of an
+// earlier message that failed.
 func (r *run) drainLane(ctx, drainCtx context.Context, l *lane) {
 	var msgs []outbox.Message // reused for each run
 	for {

@@ -36,7 +36,7 @@ MUTANTS=(
   'M13|store/postgres/poll.go|s/ORDER BY outbox\.txid, outbox\.position LIMIT/ORDER BY txid, position LIMIT/|./store/postgres|polling sorts transaction ids as text'
   'M15|relay/publish.go|s/\t\tif outbox\.IsPermanent\(err\) \&\& len\(msgs\) > 1 \{\n.*?\n\t\t\}\n//s|./relay|a run refused permanently dead-letters its first message without finding the one that failed'
   'M16|relay/publish.go|s/(\tif parked \{\n)/$1\t\tr.publish(ctx, msgs[:1], 0)\n/|./relay|events behind a dead letter published anyway (and parked too), before the operator acts'
-  'M17|relay/relay.go|s/\t\t\tdefault:\n\t\t\t\talone = append\(alone, l\)\n/\t\t\tdefault:\n\t\t\t\tr.settle(l, 1)\n\t\t\t\theld = append(held, l)\n/|./relay|an event that failed in a group of aggregates is settled as if published'
+  'M17|relay/relay.go|s/(\t\t\tcase drainCtx\.Err\(\) == nil \&\& !errors\.Is\(results\[i\]\.Err, errFenced\):\n)\t\t\t\talone = append\(alone, l\)\n/$1\t\t\t\tr.settle(l, 1)\n\t\t\t\theld = append(held, l)\n/|./relay|an event that failed in a group of aggregates is settled as if published'
   'M14|relay/window.go|s/(func \(w \*window\) settle\(e \*entry\) \{\n)/$1\tif e != w.head {\n\t\treturn\n\t}\n/|./relay|settled records behind a stuck one are never removed: the window grows'
 )
 
