@@ -21,15 +21,22 @@ import (
 func open(t testing.TB) *sqlite.Store {
 	t.Helper()
 	ctx := context.Background()
-	s, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "outbox.db"), sqlite.Config{})
+	s := openAt(t, filepath.Join(t.TempDir(), "outbox.db"))
+	if _, err := s.DB().ExecContext(ctx, `CREATE TABLE domain_rows (id TEXT PRIMARY KEY, version INTEGER NOT NULL)`); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// openAt returns a migrated store at path.
+func openAt(t testing.TB, path string) *sqlite.Store {
+	t.Helper()
+	s, err := sqlite.Open(context.Background(), path, sqlite.Config{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.Close() })
-	if _, err := s.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := s.DB().ExecContext(ctx, `CREATE TABLE domain_rows (id TEXT PRIMARY KEY, version INTEGER NOT NULL)`); err != nil {
+	if _, err := s.Migrate(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	return s
@@ -108,15 +115,7 @@ func TestOpenNamesAMissingDirectory(t *testing.T) {
 // source too, so the relay does not wait out its poll interval.
 func TestWakeHearsACommitByAnotherConnection(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "outbox.db")
-	s, err := sqlite.Open(t.Context(), path, sqlite.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	if _, err := s.Migrate(t.Context()); err != nil {
-		t.Fatal(err)
-	}
-	wake := s.Wake()
+	wake := openAt(t, path).Wake()
 	other, err := sql.Open("sqlite", "file:"+path+"?_pragma=busy_timeout(5000)")
 	if err != nil {
 		t.Fatal(err)
