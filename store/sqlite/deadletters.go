@@ -90,7 +90,7 @@ func scanDeadLetter(sc interface{ Scan(...any) error }) (outbox.DeadLetter, erro
 func (s *Store) AddDeadLetter(ctx context.Context, dl outbox.DeadLetter) (outbox.DeadLetter, error) {
 	var out outbox.DeadLetter
 	m := dl.Message
-	err := transact(ctx, s.db, func(tx *sql.Tx) error {
+	err := s.transact(ctx, func(tx *sql.Tx) error {
 		existing, err := scanDeadLetter(tx.QueryRowContext(ctx, `SELECT `+deadLetterColumns+`
 			FROM outbox_dead_letters WHERE event_id = ? AND status = 'parked'`, m.ID.String()))
 		if err == nil {
@@ -182,7 +182,7 @@ func (s *Store) ResolveDeadLetter(ctx context.Context, id int64, status outbox.D
 	if status == outbox.StatusReplayed {
 		bump = 1
 	}
-	res, err := s.db.ExecContext(ctx, `UPDATE outbox_dead_letters SET status = ?, resolved_at = ?, resolution = ?,
+	res, err := s.exec(ctx, `UPDATE outbox_dead_letters SET status = ?, resolved_at = ?, resolution = ?,
 		replay_count = replay_count + ? WHERE id = ?`, status, time.Now().UnixMicro(), note, bump, id)
 	if err != nil {
 		return fmt.Errorf("sqlite: resolve dead letter %d: %w", id, err)
@@ -195,7 +195,7 @@ func (s *Store) ResolveDeadLetter(ctx context.Context, id int64, status outbox.D
 
 // CompleteAction implements outbox.DeadLetterStore.
 func (s *Store) CompleteAction(ctx context.Context, key outbox.AggregateKey) error {
-	err := transact(ctx, s.db, func(tx *sql.Tx) error {
+	err := s.transact(ctx, func(tx *sql.Tx) error {
 		if _, err := tx.ExecContext(ctx, `DELETE FROM outbox_parked_aggregates WHERE aggregatetype = ? AND aggregateid = ?
 			AND NOT EXISTS (SELECT 1 FROM outbox_dead_letters WHERE aggregatetype = ? AND aggregateid = ? AND status = 'parked')`,
 			key.Type, key.ID, key.Type, key.ID); err != nil {
@@ -213,7 +213,7 @@ func (s *Store) CompleteAction(ctx context.Context, key outbox.AggregateKey) err
 
 // FailAction implements outbox.DeadLetterStore.
 func (s *Store) FailAction(ctx context.Context, key outbox.AggregateKey, entryID int64, cause string) error {
-	err := transact(ctx, s.db, func(tx *sql.Tx) error {
+	err := s.transact(ctx, func(tx *sql.Tx) error {
 		if _, err := tx.ExecContext(ctx, `UPDATE outbox_parked_aggregates SET pending_action = '', pending_entry = 0, reason = '',
 			requested_at = NULL, last_error = ? WHERE aggregatetype = ? AND aggregateid = ?`, cause, key.Type, key.ID); err != nil {
 			return err
@@ -230,7 +230,7 @@ func (s *Store) FailAction(ctx context.Context, key outbox.AggregateKey, entryID
 
 // RequestAction implements outbox.ActionRequester.
 func (s *Store) RequestAction(ctx context.Context, key outbox.AggregateKey, req outbox.ActionRequest) error {
-	res, err := s.db.ExecContext(ctx, `UPDATE outbox_parked_aggregates SET pending_action = ?, pending_entry = ?, reason = ?, requested_at = ?
+	res, err := s.exec(ctx, `UPDATE outbox_parked_aggregates SET pending_action = ?, pending_entry = ?, reason = ?, requested_at = ?
 		WHERE aggregatetype = ? AND aggregateid = ?`, req.Action, req.Entry, req.Reason, time.Now().UnixMicro(), key.Type, key.ID)
 	if err != nil {
 		return fmt.Errorf("sqlite: request %s on %s: %w", req.Action, key, err)

@@ -109,7 +109,7 @@ func (c *KeyCleaner) RunOnce(ctx context.Context) (int64, error) {
 	cutoff := c.cfg.Now().Add(-c.cfg.Retention).UnixMicro()
 	var total int64
 	for {
-		res, err := c.s.db.ExecContext(ctx, deleteExpiredKeysSQL, cutoff, c.cfg.BatchSize)
+		res, err := c.s.exec(ctx, deleteExpiredKeysSQL, cutoff, c.cfg.BatchSize)
 		if err != nil {
 			return total, fmt.Errorf("sqlite: delete idempotency keys created before %s: %w", time.UnixMicro(cutoff).UTC().Format(time.RFC3339), err)
 		}

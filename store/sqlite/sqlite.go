@@ -50,6 +50,14 @@ type Store struct {
 	once  sync.Once
 	close error
 
+	// writing is the write turn of the store's own writers: they queue
+	// here, in order, instead of in SQLite's busy handler, which retries
+	// every 100 ms once a wait passes 228 ms, so that under many writers
+	// one could lose every retry until its busy timeout ran out. Writers
+	// outside the store (another process, a transaction on DB()) still
+	// meet them in the busy handler.
+	writing chan struct{}
+
 	// The watch for commits by other connections (see Wake).
 	watchOnce sync.Once
 	stopWatch context.CancelFunc
@@ -136,7 +144,7 @@ func Open(ctx context.Context, path string, cfg Config) (*Store, error) {
 		db.Close()
 		return nil, fmt.Errorf("sqlite: open %s: %w", path, err)
 	}
-	return &Store{path: path, db: db, wake: make(chan struct{}, 1)}, nil
+	return &Store{path: path, db: db, wake: make(chan struct{}, 1), writing: make(chan struct{}, 1)}, nil
 }
 
 // DB exposes the handle for domain tables that share the database.
@@ -163,8 +171,35 @@ func (s *Store) Close() error {
 // Ping checks the database answers.
 func (s *Store) Ping(ctx context.Context) error { return s.db.PingContext(ctx) }
 
-func transact(ctx context.Context, db *sql.DB, fn func(*sql.Tx) error) (err error) {
-	tx, err := db.BeginTx(ctx, nil)
+// turn waits for the store's write turn (see writing); release gives it
+// to the next writer.
+func (s *Store) turn(ctx context.Context) (release func(), err error) {
+	select {
+	case s.writing <- struct{}{}:
+		return func() { <-s.writing }, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// exec runs one write statement in its turn.
+func (s *Store) exec(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	release, err := s.turn(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
+	return s.db.ExecContext(ctx, query, args...)
+}
+
+// transact runs fn in a write transaction, in its turn.
+func (s *Store) transact(ctx context.Context, fn func(*sql.Tx) error) (err error) {
+	release, err := s.turn(ctx)
+	if err != nil {
+		return err
+	}
+	defer release()
+	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return err
 	}
@@ -182,7 +217,7 @@ func transact(ctx context.Context, db *sql.DB, fn func(*sql.Tx) error) (err erro
 // Transact runs fn in a transaction, commits it when fn returns nil, and
 // then wakes the polling source so the relay reads at once.
 func (s *Store) Transact(ctx context.Context, fn func(*sql.Tx) error) error {
-	if err := transact(ctx, s.db, fn); err != nil {
+	if err := s.transact(ctx, fn); err != nil {
 		return err
 	}
 	select {
@@ -324,7 +359,7 @@ func (s *Store) SaveCheckpoint(ctx context.Context, name string, pos outbox.Posi
 	if _, err := parsePosition(pos); err != nil {
 		return err
 	}
-	_, err := s.db.ExecContext(ctx, `INSERT INTO outbox_checkpoints (name, position, updated_at) VALUES (?, ?, ?)
+	_, err := s.exec(ctx, `INSERT INTO outbox_checkpoints (name, position, updated_at) VALUES (?, ?, ?)
 		ON CONFLICT (name) DO UPDATE SET position = excluded.position, updated_at = excluded.updated_at`,
 		name, string(pos), time.Now().UnixMicro())
 	if err != nil {
