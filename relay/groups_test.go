@@ -3,8 +3,10 @@ package relay_test
 import (
 	"context"
 	"fmt"
+	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -12,9 +14,11 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/outbox-dev/outbox/breaker"
+	"github.com/outbox-dev/outbox/checker"
 	"github.com/outbox-dev/outbox/kafka"
 	"github.com/outbox-dev/outbox/outbox"
 	"github.com/outbox-dev/outbox/relay"
+	"github.com/outbox-dev/outbox/store/memstore"
 )
 
 // groupCounter counts the publisher's PublishRuns calls and the runs in
@@ -95,4 +99,69 @@ func TestAnAggregateFailingInAGroupHoldsUpNoOtherAndKeepsItsOrder(t *testing.T) 
 	if seqs := rg.sequencesOf("invoice", "i1"); !oneToN(seqs, orders/40) {
 		t.Fatalf("invoice i1 published as %v, want 1..%d in order", seqs, orders/40)
 	}
+}
+
+// runsPublisher takes runs of many aggregates at once; an attempt for
+// aggregate "slow" waits until its context ends, the first time.
+type runsPublisher struct {
+	fakePublisher
+	slowOnce sync.Once
+}
+
+func (p *runsPublisher) PublishRuns(ctx context.Context, runs [][]outbox.Message, results []outbox.RunResult) {
+	for i, run := range runs {
+		if run[0].AggregateID == "slow" {
+			waited := false
+			p.slowOnce.Do(func() { <-ctx.Done(); waited = true })
+			if waited {
+				results[i] = outbox.RunResult{Err: ctx.Err()}
+				continue
+			}
+		}
+		for _, m := range run {
+			_ = p.Publish(ctx, m)
+		}
+		results[i] = outbox.RunResult{Acked: len(run)}
+	}
+}
+
+// The cost of a group, as DESIGN.md states it: a round waits for its
+// slowest event, so an event slow to be acknowledged delays the others of
+// its round by up to its own wait, at most PublishTimeout (and its
+// sixteenth of slack); then the slow one goes on alone and is published.
+func TestASlowEventDelaysItsRoundByAtMostThePublishTimeout(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		s := memstore.New()
+		w := newWriter(t, s)
+		var fast []outbox.Message
+		fast = append(fast, w.write("order", "a", 1))
+		slow := w.write("order", "slow", 1)
+		fast = append(fast, w.write("order", "b", 1))
+		pub := &runsPublisher{}
+		settled := &settleTimes{}
+		const timeout = 2 * time.Second
+		r := newRelay(t, memSource(t, s), pub, s, relay.Config{PublishTimeout: timeout, Hooks: []relay.Hook{settled}})
+		start := time.Now()
+		serve(t, r)
+		settle(t, time.Minute, func() bool { return len(pub.published()) == 3 })
+		for _, m := range fast {
+			at, _ := settled.at.Load(m.ID)
+			if took := at.(time.Time).Sub(start); took < timeout || took > timeout+timeout/16 {
+				t.Errorf("%s acknowledged %s after the start, want between %s and %s: its round waited for the slow one", m.AggregateID, took, timeout, timeout+timeout/16)
+			}
+		}
+		if _, ok := settled.at.Load(slow.ID); !ok {
+			t.Fatal("the slow event was never published")
+		}
+		if rep := checker.Check(w.rec.History(), pub.observed(), nil); !rep.OK() {
+			t.Fatalf("%s", rep)
+		}
+	})
+}
+
+// settleTimes records when the relay settled each event as published.
+type settleTimes struct{ at sync.Map }
+
+func (s *settleTimes) OnPublish(m outbox.Message, _ int, _ time.Duration) {
+	s.at.Store(m.ID, time.Now())
 }
