@@ -2,6 +2,7 @@ package relay_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -164,4 +165,46 @@ type settleTimes struct{ at sync.Map }
 
 func (s *settleTimes) OnPublish(m outbox.Message, _ int, _ time.Duration) {
 	s.at.Store(m.ID, time.Now())
+}
+
+// flakyRunsPublisher takes runs of many aggregates at once and refuses
+// aggregate "bad" once, transiently.
+type flakyRunsPublisher struct {
+	fakePublisher
+	refused atomic.Bool
+}
+
+func (p *flakyRunsPublisher) PublishRuns(ctx context.Context, runs [][]outbox.Message, results []outbox.RunResult) {
+	for i, run := range runs {
+		if run[0].AggregateID == "bad" && p.refused.CompareAndSwap(false, true) {
+			results[i] = outbox.RunResult{Err: errors.New("not enough replicas")}
+			continue
+		}
+		for _, m := range run {
+			_ = p.Publish(ctx, m)
+		}
+		results[i] = outbox.RunResult{Acked: len(run)}
+	}
+}
+
+// An event refused in its group's round is neither lost nor settled: it is
+// tried again, alone, and published; its group-mates are published too.
+func TestAnEventRefusedInAGroupIsRetriedNotSettled(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		s := memstore.New()
+		w := newWriter(t, s)
+		for _, agg := range []string{"a", "bad", "b"} {
+			w.write("order", agg, 1)
+		}
+		pub := &flakyRunsPublisher{}
+		r := newRelay(t, memSource(t, s), pub, s, relay.Config{})
+		serve(t, r)
+		settle(t, time.Minute, func() bool { return len(pub.published()) == 3 })
+		if !pub.refused.Load() {
+			t.Fatal("the publisher never refused the event: the test proves nothing")
+		}
+		if rep := checker.Check(w.rec.History(), pub.observed(), nil); !rep.OK() || rep.Dup != 0 {
+			t.Fatalf("%s", rep)
+		}
+	})
 }
