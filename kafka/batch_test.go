@@ -9,6 +9,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/outbox-dev/outbox/kafka"
@@ -178,5 +179,34 @@ func TestPublishRunsAnswersEachRunOnItsOwn(t *testing.T) {
 	wantPrefix(t, inTopic(t, e.Addrs(), "outbox.event."+aggType, "several"), 5)
 	if got := inTopic(t, e.Addrs(), "outbox.event."+aggType, "single-7"); len(got) != 1 {
 		t.Fatalf("single-7 in the log %d times, want once", len(got))
+	}
+}
+
+// More records than the client buffers: PublishRuns hands them over as
+// the buffer empties, instead of blocking with the publisher's lock held,
+// which the records' own settling needs.
+func TestPublishRunsWithMoreRecordsThanTheClientBuffers(t *testing.T) {
+	e := embedded(t)
+	p := publisher(t, e.Addrs(), kafka.Config{Opts: []kgo.Opt{kgo.MaxBufferedRecords(4)}})
+	aggType := fmt.Sprintf("buffered%d", time.Now().UnixNano())
+	if err := p.Publish(ctx(t), msg(t, aggType, "warm", "Changed", 1, "w")); err != nil {
+		t.Fatal(err)
+	}
+	var runs [][]outbox.Message
+	for i := range 20 {
+		runs = append(runs, []outbox.Message{msg(t, aggType, fmt.Sprintf("a%d", i), "Changed", 1, i)})
+	}
+	results := make([]outbox.RunResult, len(runs))
+	done := make(chan struct{})
+	go func() { defer close(done); p.PublishRuns(ctx(t), runs, results) }()
+	select {
+	case <-done:
+	case <-time.After(15 * time.Second):
+		t.Fatal("PublishRuns blocked with 20 records for a client that buffers 4")
+	}
+	for i, res := range results {
+		if res.Err != nil || res.Acked != 1 {
+			t.Fatalf("run %d: %+v, want acknowledged", i, res)
+		}
 	}
 }

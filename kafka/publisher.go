@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -268,6 +269,9 @@ func (p *Publisher) PublishRuns(ctx context.Context, runs [][]outbox.Message, re
 	}
 	handed := make([]started, 0, len(runs))
 	var wg sync.WaitGroup
+	// A panic on a goroutine of this call is raised again in the caller,
+	// where the relay's worker guard ends the run with it.
+	var panicked atomic.Value
 	for i, run := range runs {
 		m := run[0]
 		if topic, err := p.router.Topic(m); err == nil && len(run) == 1 && recordBytes(m) <= int(p.maxRecordBytes)-batchOverhead {
@@ -277,6 +281,11 @@ func (p *Publisher) PublishRuns(ctx context.Context, runs [][]outbox.Message, re
 			}
 		}
 		wg.Go(func() {
+			defer func() {
+				if r := recover(); r != nil {
+					panicked.Store(fmt.Sprint(r))
+				}
+			}()
 			n, err := p.PublishBatch(ctx, run)
 			results[i] = outbox.RunResult{Acked: n, Err: err}
 		})
@@ -292,6 +301,9 @@ func (p *Publisher) PublishRuns(ctx context.Context, runs [][]outbox.Message, re
 		results[s.run] = outbox.RunResult{Acked: 1}
 	}
 	wg.Wait()
+	if r := panicked.Load(); r != nil {
+		panic(r)
+	}
 }
 
 // waitEarlier waits for the leading messages an earlier attempt left with
@@ -392,16 +404,19 @@ func (p *Publisher) produce(ctx context.Context, m outbox.Message, rec *kgo.Reco
 // delivered) an earlier record of the same event.
 func (p *Publisher) start(ctx context.Context, m outbox.Message, rec *kgo.Record) *pending {
 	p.mu.Lock()
-	w := p.inflight[m.ID]
-	if w == nil {
-		w = &pending{done: make(chan struct{})}
-		p.inflight[m.ID] = w
-		// The record's own context never ends: only the client's retry
-		// limits fail it, and only when that is safe. Callers stop
-		// waiting through ctx instead.
-		p.client.Produce(context.WithoutCancel(ctx), rec, func(r *kgo.Record, err error) { p.settle(m.ID, w, r, err) })
+	if w := p.inflight[m.ID]; w != nil {
+		p.mu.Unlock()
+		return w
 	}
+	w := &pending{done: make(chan struct{})}
+	p.inflight[m.ID] = w
 	p.mu.Unlock()
+	// Outside p.mu: Produce blocks while the client's buffer is full, and
+	// the buffer empties only as records settle, which takes p.mu. The
+	// record's own context never ends: only the client's retry limits
+	// fail it, and only when that is safe. Callers stop waiting through
+	// ctx instead.
+	p.client.Produce(context.WithoutCancel(ctx), rec, func(r *kgo.Record, err error) { p.settle(m.ID, w, r, err) })
 	return w
 }
 

@@ -156,19 +156,24 @@ func (r *run) breakered(next sendFunc) sendFunc {
 }
 
 // firstFailure is nil when some run was acknowledged in part, else the
-// first run's error.
+// first transient error (the breaker counts a permanent one, an answer
+// from the broker, as a success), else the first error.
 func firstFailure(results []outbox.RunResult) error {
 	for _, res := range results {
 		if res.Acked > 0 {
 			return nil
 		}
 	}
+	var first error
 	for _, res := range results {
-		if res.Err != nil {
+		if res.Err != nil && !outbox.IsPermanent(res.Err) {
 			return res.Err
 		}
+		if first == nil {
+			first = res.Err
+		}
 	}
-	return nil
+	return first
 }
 
 func failAll(results []outbox.RunResult, err error) {

@@ -96,3 +96,23 @@ func single(send sendFunc) func(context.Context, []outbox.Message) (int, error) 
 		return res[0].Acked, res[0].Err
 	}
 }
+
+// What the breaker hears of a group's attempt: success when any run was
+// acknowledged in part; otherwise a transient error before a permanent one
+// (the breaker counts a permanent refusal, an answer, as a success).
+func TestFirstFailure(t *testing.T) {
+	transient, permanent := errors.New("no answer"), outbox.Permanent(errors.New("too large"))
+	for _, tc := range []struct {
+		name    string
+		results []outbox.RunResult
+		want    error
+	}{
+		{"one acknowledged after a failure", []outbox.RunResult{{Err: transient}, {Acked: 1}}, nil},
+		{"a transient error after a permanent one", []outbox.RunResult{{Err: permanent}, {Err: transient}}, transient},
+		{"only permanent errors", []outbox.RunResult{{Err: permanent}, {Err: permanent}}, permanent},
+	} {
+		if got := firstFailure(tc.results); !errors.Is(got, tc.want) || (tc.want == nil) != (got == nil) {
+			t.Errorf("%s: %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}

@@ -205,3 +205,32 @@ func TestManyWritersTakeTurnsWithoutBusyErrors(t *testing.T) {
 		t.Error(err)
 	}
 }
+
+// A write through the store from inside its own Transact waits for the
+// turn Transact holds: it fails after the busy timeout, as it did on
+// SQLite's lock, and the store's other writers go on afterwards.
+func TestAWriteInsideTransactFailsAfterTheBusyTimeout(t *testing.T) {
+	s, err := sqlite.Open(t.Context(), filepath.Join(t.TempDir(), "outbox.db"), sqlite.Config{BusyTimeout: 200 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if _, err := s.Migrate(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		done <- s.Transact(t.Context(), func(*sql.Tx) error { return s.SaveCheckpoint(t.Context(), "default", "1") })
+	}()
+	select {
+	case err := <-done:
+		if !errors.Is(err, sqlite.ErrBusy) {
+			t.Fatalf("Transact(SaveCheckpoint) = %v, want ErrBusy", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a write inside Transact still waits after 10 s")
+	}
+	if err := s.SaveCheckpoint(t.Context(), "default", "2"); err != nil {
+		t.Fatalf("the next write: %v", err)
+	}
+}
