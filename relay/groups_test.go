@@ -102,22 +102,20 @@ func TestAnAggregateFailingInAGroupHoldsUpNoOtherAndKeepsItsOrder(t *testing.T) 
 	}
 }
 
-// runsPublisher takes runs of many aggregates at once; an attempt for
-// aggregate "slow" waits until its context ends, the first time.
+// runsPublisher takes runs of many aggregates at once; the first attempt
+// for aggregate agg fails with what first returns.
 type runsPublisher struct {
 	fakePublisher
-	slowOnce sync.Once
+	agg   string
+	first func(context.Context) error
+	tried atomic.Bool
 }
 
 func (p *runsPublisher) PublishRuns(ctx context.Context, runs [][]outbox.Message, results []outbox.RunResult) {
 	for i, run := range runs {
-		if run[0].AggregateID == "slow" {
-			waited := false
-			p.slowOnce.Do(func() { <-ctx.Done(); waited = true })
-			if waited {
-				results[i] = outbox.RunResult{Err: ctx.Err()}
-				continue
-			}
+		if run[0].AggregateID == p.agg && p.tried.CompareAndSwap(false, true) {
+			results[i] = outbox.RunResult{Err: p.first(ctx)}
+			continue
 		}
 		for _, m := range run {
 			_ = p.Publish(ctx, m)
@@ -138,7 +136,8 @@ func TestASlowEventDelaysItsRoundByAtMostThePublishTimeout(t *testing.T) {
 		fast = append(fast, w.write("order", "a", 1))
 		slow := w.write("order", "slow", 1)
 		fast = append(fast, w.write("order", "b", 1))
-		pub := &runsPublisher{}
+		// The slow event's first attempt waits until its deadline.
+		pub := &runsPublisher{agg: "slow", first: func(ctx context.Context) error { <-ctx.Done(); return ctx.Err() }}
 		settled := &settleTimes{}
 		const timeout = 2 * time.Second
 		r := newRelay(t, memSource(t, s), pub, s, relay.Config{PublishTimeout: timeout, Hooks: []relay.Hook{settled}})
@@ -167,26 +166,6 @@ func (s *settleTimes) OnPublish(m outbox.Message, _ int, _ time.Duration) {
 	s.at.Store(m.ID, time.Now())
 }
 
-// flakyRunsPublisher takes runs of many aggregates at once and refuses
-// aggregate "bad" once, transiently.
-type flakyRunsPublisher struct {
-	fakePublisher
-	refused atomic.Bool
-}
-
-func (p *flakyRunsPublisher) PublishRuns(ctx context.Context, runs [][]outbox.Message, results []outbox.RunResult) {
-	for i, run := range runs {
-		if run[0].AggregateID == "bad" && p.refused.CompareAndSwap(false, true) {
-			results[i] = outbox.RunResult{Err: errors.New("not enough replicas")}
-			continue
-		}
-		for _, m := range run {
-			_ = p.Publish(ctx, m)
-		}
-		results[i] = outbox.RunResult{Acked: len(run)}
-	}
-}
-
 // An event refused in its group's round is neither lost nor settled: it is
 // tried again, alone, and published; its group-mates are published too.
 func TestAnEventRefusedInAGroupIsRetriedNotSettled(t *testing.T) {
@@ -196,11 +175,11 @@ func TestAnEventRefusedInAGroupIsRetriedNotSettled(t *testing.T) {
 		for _, agg := range []string{"a", "bad", "b"} {
 			w.write("order", agg, 1)
 		}
-		pub := &flakyRunsPublisher{}
+		pub := &runsPublisher{agg: "bad", first: func(context.Context) error { return errors.New("not enough replicas") }}
 		r := newRelay(t, memSource(t, s), pub, s, relay.Config{})
 		serve(t, r)
 		settle(t, time.Minute, func() bool { return len(pub.published()) == 3 })
-		if !pub.refused.Load() {
+		if !pub.tried.Load() {
 			t.Fatal("the publisher never refused the event: the test proves nothing")
 		}
 		if rep := checker.Check(w.rec.History(), pub.observed(), nil); !rep.OK() || rep.Dup != 0 {
