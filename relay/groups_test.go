@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -19,6 +20,7 @@ import (
 	"github.com/outbox-dev/outbox/kafka"
 	"github.com/outbox-dev/outbox/outbox"
 	"github.com/outbox-dev/outbox/relay"
+	"github.com/outbox-dev/outbox/retry"
 	"github.com/outbox-dev/outbox/store/memstore"
 )
 
@@ -117,10 +119,13 @@ func (p *runsPublisher) PublishRuns(ctx context.Context, runs [][]outbox.Message
 			results[i] = outbox.RunResult{Err: p.first(ctx)}
 			continue
 		}
-		for _, m := range run {
-			_ = p.Publish(ctx, m)
-		}
 		results[i] = outbox.RunResult{Acked: len(run)}
+		for j, m := range run {
+			if err := p.Publish(ctx, m); err != nil {
+				results[i] = outbox.RunResult{Acked: j, Err: err}
+				break
+			}
+		}
 	}
 }
 
@@ -184,6 +189,84 @@ func TestAnEventRefusedInAGroupIsRetriedNotSettled(t *testing.T) {
 		}
 		if rep := checker.Check(w.rec.History(), pub.observed(), nil); !rep.OK() || rep.Dup != 0 {
 			t.Fatalf("%s", rep)
+		}
+	})
+}
+
+// attemptLog records what the hooks hear of each attempt.
+type attemptLog struct {
+	mu        sync.Mutex
+	retries   []int // attempt numbers heard by OnRetry
+	published map[string]int
+}
+
+func (l *attemptLog) OnRetry(_ outbox.Message, a retry.Attempt) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.retries = append(l.retries, a.N)
+}
+
+func (l *attemptLog) OnPublish(m outbox.Message, attempts int, _ time.Duration) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.published == nil {
+		l.published = map[string]int{}
+	}
+	l.published[m.AggregateID] = attempts
+}
+
+// An attempt refused in a group counts as the event's first: the hooks
+// hear it as a retry, and its publish as the second attempt.
+func TestAnAttemptRefusedInAGroupIsTheEventsFirstAttempt(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		s := memstore.New()
+		w := newWriter(t, s)
+		for _, agg := range []string{"a", "bad", "b"} {
+			w.write("order", agg, 1)
+		}
+		pub := &runsPublisher{agg: "bad", first: func(context.Context) error { return errors.New("not enough replicas") }}
+		log := &attemptLog{}
+		r := newRelay(t, memSource(t, s), pub, s, relay.Config{Hooks: []relay.Hook{log}})
+		serve(t, r)
+		settle(t, time.Minute, func() bool { return len(pub.published()) == 3 })
+		log.mu.Lock()
+		defer log.mu.Unlock()
+		if !slices.Equal(log.retries, []int{1}) || log.published["bad"] != 2 || log.published["a"] != 1 {
+			t.Fatalf("retries heard %v, attempts at publish %v: want [1], and bad published on its 2nd attempt, a on its 1st", log.retries, log.published)
+		}
+		if got := r.Stats().Retried; got != 1 {
+			t.Fatalf("Stats().Retried = %d, want 1", got)
+		}
+	})
+}
+
+// An event refused for good in a group is dead-lettered on that attempt:
+// it is not sent again, and its dead letter counts the one attempt.
+func TestAnEventRefusedForGoodInAGroupIsDeadLetteredAfterOneAttempt(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		s := memstore.New()
+		w := newWriter(t, s)
+		for _, agg := range []string{"a", "bad", "b"} {
+			w.write("order", agg, 1)
+		}
+		var sent atomic.Int64
+		pub := &runsPublisher{agg: "bad", first: func(context.Context) error { return outbox.Permanent(errors.New("record too large")) }}
+		pub.setFail(func(m outbox.Message) error {
+			if m.AggregateID == "bad" {
+				sent.Add(1)
+				return outbox.Permanent(errors.New("record too large"))
+			}
+			return nil
+		})
+		r := newRelay(t, memSource(t, s), pub, s, relay.Config{})
+		serve(t, r)
+		settle(t, time.Minute, func() bool { return len(pub.published()) == 2 && r.Stats().DeadLettered == 1 })
+		dls, err := s.ListDeadLetters(context.Background(), outbox.DeadLetterFilter{Limit: -1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(dls) != 1 || dls[0].FailureCount != 1 || sent.Load() != 0 {
+			t.Fatalf("dead letters %+v, sent again %d times: want one, of bad, counting 1 attempt, never sent again", dls, sent.Load())
 		}
 	})
 }

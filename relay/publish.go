@@ -222,8 +222,9 @@ func (r *run) fenced(fence func() error, next sendFunc) sendFunc {
 // handle publishes msgs, consecutive messages of one aggregate, or
 // dead-letters the first. It reports how many, from the first, are
 // settled: at least one, or none when ctx ended. The first announced of
-// them were announced to the PublishStartHooks already.
-func (r *run) handle(ctx context.Context, msgs []outbox.Message, announced int) int {
+// them were announced to the PublishStartHooks already. tried, when not
+// nil, is the failed first attempt of msgs[0], made in a group.
+func (r *run) handle(ctx context.Context, msgs []outbox.Message, announced int, tried *groupAttempt) int {
 	key := msgs[0].Key()
 	r.mu.Lock()
 	parked := r.parked[key]
@@ -235,7 +236,7 @@ func (r *run) handle(ctx context.Context, msgs []outbox.Message, announced int) 
 		}
 		return 0
 	}
-	acked, attempts, err := r.publish(ctx, msgs, announced)
+	acked, attempts, err := r.publish(ctx, msgs, announced, tried)
 	switch {
 	case acked > 0:
 		return acked
@@ -262,12 +263,19 @@ type failure struct {
 // first fails permanently on its own, it has been stuck longer than
 // StuckTimeout, or ctx ends. It returns how many were acknowledged. It
 // announces the messages after the first announced to the
-// PublishStartHooks.
-func (r *run) publish(ctx context.Context, msgs []outbox.Message, announced int) (int, int, error) {
+// PublishStartHooks. tried, when not nil, is the first attempt of its
+// first round, made already.
+func (r *run) publish(ctx context.Context, msgs []outbox.Message, announced int, tried *groupAttempt) (int, int, error) {
 	if announced < len(msgs) {
 		r.publishStart(msgs[announced:])
 	}
 	f := &failure{began: time.Now()}
+	if tried != nil {
+		f.began = tried.at
+		if outbox.IsPermanent(tried.err) {
+			msgs = msgs[:1] // the attempt was of the first alone
+		}
+	}
 	defer func() {
 		if f.stuck != nil {
 			r.unstuck(msgs[0].Key())
@@ -277,7 +285,8 @@ func (r *run) publish(ctx context.Context, msgs []outbox.Message, announced int)
 		if err := r.br.WaitUntilCallable(ctx); err != nil {
 			return 0, f.attempts, err
 		}
-		acked, err := r.round(ctx, msgs, f)
+		acked, err := r.round(ctx, msgs, f, tried)
+		tried = nil
 		if acked > 0 {
 			for _, m := range msgs[:acked] {
 				r.acknowledged(m, f.attempts)
@@ -313,11 +322,17 @@ func (r *run) publishStart(msgs []outbox.Message) {
 }
 
 // round is Retry's schedule of attempts of msgs; it ends at the first
-// attempt that has some of them acknowledged, and returns how many.
-func (r *run) round(ctx context.Context, msgs []outbox.Message, f *failure) (int, error) {
+// attempt that has some of them acknowledged, and returns how many. When
+// tried is not nil, the round's first attempt is the one made in a group.
+func (r *run) round(ctx context.Context, msgs []outbox.Message, f *failure, tried *groupAttempt) (int, error) {
 	before := f.attempts
 	var acked int
 	n, err := r.cfg.Retry.Do(ctx, func(ctx context.Context) error {
+		if tried != nil {
+			err := tried.err
+			tried = nil
+			return err
+		}
 		var err error
 		if acked, err = r.sendRun(ctx, msgs); acked > 0 {
 			return nil

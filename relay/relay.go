@@ -190,6 +190,16 @@ type lane struct {
 	// PublishStartHooks: a run that leaves its group is not announced
 	// twice.
 	announced int
+	// tried is the failed attempt of its first record in a group: the
+	// first attempt of its first round alone, so its hooks and failure
+	// count hear of it.
+	tried *groupAttempt
+}
+
+// groupAttempt is a lane's failed attempt in its group's round.
+type groupAttempt struct {
+	at  time.Time
+	err error
 }
 
 type item struct {
@@ -425,6 +435,7 @@ func (r *run) drainGroup(ctx, drainCtx context.Context, group []*lane) {
 			ready = append(ready, l)
 		}
 		r.mu.Unlock()
+		began := time.Now()
 		runs, results = runs[:0], slices.Grow(results[:0], len(msgs))[:len(msgs)]
 		clear(results)
 		for i, l := range ready {
@@ -445,6 +456,7 @@ func (r *run) drainGroup(ctx, drainCtx context.Context, group []*lane) {
 				r.settle(l, 1)
 				held = append(held, l)
 			case drainCtx.Err() == nil && !errors.Is(results[i].Err, errFenced):
+				l.tried = &groupAttempt{at: began, err: results[i].Err}
 				alone = append(alone, l)
 			}
 		}
@@ -500,8 +512,9 @@ func (r *run) drainLane(ctx, drainCtx context.Context, l *lane) {
 				settled = 1
 			}
 		default:
-			settled = r.handle(drainCtx, msgs, l.announced)
+			settled = r.handle(drainCtx, msgs, l.announced, l.tried)
 			l.announced = max(l.announced, len(msgs))
+			l.tried = nil
 		}
 		if settled == 0 {
 			return // shutting down; the records stay unacknowledged
@@ -721,7 +734,7 @@ func (r *run) runAction(ctx context.Context, p outbox.ParkedAggregate) {
 		}
 	}
 	for _, dl := range entries {
-		_, _, err := r.publish(ctx, []outbox.Message{dl.Message}, 0)
+		_, _, err := r.publish(ctx, []outbox.Message{dl.Message}, 0, nil)
 		if err != nil {
 			if !outbox.IsPermanent(err) {
 				return // ctx ended; the request stays pending
