@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"regexp"
 	"sync"
 	"sync/atomic"
@@ -412,11 +413,20 @@ func (c *cdcCursor) Close() error {
 // breaker open, its window full) run stops reading, so the server holds
 // the rest, but it keeps answering: a walsender that hears nothing for
 // wal_sender_timeout (60 s by default) ends the connection.
+//
+// A receive is bounded by a read deadline on the connection, set when the
+// next status update is due, and ended early by ctx through the same
+// deadline; not by a context per message, whose watcher cost about a tenth
+// of the relay's CPU in the drain.
 func (c *cdcCursor) run(ctx context.Context) {
 	c.ctx = ctx
 	defer close(c.done)
 	defer close(c.out)
+	netConn := c.conn.Conn()
+	defer netConn.SetReadDeadline(time.Time{})
+	defer context.AfterFunc(ctx, func() { netConn.SetReadDeadline(time.Now()) })()
 	nextStatus := time.Now()
+	var deadline time.Time // of the connection's reads
 	for ctx.Err() == nil {
 		if !time.Now().Before(nextStatus) {
 			if err := c.sendStatus(ctx); err != nil {
@@ -436,11 +446,16 @@ func (c *cdcCursor) run(ctx context.Context) {
 			wait.Stop()
 			continue
 		}
-		rctx, cancel := context.WithDeadline(ctx, nextStatus)
-		raw, err := c.conn.ReceiveMessage(rctx)
-		cancel()
+		if !deadline.Equal(nextStatus) {
+			deadline = nextStatus
+			netConn.SetReadDeadline(deadline)
+			if ctx.Err() != nil { // ended before the deadline was set: the watch's was overwritten
+				return
+			}
+		}
+		raw, err := c.conn.ReceiveMessage(context.Background())
 		if err != nil {
-			if pgconn.Timeout(err) || ctx.Err() != nil {
+			if isTimeout(err) || ctx.Err() != nil {
 				continue
 			}
 			c.err = fmt.Errorf("postgres: receive WAL: %w", err)
@@ -663,6 +678,13 @@ func (c *cdcCursor) insert(data []byte, at pglogrepl.LSN) (outbox.Record, error)
 		return outbox.Record{Message: r.plan.Undecodable(at.String(), r.vals, m, err), Err: err}, nil
 	}
 	return outbox.Record{Message: m}, nil
+}
+
+// isTimeout reports whether err is a read that ran into the connection's
+// deadline, which pgconn leaves open (pgconn.Timeout knows only its own).
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
 }
 
 // ConfirmedLSN is the last position confirmed to the server.

@@ -210,3 +210,33 @@ func TestCDCResumesFromTheRelaysOwnCheckpoint(t *testing.T) {
 		t.Fatalf("after the crash read %v, want only the unacknowledged %s", again, b.ID)
 	}
 }
+
+// Close ends a receive that waits on a quiet stream at once, not when the
+// next status update falls due: the stream's reads end with the cursor's
+// context, not only at their deadline.
+func TestCDCCloseEndsAWaitingReceive(t *testing.T) {
+	s, _ := newDB(t)
+	ctx := t.Context()
+	src := cdc(t, s, postgres.CDCConfig{})
+	if _, err := src.Setup(ctx); err != nil {
+		t.Fatal(err)
+	}
+	quiet, err := s.CDC(postgres.CDCConfig{Slot: src.CheckpointName()[len("cdc:"):], StatusInterval: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cur, err := quiet.Open(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if recs, err := cur.Next(ctx, 10); err != nil || len(recs) != 0 { // waits out Next's idle time on an empty stream
+		t.Fatalf("Next on a quiet stream: %d records, %v", len(recs), err)
+	}
+	closed := make(chan struct{})
+	go func() { cur.Close(); close(closed) }()
+	select {
+	case <-closed:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Close still waits on the stream's receive after 5 s (its status interval is an hour)")
+	}
+}
