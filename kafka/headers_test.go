@@ -123,3 +123,35 @@ func readRaw(t *testing.T, brokers []string, topic string, n int) []*kgo.Record 
 	slices.SortFunc(out, func(a, b *kgo.Record) int { return int(a.Offset - b.Offset) })
 	return out
 }
+
+// A record's header values and key are separate slices of one buffer:
+// each is exactly its value, and growing one cannot write into another.
+func TestRecordValuesDoNotOverlap(t *testing.T) {
+	m := msg(t, "user", "u-1", "UserSignedUp", 7, map[string]string{"email": "a@example.com"})
+	m.Headers = map[string]string{"traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}
+	rec := kafka.Record(m, "t")
+	want := wantHeaders(m)
+	want = append(want[:5], kgo.RecordHeader{Key: "traceparent", Value: []byte(m.Headers["traceparent"])})
+	if !sameHeaders(rec.Headers, want) || string(rec.Key) != m.AggregateID || rec.Topic != "t" || string(rec.Value) != string(m.Payload) {
+		t.Fatalf("record %+v", rec)
+	}
+	for i := range rec.Headers {
+		rec.Headers[i].Value = append(rec.Headers[i].Value, '!')
+	}
+	for i, h := range rec.Headers {
+		if string(h.Value) != string(want[i].Value)+"!" {
+			t.Fatalf("header %s is %q after every value grew by one byte: want %q", h.Key, h.Value, string(want[i].Value)+"!")
+		}
+	}
+}
+
+// Record is on the relay's path once per event: it allocates the record
+// and one buffer, whatever it carries, when the message has at most one
+// header of its own.
+func TestRecordAllocatesTwice(t *testing.T) {
+	m := msg(t, "user", "u-1", "UserSignedUp", 7, map[string]string{"email": "a@example.com"})
+	m.Headers = map[string]string{"traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}
+	if n := testing.AllocsPerRun(100, func() { kafka.Record(m, "t") }); n > 2 {
+		t.Fatalf("Record allocates %.0f times, want 2", n)
+	}
+}

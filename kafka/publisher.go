@@ -268,6 +268,7 @@ func (p *Publisher) PublishRuns(ctx context.Context, runs [][]outbox.Message, re
 		topic string
 	}
 	handed := make([]started, 0, len(runs))
+	recCtx := context.WithoutCancel(ctx)
 	var wg sync.WaitGroup
 	// A panic on a goroutine of this call is raised again in the caller,
 	// where the relay's worker guard ends the run with it.
@@ -276,7 +277,7 @@ func (p *Publisher) PublishRuns(ctx context.Context, runs [][]outbox.Message, re
 		m := run[0]
 		if topic, err := p.router.Topic(m); err == nil && len(run) == 1 && recordBytes(m) <= int(p.maxRecordBytes)-batchOverhead {
 			if _, seen := p.seenTopics.Load(topic); seen {
-				handed = append(handed, started{run: i, w: p.start(ctx, m, Record(m, topic)), topic: topic})
+				handed = append(handed, started{run: i, w: p.start(recCtx, m, Record(m, topic)), topic: topic})
 				continue
 			}
 		}
@@ -369,7 +370,9 @@ func (p *Publisher) topicSeen(m outbox.Message) bool {
 // settle ends w, the pending record of event id, with the client's answer.
 func (p *Publisher) settle(id uuid.UUID, w *pending, r *kgo.Record, err error) {
 	if err == nil && r != nil {
-		p.seenTopics.Store(r.Topic, struct{}{})
+		if _, seen := p.seenTopics.Load(r.Topic); !seen { // a Store allocates, even of a key present
+			p.seenTopics.Store(r.Topic, struct{}{})
+		}
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -397,12 +400,15 @@ func (p *Publisher) abandon(ws []*pending) {
 // produce hands rec to the client and waits for its outcome; see start
 // and wait.
 func (p *Publisher) produce(ctx context.Context, m outbox.Message, rec *kgo.Record) error {
-	return p.wait(ctx, p.start(ctx, m, rec))
+	return p.wait(ctx, p.start(context.WithoutCancel(ctx), m, rec))
 }
 
 // start hands rec to the client, unless the client still has (or has
-// delivered) an earlier record of the same event.
-func (p *Publisher) start(ctx context.Context, m outbox.Message, rec *kgo.Record) *pending {
+// delivered) an earlier record of the same event. recCtx is the record's
+// own context, which never ends (context.WithoutCancel): only the client's
+// retry limits fail it, and only when that is safe. Callers stop waiting
+// through their own context instead.
+func (p *Publisher) start(recCtx context.Context, m outbox.Message, rec *kgo.Record) *pending {
 	p.mu.Lock()
 	if w := p.inflight[m.ID]; w != nil {
 		p.mu.Unlock()
@@ -412,11 +418,8 @@ func (p *Publisher) start(ctx context.Context, m outbox.Message, rec *kgo.Record
 	p.inflight[m.ID] = w
 	p.mu.Unlock()
 	// Outside p.mu: Produce blocks while the client's buffer is full, and
-	// the buffer empties only as records settle, which takes p.mu. The
-	// record's own context never ends: only the client's retry limits
-	// fail it, and only when that is safe. Callers stop waiting through
-	// ctx instead.
-	p.client.Produce(context.WithoutCancel(ctx), rec, func(r *kgo.Record, err error) { p.settle(m.ID, w, r, err) })
+	// the buffer empties only as records settle, which takes p.mu.
+	p.client.Produce(recCtx, rec, func(r *kgo.Record, err error) { p.settle(m.ID, w, r, err) })
 	return w
 }
 

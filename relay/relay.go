@@ -158,6 +158,7 @@ type run struct {
 
 	mu      sync.Mutex
 	lanes   map[outbox.AggregateKey]*lane
+	spare   []*lane // emptied lanes, to be used again (see release)
 	parked  map[outbox.AggregateKey]bool
 	actions map[outbox.AggregateKey]bool // requests queued in a lane
 	window  window
@@ -313,9 +314,10 @@ func (r *run) read(ctx context.Context) error {
 			r.mu.Lock()
 			e := r.window.add(rec.Position, rec.Message.Timestamp)
 			r.stats.notePeak(r.window.len)
+			l := r.enqueueLocked(rec.Message.Key(), item{rec: rec, entry: e})
 			r.mu.Unlock()
 			r.stats.read.Add(1)
-			if l := r.enqueue(rec.Message.Key(), item{rec: rec, entry: e}); l != nil {
+			if l != nil {
 				fresh = append(fresh, l)
 			}
 			if len(fresh) == r.groupSize {
@@ -374,9 +376,18 @@ func (r *run) waitBehind(ctx context.Context) (int, bool) {
 func (r *run) enqueue(key outbox.AggregateKey, it item) *lane {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	return r.enqueueLocked(key, it)
+}
+
+func (r *run) enqueueLocked(key outbox.AggregateKey, it item) *lane {
 	l, busy := r.lanes[key]
 	if !busy {
-		l = &lane{key: key}
+		if n := len(r.spare); n > 0 {
+			l, r.spare = r.spare[n-1], r.spare[:n-1]
+			l.key = key
+		} else {
+			l = &lane{key: key}
+		}
 		r.lanes[key] = l
 	}
 	l.queue = append(l.queue, it)
@@ -413,17 +424,23 @@ func (r *run) worker(ctx, drainCtx context.Context) {
 // record in flight.
 func (r *run) drainGroup(ctx, drainCtx context.Context, group []*lane) {
 	held := group
-	var msgs []outbox.Message
-	var runs [][]outbox.Message
-	var ready, alone []*lane
-	var results []outbox.RunResult
+	scratch := groupScratches.Get().(*groupScratch)
+	msgs, runs, ready, alone, results := scratch.msgs, scratch.runs, scratch.ready, scratch.alone, scratch.results
+	defer func() {
+		clear(msgs[:cap(msgs)]) // let the messages go
+		clear(ready[:cap(ready)])
+		clear(alone[:cap(alone)])
+		clear(results[:cap(results)])
+		*scratch = groupScratch{msgs[:0], runs[:0], ready[:0], alone[:0], results[:0]}
+		groupScratches.Put(scratch)
+	}()
 	for len(held) > 0 {
 		msgs, ready, alone = msgs[:0], ready[:0], alone[:0]
 		r.mu.Lock()
 		for _, l := range held {
 			if len(l.queue) == 0 || ctx.Err() != nil {
 				if len(l.queue) == 0 {
-					delete(r.lanes, l.key)
+					r.releaseLocked(l)
 				}
 				continue
 			}
@@ -473,6 +490,19 @@ func (r *run) drainGroup(ctx, drainCtx context.Context, group []*lane) {
 	}
 }
 
+// groupScratch is room for drainGroup's lists, used again by the next
+// group: as many are kept as groups are drained at once, not one per
+// worker.
+var groupScratches = sync.Pool{New: func() any { return new(groupScratch) }}
+
+type groupScratch struct {
+	msgs    []outbox.Message
+	runs    [][]outbox.Message
+	ready   []*lane
+	alone   []*lane
+	results []outbox.RunResult
+}
+
 // drainLane processes a lane's items in order, one run at a time, until it
 // is empty: an operator action or an undecodable record on its own, and
 // consecutive records as one run of at most MaxRun, so an aggregate has at
@@ -484,7 +514,7 @@ func (r *run) drainLane(ctx, drainCtx context.Context, l *lane) {
 		r.mu.Lock()
 		if len(l.queue) == 0 || ctx.Err() != nil {
 			if len(l.queue) == 0 {
-				delete(r.lanes, l.key)
+				r.releaseLocked(l)
 			}
 			r.mu.Unlock()
 			return
@@ -523,6 +553,17 @@ func (r *run) drainLane(ctx, drainCtx context.Context, l *lane) {
 	}
 }
 
+// releaseLocked removes l, emptied, from the lanes; the caller drops it,
+// and it is kept to be used again: a lane and its queue per aggregate per
+// read were a tenth of the relay's allocations in the drain.
+func (r *run) releaseLocked(l *lane) {
+	delete(r.lanes, l.key)
+	if len(r.spare) < cap(r.slots) && cap(l.queue) <= 16 {
+		*l = lane{queue: l.queue[:0]}
+		r.spare = append(r.spare, l)
+	}
+}
+
 // settle removes the first n items of l, which are done.
 func (r *run) settle(l *lane, n int) {
 	records := 0
@@ -543,7 +584,11 @@ func (r *run) settle(l *lane, n int) {
 		}
 	}
 	clear(l.queue[:n]) // let the settled records go
-	l.queue = l.queue[n:]
+	if n == len(l.queue) {
+		l.queue = l.queue[:0] // its room is used again
+	} else {
+		l.queue = l.queue[n:]
+	}
 	l.announced = max(0, l.announced-n)
 	r.stats.inFlight.Store(int64(r.window.len))
 	r.mu.Unlock()

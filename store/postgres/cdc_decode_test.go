@@ -123,3 +123,16 @@ func FuzzCDCInsert(f *testing.F) {
 		}
 	})
 }
+
+// A row's position is spelled as pglogrepl and PostgreSQL spell an LSN,
+// so a checkpoint reads back and compares with pg_replication_slots.
+func FuzzLSNPosition(f *testing.F) {
+	for _, v := range []uint64{0, 1, 0x16B3748, 0xF_0000_0000, 0xFFFF_FFFF_FFFF_FFFF, 0x1_0000_000A} {
+		f.Add(v)
+	}
+	f.Fuzz(func(t *testing.T, v uint64) {
+		if got, want := string(lsnPosition(pglogrepl.LSN(v))), pglogrepl.LSN(v).String(); got != want {
+			t.Fatalf("lsnPosition(%#x) = %q, want %q", v, got, want)
+		}
+	})
+}
