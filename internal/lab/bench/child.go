@@ -157,6 +157,19 @@ func (e *benchEnv) kafkaClient(opts ...kgo.Opt) (*kgo.Client, error) {
 	return kgo.NewClient(append(append(sec, kgo.SeedBrokers(e.brokers...)), opts...)...)
 }
 
+// partitionCount is how many partitions topic has.
+func partitionCount(ctx context.Context, adm *kadm.Client, topic string) (int, error) {
+	td, err := adm.ListTopics(ctx, topic)
+	if err != nil {
+		return 0, err
+	}
+	d, ok := td[topic]
+	if !ok || d.Err != nil || len(d.Partitions) == 0 {
+		return 0, fmt.Errorf("partitions of %s: %v", topic, d.Err)
+	}
+	return len(d.Partitions), nil
+}
+
 // createTopic makes topic with the broker's defaults and configs, before
 // a consumer subscribes to it; one that exists already is fine.
 func createTopic(ctx context.Context, adm *kadm.Client, topic string, configs map[string]*string) error {
