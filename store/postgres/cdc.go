@@ -383,6 +383,20 @@ func (c *cdcCursor) Next(ctx context.Context, max int) ([]outbox.Record, error) 
 				return nil, errors.New("postgres: replication stream ended")
 			}
 			c.carry = recs
+			// Chunks that are waiting already go with it: under load
+			// each transaction is a chunk, and one read per transaction
+			// would be one publish per transaction.
+			for len(c.carry) < max {
+				select {
+				case more, ok := <-c.out:
+					if ok {
+						c.carry = append(c.carry[:len(c.carry):len(c.carry)], more...)
+						continue
+					}
+				default:
+				}
+				break
+			}
 		}
 	}
 	n := min(max, len(c.carry))

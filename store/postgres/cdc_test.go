@@ -240,3 +240,42 @@ func TestCDCCloseEndsAWaitingReceive(t *testing.T) {
 		t.Fatal("Close still waits on the stream's receive after 5 s (its status interval is an hour)")
 	}
 }
+
+// Transactions that arrived while the relay was busy go to it in one read:
+// under load each transaction is a chunk of its own, and a read each would
+// be a publish each.
+func TestCDCHandsOverEveryWaitingTransactionInOneRead(t *testing.T) {
+	s, _ := newDB(t)
+	ctx := t.Context()
+	src := cdc(t, s, postgres.CDCConfig{})
+	if _, err := src.Setup(ctx); err != nil {
+		t.Fatal(err)
+	}
+	cur, err := src.Open(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cur.Close()
+	const txs = 3
+	for i := range txs {
+		if err := appendFunc(s)(ctx, []outbox.Message{msg(t, "a", int64(i+1))}, false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for postgres.QueuedChunks(cur) < txs {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d transactions reached the cursor", postgres.QueuedChunks(cur), txs)
+		}
+		<-time.After(10 * time.Millisecond)
+	}
+	recs, err := cur.Next(ctx, 100)
+	if err != nil || len(recs) != txs {
+		t.Fatalf("one read gave %d records (%v), want the %d waiting", len(recs), err, txs)
+	}
+	for i, r := range recs {
+		if r.Message.Sequence != int64(i+1) {
+			t.Fatalf("record %d has sequence %d: out of order", i, r.Message.Sequence)
+		}
+	}
+}

@@ -1,9 +1,20 @@
 package postgres
 
-import "context"
+import (
+	"context"
+
+	"github.com/outbox-dev/outbox/outbox"
+)
 
 // CountRows reports the rows in the order and outbox tables.
 func (s *Store) CountRows(ctx context.Context) (orders, events int64, err error) {
 	err = s.pool.QueryRow(ctx, `SELECT (SELECT count(*) FROM orders), (SELECT count(*) FROM outbox)`).Scan(&orders, &events)
 	return orders, events, err
+}
+
+// QueuedChunks is how many chunks a CDC cursor holds for the relay.
+func QueuedChunks(c interface {
+	Next(context.Context, int) ([]outbox.Record, error)
+}) int {
+	return len(c.(*cdcCursor).out)
 }
