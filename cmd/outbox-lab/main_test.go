@@ -96,7 +96,7 @@ func TestBenchJSONHasEveryFigure(t *testing.T) {
 			}
 		}
 	}
-	positive("", rep, "drain_ratio", "hotkey_ratio", "e2e_p50_ms", "e2e_p99_ms", "keepup_ratio", "overhead_ratio", "cpu_ratio", "isolation_ratio")
+	positive("", rep, "drain_ratio", "hotkey_ratio", "e2e_p50_ms", "e2e_p99_ms", "keepup_ratio", "keepup_raw_produce_ratio", "overhead_ratio", "cpu_ratio", "isolation_ratio")
 	if _, ok := rep["cpu_ratio_at_rates"].(float64); !ok {
 		t.Errorf("cpu_ratio_at_rates missing") // 0 on the in-process broker: its work would be in the baseline
 	}

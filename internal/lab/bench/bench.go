@@ -66,10 +66,14 @@ type benchReport struct {
 	// fewest aggregates measured, when 10 is not among --hot-keys).
 	HotKeyRatio float64 `json:"hotkey_ratio"`
 	// E2EP50Ms and E2EP99Ms are the worst over the offered rates.
-	E2EP50Ms      float64 `json:"e2e_p50_ms"`
-	E2EP99Ms      float64 `json:"e2e_p99_ms"`
-	KeepUpRatio   float64 `json:"keepup_ratio"`
-	OverheadRatio float64 `json:"overhead_ratio"`
+	E2EP50Ms    float64 `json:"e2e_p50_ms"`
+	E2EP99Ms    float64 `json:"e2e_p99_ms"`
+	KeepUpRatio float64 `json:"keepup_ratio"`
+	// KeepUpRawRatio is keep-up with a raw producer publishing each write
+	// as it commits (nothing read from the store) in the relay's place:
+	// what publishing every write at once costs this machine.
+	KeepUpRawRatio float64 `json:"keepup_raw_produce_ratio"`
+	OverheadRatio  float64 `json:"overhead_ratio"`
 	// CPURatio is the relay's CPU per event over raw produce's, in the
 	// drain (both in this process, nothing else running).
 	CPURatio float64 `json:"cpu_ratio"`
@@ -169,9 +173,13 @@ type rateFigure struct {
 type keepUpFigures struct {
 	WithRelayPerSec    float64 `json:"with_relay_writes_per_sec"`
 	WithoutRelayPerSec float64 `json:"without_relay_writes_per_sec"`
-	LagMidEvents       int64   `json:"lag_mid_events"`
-	LagEndEvents       int64   `json:"lag_end_events"`
-	LagMaxEvents       int64   `json:"lag_max_events"`
+	// WithRawProducePerSec: the same writers, each write followed by a raw
+	// franz-go produce of one record of an event's size, the relay not
+	// running.
+	WithRawProducePerSec float64 `json:"with_raw_produce_writes_per_sec"`
+	LagMidEvents         int64   `json:"lag_mid_events"`
+	LagEndEvents         int64   `json:"lag_end_events"`
+	LagMaxEvents         int64   `json:"lag_max_events"`
 	// LagFlat: the relay stayed within one second of writes throughout.
 	LagFlat bool `json:"lag_flat"`
 }
@@ -217,7 +225,8 @@ PostgreSQL and Kafka), each figure beside a baseline taken in the same run:
   latency    commit -> consumer p50/p99 at each --rates offered rate, 'outbox relay'
              in a child process; its CPU per 1,000 events beside raw produce at the
              same rate
-  keep-up    the maximum order-write rate with the relay running, beside the rate without it
+  keep-up    the maximum order-write rate with the relay running, beside the rate without it,
+             and the rate with a raw franz-go produce of each write instead of the relay
   overhead   order + outbox write, beside a plain order insert
   cpu        relay CPU per 1,000 events in the drain, beside the raw producer's
   isolation  order-write p99 with the broker unavailable, beside available
@@ -344,6 +353,7 @@ func runBench(ctx context.Context, cfg app.Config, opts benchOptions, stderr io.
 		{"backlog curve", nil},
 		{"write rate without relay", nil},
 		{"write rate with relay", nil},
+		{"write rate with raw produce", nil},
 		{"plain order inserts", nil},
 		{"commit to consumer latency at fixed rates", nil},
 		{"writes with the broker down", nil},
@@ -356,7 +366,7 @@ func runBench(ctx context.Context, cfg app.Config, opts benchOptions, stderr io.
 			c()
 		}
 	}()
-	fns := []func(context.Context, *benchReport) error{e.drain, e.hotKeys, e.backlogCurve, e.writeRateWithoutRelay, e.keepUp, e.overhead, e.latency, e.isolation}
+	fns := []func(context.Context, *benchReport) error{e.drain, e.hotKeys, e.backlogCurve, e.writeRateWithoutRelay, e.keepUp, e.keepUpRawProduce, e.overhead, e.latency, e.isolation}
 	for i := range steps {
 		steps[i].fn = fns[i]
 	}
@@ -402,6 +412,7 @@ func runBench(ctx context.Context, cfg app.Config, opts benchOptions, stderr io.
 	rep.DrainRatio = ratio(rep.Drain.RelayPerSec, rep.Drain.LimitPerSec)
 	rep.Drain.ProduceRatio = ratio(rep.Drain.RelayPerSec, rep.Drain.RawPerSec)
 	rep.KeepUpRatio = ratio(rep.KeepUp.WithRelayPerSec, rep.KeepUp.WithoutRelayPerSec)
+	rep.KeepUpRawRatio = ratio(rep.KeepUp.WithRawProducePerSec, rep.KeepUp.WithoutRelayPerSec)
 	rep.OverheadRatio = ratio(rep.Overhead.OutboxPerSec, rep.Overhead.PlainPerSec)
 	rep.CPURatio = ratio(rep.CPU.RelayMsPer1000, rep.CPU.RawMsPer1000)
 	rep.IsolationRatio = ratio(rep.Isolation.P99DownMs, rep.Isolation.P99UpMs)
@@ -948,7 +959,9 @@ func (e *benchEnv) keepUp(ctx context.Context, rep *benchReport) error {
 		written.Add(1)
 		return nil
 	}, nil)
-	rep.KeepUp.LagEndEvents = written.Load() - acks.n.Load()
+	// At least 0: a write is counted once its commit returned, which its
+	// event's acknowledgement may beat.
+	rep.KeepUp.LagEndEvents = max(written.Load()-acks.n.Load(), 0)
 	stopSampling()
 	<-sampled
 	rep.KeepUp.LagMaxEvents = max(lagMax.Load(), rep.KeepUp.LagEndEvents)
@@ -956,6 +969,59 @@ func (e *benchEnv) keepUp(ctx context.Context, rep *benchReport) error {
 	rep.KeepUp.LagFlat = float64(rep.KeepUp.LagMaxEvents) <= rate
 	rep.Isolation.P99UpMs = percentile(lat, 0.99)
 	return err
+}
+
+// keepUpRawProduce: the same writers, each write followed by a raw
+// produce of one record of an event's size to the same broker, with the
+// relay's producer settings (linger 0) and nothing read from the store:
+// what publishing every write as it commits costs this machine, where the
+// database, the broker and the writers share it. Polling can do better
+// than this: it publishes a poll's events together.
+func (e *benchEnv) keepUpRawProduce(ctx context.Context, rep *benchReport) error {
+	st, err := e.freshStage(ctx)
+	if err != nil {
+		return err
+	}
+	defer st.cleanup()
+	raw, err := e.kafkaClient(kgo.AllowAutoTopicCreation(), kgo.RequiredAcks(kgo.AllISRAcks()), kgo.ProducerLinger(0))
+	if err != nil {
+		return err
+	}
+	defer raw.Close()
+	e.stageSeq++
+	topic := fmt.Sprintf("bench.%s_%d.raw", e.run, e.stageSeq)
+	if err := raw.ProduceSync(ctx, &kgo.Record{Topic: topic, Value: []byte("warm")}).FirstErr(); err != nil {
+		return err
+	}
+	pad := strings.Repeat("x", max(e.opts.payload-10, 1))
+	create := createOrder(order.NewService(st.store.Orders()))
+	var produceErr atomic.Value
+	rate, _, err := e.writeLoad(ctx, func(ctx context.Context, i int) error {
+		if err := create(ctx, i); err != nil {
+			return err
+		}
+		m, err := outbox.NewMessage("order", fmt.Sprint("o", i), "OrderCreated", 1, map[string]string{"p": pad})
+		if err != nil {
+			return err
+		}
+		raw.Produce(ctx, kafka.Record(m, topic), func(_ *kgo.Record, err error) {
+			if err != nil && ctx.Err() == nil {
+				produceErr.Store(err)
+			}
+		})
+		return nil
+	}, nil)
+	if err != nil {
+		return err
+	}
+	if err := raw.Flush(ctx); err != nil {
+		return err
+	}
+	if err, _ := produceErr.Load().(error); err != nil {
+		return fmt.Errorf("raw produce: %w", err)
+	}
+	rep.KeepUp.WithRawProducePerSec = round(rate)
+	return nil
 }
 
 func (e *benchEnv) overhead(ctx context.Context, rep *benchReport) error {
@@ -1330,6 +1396,8 @@ func printBenchTable(w io.Writer, r *benchReport) {
 	}
 	fmt.Fprintf(tw, "keep-up\t%.0f writes/s with relay (%s: %d mid, %d max, %d end)\t%.0f writes/s without\t%.3f\n",
 		r.KeepUp.WithRelayPerSec, flat, r.KeepUp.LagMidEvents, r.KeepUp.LagMaxEvents, r.KeepUp.LagEndEvents, r.KeepUp.WithoutRelayPerSec, r.KeepUpRatio)
+	fmt.Fprintf(tw, "keep-up, raw produce\t%.0f writes/s, each then produced raw\t%.0f writes/s without\t%.3f\n",
+		r.KeepUp.WithRawProducePerSec, r.KeepUp.WithoutRelayPerSec, r.KeepUpRawRatio)
 	fmt.Fprintf(tw, "overhead\t%.0f writes/s, p50 %.2f ms order+outbox\t%.0f inserts/s, p50 %.2f ms plain\t%.3f\n",
 		r.Overhead.OutboxPerSec, r.Overhead.OutboxP50Ms, r.Overhead.PlainPerSec, r.Overhead.PlainP50Ms, r.OverheadRatio)
 	fmt.Fprintf(tw, "cpu in the drain\t%.1f ms per 1,000 events relay\t%.1f ms raw producer\t%.3f\n", r.CPU.RelayMsPer1000, r.CPU.RawMsPer1000, r.CPURatio)
