@@ -210,3 +210,59 @@ func TestPublishRunsWithMoreRecordsThanTheClientBuffers(t *testing.T) {
 		}
 	}
 }
+
+// A record slow to be acknowledged does not hold the other runs' answers:
+// PublishRuns answers them once they are settled (and a short wait more),
+// the slow one with outbox.ErrInFlight, and publishing it again waits for
+// the record already sent: it is in the log once.
+func TestPublishRunsDoesNotWaitForAStraggler(t *testing.T) {
+	topic := "outbox.event.straggle"
+	c, err := kafkatest.NewSlowBroker(topic, 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	p := publisher(t, c.ListenAddrs(), kafka.Config{})
+	if err := p.Publish(ctx(t), msg(t, "straggle", "warm", "Changed", 1, "w")); err != nil {
+		t.Fatal(err)
+	}
+	c.Hold()
+	var runs [][]outbox.Message
+	for i := range 40 {
+		runs = append(runs, []outbox.Message{msg(t, "straggle", fmt.Sprintf("a%d", i), "Changed", 1, i)})
+	}
+	results := make([]outbox.RunResult, len(runs))
+	p.PublishRuns(ctx(t), runs, results)
+	var late []outbox.Message
+	for i, res := range results {
+		switch {
+		case res.Acked == 1 && res.Err == nil:
+		case res.Acked == 0 && errors.Is(res.Err, outbox.ErrInFlight):
+			late = append(late, runs[i][0])
+		default:
+			t.Fatalf("run %d: %+v, want acknowledged, or still in flight on the slow broker", i, res)
+		}
+	}
+	if len(late) == 0 || len(late) == len(runs) {
+		t.Fatalf("%d of %d runs still in flight: want those on the slow broker only", len(late), len(runs))
+	}
+	c.Release()
+	for _, m := range late {
+		if err := p.Publish(ctx(t), m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	recs, err := kafkatest.ReadAll(ctx(t), c.ListenAddrs(), []string{topic})
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]int{}
+	for _, r := range recs {
+		seen[r.Key]++
+	}
+	for _, run := range runs {
+		if n := seen[run[0].AggregateID]; n != 1 {
+			t.Errorf("%s is in the log %d times, want once", run[0].AggregateID, n)
+		}
+	}
+}

@@ -261,6 +261,13 @@ func (p *Publisher) PublishBatch(ctx context.Context, msgs []outbox.Message) (in
 // aggregates costs the client's batching, not one wait per message; the
 // others go through PublishBatch side by side. Messages of different
 // aggregates have no order between them, so nothing here may be overtaken.
+//
+// It does not wait for a straggler: once one handed record is settled, the
+// others have as long again as that took, and at least stragglerWait,
+// before the call returns with outbox.ErrInFlight for each one still out.
+// So a record slow to be acknowledged (a slow broker or partition) delays
+// the others' answers by that much, not by up to the caller's deadline;
+// the caller's next attempt of it waits for the same record.
 func (p *Publisher) PublishRuns(ctx context.Context, runs [][]outbox.Message, results []outbox.RunResult) {
 	type started struct {
 		run   int
@@ -269,6 +276,8 @@ func (p *Publisher) PublishRuns(ctx context.Context, runs [][]outbox.Message, re
 	}
 	handed := make([]started, 0, len(runs))
 	recCtx := context.WithoutCancel(ctx)
+	settled := make(chan struct{}, len(runs))
+	notify := func() { settled <- struct{}{} }
 	var wg sync.WaitGroup
 	// A panic on a goroutine of this call is raised again in the caller,
 	// where the relay's worker guard ends the run with it.
@@ -277,7 +286,7 @@ func (p *Publisher) PublishRuns(ctx context.Context, runs [][]outbox.Message, re
 		m := run[0]
 		if topic, err := p.router.Topic(m); err == nil && len(run) == 1 && recordBytes(m) <= int(p.maxRecordBytes)-batchOverhead {
 			if _, seen := p.seenTopics.Load(topic); seen {
-				handed = append(handed, started{run: i, w: p.start(recCtx, m, Record(m, topic)), topic: topic})
+				handed = append(handed, started{run: i, w: p.start(recCtx, m, Record(m, topic), notify), topic: topic})
 				continue
 			}
 		}
@@ -291,7 +300,28 @@ func (p *Publisher) PublishRuns(ctx context.Context, runs [][]outbox.Message, re
 			results[i] = outbox.RunResult{Acked: n, Err: err}
 		})
 	}
+	began := time.Now()
+	var cutoff <-chan time.Time
+wait:
+	for range handed {
+		select {
+		case <-settled:
+			if cutoff == nil {
+				t := time.NewTimer(max(stragglerWait, time.Since(began)))
+				defer t.Stop()
+				cutoff = t.C
+			}
+		case <-cutoff:
+			break wait
+		case <-ctx.Done():
+			break wait
+		}
+	}
 	for _, s := range handed {
+		if ctx.Err() == nil && p.giveUpWaiting(s.w) {
+			results[s.run] = outbox.RunResult{Err: fmt.Errorf("kafka: publish %s to %s: %w", runs[s.run][0].ID, s.topic, outbox.ErrInFlight)}
+			continue
+		}
 		if err := p.wait(ctx, s.w); err != nil {
 			if errors.Is(err, kerr.UnknownTopicOrPartition) {
 				p.seenTopics.Delete(s.topic) // its next message goes alone, waiting for the topic
@@ -304,6 +334,24 @@ func (p *Publisher) PublishRuns(ctx context.Context, runs [][]outbox.Message, re
 	wg.Wait()
 	if r := panicked.Load(); r != nil {
 		panic(r)
+	}
+}
+
+// stragglerWait is the least a PublishRuns call waits for its other
+// records once one was settled.
+const stragglerWait = 50 * time.Millisecond
+
+// giveUpWaiting reports whether w is not settled, and then leaves it with
+// the client, for a later attempt of the same event to wait on.
+func (p *Publisher) giveUpWaiting(w *pending) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	select {
+	case <-w.done:
+		return false
+	default:
+		w.abandoned = true
+		return true
 	}
 }
 
@@ -400,7 +448,7 @@ func (p *Publisher) abandon(ws []*pending) {
 // produce hands rec to the client and waits for its outcome; see start
 // and wait.
 func (p *Publisher) produce(ctx context.Context, m outbox.Message, rec *kgo.Record) error {
-	return p.wait(ctx, p.start(context.WithoutCancel(ctx), m, rec))
+	return p.wait(ctx, p.start(context.WithoutCancel(ctx), m, rec, nil))
 }
 
 // start hands rec to the client, unless the client still has (or has
@@ -408,10 +456,14 @@ func (p *Publisher) produce(ctx context.Context, m outbox.Message, rec *kgo.Reco
 // own context, which never ends (context.WithoutCancel): only the client's
 // retry limits fail it, and only when that is safe. Callers stop waiting
 // through their own context instead.
-func (p *Publisher) start(recCtx context.Context, m outbox.Message, rec *kgo.Record) *pending {
+// settled, when not nil, is called once the record is settled.
+func (p *Publisher) start(recCtx context.Context, m outbox.Message, rec *kgo.Record, settled func()) *pending {
 	p.mu.Lock()
 	if w := p.inflight[m.ID]; w != nil {
 		p.mu.Unlock()
+		if settled != nil {
+			go func() { <-w.done; settled() }() // rare: an earlier attempt left it
+		}
 		return w
 	}
 	w := &pending{done: make(chan struct{})}
@@ -419,7 +471,12 @@ func (p *Publisher) start(recCtx context.Context, m outbox.Message, rec *kgo.Rec
 	p.mu.Unlock()
 	// Outside p.mu: Produce blocks while the client's buffer is full, and
 	// the buffer empties only as records settle, which takes p.mu.
-	p.client.Produce(recCtx, rec, func(r *kgo.Record, err error) { p.settle(m.ID, w, r, err) })
+	p.client.Produce(recCtx, rec, func(r *kgo.Record, err error) {
+		p.settle(m.ID, w, r, err)
+		if settled != nil {
+			settled()
+		}
+	})
 	return w
 }
 

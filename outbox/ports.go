@@ -64,9 +64,17 @@ type BatchPublisher interface {
 // a backlog spread over many aggregates is not one wait per message.
 // PublishRuns fills results[i] for runs[i]; the runs are independent, and
 // each one's acknowledged prefix and error mean what PublishBatch's do.
+// It may return before a run's outcome is known, so that one slow run
+// does not hold the others' answers: that run's error is ErrInFlight.
 type RunsPublisher interface {
 	PublishRuns(ctx context.Context, runs [][]Message, results []RunResult)
 }
+
+// ErrInFlight is a RunsPublisher's answer for a run sent and not yet
+// acknowledged or refused when the call returned. Publishing its messages
+// again waits for the records already sent instead of sending them twice.
+// It is not a failed attempt.
+var ErrInFlight = errors.New("outbox: still in flight")
 
 // RunResult is the outcome of one run of PublishRuns: Acked messages from
 // the first are durable, and Err (nil only when the whole run is) is why

@@ -13,11 +13,13 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/outbox-dev/outbox/breaker"
 	"github.com/outbox-dev/outbox/checker"
 	"github.com/outbox-dev/outbox/kafka"
+	"github.com/outbox-dev/outbox/kafka/kafkatest"
 	"github.com/outbox-dev/outbox/outbox"
 	"github.com/outbox-dev/outbox/relay"
 	"github.com/outbox-dev/outbox/retry"
@@ -129,10 +131,11 @@ func (p *runsPublisher) PublishRuns(ctx context.Context, runs [][]outbox.Message
 	}
 }
 
-// The cost of a group, as DESIGN.md states it: a round waits for its
-// slowest event, so an event slow to be acknowledged delays the others of
-// its round by up to its own wait, at most PublishTimeout (and its
-// sixteenth of slack); then the slow one goes on alone and is published.
+// With a publisher that waits for every run of a round (the Kafka one
+// does not: TestASlowBrokerHoldsUpOnlyItsOwnAggregates), an event slow to
+// be acknowledged delays the others of its round by up to its own wait,
+// at most PublishTimeout (and its sixteenth of slack), as DESIGN.md
+// states; then the slow one goes on alone and is published.
 func TestASlowEventDelaysItsRoundByAtMostThePublishTimeout(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		s := memstore.New()
@@ -269,4 +272,50 @@ func TestAnEventRefusedForGoodInAGroupIsDeadLetteredAfterOneAttempt(t *testing.T
 			t.Fatalf("dead letters %+v, sent again %d times: want one, of bad, counting 1 attempt, never sent again", dls, sent.Load())
 		}
 	})
+}
+
+// A broker slow to acknowledge, without failing, holds up only the
+// aggregates whose records it leads: the rounds they share with others
+// are answered without them, the others are published meanwhile, and
+// the slow ones follow once the broker answers, each once and in order.
+func TestASlowBrokerHoldsUpOnlyItsOwnAggregates(t *testing.T) {
+	const topic = "outbox.event.order"
+	c, err := kafkatest.NewSlowBroker(topic, 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	rg := newRigOn(t, nil, c.ListenAddrs(), kafka.Config{})
+	rg.write("order", "warm", 0)
+	// A minute per attempt: were a round to wait for its slowest event,
+	// nothing of it would be published within the test.
+	r, err := relay.New(rg.source(), rg.pub, rg.store, relay.Config{Retry: fastRetry(), PublishTimeout: time.Minute, StuckTimeout: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	serve(t, r)
+	eventually(t, 10*time.Second, "the topic in use", func() bool { return r.Stats().Published == 1 })
+	c.Hold()
+	const aggregates = 300
+	partitioner := kgo.StickyKeyPartitioner(nil).ForTopic(topic)
+	fast := 0
+	for i := range aggregates {
+		agg := fmt.Sprintf("o%d", i)
+		rg.write("order", agg, i)
+		if c.LeaderFor(topic, int32(partitioner.Partition(&kgo.Record{Key: []byte(agg)}, 4))) != c.Slow {
+			fast++
+		}
+	}
+	if fast == 0 || fast == aggregates {
+		t.Fatalf("%d of %d aggregates on the fast broker: the test needs both", fast, aggregates)
+	}
+	eventually(t, 10*time.Second, "every aggregate on the fast broker published", func() bool { return r.Stats().Published == int64(1+fast) })
+	c.Release()
+	eventually(t, 20*time.Second, "the slow broker's follow", func() bool { return r.Stats().Published == 1+aggregates })
+	if rep := rg.check(); !rep.OK() || rep.Dup != 0 {
+		t.Fatalf("%s", rep)
+	}
+	if n := r.Stats().Retried; n != 0 {
+		t.Fatalf("%d attempts retried: a record still in flight is not a failed attempt", n)
+	}
 }

@@ -157,7 +157,8 @@ func (r *run) breakered(next sendFunc) sendFunc {
 
 // firstFailure is nil when some run was acknowledged in part, else the
 // first transient error (the breaker counts a permanent one, an answer
-// from the broker, as a success), else the first error.
+// from the broker, as a success), else the first error. A run still in
+// flight has no outcome yet.
 func firstFailure(results []outbox.RunResult) error {
 	for _, res := range results {
 		if res.Acked > 0 {
@@ -166,7 +167,10 @@ func firstFailure(results []outbox.RunResult) error {
 	}
 	var first error
 	for _, res := range results {
-		if res.Err != nil && !outbox.IsPermanent(res.Err) {
+		if res.Err == nil || errors.Is(res.Err, outbox.ErrInFlight) {
+			continue
+		}
+		if !outbox.IsPermanent(res.Err) {
 			return res.Err
 		}
 		if first == nil {

@@ -418,10 +418,12 @@ func (r *run) worker(ctx, drainCtx context.Context) {
 // leaves the group, to be drained on its own (drainLane), when its record
 // failed (its retries then hold up no other aggregate), when its next item
 // is an operator action or an undecodable record, when its aggregate is
-// parked, and when it holds more than one record: a hot aggregate's runs
+// parked, when it holds more than one record (a hot aggregate's runs
 // pipeline through the publisher one after another alone, where in the
-// group each would wait for the round. Every lane still has at most one
-// record in flight.
+// group each would wait for the round), and when its record was still in
+// flight as the round ended (outbox.ErrInFlight: the publisher did not
+// hold the round for it). Every lane still has at most one record in
+// flight.
 func (r *run) drainGroup(ctx, drainCtx context.Context, group []*lane) {
 	held := group
 	scratch := groupScratches.Get().(*groupScratch)
@@ -472,6 +474,8 @@ func (r *run) drainGroup(ctx, drainCtx context.Context, group []*lane) {
 				r.acknowledged(msgs[i], 1)
 				r.settle(l, 1)
 				held = append(held, l)
+			case drainCtx.Err() == nil && errors.Is(results[i].Err, outbox.ErrInFlight):
+				alone = append(alone, l) // its next attempt waits for the same record
 			case drainCtx.Err() == nil && !errors.Is(results[i].Err, errFenced):
 				l.tried = &groupAttempt{at: began, err: results[i].Err}
 				alone = append(alone, l)

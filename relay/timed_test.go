@@ -3,6 +3,7 @@ package relay
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -110,6 +111,7 @@ func TestFirstFailure(t *testing.T) {
 		{"one acknowledged after a failure", []outbox.RunResult{{Err: transient}, {Acked: 1}}, nil},
 		{"a transient error after a permanent one", []outbox.RunResult{{Err: permanent}, {Err: transient}}, transient},
 		{"only permanent errors", []outbox.RunResult{{Err: permanent}, {Err: permanent}}, permanent},
+		{"one still in flight before a permanent error", []outbox.RunResult{{Err: fmt.Errorf("x: %w", outbox.ErrInFlight)}, {Err: permanent}}, permanent},
 	} {
 		if got := firstFailure(tc.results); !errors.Is(got, tc.want) || (tc.want == nil) != (got == nil) {
 			t.Errorf("%s: %v, want %v", tc.name, got, tc.want)
