@@ -1,12 +1,10 @@
 package postgres
 
 import (
-	"bufio"
 	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"regexp"
@@ -251,7 +249,6 @@ func (c *CDCSource) Open(ctx context.Context) (outbox.Cursor, error) {
 	cfg.RuntimeParams["DateStyle"] = "ISO, MDY"
 	cfg.RuntimeParams["TimeZone"] = "UTC"
 	cfg.RuntimeParams["bytea_output"] = "hex"
-	cfg.BuildFrontend = streamFrontend
 	var conn *pgconn.PgConn
 	var start pglogrepl.LSN
 	var table *pgTable
@@ -314,15 +311,6 @@ func (c *CDCSource) Open(ctx context.Context) (outbox.Cursor, error) {
 	cur.cancel = cancel
 	go cur.run(runCtx)
 	return cur, nil
-}
-
-// streamReadBytes is the most the stream reads from its socket at once.
-// pgproto3 reads at most 8 KB a call, about twenty rows of a backlog; the
-// system calls were a sixth of the relay's CPU in the drain.
-const streamReadBytes = 256 << 10
-
-func streamFrontend(r io.Reader, w io.Writer) *pgproto3.Frontend {
-	return pgproto3.NewFrontend(bufio.NewReaderSize(r, streamReadBytes), w)
 }
 
 // Records reach the relay in chunks of at most cdcChunkSize, at most
