@@ -124,8 +124,9 @@ func readRaw(t *testing.T, brokers []string, topic string, n int) []*kgo.Record 
 	return out
 }
 
-// A record's header values and key are separate slices of one buffer:
-// each is exactly its value, and growing one cannot write into another.
+// A record's header values are separate slices of one buffer (the key is
+// the aggregate id's): each is exactly its value, and growing one cannot
+// write into another.
 func TestRecordValuesDoNotOverlap(t *testing.T) {
 	m := msg(t, "user", "u-1", "UserSignedUp", 7, map[string]string{"email": "a@example.com"})
 	m.Headers = map[string]string{"traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}

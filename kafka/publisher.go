@@ -68,21 +68,26 @@ type Publisher struct {
 	autoCreate bool
 
 	// inflight holds, by event id, the records the client still has: a
-	// publish that gave up waiting (its attempt timed out, or the broker
-	// died mid-request) leaves its record with the client, which may yet
-	// deliver it. The next attempt for that event waits for the same
-	// record instead of sending a copy, so a repeat is not a duplicate;
-	// and a record delivered after its publish gave up is remembered for a
-	// while (kept), so an attempt that comes later is told it is done.
+	// publish that gave up waiting (its attempt timed out, the broker died
+	// mid-request, or PublishRuns answered it ErrInFlight) leaves its
+	// record with the client, which may yet deliver it. The next attempt
+	// for that event waits for the same record instead of sending a copy,
+	// so a repeat is not a duplicate; and a record delivered while no one
+	// waited is remembered (kept) until an attempt is told it is done, or
+	// for a while.
 	mu       sync.Mutex
 	inflight map[uuid.UUID]*pending
-	kept     []keptRecord
+	kept     []keptRecord // oldest first, from keptHead on
+	keptHead int
 }
 
 type pending struct {
-	done      chan struct{}
-	err       error
-	abandoned bool // guarded by Publisher.mu
+	done chan struct{}
+	err  error
+	// Guarded by Publisher.mu: no attempt waits for it now; and who is
+	// told when it settles (PublishRuns' calls).
+	abandoned bool
+	settled   []func()
 }
 
 type keptRecord struct {
@@ -423,7 +428,6 @@ func (p *Publisher) settle(id uuid.UUID, w *pending, r *kgo.Record, err error) {
 		}
 	}
 	p.mu.Lock()
-	defer p.mu.Unlock()
 	if err != nil || !w.abandoned {
 		delete(p.inflight, id)
 	} else {
@@ -431,6 +435,12 @@ func (p *Publisher) settle(id uuid.UUID, w *pending, r *kgo.Record, err error) {
 	}
 	w.err = err
 	close(w.done)
+	tell := w.settled
+	w.settled = nil
+	p.mu.Unlock()
+	for _, fn := range tell {
+		fn()
+	}
 }
 
 func (p *Publisher) abandon(ws []*pending) {
@@ -460,23 +470,32 @@ func (p *Publisher) produce(ctx context.Context, m outbox.Message, rec *kgo.Reco
 func (p *Publisher) start(recCtx context.Context, m outbox.Message, rec *kgo.Record, settled func()) *pending {
 	p.mu.Lock()
 	if w := p.inflight[m.ID]; w != nil {
-		p.mu.Unlock()
-		if settled != nil {
-			go func() { <-w.done; settled() }() // rare: an earlier attempt left it
+		// An earlier attempt left it: this one waits for it.
+		select {
+		case <-w.done: // delivered while no one waited: this attempt is told
+			delete(p.inflight, m.ID)
+			p.mu.Unlock()
+			if settled != nil {
+				settled()
+			}
+		default:
+			w.abandoned = false
+			if settled != nil {
+				w.settled = append(w.settled, settled)
+			}
+			p.mu.Unlock()
 		}
 		return w
 	}
 	w := &pending{done: make(chan struct{})}
+	if settled != nil {
+		w.settled = []func(){settled}
+	}
 	p.inflight[m.ID] = w
 	p.mu.Unlock()
 	// Outside p.mu: Produce blocks while the client's buffer is full, and
 	// the buffer empties only as records settle, which takes p.mu.
-	p.client.Produce(recCtx, rec, func(r *kgo.Record, err error) {
-		p.settle(m.ID, w, r, err)
-		if settled != nil {
-			settled()
-		}
-	})
+	p.client.Produce(recCtx, rec, func(r *kgo.Record, err error) { p.settle(m.ID, w, r, err) })
 	return w
 }
 
@@ -507,18 +526,23 @@ func (p *Publisher) wait(ctx context.Context, w *pending) error {
 func (p *Publisher) keepLocked(id uuid.UUID) {
 	now := time.Now()
 	p.kept = append(p.kept, keptRecord{id: id, at: now})
-	n := 0
-	for n < len(p.kept) && (len(p.kept)-n > keptMax || now.Sub(p.kept[n].at) > keptFor) {
-		if w := p.inflight[p.kept[n].id]; w != nil && w.abandoned {
+	for p.keptHead < len(p.kept) && (len(p.kept)-p.keptHead > keptMax || now.Sub(p.kept[p.keptHead].at) > keptFor) {
+		old := p.kept[p.keptHead].id
+		if w := p.inflight[old]; w != nil && w.abandoned {
 			select {
 			case <-w.done:
-				delete(p.inflight, p.kept[n].id)
+				delete(p.inflight, old)
 			default:
 			}
 		}
-		n++
+		p.keptHead++
 	}
-	p.kept = append(p.kept[:0], p.kept[n:]...)
+	// Forgotten entries are dropped in bulk, not one copy of the list per
+	// record kept.
+	if p.keptHead > len(p.kept)/2 {
+		p.kept = append(p.kept[:0], p.kept[p.keptHead:]...)
+		p.keptHead = 0
+	}
 }
 
 // WatchBroker implements outbox.BrokerWatcher from the client's connection

@@ -65,7 +65,9 @@ type BatchPublisher interface {
 // PublishRuns fills results[i] for runs[i]; the runs are independent, and
 // each one's acknowledged prefix and error mean what PublishBatch's do.
 // It may return before a run's outcome is known, so that one slow run
-// does not hold the others' answers: that run's error is ErrInFlight.
+// does not hold the others' answers: that run's error is ErrInFlight. It
+// does so only when another run of the same call has its outcome, never
+// in a call of one run.
 type RunsPublisher interface {
 	PublishRuns(ctx context.Context, runs [][]Message, results []RunResult)
 }

@@ -158,7 +158,7 @@ type run struct {
 
 	mu      sync.Mutex
 	lanes   map[outbox.AggregateKey]*lane
-	spare   []*lane // emptied lanes, to be used again (see release)
+	spare   []*lane // emptied lanes, to be used again (see releaseLocked)
 	parked  map[outbox.AggregateKey]bool
 	actions map[outbox.AggregateKey]bool // requests queued in a lane
 	window  window
@@ -433,6 +433,7 @@ func (r *run) drainGroup(ctx, drainCtx context.Context, group []*lane) {
 		clear(ready[:cap(ready)])
 		clear(alone[:cap(alone)])
 		clear(results[:cap(results)])
+		clear(runs[:cap(runs)])
 		*scratch = groupScratch{msgs[:0], runs[:0], ready[:0], alone[:0], results[:0]}
 		groupScratches.Put(scratch)
 	}()
@@ -458,7 +459,7 @@ func (r *run) drainGroup(ctx, drainCtx context.Context, group []*lane) {
 		runs, results = runs[:0], slices.Grow(results[:0], len(msgs))[:len(msgs)]
 		clear(results)
 		for i, l := range ready {
-			runs = append(runs, msgs[i:i+1])
+			runs = append(runs, msgs[i:i+1:i+1])
 			if l.announced == 0 {
 				r.publishStart(runs[i])
 				l.announced = 1
