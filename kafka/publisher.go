@@ -323,7 +323,7 @@ wait:
 		}
 	}
 	for _, s := range handed {
-		if ctx.Err() == nil && p.giveUpWaiting(s.w) {
+		if ctx.Err() == nil && p.abandon(s.w) == 1 {
 			results[s.run] = outbox.RunResult{Err: fmt.Errorf("kafka: publish %s to %s: %w", runs[s.run][0].ID, s.topic, outbox.ErrInFlight)}
 			continue
 		}
@@ -345,20 +345,6 @@ wait:
 // stragglerWait is the least a PublishRuns call waits for its other
 // records once one was settled.
 const stragglerWait = 50 * time.Millisecond
-
-// giveUpWaiting reports whether w is not settled, and then leaves it with
-// the client, for a later attempt of the same event to wait on.
-func (p *Publisher) giveUpWaiting(w *pending) bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	select {
-	case <-w.done:
-		return false
-	default:
-		w.abandoned = true
-		return true
-	}
-}
 
 // waitEarlier waits for the leading messages an earlier attempt left with
 // a client, and reports how many of them were acknowledged.
@@ -443,15 +429,27 @@ func (p *Publisher) settle(id uuid.UUID, w *pending, r *kgo.Record, err error) {
 	}
 }
 
-func (p *Publisher) abandon(ws []*pending) {
+// abandon leaves each of ws that is not settled with the client, for a
+// later attempt of the same event to wait on, and reports how many.
+func (p *Publisher) abandon(ws ...*pending) int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	n := 0
 	for _, w := range ws {
-		select {
-		case <-w.done:
-		default:
-			w.abandoned = true
+		if p.abandonLocked(w) {
+			n++
 		}
+	}
+	return n
+}
+
+func (p *Publisher) abandonLocked(w *pending) bool {
+	select {
+	case <-w.done:
+		return false
+	default:
+		w.abandoned = true
+		return true
 	}
 }
 
@@ -509,12 +507,9 @@ func (p *Publisher) wait(ctx context.Context, w *pending) error {
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	select {
-	case <-w.done: // settled while we gave up: that is the answer
+	if !p.abandonLocked(w) { // settled while we gave up: that is the answer
 		return w.err
-	default:
 	}
-	w.abandoned = true
 	if err := p.reach.err(); err != nil {
 		return fmt.Errorf("%w (%w)", ctx.Err(), err)
 	}

@@ -71,7 +71,7 @@ func (f *runFlusher) publish(ctx context.Context, p *Publisher, msgs []outbox.Me
 		if err == nil {
 			continue
 		}
-		p.abandon(req.waits[i+1:])
+		p.abandon(req.waits[i+1:]...)
 		if errors.Is(err, kerr.UnknownTopicOrPartition) {
 			p.seenTopics.Delete(req.recs[i].Topic)
 		}

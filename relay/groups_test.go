@@ -174,15 +174,22 @@ func (s *settleTimes) OnPublish(m outbox.Message, _ int, _ time.Duration) {
 	s.at.Store(m.ID, time.Now())
 }
 
+// badBetweenTwo is a store holding one event each of aggregates a, bad
+// and b, which one read of the source puts in one group.
+func badBetweenTwo(t *testing.T) (*memstore.Store, *writer) {
+	s := memstore.New()
+	w := newWriter(t, s)
+	for _, agg := range []string{"a", "bad", "b"} {
+		w.write("order", agg, 1)
+	}
+	return s, w
+}
+
 // An event refused in its group's round is neither lost nor settled: it is
 // tried again, alone, and published; its group-mates are published too.
 func TestAnEventRefusedInAGroupIsRetriedNotSettled(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		s := memstore.New()
-		w := newWriter(t, s)
-		for _, agg := range []string{"a", "bad", "b"} {
-			w.write("order", agg, 1)
-		}
+		s, w := badBetweenTwo(t)
 		pub := &runsPublisher{agg: "bad", first: func(context.Context) error { return errors.New("not enough replicas") }}
 		r := newRelay(t, memSource(t, s), pub, s, relay.Config{})
 		serve(t, r)
@@ -222,11 +229,7 @@ func (l *attemptLog) OnPublish(m outbox.Message, attempts int, _ time.Duration) 
 // hear it as a retry, and its publish as the second attempt.
 func TestAnAttemptRefusedInAGroupIsTheEventsFirstAttempt(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		s := memstore.New()
-		w := newWriter(t, s)
-		for _, agg := range []string{"a", "bad", "b"} {
-			w.write("order", agg, 1)
-		}
+		s, _ := badBetweenTwo(t)
 		pub := &runsPublisher{agg: "bad", first: func(context.Context) error { return errors.New("not enough replicas") }}
 		log := &attemptLog{}
 		r := newRelay(t, memSource(t, s), pub, s, relay.Config{Hooks: []relay.Hook{log}})
@@ -247,11 +250,7 @@ func TestAnAttemptRefusedInAGroupIsTheEventsFirstAttempt(t *testing.T) {
 // it is not sent again, and its dead letter counts the one attempt.
 func TestAnEventRefusedForGoodInAGroupIsDeadLetteredAfterOneAttempt(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		s := memstore.New()
-		w := newWriter(t, s)
-		for _, agg := range []string{"a", "bad", "b"} {
-			w.write("order", agg, 1)
-		}
+		s, _ := badBetweenTwo(t)
 		var sent atomic.Int64
 		pub := &runsPublisher{agg: "bad", first: func(context.Context) error { return outbox.Permanent(errors.New("record too large")) }}
 		pub.setFail(func(m outbox.Message) error {

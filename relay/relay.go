@@ -167,8 +167,8 @@ type run struct {
 	// work hands the workers groups of new lanes: those a read of the
 	// source started, published together (see drainGroup).
 	work chan []*lane
-	// failing are the goroutines of lanes taken out of their group to be
-	// retried, dead-lettered or acted on alone (see drainLane).
+	// asideWG counts the goroutines of lanes taken out of their group to
+	// be retried, dead-lettered or acted on alone (see drainLane).
 	asideWG sync.WaitGroup
 	// headMoved is signalled when the oldest unsettled record settles: a
 	// reader held back by MaxBehind may go on.
