@@ -175,6 +175,11 @@ func TestKfakeTransientOutageOpensBreakerStopsReadingAndRecovers(t *testing.T) {
 		Retry:   fastRetry(),
 		Breaker: breaker.Config{OpenTimeout: 400 * time.Millisecond},
 		Hooks:   []relay.Hook{log},
+		// One publish at a time, so the failures counted when the breaker
+		// opens are the ones it heard: with a worker per aggregate a
+		// publish in flight elsewhere could fail before it recorded the
+		// fifth (2 runs in 30 counted 6).
+		Workers: 1,
 	})
 	if err != nil {
 		t.Fatal(err)
