@@ -323,3 +323,39 @@ func TestASlowBrokerHoldsUpOnlyItsOwnAggregates(t *testing.T) {
 		t.Fatalf("%d attempts retried: a record still in flight is not a failed attempt", n)
 	}
 }
+
+// A record still in flight when a graceful stop comes is waited for
+// (within DrainTimeout) and settled, not left for the next start to
+// publish again: the broker may take it after the round gave up on it.
+func TestAStopWaitsForARecordLeftInFlightByItsRound(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		s, w := badBetweenTwo(t)
+		release := make(chan struct{})
+		pub := &runsPublisher{agg: "bad", first: func(context.Context) error {
+			<-release
+			return fmt.Errorf("held: %w", outbox.ErrInFlight)
+		}}
+		r := newRelay(t, memSource(t, s), pub, s, relay.Config{})
+		stop := serve(t, r)
+		synctest.Wait() // the round is out, the bad aggregate's record held
+		if !pub.tried.Load() {
+			t.Fatal("the round never reached the held record: the test proves nothing")
+		}
+		stopped := make(chan error, 1)
+		go func() { stopped <- stop() }()
+		synctest.Wait() // stopping, the round still out
+		close(release)
+		if err := <-stopped; err != nil {
+			t.Fatal(err)
+		}
+		if got := len(pub.published()); got != 3 {
+			t.Fatalf("%d of 3 published by the stop: the record in flight was left unsettled", got)
+		}
+		if got := r.Stats().Published; got != 3 {
+			t.Fatalf("Stats().Published = %d, want 3", got)
+		}
+		if rep := checker.Check(w.rec.History(), pub.observed(), nil); !rep.OK() || rep.Dup != 0 {
+			t.Fatalf("%s", rep)
+		}
+	})
+}

@@ -195,6 +195,11 @@ type lane struct {
 	// first attempt of its first round alone, so its hooks and failure
 	// count hear of it.
 	tried *groupAttempt
+	// inFlight: its first record is with the client, unanswered
+	// (outbox.ErrInFlight). A stopping run still waits for it, within
+	// DrainTimeout: the broker may take it, and then it must be settled
+	// and checkpointed, or the next start publishes it again.
+	inFlight bool
 }
 
 // groupAttempt is a lane's failed attempt in its group's round.
@@ -476,6 +481,7 @@ func (r *run) drainGroup(ctx, drainCtx context.Context, group []*lane) {
 				r.settle(l, 1)
 				held = append(held, l)
 			case drainCtx.Err() == nil && errors.Is(results[i].Err, outbox.ErrInFlight):
+				l.inFlight = true
 				alone = append(alone, l) // its next attempt waits for the same record
 			case drainCtx.Err() == nil && !errors.Is(results[i].Err, errFenced):
 				l.tried = &groupAttempt{at: began, err: results[i].Err}
@@ -483,7 +489,14 @@ func (r *run) drainGroup(ctx, drainCtx context.Context, group []*lane) {
 			}
 		}
 		if drainCtx.Err() != nil || ctx.Err() != nil {
-			return // shutting down; the records not settled stay unacknowledged
+			// Shutting down: the records not settled stay unacknowledged,
+			// but those in flight are waited for.
+			for _, l := range alone {
+				if l.inFlight {
+					r.drainLane(ctx, drainCtx, l)
+				}
+			}
+			return
 		}
 		for i, l := range alone {
 			if i == len(alone)-1 && len(held) == 0 {
@@ -517,7 +530,7 @@ func (r *run) drainLane(ctx, drainCtx context.Context, l *lane) {
 	var msgs []outbox.Message // reused for each run
 	for {
 		r.mu.Lock()
-		if len(l.queue) == 0 || ctx.Err() != nil {
+		if len(l.queue) == 0 || (ctx.Err() != nil && !l.inFlight) {
 			if len(l.queue) == 0 {
 				r.releaseLocked(l)
 			}
@@ -527,7 +540,11 @@ func (r *run) drainLane(ctx, drainCtx context.Context, l *lane) {
 		it := l.queue[0]
 		msgs = msgs[:0]
 		if it.action == nil && it.rec.Err == nil {
-			for _, next := range l.queue[:min(len(l.queue), r.cfg.MaxRun)] {
+			maxRun := r.cfg.MaxRun
+			if ctx.Err() != nil {
+				maxRun = 1 // stopping: only the record in flight
+			}
+			for _, next := range l.queue[:min(len(l.queue), maxRun)] {
 				if next.action != nil || next.rec.Err != nil {
 					break
 				}
@@ -549,7 +566,7 @@ func (r *run) drainLane(ctx, drainCtx context.Context, l *lane) {
 		default:
 			settled = r.handle(drainCtx, msgs, l.announced, l.tried)
 			l.announced = max(l.announced, len(msgs))
-			l.tried = nil
+			l.tried, l.inFlight = nil, false
 		}
 		if settled == 0 {
 			return // shutting down; the records stay unacknowledged
