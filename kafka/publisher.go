@@ -173,16 +173,16 @@ func NewPublisher(cfg Config) (*Publisher, error) {
 	if err != nil {
 		return nil, fmt.Errorf("kafka: new client: %w", err)
 	}
-	runOpts := append(opts, kgo.ClientID(cfg.ClientID+"-runs"), kgo.ManualFlushing(), kgo.MaxBufferedRecords(1<<20))
-	runClient, err := kgo.NewClient(append(runOpts, cfg.Opts...)...)
+	runs := newRunFlusher(int(cfg.MaxRecordBytes) * 3 / 4)
+	runOpts := append(opts, kgo.ClientID(cfg.ClientID+"-runs"), kgo.ManualFlushing(), kgo.MaxBufferedRecords(1<<20), kgo.WithHooks(runs))
+	runs.client, err = kgo.NewClient(append(runOpts, cfg.Opts...)...)
 	if err != nil {
 		client.Close()
 		return nil, fmt.Errorf("kafka: new client: %w", err)
 	}
 	reach.ping = client.Ping
 	p := &Publisher{client: client, router: router, reach: reach, autoCreate: !cfg.DisableAutoTopicCreation, maxRecordBytes: cfg.MaxRecordBytes,
-		runs:     newRunFlusher(runClient, int(cfg.MaxRecordBytes)*3/4),
-		inflight: map[uuid.UUID]*pending{}}
+		runs: runs, inflight: map[uuid.UUID]*pending{}}
 	go p.runs.serve(p)
 	return p, nil
 }

@@ -21,9 +21,20 @@ import (
 // sent after an earlier one failed, and no request is pipelined behind
 // another to the same partition. Runs waiting while a flush is out go
 // together in the next one.
+//
+// That holds only if every record of a flush is in its partition's buffer
+// before the flush begins. A record for a topic whose partitions the
+// client has not loaded yet waits aside and is put in its partition when
+// the metadata comes; during a flush the client sends what each partition
+// holds at once, so a run put there record by record would go in several
+// requests, pipelined, and a later one could be appended after an earlier
+// one was refused (seen: a run's first 30 records refused, the other 226
+// appended). So a flush begins only once the client has placed, or
+// failed, every one of its records (the placement hook).
 type runFlusher struct {
 	client   *kgo.Client
 	maxBytes int
+	placing  placement
 
 	mu     sync.Mutex
 	queue  []*runReq
@@ -40,10 +51,94 @@ type runReq struct {
 	bytes int
 }
 
-func newRunFlusher(client *kgo.Client, maxBytes int) *runFlusher {
-	f := &runFlusher{client: client, maxBytes: maxBytes, wake: make(chan struct{}, 1),
-		stop: make(chan struct{}), exited: make(chan struct{})}
-	return f
+// newRunFlusher makes a flusher for a client still to be made with the
+// flusher among its hooks (see OnProduceRecordPartitioned).
+func newRunFlusher(maxBytes int) *runFlusher {
+	return &runFlusher{maxBytes: maxBytes, wake: make(chan struct{}, 1),
+		stop: make(chan struct{}), exited: make(chan struct{}),
+		placing: placement{changed: make(chan struct{}, 1)}}
+}
+
+// placement follows, while a flush is being prepared, which of its records
+// the client has put in a partition's buffer and which it failed before
+// that.
+type placement struct {
+	mu      sync.Mutex
+	open    bool
+	waiting bool
+	placed  []*kgo.Record
+	failed  []*kgo.Record
+	changed chan struct{}
+}
+
+var _ kgo.HookProduceRecordPartitioned = (*runFlusher)(nil)
+
+// OnProduceRecordPartitioned implements kgo.HookProduceRecordPartitioned:
+// r is in its partition's buffer.
+func (f *runFlusher) OnProduceRecordPartitioned(r *kgo.Record, _ int32) {
+	f.placing.note(&f.placing.placed, r)
+}
+
+func (pl *placement) note(list *[]*kgo.Record, r *kgo.Record) {
+	pl.mu.Lock()
+	if pl.open {
+		*list = append(*list, r)
+	}
+	tell := pl.waiting
+	pl.mu.Unlock()
+	if tell {
+		select {
+		case pl.changed <- struct{}{}:
+		default:
+		}
+	}
+}
+
+func (pl *placement) begin() {
+	pl.mu.Lock()
+	clear(pl.placed)
+	clear(pl.failed)
+	pl.placed, pl.failed, pl.open = pl.placed[:0], pl.failed[:0], true
+	pl.mu.Unlock()
+	select {
+	case <-pl.changed:
+	default:
+	}
+}
+
+// wait returns once each of the n records produced since begin is placed
+// or failed, or stop is closed.
+func (pl *placement) wait(n int, stop <-chan struct{}) {
+	for {
+		pl.mu.Lock()
+		done := len(pl.placed) >= n || pl.settledLocked() >= n
+		pl.open, pl.waiting = !done, !done
+		pl.mu.Unlock()
+		if done {
+			return
+		}
+		select {
+		case <-pl.changed:
+		case <-stop:
+			return
+		}
+	}
+}
+
+// settledLocked counts the records placed or failed: a record can be
+// both (placed, then failed with its partition), so it is counted once.
+func (pl *placement) settledLocked() int {
+	if len(pl.failed) == 0 {
+		return len(pl.placed)
+	}
+	seen := make(map[*kgo.Record]struct{}, len(pl.placed)+len(pl.failed))
+	for _, r := range pl.placed {
+		seen[r] = struct{}{}
+	}
+	for _, r := range pl.failed {
+		seen[r] = struct{}{}
+	}
+	return len(seen)
 }
 
 // publish sends msgs as one run and waits for them in order, as
@@ -95,12 +190,21 @@ func (f *runFlusher) serve(p *Publisher) {
 			if len(batch) == 0 {
 				break
 			}
+			f.placing.begin()
+			n := 0
 			for _, req := range batch {
 				for i, rec := range req.recs {
 					w, id := req.waits[i], req.ids[i].ID
-					f.client.Produce(context.Background(), rec, func(r *kgo.Record, err error) { p.settle(id, w, r, err) })
+					f.client.Produce(context.Background(), rec, func(r *kgo.Record, err error) {
+						if err != nil {
+							f.placing.note(&f.placing.failed, r)
+						}
+						p.settle(id, w, r, err)
+					})
+					n++
 				}
 			}
+			f.placing.wait(n, f.stop)
 			// Every record ends before Flush returns: acknowledged, or
 			// failed by the client (its retry limit, or Close).
 			_ = f.client.Flush(context.Background())
