@@ -312,7 +312,7 @@ wait:
 		select {
 		case <-settled:
 			if cutoff == nil {
-				t := time.NewTimer(max(stragglerWait, time.Since(began)))
+				t := time.NewTimer(stragglerCutoff(time.Since(began)))
 				defer t.Stop()
 				cutoff = t.C
 			}
@@ -345,6 +345,13 @@ wait:
 // stragglerWait is the least a PublishRuns call waits for its other
 // records once one was settled.
 const stragglerWait = 50 * time.Millisecond
+
+// stragglerCutoff is how long a PublishRuns call waits for its other
+// records once one was settled, elapsed after it handed them over: as
+// long again, and at least stragglerWait.
+func stragglerCutoff(elapsed time.Duration) time.Duration {
+	return max(stragglerWait, elapsed)
+}
 
 // waitEarlier waits for the leading messages an earlier attempt left with
 // a client, and reports how many of them were acknowledged.

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -63,6 +65,7 @@ func newRunFlusher(maxBytes int) *runFlusher {
 // the client has put in a partition's buffer and which it failed before
 // that.
 type placement struct {
+	count   atomic.Int64 // records placed, ever
 	mu      sync.Mutex
 	open    bool
 	waiting bool
@@ -76,6 +79,7 @@ var _ kgo.HookProduceRecordPartitioned = (*runFlusher)(nil)
 // OnProduceRecordPartitioned implements kgo.HookProduceRecordPartitioned:
 // r is in its partition's buffer.
 func (f *runFlusher) OnProduceRecordPartitioned(r *kgo.Record, _ int32) {
+	f.placing.count.Add(1)
 	f.placing.note(&f.placing.placed, r)
 }
 
@@ -191,26 +195,51 @@ func (f *runFlusher) serve(p *Publisher) {
 				break
 			}
 			f.placing.begin()
-			n := 0
+			n, late := 0, false
 			for _, req := range batch {
 				for i, rec := range req.recs {
 					w, id := req.waits[i], req.ids[i].ID
+					before := f.placing.count.Load()
 					f.client.Produce(context.Background(), rec, func(r *kgo.Record, err error) {
 						if err != nil {
 							f.placing.note(&f.placing.failed, r)
 						}
 						p.settle(id, w, r, err)
 					})
+					// Not placed in its Produce call: placed later, if at
+					// all. (A record of this flush placed later can count
+					// here too, but only after the first one was seen.)
+					late = late || f.placing.count.Load() == before
 					n++
 				}
 			}
 			f.placing.wait(n, f.stop)
 			// Every record ends before Flush returns: acknowledged, or
 			// failed by the client (its retry limit, or Close).
-			_ = f.client.Flush(context.Background())
+			if !late {
+				_ = f.client.Flush(context.Background())
+				continue
+			}
+			// The client's metadata update placed records of a topic it
+			// had just learned, and makes the topic's partitions visible
+			// only after placing them. Flush drains the partitions it
+			// sees when it begins, so one begun in between drains none of
+			// these and waits for ever: flush again until it returns.
+			for {
+				ctx, cancel := context.WithTimeout(context.Background(), reflushAfter)
+				err := f.client.Flush(ctx)
+				cancel()
+				if err == nil {
+					break
+				}
+			}
 		}
 	}
 }
+
+// reflushAfter is how long a flush of records placed late waits before it
+// is begun again.
+const reflushAfter = 10 * time.Millisecond
 
 // take removes from the queue the runs the next flush holds: as many as
 // fit maxBytes, at least one.

@@ -1,6 +1,7 @@
 package kafka_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"sync"
@@ -95,4 +96,52 @@ func TestARunIsOneRequestWhileTheClientLearnsItsTopic(t *testing.T) {
 	if len(got) != 0 {
 		t.Fatalf("the log holds %v of a run whose first request was refused", got[:min(len(got), 10)])
 	}
+}
+
+// holdLastUntilFlush holds the client's placing of a run's last record
+// until a flush has begun: the moment after the flusher has seen every
+// record placed and before the client has made the topic's partitions
+// visible to a flush.
+type holdLastUntilFlush struct {
+	last    string
+	flushed chan struct{}
+	once    *sync.Once
+}
+
+func (h holdLastUntilFlush) OnProduceRecordPartitioned(r *kgo.Record, _ int32) {
+	if isSequence(r, h.last) {
+		select {
+		case <-h.flushed:
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+func (h holdLastUntilFlush) Level() kgo.LogLevel { return kgo.LogLevelInfo }
+
+func (h holdLastUntilFlush) Log(_ kgo.LogLevel, msg string, _ ...any) {
+	if msg == "flushing" {
+		h.once.Do(func() { close(h.flushed) })
+	}
+}
+
+// The client places the records of a topic it has just learned before it
+// lets a flush see the topic's partitions. A flush begun in between must
+// not wait for ever on records it never sends.
+func TestARunPlacedAsTheClientLearnsItsTopicIsSent(t *testing.T) {
+	e := embedded(t)
+	hold := holdLastUntilFlush{last: "100", flushed: make(chan struct{}), once: new(sync.Once)}
+	p := publisher(t, e.Addrs(), kafka.Config{RecordRetries: kafka.NoRecordRetries,
+		Opts: []kgo.Opt{kgo.WithHooks(hold), kgo.WithLogger(hold)}})
+	aggType := "learning"
+	if err := p.Publish(ctx(t), msg(t, aggType, "a", "Warm", 0, "x")); err != nil {
+		t.Fatal(err)
+	}
+	ms := aggregateRun(t, aggType, "a", 100, func(i int) string { return fmt.Sprint(i) })
+	c, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+	defer cancel()
+	if n, err := p.PublishBatch(c, ms); n != len(ms) || err != nil {
+		t.Fatalf("PublishBatch = %d, %v; want all %d", n, err, len(ms))
+	}
+	wantPrefix(t, inTopic(t, e.Addrs(), "outbox.event."+aggType, "a")[1:], len(ms))
 }

@@ -40,6 +40,7 @@ MUTANTS=(
   'M18|kafka/publisher.go|s/^const stragglerWait = 50 \* time\.Millisecond$/const stragglerWait = time.Hour/m|./kafka ./relay|a round of many aggregates waits for its slowest record, up to the attempt'"'"'s deadline'
   'M19|relay/relay.go|s/(\t\t\tcase drainCtx\.Err\(\) == nil \&\& errors\.Is\(results\[i\]\.Err, outbox\.ErrInFlight\):\n)\t\t\t\talone = append\(alone, l\)[^\n]*\n/$1\t\t\t\tl.tried = \&groupAttempt{at: began, err: results[i].Err}\n\t\t\t\talone = append(alone, l)\n/|./relay|a record still in flight when its round ended counts as a failed attempt'
   'M20|kafka/runs.go|s/^\t\t\tf\.placing\.wait\(n, f\.stop\)$/\t\t\t_ = n/m|./kafka|a run flushed while the client still places its records sends it in several requests'
+  'M21|kafka/publisher.go|s/\treturn max\(stragglerWait, elapsed\)/\treturn elapsed/|./kafka|a round gives up on a straggler as soon as the first answer took, with no floor'
   'M14|relay/window.go|s/(func \(w \*window\) settle\(e \*entry\) \{\n)/$1\tif e != w.head {\n\t\treturn\n\t}\n/|./relay|settled records behind a stuck one are never removed: the window grows'
 )
 
