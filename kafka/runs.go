@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -30,8 +29,7 @@ import (
 // the metadata comes; during a flush the client sends what each partition
 // holds at once, so a run put there record by record would go in several
 // requests, pipelined, and a later one could be appended after an earlier
-// one was refused (seen: a run's first 30 records refused, the other 226
-// appended). So a flush begins only once the client has placed, or
+// one was refused. So a flush begins only once the client has placed, or
 // failed, every one of its records (the placement hook).
 type runFlusher struct {
 	client   *kgo.Client
@@ -65,13 +63,16 @@ func newRunFlusher(maxBytes int) *runFlusher {
 // the client has put in a partition's buffer and which it failed before
 // that.
 type placement struct {
-	count   atomic.Int64 // records placed, ever
 	mu      sync.Mutex
 	open    bool
 	waiting bool
 	placed  []*kgo.Record
 	failed  []*kgo.Record
 	changed chan struct{}
+	// Once a record failed: the records counted in settled, and how much
+	// of each list they hold.
+	settled            map[*kgo.Record]struct{}
+	inPlaced, inFailed int
 }
 
 var _ kgo.HookProduceRecordPartitioned = (*runFlusher)(nil)
@@ -79,7 +80,6 @@ var _ kgo.HookProduceRecordPartitioned = (*runFlusher)(nil)
 // OnProduceRecordPartitioned implements kgo.HookProduceRecordPartitioned:
 // r is in its partition's buffer.
 func (f *runFlusher) OnProduceRecordPartitioned(r *kgo.Record, _ int32) {
-	f.placing.count.Add(1)
 	f.placing.note(&f.placing.placed, r)
 }
 
@@ -103,6 +103,7 @@ func (pl *placement) begin() {
 	clear(pl.placed)
 	clear(pl.failed)
 	pl.placed, pl.failed, pl.open = pl.placed[:0], pl.failed[:0], true
+	pl.settled, pl.inPlaced, pl.inFailed = nil, 0, 0
 	pl.mu.Unlock()
 	select {
 	case <-pl.changed:
@@ -111,8 +112,9 @@ func (pl *placement) begin() {
 }
 
 // wait returns once each of the n records produced since begin is placed
-// or failed, or stop is closed.
-func (pl *placement) wait(n int, stop <-chan struct{}) {
+// or failed. It needs no way out: closing the client fails every record
+// not placed.
+func (pl *placement) wait(n int) {
 	for {
 		pl.mu.Lock()
 		done := len(pl.placed) >= n || pl.settledLocked() >= n
@@ -121,11 +123,7 @@ func (pl *placement) wait(n int, stop <-chan struct{}) {
 		if done {
 			return
 		}
-		select {
-		case <-pl.changed:
-		case <-stop:
-			return
-		}
+		<-pl.changed
 	}
 }
 
@@ -135,14 +133,17 @@ func (pl *placement) settledLocked() int {
 	if len(pl.failed) == 0 {
 		return len(pl.placed)
 	}
-	seen := make(map[*kgo.Record]struct{}, len(pl.placed)+len(pl.failed))
-	for _, r := range pl.placed {
-		seen[r] = struct{}{}
+	if pl.settled == nil {
+		pl.settled = make(map[*kgo.Record]struct{}, len(pl.placed)+len(pl.failed))
 	}
-	for _, r := range pl.failed {
-		seen[r] = struct{}{}
+	for _, r := range pl.placed[pl.inPlaced:] {
+		pl.settled[r] = struct{}{}
 	}
-	return len(seen)
+	for _, r := range pl.failed[pl.inFailed:] {
+		pl.settled[r] = struct{}{}
+	}
+	pl.inPlaced, pl.inFailed = len(pl.placed), len(pl.failed)
+	return len(pl.settled)
 }
 
 // publish sends msgs as one run and waits for them in order, as
@@ -189,57 +190,65 @@ func (f *runFlusher) serve(p *Publisher) {
 			return
 		case <-f.wake:
 		}
-		for {
+		for !f.stopping() {
 			batch := f.take()
 			if len(batch) == 0 {
 				break
 			}
 			f.placing.begin()
-			n, late := 0, false
+			n := 0
 			for _, req := range batch {
 				for i, rec := range req.recs {
 					w, id := req.waits[i], req.ids[i].ID
-					before := f.placing.count.Load()
 					f.client.Produce(context.Background(), rec, func(r *kgo.Record, err error) {
 						if err != nil {
 							f.placing.note(&f.placing.failed, r)
 						}
 						p.settle(id, w, r, err)
 					})
-					// Not placed in its Produce call: placed later, if at
-					// all. (A record of this flush placed later can count
-					// here too, but only after the first one was seen.)
-					late = late || f.placing.count.Load() == before
 					n++
 				}
 			}
-			f.placing.wait(n, f.stop)
-			// Every record ends before Flush returns: acknowledged, or
-			// failed by the client (its retry limit, or Close).
-			if !late {
-				_ = f.client.Flush(context.Background())
-				continue
-			}
-			// The client's metadata update placed records of a topic it
-			// had just learned, and makes the topic's partitions visible
-			// only after placing them. Flush drains the partitions it
-			// sees when it begins, so one begun in between drains none of
-			// these and waits for ever: flush again until it returns.
-			for {
-				ctx, cancel := context.WithTimeout(context.Background(), reflushAfter)
-				err := f.client.Flush(ctx)
-				cancel()
-				if err == nil {
-					break
-				}
-			}
+			f.placing.wait(n)
+			f.flush()
 		}
 	}
 }
 
-// reflushAfter is how long a flush of records placed late waits before it
-// is begun again.
-const reflushAfter = 10 * time.Millisecond
+func (f *runFlusher) stopping() bool {
+	select {
+	case <-f.stop:
+		return true
+	default:
+		return false
+	}
+}
+
+// flush returns once every record produced is settled: acknowledged, or
+// failed by the client (its retry limit, or Close).
+//
+// A flush is begun again after a while, and again, until it ends. When the
+// client's metadata update places records of a topic it has just learned,
+// it makes the topic's partitions visible only after placing them; Flush
+// drains the partitions it sees when it begins, so one begun in between
+// drains none of those records and waits for ever.
+func (f *runFlusher) flush() {
+	for after := reflushFirst; ; after = min(2*after, reflushMax) {
+		ctx, cancel := context.WithTimeout(context.Background(), after)
+		err := f.client.Flush(ctx)
+		cancel()
+		if err == nil {
+			return
+		}
+	}
+}
+
+// A flush not ended after reflushFirst is begun again, then after twice as
+// long, up to every reflushMax.
+const (
+	reflushFirst = 10 * time.Millisecond
+	reflushMax   = 250 * time.Millisecond
+)
 
 // take removes from the queue the runs the next flush holds: as many as
 // fit maxBytes, at least one.

@@ -106,12 +106,14 @@ type holdLastUntilFlush struct {
 	last    string
 	flushed chan struct{}
 	once    *sync.Once
+	held    *atomic.Bool // a flush began while the last record was held
 }
 
 func (h holdLastUntilFlush) OnProduceRecordPartitioned(r *kgo.Record, _ int32) {
 	if isSequence(r, h.last) {
 		select {
 		case <-h.flushed:
+			h.held.Store(true)
 		case <-time.After(time.Second):
 		}
 	}
@@ -130,7 +132,7 @@ func (h holdLastUntilFlush) Log(_ kgo.LogLevel, msg string, _ ...any) {
 // not wait for ever on records it never sends.
 func TestARunPlacedAsTheClientLearnsItsTopicIsSent(t *testing.T) {
 	e := embedded(t)
-	hold := holdLastUntilFlush{last: "100", flushed: make(chan struct{}), once: new(sync.Once)}
+	hold := holdLastUntilFlush{last: "100", flushed: make(chan struct{}), once: new(sync.Once), held: new(atomic.Bool)}
 	p := publisher(t, e.Addrs(), kafka.Config{RecordRetries: kafka.NoRecordRetries,
 		Opts: []kgo.Opt{kgo.WithHooks(hold), kgo.WithLogger(hold)}})
 	aggType := "learning"
@@ -144,4 +146,7 @@ func TestARunPlacedAsTheClientLearnsItsTopicIsSent(t *testing.T) {
 		t.Fatalf("PublishBatch = %d, %v; want all %d", n, err, len(ms))
 	}
 	wantPrefix(t, inTopic(t, e.Addrs(), "outbox.event."+aggType, "a")[1:], len(ms))
+	if !hold.held.Load() {
+		t.Fatal("no flush began while the run's last record was being placed: the case was not tested")
+	}
 }

@@ -39,8 +39,9 @@ MUTANTS=(
   'M17|relay/relay.go|s/(\t\t\tcase drainCtx\.Err\(\) == nil \&\& !errors\.Is\(results\[i\]\.Err, errFenced\):\n\t\t\t\tl\.tried = [^\n]*\n)\t\t\t\talone = append\(alone, l\)\n/$1\t\t\t\tr.settle(l, 1)\n\t\t\t\theld = append(held, l)\n/|./relay|an event that failed in a group of aggregates is settled as if published'
   'M18|kafka/publisher.go|s/^const stragglerWait = 50 \* time\.Millisecond$/const stragglerWait = time.Hour/m|./kafka ./relay|a round of many aggregates waits for its slowest record, up to the attempt'"'"'s deadline'
   'M19|relay/relay.go|s/(\t\t\tcase drainCtx\.Err\(\) == nil \&\& errors\.Is\(results\[i\]\.Err, outbox\.ErrInFlight\):\n)\t\t\t\talone = append\(alone, l\)[^\n]*\n/$1\t\t\t\tl.tried = \&groupAttempt{at: began, err: results[i].Err}\n\t\t\t\talone = append(alone, l)\n/|./relay|a record still in flight when its round ended counts as a failed attempt'
-  'M20|kafka/runs.go|s/^\t\t\tf\.placing\.wait\(n, f\.stop\)$/\t\t\t_ = n/m|./kafka|a run flushed while the client still places its records sends it in several requests'
+  'M20|kafka/runs.go|s/^\t\t\tf\.placing\.wait\(n\)$/\t\t\t_ = n/m|./kafka|a run flushed while the client still places its records sends it in several requests'
   'M21|kafka/publisher.go|s/\treturn max\(stragglerWait, elapsed\)/\treturn elapsed/|./kafka|a round gives up on a straggler as soon as the first answer took, with no floor'
+  'M22|kafka/runs.go|s/context\.WithTimeout\(context\.Background\(\), after\)/context.WithCancel(context.Background())/|./kafka|a flush that began before the client showed a new topic'"'"'s partitions is never begun again: it waits for ever'
   'M14|relay/window.go|s/(func \(w \*window\) settle\(e \*entry\) \{\n)/$1\tif e != w.head {\n\t\treturn\n\t}\n/|./relay|settled records behind a stuck one are never removed: the window grows'
 )
 
