@@ -39,6 +39,8 @@ func TestUsageErrorsExit2WithAMessage(t *testing.T) {
 		{"unknown command", nil, []string{"frobnicate"}, `unknown command "frobnicate"`},
 		{"bad duration", nil, []string{"relay", "--poll-interval", "soon"}, "poll-interval"},
 		{"negative duration", nil, []string{"relay", "--poll-interval", "-1s"}, "--poll-interval must be positive"},
+		{"negative linger", nil, []string{"relay", "--kafka-linger", "-5ms"}, "--kafka-linger must be between 0 and 1s, got -5ms"},
+		{"linger past a second", nil, []string{"relay", "--kafka-linger", "2s"}, "--kafka-linger must be between 0 and 1s, got 2s"},
 		{"bad env", map[string]string{"OUTBOX_LOG_LEVEL": "loud"}, []string{"relay"}, "--log-level"},
 		{"bad env type", map[string]string{"OUTBOX_BROKER_PORT": "ninety"}, []string{"relay"}, "OUTBOX_BROKER_PORT"},
 		{"unknown config key", nil, []string{"relay", "--config", badConfig}, `unknown setting "colour"`},
@@ -178,16 +180,19 @@ func TestEdgeSettingsResolve(t *testing.T) {
 		return cfg, cfg.Resolve(cmd.Flags())
 	}
 	cfg, err := resolve(nil)
-	if err != nil || cfg.NoAutoCreate || cfg.StuckTimeout != 5*time.Minute || cfg.IdempotencyTTL != 24*time.Hour {
+	if err != nil || cfg.NoAutoCreate || cfg.StuckTimeout != 5*time.Minute || cfg.IdempotencyTTL != 24*time.Hour || cfg.KafkaLinger != 0 {
 		t.Fatalf("defaults: %+v %v", cfg, err)
 	}
 	if cfg, _ := resolve(nil, "--kafka-auto-create-topics=false", "--stuck-timeout", "-1s"); !cfg.NoAutoCreate || cfg.StuckTimeout >= 0 {
 		t.Fatalf("flags: NoAutoCreate %v StuckTimeout %s", cfg.NoAutoCreate, cfg.StuckTimeout)
 	}
-	if cfg, _ := resolve(map[string]string{"OUTBOX_KAFKA_AUTO_CREATE_TOPICS": "false", "OUTBOX_IDEMPOTENCY_TTL": "2h"}); !cfg.NoAutoCreate || cfg.IdempotencyTTL != 2*time.Hour {
-		t.Fatalf("environment: NoAutoCreate %v IdempotencyTTL %s", cfg.NoAutoCreate, cfg.IdempotencyTTL)
+	if cfg, _ := resolve(map[string]string{"OUTBOX_KAFKA_AUTO_CREATE_TOPICS": "false", "OUTBOX_IDEMPOTENCY_TTL": "2h", "OUTBOX_KAFKA_LINGER": "5ms"}); !cfg.NoAutoCreate || cfg.IdempotencyTTL != 2*time.Hour || cfg.KafkaLinger != 5*time.Millisecond {
+		t.Fatalf("environment: NoAutoCreate %v IdempotencyTTL %s KafkaLinger %s", cfg.NoAutoCreate, cfg.IdempotencyTTL, cfg.KafkaLinger)
 	}
-	for _, bad := range [][]string{{"--stuck-timeout", "0s"}, {"--stuck-timeout", "10ms"}, {"--idempotency-ttl", "30s"}} {
+	if cfg, _ := resolve(nil, "--kafka-linger", "1s"); cfg.KafkaLinger != time.Second {
+		t.Fatalf("--kafka-linger 1s: KafkaLinger %s", cfg.KafkaLinger)
+	}
+	for _, bad := range [][]string{{"--stuck-timeout", "0s"}, {"--stuck-timeout", "10ms"}, {"--idempotency-ttl", "30s"}, {"--kafka-linger", "-1ms"}, {"--kafka-linger", "1001ms"}} {
 		if _, err := resolve(nil, bad...); err == nil {
 			t.Errorf("%v accepted", bad)
 		}

@@ -117,8 +117,7 @@ func New(ctx context.Context, cfg Config, logOut io.Writer, opts Options) (_ *Ap
 	if a.clientOpts, err = cfg.kafka.Opts(); err != nil {
 		return nil, UsageError{Err: err}
 	}
-	if a.pub, err = kafka.NewPublisher(kafka.Config{Brokers: a.brokers, TopicTemplate: cfg.Topics(), Security: cfg.kafka,
-		DisableAutoTopicCreation: cfg.NoAutoCreate, Opts: opts.KafkaOpts}); err != nil {
+	if a.pub, err = kafka.NewPublisher(PublisherConfig(cfg, a.brokers, opts.KafkaOpts)); err != nil {
 		return nil, UsageError{Err: err}
 	}
 	a.closers = append([]func() error{a.pub.Close}, a.closers...)
@@ -161,7 +160,7 @@ func New(ctx context.Context, cfg Config, logOut io.Writer, opts Options) (_ *Ap
 		table = m.Table
 	}
 	a.log.Info("relaying", "from", cfg.store.String(), "table", table, "source", cfg.source, "to", strings.Join(a.brokers, ","),
-		"topics", cfg.Topics(), "stuck_timeout", cfg.StuckTimeout)
+		"topics", cfg.Topics(), "stuck_timeout", cfg.StuckTimeout, "kafka_linger", cfg.KafkaLinger)
 	if parked, err := a.store.ParkedAggregates(ctx); err == nil {
 		a.metrics.SetParked(len(parked))
 	}
@@ -458,4 +457,10 @@ func (h *httpService) Serve(ctx context.Context) error {
 
 func BreakerConfig(cfg Config) breaker.Config {
 	return breaker.Config{OpenTimeout: cfg.BreakerTimeout}
+}
+
+// PublisherConfig is the Kafka publisher cfg describes (after Validate).
+func PublisherConfig(cfg Config, brokers []string, opts []kgo.Opt) kafka.Config {
+	return kafka.Config{Brokers: brokers, TopicTemplate: cfg.Topics(), Security: cfg.kafka,
+		DisableAutoTopicCreation: cfg.NoAutoCreate, Linger: cfg.KafkaLinger, Opts: opts}
 }

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 )
 
 // A copy of a validated Config given another store opens that store, not
@@ -28,5 +29,18 @@ func TestACopiedConfigWithAnotherStoreOpensThatStore(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(dir, "first.db")); err == nil {
 		t.Fatal("the copy opened the original's store")
+	}
+}
+
+// The publisher gets the settings that shape its producer.
+func TestThePublisherGetsTheKafkaSettings(t *testing.T) {
+	cfg := Config{Store: "sqlite://" + filepath.Join(t.TempDir(), "x.db"), KafkaLinger: 5 * time.Millisecond,
+		NoAutoCreate: true, TopicTemplate: "t.{type}"}
+	if err := cfg.parse(); err != nil {
+		t.Fatal(err)
+	}
+	got := PublisherConfig(cfg, []string{"k:9092"}, nil)
+	if got.Linger != 5*time.Millisecond || !got.DisableAutoTopicCreation || got.TopicTemplate != "t.{type}" || len(got.Brokers) != 1 {
+		t.Fatalf("PublisherConfig = %+v", got)
 	}
 }

@@ -391,7 +391,7 @@ func runBench(ctx context.Context, cfg app.Config, opts benchOptions, stderr io.
 	rep.Conditions = benchConditions{
 		Date: time.Now().UTC().Format(time.RFC3339), Store: strings.SplitN(app.RedactURL(cfg.Store), "?", 2)[0], Source: e.source, Broker: broker,
 		PayloadBytes: opts.payload, Events: opts.events, Aggregates: opts.aggregates, Writers: opts.writers,
-		StageSeconds: e.stage().Seconds(), Producer: "franz-go, idempotent, acks=all, linger 0", CPUs: runtime.NumCPU(),
+		StageSeconds: e.stage().Seconds(), Producer: producerConditions(cfg.KafkaLinger), CPUs: runtime.NumCPU(),
 		LoadAvg:    loadAvg(),
 		ChildRelay: "backlog curve, and latency on PostgreSQL: 'outbox relay' as a child process (CPU from /proc/PID/task/*/schedstat, peak RSS from VmHWM); drain, hot keys, keep-up, isolation, and latency on SQLite: the relay in this process",
 		Command:    command,
@@ -531,7 +531,9 @@ func (a *ackCounter) OnPublish(m outbox.Message, _ int, _ time.Duration) {
 // startRelay runs a relay on st until the returned stop is called.
 func (e *benchEnv) startRelay(ctx context.Context, st *stage, brokers []string, hooks ...relay.Hook) (*relay.Relay, func(), error) {
 	src := st.store.Source()
-	pub, err := kafka.NewPublisher(kafka.Config{Brokers: brokers, TopicTemplate: st.topic, Security: e.cfg.KafkaSecurity()})
+	pcfg := app.PublisherConfig(e.cfg, brokers, nil)
+	pcfg.TopicTemplate = st.topic
+	pub, err := kafka.NewPublisher(pcfg)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -1417,4 +1419,13 @@ func durabilityText(d map[string]string) string {
 		parts = append(parts, k+" "+d[k])
 	}
 	return strings.Join(parts, "; ")
+}
+
+// producerConditions describes the relay's producer; the raw-produce
+// baselines always send at once.
+func producerConditions(linger time.Duration) string {
+	if linger == 0 {
+		return "franz-go, idempotent, acks=all, linger 0"
+	}
+	return fmt.Sprintf("franz-go, idempotent, acks=all, linger %s (raw produce: linger 0)", linger)
 }

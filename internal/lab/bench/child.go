@@ -48,6 +48,9 @@ func (e *benchEnv) startChild(ctx context.Context, st *stage) (*childRelay, erro
 	if strings.HasPrefix(st.cfg.Store, "postgres") {
 		args = append(args, "--slot", st.cfg.Slot)
 	}
+	if e.cfg.KafkaLinger != 0 {
+		args = append(args, "--kafka-linger", e.cfg.KafkaLinger.String())
+	}
 	if e.cfg.KafkaCAFile != "" || e.cfg.KafkaTLS {
 		args = append(args, "--kafka-tls")
 	}

@@ -100,6 +100,8 @@ func newSystem(name string, o *options) (system, error) {
 		return &outboxSys{o: o, source: "cdc"}, nil
 	case "outbox-poll":
 		return &outboxSys{o: o, source: "poll"}, nil
+	case "outbox-cdc-linger5ms":
+		return &outboxSys{o: o, source: "cdc", linger: 5 * time.Millisecond}, nil
 	case "debezium":
 		return &debeziumSys{o: o}, nil
 	case "debezium-100ms":
@@ -109,7 +111,7 @@ func newSystem(name string, o *options) (system, error) {
 	case "watermill-100ms":
 		return &watermillSys{o: o, pollInterval: 100 * time.Millisecond}, nil
 	}
-	return nil, fmt.Errorf("unknown system %q (outbox-cdc, outbox-poll, debezium, watermill)", name)
+	return nil, fmt.Errorf("unknown system %q (outbox-cdc, outbox-poll, outbox-cdc-linger5ms, debezium, watermill, debezium-100ms, watermill-100ms)", name)
 }
 
 // ---- our outbox table (outbox and Debezium) ----
@@ -166,15 +168,21 @@ func migrate(ctx context.Context, o *options, r *run, source string) error {
 type outboxSys struct {
 	o      *options
 	source string
+	linger time.Duration // --kafka-linger; 0 is the default
 }
 
-func (s *outboxSys) Name() string { return "outbox-" + s.source }
+func (s *outboxSys) Name() string {
+	if s.linger != 0 {
+		return fmt.Sprintf("outbox-%s-linger%s", s.source, s.linger)
+	}
+	return "outbox-" + s.source
+}
 
 func (s *outboxSys) Setup(ctx context.Context, r *run) error { return migrate(ctx, s.o, r, s.source) }
 
 func (s *outboxSys) Start(ctx context.Context, r *run) (*proc, error) {
 	return startProc(r, s.o.outboxBin, "relay", "--store", r.dsn, "--brokers", s.o.brokers, "--source", s.source,
-		"--slot", r.slot, "--topic-template", r.prefix+".{aggregatetype}")
+		"--slot", r.slot, "--topic-template", r.prefix+".{aggregatetype}", "--kafka-linger", s.linger.String())
 }
 
 func (s *outboxSys) InsertBatch(ctx context.Context, conn *pgx.Conn, r *run, evs []event) error {
@@ -188,6 +196,9 @@ func (s *outboxSys) InsertOne(ctx context.Context, conn *pgx.Conn, r *run, ev ev
 func (s *outboxSys) Note() string {
 	if s.source == "poll" {
 		return "outbox relay --source poll (defaults: --poll-interval 100ms, --max-in-flight 1024; franz-go idempotent producer, acks=all, linger 0)"
+	}
+	if s.linger != 0 {
+		return fmt.Sprintf("outbox relay --source cdc --kafka-linger %s (Debezium's producer linger; otherwise as outbox-cdc)", s.linger)
 	}
 	return "outbox relay --source cdc (pgoutput; defaults: --max-in-flight 1024; franz-go idempotent producer, acks=all, linger 0)"
 }
