@@ -20,13 +20,19 @@ import (
 // elapse advances a synctest bubble's fake clock.
 func elapse(d time.Duration) { <-time.After(d) }
 
-// settle advances fake time in small steps until cond holds or limit passes.
+// settle advances fake time in small steps until cond holds or limit
+// passes. After each step it waits until every goroutine woken at that
+// moment blocks again, so cond sees all of what the moment caused, not a
+// relay half-way through it (a timer of its own firing with settle's).
 func settle(t *testing.T, limit time.Duration, cond func() bool) {
 	t.Helper()
-	for end := time.Now().Add(limit); !cond(); elapse(10 * time.Millisecond) {
+	end := time.Now().Add(limit)
+	for !cond() {
 		if time.Now().After(end) {
 			t.Fatalf("condition not met within %s of fake time", limit)
 		}
+		elapse(10 * time.Millisecond)
+		synctest.Wait()
 	}
 }
 
