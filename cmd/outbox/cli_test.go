@@ -39,8 +39,8 @@ func TestUsageErrorsExit2WithAMessage(t *testing.T) {
 		{"unknown command", nil, []string{"frobnicate"}, `unknown command "frobnicate"`},
 		{"bad duration", nil, []string{"relay", "--poll-interval", "soon"}, "poll-interval"},
 		{"negative duration", nil, []string{"relay", "--poll-interval", "-1s"}, "--poll-interval must be positive"},
-		{"negative linger", nil, []string{"relay", "--kafka-linger", "-5ms"}, "--kafka-linger must be between 0 and 1s, got -5ms"},
-		{"linger past a second", nil, []string{"relay", "--kafka-linger", "2s"}, "--kafka-linger must be between 0 and 1s, got 2s"},
+		{"negative linger", nil, []string{"relay", "--kafka-linger", "-5ms"}, "--kafka-linger must be between 0 and 100ms, got -5ms"},
+		{"linger past 100ms", nil, []string{"relay", "--kafka-linger", "2s"}, "--kafka-linger must be between 0 and 100ms, got 2s"},
 		{"bad env", map[string]string{"OUTBOX_LOG_LEVEL": "loud"}, []string{"relay"}, "--log-level"},
 		{"bad env type", map[string]string{"OUTBOX_BROKER_PORT": "ninety"}, []string{"relay"}, "OUTBOX_BROKER_PORT"},
 		{"unknown config key", nil, []string{"relay", "--config", badConfig}, `unknown setting "colour"`},
@@ -189,10 +189,10 @@ func TestEdgeSettingsResolve(t *testing.T) {
 	if cfg, _ := resolve(map[string]string{"OUTBOX_KAFKA_AUTO_CREATE_TOPICS": "false", "OUTBOX_IDEMPOTENCY_TTL": "2h", "OUTBOX_KAFKA_LINGER": "5ms"}); !cfg.NoAutoCreate || cfg.IdempotencyTTL != 2*time.Hour || cfg.KafkaLinger != 5*time.Millisecond {
 		t.Fatalf("environment: NoAutoCreate %v IdempotencyTTL %s KafkaLinger %s", cfg.NoAutoCreate, cfg.IdempotencyTTL, cfg.KafkaLinger)
 	}
-	if cfg, _ := resolve(nil, "--kafka-linger", "1s"); cfg.KafkaLinger != time.Second {
-		t.Fatalf("--kafka-linger 1s: KafkaLinger %s", cfg.KafkaLinger)
+	if cfg, err := resolve(nil, "--kafka-linger", "100ms"); err != nil || cfg.KafkaLinger != 100*time.Millisecond {
+		t.Fatalf("--kafka-linger 100ms: KafkaLinger %s, %v", cfg.KafkaLinger, err)
 	}
-	for _, bad := range [][]string{{"--stuck-timeout", "0s"}, {"--stuck-timeout", "10ms"}, {"--idempotency-ttl", "30s"}, {"--kafka-linger", "-1ms"}, {"--kafka-linger", "1001ms"}} {
+	for _, bad := range [][]string{{"--stuck-timeout", "0s"}, {"--stuck-timeout", "10ms"}, {"--idempotency-ttl", "30s"}, {"--kafka-linger", "-1ms"}, {"--kafka-linger", "101ms"}} {
 		if _, err := resolve(nil, bad...); err == nil {
 			t.Errorf("%v accepted", bad)
 		}

@@ -48,7 +48,7 @@ func TestHelpOfEachCommandIsGolden(t *testing.T) {
 // migrate and dlq do not list the relay's and Kafka's settings; serve does.
 func TestHelpShowsOnlyTheFlagsACommandUses(t *testing.T) {
 	relayOnly := []string{"--brokers", "--kafka-tls", "--kafka-sasl-mechanism", "--breaker-open-timeout", "--retention",
-		"--poll-interval", "--max-in-flight", "--stuck-timeout", "--topic-template", "--broker-port", "--idempotency-ttl"}
+		"--poll-interval", "--max-in-flight", "--stuck-timeout", "--topic-template", "--broker-port", "--idempotency-ttl", "--kafka-linger"}
 	for _, args := range [][]string{{"migrate"}, {"dlq", "list"}, {"dlq", "replay"}} {
 		help := helpOf(t, args...)
 		if !strings.Contains(help, "--store") {

@@ -127,7 +127,7 @@ func (c *Config) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.KafkaKeyFile, "kafka-key-file", "", "PEM client key for mutual TLS")
 	fs.StringVar(&c.KafkaSASL, "kafka-sasl-mechanism", "", "SASL mechanism: SCRAM-SHA-256, SCRAM-SHA-512 or PLAIN (TLS only); the password comes from OUTBOX_KAFKA_SASL_PASSWORD or _FILE")
 	fs.StringVar(&c.KafkaSASLUser, "kafka-sasl-user", "", "SASL user")
-	fs.DurationVar(&c.KafkaLinger, "kafka-linger", 0, "how long the producer waits to fill a request before sending it (at most 1s): fewer, larger requests, less CPU per event, each event that much later; 0 sends at once")
+	fs.DurationVar(&c.KafkaLinger, "kafka-linger", 0, "how long the producer waits to fill a request before sending it (at most 100ms): fewer, larger requests, less CPU per event, each event that much later, and a backlog drains at most --max-in-flight events per linger; 0 sends at once")
 	fs.IntVar(&c.BrokerPort, "broker-port", 9092, "port of the embedded broker on 127.0.0.1 (0: any free port)")
 	fs.StringVar(&c.TopicTemplate, "topic-template", defaultTopicTemplate, "topic routing: {aggregatetype} and {type} are replaced; {type} is the design's topic per event type")
 	f := fs.VarPF(inverted{&c.NoAutoCreate}, "kafka-auto-create-topics", "", "let the broker create a missing topic on first publish; off, an event for a missing topic fails (and is parked after --stuck-timeout)")
@@ -144,9 +144,11 @@ func (c *Config) AddFlags(fs *pflag.FlagSet) {
 
 const defaultTopicTemplate = kafka.TopicPerAggregateType
 
-// maxLinger bounds --kafka-linger: every publish waits it out, so a
-// linger near the relay's publish timeout would time out every attempt.
-const maxLinger = time.Second
+// maxLinger bounds --kafka-linger: every event waits it out, and the
+// relay holds at most --max-in-flight events unacknowledged, so a backlog
+// drains at most that many per linger (10,240 events/s at 100 ms with the
+// default 1,024).
+const maxLinger = 100 * time.Millisecond
 
 // inverted is a bool flag that sets its field to the opposite value.
 type inverted struct{ v *bool }

@@ -43,23 +43,7 @@ func (e *benchEnv) startChild(ctx context.Context, st *stage) (*childRelay, erro
 		}
 		e.exe, e.cleanups = exe, append(e.cleanups, cleanup)
 	}
-	args := []string{"relay", "--store", st.cfg.Store, "--source", e.source, "--brokers", strings.Join(e.brokers, ","),
-		"--topic-template", st.topic, "--retention", "0s", "--log-level", "error", "--poll-interval", e.cfg.PollInterval.String()}
-	if strings.HasPrefix(st.cfg.Store, "postgres") {
-		args = append(args, "--slot", st.cfg.Slot)
-	}
-	if e.cfg.KafkaLinger != 0 {
-		args = append(args, "--kafka-linger", e.cfg.KafkaLinger.String())
-	}
-	if e.cfg.KafkaCAFile != "" || e.cfg.KafkaTLS {
-		args = append(args, "--kafka-tls")
-	}
-	for flag, v := range map[string]string{"--kafka-ca-file": e.cfg.KafkaCAFile, "--kafka-cert-file": e.cfg.KafkaCertFile,
-		"--kafka-key-file": e.cfg.KafkaKeyFile, "--kafka-sasl-mechanism": e.cfg.KafkaSASL, "--kafka-sasl-user": e.cfg.KafkaSASLUser} {
-		if v != "" {
-			args = append(args, flag, v)
-		}
-	}
+	args := e.childArgs(st)
 	c := &childRelay{cmd: exec.Command(e.exe, args...), stderr: &bytes.Buffer{}, exited: make(chan struct{})}
 	c.cmd.Stderr, c.cmd.Stdout = c.stderr, io.Discard
 	if err := c.cmd.Start(); err != nil {
@@ -189,3 +173,25 @@ func createTopic(ctx context.Context, adm *kadm.Client, topic string, configs ma
 }
 
 var errChildTimeout = errors.New("the relay did not drain the backlog in 30 minutes")
+
+// childArgs is the child relay's command line: the stage's store and
+// topics, and the settings given to bench that shape the relay.
+func (e *benchEnv) childArgs(st *stage) []string {
+	args := []string{"relay", "--store", st.cfg.Store, "--source", e.source, "--brokers", strings.Join(e.brokers, ","),
+		"--topic-template", st.topic, "--retention", "0s", "--log-level", "error", "--poll-interval", e.cfg.PollInterval.String()}
+	if strings.HasPrefix(st.cfg.Store, "postgres") {
+		args = append(args, "--slot", st.cfg.Slot)
+	}
+	// Always: the child inherits the environment, OUTBOX_KAFKA_LINGER too.
+	args = append(args, "--kafka-linger", e.cfg.KafkaLinger.String())
+	if e.cfg.KafkaCAFile != "" || e.cfg.KafkaTLS {
+		args = append(args, "--kafka-tls")
+	}
+	for flag, v := range map[string]string{"--kafka-ca-file": e.cfg.KafkaCAFile, "--kafka-cert-file": e.cfg.KafkaCertFile,
+		"--kafka-key-file": e.cfg.KafkaKeyFile, "--kafka-sasl-mechanism": e.cfg.KafkaSASL, "--kafka-sasl-user": e.cfg.KafkaSASLUser} {
+		if v != "" {
+			args = append(args, flag, v)
+		}
+	}
+	return args
+}
