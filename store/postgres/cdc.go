@@ -415,6 +415,12 @@ func (c *cdcCursor) Close() error {
 	c.once.Do(func() {
 		c.cancel()
 		<-c.done
+		if c.conn.IsClosed() {
+			// A failed receive closed it; the driver is still sending its
+			// goodbye on it from a goroutine of its own, so nothing more
+			// may be written.
+			return
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
 		c.sendStatus(ctx)

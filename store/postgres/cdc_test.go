@@ -2,8 +2,11 @@ package postgres_test
 
 import (
 	"context"
+	"io"
+	"net"
 	"net/url"
 	"runtime"
+	"sync"
 	"testing"
 	"time"
 
@@ -208,6 +211,114 @@ func TestCDCResumesFromTheRelaysOwnCheckpoint(t *testing.T) {
 	}
 	if len(again) != 1 || again[0] != b.ID.String() {
 		t.Fatalf("after the crash read %v, want only the unacknowledged %s", again, b.ID)
+	}
+}
+
+// cutter forwards TCP connections to a server and can cut them all at
+// once, as a server killed outright does: no message, the stream ends.
+// Connections made after the cut are held, unanswered, on held.
+type cutter struct {
+	ln    net.Listener
+	held  chan net.Conn
+	mu    sync.Mutex
+	isCut bool
+	conns []net.Conn
+}
+
+func newCutter(t *testing.T, upstream string) *cutter {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &cutter{ln: ln, held: make(chan net.Conn, 16)}
+	t.Cleanup(func() { ln.Close(); c.cut() })
+	go func() {
+		for {
+			down, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.mu.Lock()
+			isCut := c.isCut
+			c.mu.Unlock()
+			if isCut {
+				c.held <- down
+				continue
+			}
+			up, err := net.Dial("tcp", upstream)
+			if err != nil {
+				down.Close()
+				continue
+			}
+			c.mu.Lock()
+			c.conns = append(c.conns, down, up)
+			c.mu.Unlock()
+			go func() { io.Copy(up, down); up.Close() }()
+			go func() { io.Copy(down, up); down.Close() }()
+		}
+	}()
+	return c
+}
+
+func (c *cutter) cut() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.isCut = true
+	for _, conn := range c.conns {
+		conn.Close()
+	}
+	c.conns = nil
+}
+
+// The connection under the stream ends without a word (the server killed
+// outright, a network cut): the cursor reports it, and closing it then
+// touches nothing the driver's own close of the broken connection is
+// still using. A last status update sent on it raced that close (seen by
+// the race detector in CI: the driver's close sends its goodbye from a
+// goroutine of its own, after a cancel request to the server).
+func TestCDCCloseAfterTheConnectionWasCut(t *testing.T) {
+	_, dsn := newDB(t)
+	u, err := url.Parse(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cut := newCutter(t, u.Host)
+	u.Host = cut.ln.Addr().String()
+	ctx := t.Context()
+	s, err := postgres.Open(ctx, u.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	src := cdc(t, s, postgres.CDCConfig{})
+	if _, err := src.Setup(ctx); err != nil {
+		t.Fatal(err)
+	}
+	cur, err := src.Open(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cut.cut()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if _, err := cur.Next(ctx, 10); err != nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the cursor did not report the cut stream in 10 s")
+		}
+	}
+	// The driver's close waits on its cancel request; let it go on, and
+	// give it the moment it needs to send its goodbye, before closing.
+	select {
+	case held := <-cut.held:
+		held.Close()
+	case <-time.After(10 * time.Second):
+		t.Fatal("no cancel request in 10 s")
+	}
+	<-time.After(100 * time.Millisecond)
+	if err := cur.Close(); err != nil {
+		t.Fatal(err)
 	}
 }
 
