@@ -308,10 +308,10 @@ func (p *Publisher) PublishRuns(ctx context.Context, runs [][]outbox.Message, re
 	began := time.Now()
 	var cutoff <-chan time.Time
 wait:
-	for range handed {
+	for left := len(handed); left > 0; left-- {
 		select {
 		case <-settled:
-			if cutoff == nil {
+			if cutoff == nil && left > 1 { // none awaited after the last
 				t := time.NewTimer(stragglerCutoff(time.Since(began)))
 				defer t.Stop()
 				cutoff = t.C
