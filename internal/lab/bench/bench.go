@@ -710,7 +710,7 @@ func (e *benchEnv) drainOnce(ctx context.Context, aggregates int, rep *benchRepo
 // rawProduce sends the records of msgs with a plain franz-go producer
 // and returns its rate and CPU.
 func (e *benchEnv) rawProduce(ctx context.Context, msgs []outbox.Message) (float64, time.Duration, error) {
-	raw, err := e.kafkaClient(kgo.AllowAutoTopicCreation(), kgo.RequiredAcks(kgo.AllISRAcks()), kgo.ProducerLinger(0))
+	raw, err := e.rawProducer()
 	if err != nil {
 		return 0, 0, err
 	}
@@ -985,7 +985,7 @@ func (e *benchEnv) keepUpRawProduce(ctx context.Context, rep *benchReport) error
 		return err
 	}
 	defer st.cleanup()
-	raw, err := e.kafkaClient(kgo.AllowAutoTopicCreation(), kgo.RequiredAcks(kgo.AllISRAcks()), kgo.ProducerLinger(0))
+	raw, err := e.rawProducer()
 	if err != nil {
 		return err
 	}
@@ -1302,7 +1302,7 @@ func (e *benchEnv) latencyAt(ctx context.Context, rate int, frac func(float64)) 
 // stage, k at a time on the writers' schedule, and returns this process's
 // CPU and the records sent.
 func (e *benchEnv) rawProduceAt(ctx context.Context, rate, k int, pad string) (time.Duration, int, error) {
-	raw, err := e.kafkaClient(kgo.AllowAutoTopicCreation(), kgo.RequiredAcks(kgo.AllISRAcks()), kgo.ProducerLinger(0))
+	raw, err := e.rawProducer()
 	if err != nil {
 		return 0, 0, err
 	}
@@ -1421,11 +1421,8 @@ func durabilityText(d map[string]string) string {
 	return strings.Join(parts, "; ")
 }
 
-// producerConditions describes the relay's producer; the raw-produce
-// baselines always send at once.
+// producerConditions describes the producer of the relay and of the
+// raw-produce baselines (rawProducer).
 func producerConditions(linger time.Duration) string {
-	if linger == 0 {
-		return "franz-go, idempotent, acks=all, linger 0"
-	}
-	return fmt.Sprintf("franz-go, idempotent, acks=all, linger %s (raw produce: linger 0)", linger)
+	return fmt.Sprintf("franz-go, idempotent, acks=all, linger %s (the relay's and raw produce's)", linger)
 }

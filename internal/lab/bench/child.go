@@ -144,6 +144,14 @@ func (e *benchEnv) kafkaClient(opts ...kgo.Opt) (*kgo.Client, error) {
 	return kgo.NewClient(append(append(sec, kgo.SeedBrokers(e.brokers...)), opts...)...)
 }
 
+// rawProducer is the baselines' plain franz-go producer, with the
+// relay's producer settings (acks=all, idempotent, its linger): a
+// baseline that sent each record at once would charge a lingering relay's
+// batching to the relay's credit.
+func (e *benchEnv) rawProducer() (*kgo.Client, error) {
+	return e.kafkaClient(kgo.AllowAutoTopicCreation(), kgo.RequiredAcks(kgo.AllISRAcks()), kgo.ProducerLinger(e.cfg.KafkaLinger))
+}
+
 // partitionCount is how many partitions topic has.
 func partitionCount(ctx context.Context, adm *kadm.Client, topic string) (int, error) {
 	td, err := adm.ListTopics(ctx, topic)
