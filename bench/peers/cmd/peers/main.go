@@ -59,7 +59,7 @@ func main() {
 	flag.IntVar(&o.payloadBytes, "payload", 300, "JSON payload size in bytes")
 	flag.IntVar(&o.writers, "writers", 8, "writer connections of the fixed-rate runs (each owns a share of the aggregates)")
 	flag.IntVar(&o.partitions, "partitions", 3, "partitions of each target topic (created before each run)")
-	flag.StringVar(&systems, "systems", "outbox-cdc,outbox-poll,debezium,watermill,debezium-100ms,watermill-100ms", "systems to compare, in this order within each round: outbox-cdc, outbox-poll, debezium, watermill, and debezium-100ms, watermill-100ms (the peers with their poll interval lowered to 100 ms), outbox-cdc-linger5ms (outbox with Debezium's producer linger)")
+	flag.StringVar(&systems, "systems", "outbox-cdc,outbox-poll,debezium,watermill,debezium-100ms,watermill-100ms", "systems to compare, in this order within each round: outbox-cdc, outbox-poll, debezium, watermill, and debezium-100ms, watermill-100ms (the peers with their poll interval lowered to 100 ms), outbox-cdc-linger5ms (outbox with Debezium's producer linger), outbox-cdc-linger5ms-1cpu (the same with GOMAXPROCS=1)")
 	flag.StringVar(&scenarios, "scenarios", "drain,hotkey,rate", "scenarios: drain, hotkey, rate")
 	flag.StringVar(&o.pgDSN, "pg", os.Getenv("OUTBOX_TEST_PG_DSN"), "superuser DSN of a PostgreSQL with wal_level=logical (any database; each run creates its own)")
 	flag.StringVar(&o.brokers, "brokers", os.Getenv("OUTBOX_TEST_KAFKA_BROKERS"), "Kafka brokers")

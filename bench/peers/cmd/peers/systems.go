@@ -102,6 +102,8 @@ func newSystem(name string, o *options) (system, error) {
 		return &outboxSys{o: o, source: "poll"}, nil
 	case "outbox-cdc-linger5ms":
 		return &outboxSys{o: o, source: "cdc", linger: 5 * time.Millisecond}, nil
+	case "outbox-cdc-linger5ms-1cpu":
+		return &outboxSys{o: o, source: "cdc", linger: 5 * time.Millisecond, oneCPU: true}, nil
 	case "debezium":
 		return &debeziumSys{o: o}, nil
 	case "debezium-100ms":
@@ -111,7 +113,7 @@ func newSystem(name string, o *options) (system, error) {
 	case "watermill-100ms":
 		return &watermillSys{o: o, pollInterval: 100 * time.Millisecond}, nil
 	}
-	return nil, fmt.Errorf("unknown system %q (outbox-cdc, outbox-poll, outbox-cdc-linger5ms, debezium, watermill, debezium-100ms, watermill-100ms)", name)
+	return nil, fmt.Errorf("unknown system %q (outbox-cdc, outbox-poll, outbox-cdc-linger5ms, outbox-cdc-linger5ms-1cpu, debezium, watermill, debezium-100ms, watermill-100ms)", name)
 }
 
 // ---- our outbox table (outbox and Debezium) ----
@@ -169,19 +171,30 @@ type outboxSys struct {
 	o      *options
 	source string
 	linger time.Duration // --kafka-linger; 0 is the default
+	// oneCPU runs it with GOMAXPROCS=1, as Go does by itself in a
+	// container limited to one CPU.
+	oneCPU bool
 }
 
 func (s *outboxSys) Name() string {
+	name := "outbox-" + s.source
 	if s.linger != 0 {
-		return fmt.Sprintf("outbox-%s-linger%s", s.source, s.linger)
+		name += fmt.Sprintf("-linger%s", s.linger)
 	}
-	return "outbox-" + s.source
+	if s.oneCPU {
+		name += "-1cpu"
+	}
+	return name
 }
 
 func (s *outboxSys) Setup(ctx context.Context, r *run) error { return migrate(ctx, s.o, r, s.source) }
 
 func (s *outboxSys) Start(ctx context.Context, r *run) (*proc, error) {
-	return startProc(r, s.o.outboxBin, "relay", "--store", r.dsn, "--brokers", s.o.brokers, "--source", s.source,
+	var env []string
+	if s.oneCPU {
+		env = []string{"GOMAXPROCS=1"}
+	}
+	return startProc(r, env, s.o.outboxBin, "relay", "--store", r.dsn, "--brokers", s.o.brokers, "--source", s.source,
 		"--slot", r.slot, "--topic-template", r.prefix+".{aggregatetype}", "--kafka-linger", s.linger.String())
 }
 
@@ -196,6 +209,9 @@ func (s *outboxSys) InsertOne(ctx context.Context, conn *pgx.Conn, r *run, ev ev
 func (s *outboxSys) Note() string {
 	if s.source == "poll" {
 		return "outbox relay --source poll (defaults: --poll-interval 100ms, --max-in-flight 1024; franz-go idempotent producer, acks=all, linger 0)"
+	}
+	if s.oneCPU {
+		return fmt.Sprintf("GOMAXPROCS=1 outbox relay --source cdc --kafka-linger %s (one CPU for Go's scheduler, as in a container limited to one CPU; otherwise as outbox-cdc-linger5ms)", s.linger)
 	}
 	if s.linger != 0 {
 		return fmt.Sprintf("outbox relay --source cdc --kafka-linger %s (Debezium's producer linger; otherwise as outbox-cdc)", s.linger)
@@ -237,7 +253,7 @@ func (s *debeziumSys) Start(ctx context.Context, r *run) (*proc, error) {
 	if s.pollInterval > 0 {
 		args = append(args, fmt.Sprintf("poll.interval.ms=%d", s.pollInterval.Milliseconds()))
 	}
-	return startProc(r, "java", args...)
+	return startProc(r, nil, "java", args...)
 }
 
 func (s *debeziumSys) InsertBatch(ctx context.Context, conn *pgx.Conn, r *run, evs []event) error {
@@ -293,7 +309,7 @@ func (s *watermillSys) Start(ctx context.Context, r *run) (*proc, error) {
 	if s.pollInterval > 0 {
 		args = append(args, "-poll-interval", s.pollInterval.String())
 	}
-	return startProc(r, s.o.forwarderBin, args...)
+	return startProc(r, nil, s.o.forwarderBin, args...)
 }
 
 func (s *watermillSys) messages(r *run, evs []event) []*message.Message {
@@ -353,7 +369,9 @@ type proc struct {
 	t0   time.Time
 }
 
-func startProc(r *run, name string, args ...string) (*proc, error) {
+// startProc starts name with args, and env added to this process's
+// environment.
+func startProc(r *run, env []string, name string, args ...string) (*proc, error) {
 	r.starts++
 	logPath := filepath.Join(r.dir, fmt.Sprintf("relay-%d.log", r.starts))
 	f, err := os.Create(logPath)
@@ -361,6 +379,9 @@ func startProc(r *run, name string, args ...string) (*proc, error) {
 		return nil, err
 	}
 	cmd := exec.Command(name, args...)
+	if env != nil {
+		cmd.Env = append(os.Environ(), env...)
+	}
 	cmd.Stdout, cmd.Stderr = f, f
 	p := &proc{cmd: cmd, done: make(chan struct{}), log: logPath}
 	p.t0 = time.Now()
