@@ -40,7 +40,7 @@ func TestInterruptedSkipSkipsOnlyTheEntryItNamed(t *testing.T) {
 			d, _ := s.GetDeadLetter(t.Context(), parked[0].ID)
 			return d.Status == outbox.StatusSkipped
 		})
-		elapse(2 * time.Second) // the republish of e2 fails round after round
+		pass(2 * time.Second) // the republish of e2 fails round after round
 		if err := stop(); err != nil {
 			t.Fatal(err)
 		}

@@ -62,7 +62,7 @@ func TestTransientFailuresOfOneAggregateAreNeverDeadLetteredWhileTheBreakerIsClo
 		start := time.Now()
 		for i := 0; time.Since(start) < time.Minute; i++ {
 			w.write("order", fmt.Sprintf("o%d", i%10), i)
-			elapse(100 * time.Millisecond)
+			pass(100 * time.Millisecond)
 			if st := r.Stats(); st.DeadLettered != 0 || st.Parked != 0 {
 				t.Fatalf("after %s of transient failures (%d rounds) with the breaker %s: %d dead-lettered, %d parked",
 					time.Since(start), st.Failed, st.Breaker, st.DeadLettered, st.Parked)
@@ -247,14 +247,14 @@ func TestCrashWithAWholeWindowUnacknowledgedRepublishesOnlyThatWindow(t *testing
 			w.write("order", fmt.Sprintf("o%d", i%20), i)
 		}
 		settle(t, time.Minute, func() bool { return len(broker.published()) == 100 })
-		elapse(time.Second) // checkpoints written
+		pass(time.Second) // checkpoints written
 
 		pub.acksLost.Store(true)
 		for i := range 100 {
 			w.write("order", fmt.Sprintf("o%d", i%20), 100+i)
 		}
 		settle(t, time.Minute, func() bool { return pub.sent.Load() >= maxInFlight })
-		elapse(time.Second) // nothing more is read: the window is full
+		pass(time.Second) // nothing more is read: the window is full
 		close(crashed)
 		stop()
 		sent := pub.sent.Load()
@@ -286,7 +286,7 @@ func TestReadingStopsAtMaxInFlight(t *testing.T) {
 				for i := range events { // one aggregate each: nothing waits in a lane
 					w.write("order", fmt.Sprintf("o%d", i), i)
 				}
-				elapse(10 * time.Second)
+				pass(10 * time.Second)
 				if st := r.Stats(); st.Read != int64(maxInFlight) || st.InFlight != int64(maxInFlight) || st.PeakInFlight != int64(maxInFlight) {
 					t.Fatalf("with every publish hanging: read %d, in flight %d, peak %d; want all %d",
 						st.Read, st.InFlight, st.PeakInFlight, maxInFlight)
@@ -348,7 +348,7 @@ func TestShutdownDrainsInFlightPublishesAndWritesTheLastCheckpoint(t *testing.T)
 					w.write("order", fmt.Sprintf("o%d", i), i)
 				}
 				w.write("order", "o0", 10) // position 11: waits in o0's lane
-				elapse(time.Second)
+				pass(time.Second)
 				if st := r.Stats(); st.InFlight != 11 || len(pub.published()) != 0 {
 					t.Fatalf("before the shutdown: %d in flight, %d published; want 11 and 0", st.InFlight, len(pub.published()))
 				}

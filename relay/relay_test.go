@@ -17,13 +17,21 @@ import (
 	"github.com/outbox-dev/outbox/store/memstore"
 )
 
-// elapse advances a synctest bubble's fake clock.
+// elapse advances a synctest bubble's fake clock; a publisher's fake
+// latency, on a relay's goroutine.
 func elapse(d time.Duration) { <-time.After(d) }
 
-// settle advances fake time in small steps until cond holds or limit
-// passes. After each step it waits until every goroutine woken at that
-// moment blocks again, so cond sees all of what the moment caused, not a
-// relay half-way through it (a timer of its own firing with settle's).
+// pass advances the fake clock from the test's goroutine, and returns once
+// every goroutine woken by then blocked again: what the test looks at next
+// is all that moment caused, not a relay half-way through it (a timer of
+// its own firing at the same moment as the test's).
+func pass(d time.Duration) {
+	elapse(d)
+	synctest.Wait()
+}
+
+// settle advances fake time in small steps (pass) until cond holds or
+// limit passes.
 func settle(t *testing.T, limit time.Duration, cond func() bool) {
 	t.Helper()
 	end := time.Now().Add(limit)
@@ -31,8 +39,7 @@ func settle(t *testing.T, limit time.Duration, cond func() bool) {
 		if time.Now().After(end) {
 			t.Fatalf("condition not met within %s of fake time", limit)
 		}
-		elapse(10 * time.Millisecond)
-		synctest.Wait()
+		pass(10 * time.Millisecond)
 	}
 }
 
@@ -93,7 +100,7 @@ func TestTransientFailuresAreBackPressureNotDeadLetters(t *testing.T) {
 		}
 		settle(t, 5*time.Second, func() bool { return r.Stats().Breaker == "open" })
 		readsAtOpen := src.reads.Load()
-		elapse(10 * time.Second)
+		pass(10 * time.Second)
 		if n := src.reads.Load() - readsAtOpen; n > 1 {
 			t.Fatalf("relay read the source %d times while the breaker was open", n)
 		}
@@ -258,7 +265,7 @@ func TestCheckpointNeverPassesAnUnacknowledgedEvent(t *testing.T) {
 			w.write("order", "b", i)
 		}
 		settle(t, 10*time.Second, func() bool { return len(pub.published()) == 6 })
-		elapse(time.Second)
+		pass(time.Second)
 		if pos, _ := s.LoadCheckpoint(t.Context(), "default"); pos != "1" {
 			t.Fatalf("checkpoint %q while position 2 is unacknowledged, want 1", pos)
 		}

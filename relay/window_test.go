@@ -41,7 +41,7 @@ func TestStuckAggregateBoundsTheWindowThenIsParked(t *testing.T) {
 			w.write("order", fmt.Sprintf("o%d", i%50), i)
 		}
 		settle(t, 30*time.Second, func() bool { return len(pub.published()) == others+1 })
-		elapse(2 * time.Second) // a round of attempts, and checkpoints
+		pass(2 * time.Second) // a round of attempts, and checkpoints
 		st := r.Stats()
 		// Equal, not just at most: the window filled, so the bound was
 		// exercised (and a peak never measured cannot pass).
@@ -59,7 +59,7 @@ func TestStuckAggregateBoundsTheWindowThenIsParked(t *testing.T) {
 		// stuck message is parked with its reason.
 		for i := 0; r.Stats().DeadLettered == 0; i++ {
 			w.write("order", "a", i+1)
-			elapse(time.Second)
+			pass(time.Second)
 			if i > 120 {
 				t.Fatal("not parked within two minutes of a one-minute StuckTimeout")
 			}
@@ -102,7 +102,7 @@ func TestOutageLongerThanStuckTimeoutParksNothing(t *testing.T) {
 		for i := range 20 {
 			w.write("order", fmt.Sprintf("o%d", i%5), i)
 		}
-		elapse(30 * time.Minute) // rounds complete slowly: the open breaker lets one probe in per 30 s
+		pass(30 * time.Minute) // rounds complete slowly: the open breaker lets one probe in per 30 s
 		if st := r.Stats(); st.DeadLettered != 0 || st.Published != 0 {
 			t.Fatalf("during an outage: %+v", st)
 		}
@@ -151,7 +151,7 @@ func TestBrokerWatcherOpensAndClosesTheBreakerAtOnce(t *testing.T) {
 
 		hang.Store(true)
 		w.write("order", "a", 1)
-		elapse(100 * time.Millisecond)
+		pass(100 * time.Millisecond)
 		notify(errors.New("dial tcp 127.0.0.1:9092: connection refused"))
 		if st := r.Stats(); st.Breaker != "open" {
 			t.Fatalf("breaker %s right after the broker became unreachable, want open", st.Breaker)
@@ -160,7 +160,7 @@ func TestBrokerWatcherOpensAndClosesTheBreakerAtOnce(t *testing.T) {
 		for i := range 10 {
 			w.write("order", "b", i)
 		}
-		elapse(10 * time.Second)
+		pass(10 * time.Second)
 		if got := src.reads.Load(); got > reads+1 {
 			t.Fatalf("%d reads while the broker was unreachable", got-reads)
 		}
@@ -270,7 +270,7 @@ func TestMaxBehindBoundsWhatACrashRepublishesWhileAnAggregateIsStuck(t *testing.
 			w.write("order", fmt.Sprintf("o%d", i%20), i)
 		}
 		settle(t, 10*time.Second, func() bool { return len(pub.published()) == behind-1 })
-		elapse(5 * time.Second)
+		pass(5 * time.Second)
 		if n := len(pub.published()); n != behind-1 {
 			t.Fatalf("published %d while the stuck record holds the checkpoint; want reading to stop %d records past it", n, behind)
 		}
@@ -348,10 +348,10 @@ func TestAFencedRelayStopsPublishingAtOnce(t *testing.T) {
 		settle(t, time.Second, func() bool { return len(pub.published()) == 1 })
 		down.Store(true)
 		w.write("order", "a", 1) // in hand, retried round after round
-		elapse(500 * time.Millisecond)
+		pass(500 * time.Millisecond)
 		close(fenced)
 		down.Store(false) // the broker answers again, but this relay may not publish
-		elapse(5 * time.Second)
+		pass(5 * time.Second)
 		select {
 		case err := <-done:
 			if err == nil || !strings.Contains(err.Error(), "lease lost") {
