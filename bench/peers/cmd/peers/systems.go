@@ -171,8 +171,9 @@ type outboxSys struct {
 	o      *options
 	source string
 	linger time.Duration // --kafka-linger; 0 is the default
-	// oneCPU runs it with GOMAXPROCS=1, as Go does by itself in a
-	// container limited to one CPU.
+	// oneCPU runs it with GOMAXPROCS=1: one thread runs its goroutines
+	// (Go's default is every CPU, and at least 2 in a container limited
+	// to fewer).
 	oneCPU bool
 }
 
@@ -211,7 +212,7 @@ func (s *outboxSys) Note() string {
 		return "outbox relay --source poll (defaults: --poll-interval 100ms, --max-in-flight 1024; franz-go idempotent producer, acks=all, linger 0)"
 	}
 	if s.oneCPU {
-		return fmt.Sprintf("GOMAXPROCS=1 outbox relay --source cdc --kafka-linger %s (one CPU for Go's scheduler, as in a container limited to one CPU; otherwise as outbox-cdc-linger5ms)", s.linger)
+		return fmt.Sprintf("GOMAXPROCS=1 outbox relay --source cdc --kafka-linger %s (one thread runs its goroutines; otherwise as outbox-cdc-linger5ms)", s.linger)
 	}
 	if s.linger != 0 {
 		return fmt.Sprintf("outbox relay --source cdc --kafka-linger %s (Debezium's producer linger; otherwise as outbox-cdc)", s.linger)
