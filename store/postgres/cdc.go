@@ -416,9 +416,9 @@ func (c *cdcCursor) Close() error {
 		c.cancel()
 		<-c.done
 		if c.conn.IsClosed() {
-			// A failed receive closed it; the driver is still sending its
-			// goodbye on it from a goroutine of its own, so nothing more
-			// may be written.
+			// A failed receive closed it; the driver may still be sending
+			// its goodbye on it from a goroutine of its own (pgconn's
+			// asyncClose), so nothing more may be written.
 			return
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
@@ -445,7 +445,11 @@ func (c *cdcCursor) run(ctx context.Context) {
 	defer close(c.done)
 	defer close(c.out)
 	netConn := c.conn.Conn()
-	defer netConn.SetReadDeadline(time.Time{})
+	defer func() {
+		if !c.conn.IsClosed() { // else the driver's close owns the deadline
+			netConn.SetReadDeadline(time.Time{})
+		}
+	}()
 	defer context.AfterFunc(ctx, func() { netConn.SetReadDeadline(time.Now()) })()
 	nextStatus := time.Now()
 	var deadline time.Time // of the connection's reads

@@ -1,11 +1,14 @@
 package postgres_test
 
 import (
+	"bytes"
 	"context"
+	"encoding/binary"
 	"io"
 	"net"
 	"net/url"
 	"runtime"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -214,76 +217,165 @@ func TestCDCResumesFromTheRelaysOwnCheckpoint(t *testing.T) {
 	}
 }
 
-// cutter forwards TCP connections to a server and can cut them all at
-// once, as a server killed outright does: no message, the stream ends.
-// Connections made after the cut are held, unanswered, on held.
-type cutter struct {
-	ln    net.Listener
-	held  chan net.Conn
-	mu    sync.Mutex
-	isCut bool
-	conns []net.Conn
+// faultyLink forwards TCP connections to a PostgreSQL server, message by
+// message from the server, until break: then each client gets a malformed
+// message, as from a broken server, on a connection that stays open, and
+// what each client sends afterwards is kept, not forwarded. Connections
+// made after the break (the driver's cancel request) are held, unanswered,
+// on held.
+type faultyLink struct {
+	ln       net.Listener
+	upstream string
+	held     chan net.Conn
+
+	mu     sync.Mutex
+	broken bool
+	links  []*link
 }
 
-func newCutter(t *testing.T, upstream string) *cutter {
+type link struct {
+	down, up net.Conn
+	after    bytes.Buffer  // what the client sent after the break (guarded by faultyLink.mu)
+	ended    chan struct{} // the client closed its side
+}
+
+func newFaultyLink(t *testing.T, upstream string) *faultyLink {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := &cutter{ln: ln, held: make(chan net.Conn, 16)}
-	t.Cleanup(func() { ln.Close(); c.cut() })
-	go func() {
+	f := &faultyLink{ln: ln, upstream: upstream, held: make(chan net.Conn, 16)}
+	t.Cleanup(func() {
+		ln.Close()
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		for _, l := range f.links {
+			l.down.Close()
+			l.up.Close()
+		}
 		for {
-			down, err := ln.Accept()
-			if err != nil {
+			select {
+			case c := <-f.held:
+				c.Close()
+			default:
 				return
 			}
-			c.mu.Lock()
-			isCut := c.isCut
-			c.mu.Unlock()
-			if isCut {
-				c.held <- down
-				continue
-			}
-			up, err := net.Dial("tcp", upstream)
-			if err != nil {
-				down.Close()
-				continue
-			}
-			c.mu.Lock()
-			c.conns = append(c.conns, down, up)
-			c.mu.Unlock()
-			go func() { io.Copy(up, down); up.Close() }()
-			go func() { io.Copy(down, up); down.Close() }()
 		}
-	}()
-	return c
+	})
+	go f.accept()
+	return f
 }
 
-func (c *cutter) cut() {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.isCut = true
-	for _, conn := range c.conns {
-		conn.Close()
+func (f *faultyLink) accept() {
+	for {
+		down, err := f.ln.Accept()
+		if err != nil {
+			return
+		}
+		f.mu.Lock()
+		broken := f.broken
+		f.mu.Unlock()
+		if broken {
+			select {
+			case f.held <- down:
+			default:
+				down.Close()
+			}
+			continue
+		}
+		up, err := net.Dial("tcp", f.upstream)
+		if err != nil {
+			down.Close()
+			continue
+		}
+		l := &link{down: down, up: up, ended: make(chan struct{})}
+		f.mu.Lock()
+		f.links = append(f.links, l)
+		f.mu.Unlock()
+		go f.fromClient(l)
+		go f.fromServer(l)
 	}
-	c.conns = nil
 }
 
-// The connection under the stream ends without a word (the server killed
-// outright, a network cut): the cursor reports it, and closing it then
-// touches nothing the driver's own close of the broken connection is
-// still using. A last status update sent on it raced that close (seen by
-// the race detector in CI: the driver's close sends its goodbye from a
-// goroutine of its own, after a cancel request to the server).
-func TestCDCCloseAfterTheConnectionWasCut(t *testing.T) {
+func (f *faultyLink) fromClient(l *link) {
+	defer close(l.ended)
+	buf := make([]byte, 64<<10)
+	for {
+		n, err := l.down.Read(buf)
+		if n > 0 {
+			f.mu.Lock()
+			if f.broken {
+				l.after.Write(buf[:n])
+			} else {
+				l.up.Write(buf[:n])
+			}
+			f.mu.Unlock()
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// fromServer copies whole messages (a type byte, a length that counts
+// itself, the body), so that break's message starts where one ends.
+func (f *faultyLink) fromServer(l *link) {
+	for {
+		head := make([]byte, 5)
+		if _, err := io.ReadFull(l.up, head); err != nil {
+			return
+		}
+		body := make([]byte, max(int(binary.BigEndian.Uint32(head[1:]))-4, 0))
+		if _, err := io.ReadFull(l.up, body); err != nil {
+			return
+		}
+		f.mu.Lock()
+		if f.broken {
+			f.mu.Unlock()
+			return
+		}
+		l.down.Write(append(head, body...))
+		f.mu.Unlock()
+	}
+}
+
+func (f *faultyLink) breakAll() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.broken = true
+	for _, l := range f.links {
+		l.down.Write([]byte{'d', 0, 0, 0, 2}) // a length shorter than itself
+		l.up.Close()
+	}
+}
+
+// sentAfter returns what each client sent after the break.
+func (f *faultyLink) sentAfter() [][]byte {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out [][]byte
+	for _, l := range f.links {
+		out = append(out, bytes.Clone(l.after.Bytes()))
+	}
+	return out
+}
+
+var terminate = []byte{'X', 0, 0, 0, 4}
+
+// The stream breaks (a malformed message from a failing server or proxy):
+// the driver closes the connection on its own goroutine, which sends its
+// Terminate after a cancel request. The cursor reports the error, and its
+// Close then writes nothing more on the connection: a last status update
+// there went out after the driver's Terminate, and raced the driver's
+// writes (the race detector saw it in CI, after a hard stop of the server).
+func TestCDCCloseAfterTheStreamBroke(t *testing.T) {
 	_, dsn := newDB(t)
 	u, err := url.Parse(dsn)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cut := newCutter(t, u.Host)
-	u.Host = cut.ln.Addr().String()
+	link := newFaultyLink(t, u.Host)
+	u.Host = link.ln.Addr().String()
 	ctx := t.Context()
 	s, err := postgres.Open(ctx, u.String())
 	if err != nil {
@@ -298,27 +390,60 @@ func TestCDCCloseAfterTheConnectionWasCut(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cut.cut()
+	link.breakAll()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		if _, err := cur.Next(ctx, 10); err != nil {
+		_, err := cur.Next(ctx, 10)
+		if err != nil {
+			if !strings.Contains(err.Error(), "invalid message length") {
+				t.Fatalf("the cursor failed with %v, want the malformed message", err)
+			}
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatal("the cursor did not report the cut stream in 10 s")
+			t.Fatal("the cursor did not report the broken stream in 10 s")
 		}
 	}
-	// The driver's close waits on its cancel request; let it go on, and
-	// give it the moment it needs to send its goodbye, before closing.
+	// The driver's close waits on its cancel request: let it go on, and
+	// wait for its Terminate.
 	select {
-	case held := <-cut.held:
+	case held := <-link.held:
+		// A CancelRequest: its length (16), then 80877102.
+		req := make([]byte, 8)
+		if _, err := io.ReadFull(held, req); err != nil || binary.BigEndian.Uint32(req[4:]) != 80877102 {
+			t.Fatalf("the connection made after the break sent %x (%v), want a cancel request", req, err)
+		}
 		held.Close()
 	case <-time.After(10 * time.Second):
 		t.Fatal("no cancel request in 10 s")
 	}
-	<-time.After(100 * time.Millisecond)
-	if err := cur.Close(); err != nil {
-		t.Fatal(err)
+	var stream int
+	for stream = -1; stream < 0; {
+		for i, sent := range link.sentAfter() {
+			if bytes.Contains(sent, terminate) {
+				stream = i
+			}
+		}
+		if time.Now().After(deadline.Add(10 * time.Second)) {
+			t.Fatal("the driver sent no Terminate")
+		}
+		<-time.After(10 * time.Millisecond)
+	}
+	cur.Close()
+	// The driver reads until its peer closes; then it closes, and every
+	// byte the cursor wrote has reached the link.
+	link.mu.Lock()
+	l := link.links[stream]
+	link.mu.Unlock()
+	l.down.(*net.TCPConn).CloseWrite()
+	select {
+	case <-l.ended:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the driver did not close the connection")
+	}
+	sent := link.sentAfter()[stream]
+	if rest := sent[bytes.Index(sent, terminate)+len(terminate):]; len(rest) > 0 {
+		t.Fatalf("after the driver's Terminate the cursor wrote %q on the connection", rest)
 	}
 }
 
