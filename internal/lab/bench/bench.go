@@ -974,8 +974,8 @@ func (e *benchEnv) keepUp(ctx context.Context, rep *benchReport) error {
 }
 
 // keepUpRawProduce: the same writers, each write followed by a raw
-// produce of one record of an event's size to the same broker, with the
-// relay's producer settings (linger 0) and nothing read from the store:
+// produce of one record of an event's size to the same broker
+// (rawProducer: the relay's acks and linger) and nothing read from the store:
 // what publishing every write as it commits costs this machine, where the
 // database, the broker and the writers share it. Polling can do better
 // than this: it publishes a poll's events together.
@@ -1424,5 +1424,5 @@ func durabilityText(d map[string]string) string {
 // producerConditions describes the producer of the relay and of the
 // raw-produce baselines (rawProducer).
 func producerConditions(linger time.Duration) string {
-	return fmt.Sprintf("franz-go, idempotent, acks=all, linger %s (the relay's and raw produce's)", linger)
+	return fmt.Sprintf("franz-go, idempotent, acks=all, linger %s (the relay and the raw producers)", linger)
 }

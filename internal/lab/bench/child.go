@@ -145,9 +145,8 @@ func (e *benchEnv) kafkaClient(opts ...kgo.Opt) (*kgo.Client, error) {
 }
 
 // rawProducer is the baselines' plain franz-go producer, with the
-// relay's producer settings (acks=all, idempotent, its linger): a
-// baseline that sent each record at once would charge a lingering relay's
-// batching to the relay's credit.
+// relay's acks and linger: a baseline that sent each record at once would
+// count a lingering relay's batching to the relay's credit.
 func (e *benchEnv) rawProducer() (*kgo.Client, error) {
 	return e.kafkaClient(kgo.AllowAutoTopicCreation(), kgo.RequiredAcks(kgo.AllISRAcks()), kgo.ProducerLinger(e.cfg.KafkaLinger))
 }

@@ -36,8 +36,8 @@ func TestRawProduceLingersAsTheRelayDoes(t *testing.T) {
 		}
 		got := cl.OptValue(kgo.ProducerLinger)
 		cl.Close()
-		if got != linger {
-			t.Fatalf("relay linger %s: raw produce lingers %v", linger, got)
+		if relays := app.PublisherConfig(e.cfg, e.brokers, nil).Linger; got != relays || got != linger {
+			t.Fatalf("--kafka-linger %s: the relay lingers %s, raw produce %v", linger, relays, got)
 		}
 	}
 }

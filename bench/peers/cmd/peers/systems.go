@@ -370,8 +370,9 @@ type proc struct {
 	t0   time.Time
 }
 
-// startProc starts name with args, and env added to this process's
-// environment.
+// startProc starts name with args. env is added to the driver's
+// environment, not put in its place: the relays need its PATH, JAVA_HOME
+// and the rest.
 func startProc(r *run, env []string, name string, args ...string) (*proc, error) {
 	r.starts++
 	logPath := filepath.Join(r.dir, fmt.Sprintf("relay-%d.log", r.starts))
