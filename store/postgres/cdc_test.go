@@ -2,6 +2,7 @@ package postgres_test
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/binary"
 	"io"
@@ -370,12 +371,14 @@ var terminate = []byte{'X', 0, 0, 0, 4}
 // writes (the race detector saw it in CI, after a hard stop of the server).
 func TestCDCCloseAfterTheStreamBroke(t *testing.T) {
 	_, dsn := newDB(t)
-	u, err := url.Parse(dsn)
+	// The link frames every byte from the server as a message: no TLS
+	// negotiation, whose answer is one byte.
+	u, err := url.Parse(withParam(t, withParam(t, dsn, "sslmode", "disable"), "connect_timeout", "10"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	link := newFaultyLink(t, u.Host)
-	u.Host = link.ln.Addr().String()
+	fl := newFaultyLink(t, net.JoinHostPort(u.Hostname(), cmp.Or(u.Port(), "5432")))
+	u.Host = fl.ln.Addr().String()
 	ctx := t.Context()
 	s, err := postgres.Open(ctx, u.String())
 	if err != nil {
@@ -390,7 +393,7 @@ func TestCDCCloseAfterTheStreamBroke(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	link.breakAll()
+	fl.breakAll()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		_, err := cur.Next(ctx, 10)
@@ -407,9 +410,10 @@ func TestCDCCloseAfterTheStreamBroke(t *testing.T) {
 	// The driver's close waits on its cancel request: let it go on, and
 	// wait for its Terminate.
 	select {
-	case held := <-link.held:
+	case held := <-fl.held:
 		// A CancelRequest: its length (16), then 80877102.
 		req := make([]byte, 8)
+		held.SetReadDeadline(time.Now().Add(10 * time.Second))
 		if _, err := io.ReadFull(held, req); err != nil || binary.BigEndian.Uint32(req[4:]) != 80877102 {
 			t.Fatalf("the connection made after the break sent %x (%v), want a cancel request", req, err)
 		}
@@ -419,7 +423,7 @@ func TestCDCCloseAfterTheStreamBroke(t *testing.T) {
 	}
 	var stream int
 	for stream = -1; stream < 0; {
-		for i, sent := range link.sentAfter() {
+		for i, sent := range fl.sentAfter() {
 			if bytes.Contains(sent, terminate) {
 				stream = i
 			}
@@ -432,16 +436,16 @@ func TestCDCCloseAfterTheStreamBroke(t *testing.T) {
 	cur.Close()
 	// The driver reads until its peer closes; then it closes, and every
 	// byte the cursor wrote has reached the link.
-	link.mu.Lock()
-	l := link.links[stream]
-	link.mu.Unlock()
+	fl.mu.Lock()
+	l := fl.links[stream]
+	fl.mu.Unlock()
 	l.down.(*net.TCPConn).CloseWrite()
 	select {
 	case <-l.ended:
 	case <-time.After(20 * time.Second):
 		t.Fatal("the driver did not close the connection")
 	}
-	sent := link.sentAfter()[stream]
+	sent := fl.sentAfter()[stream]
 	if rest := sent[bytes.Index(sent, terminate)+len(terminate):]; len(rest) > 0 {
 		t.Fatalf("after the driver's Terminate the cursor wrote %q on the connection", rest)
 	}

@@ -1424,5 +1424,9 @@ func durabilityText(d map[string]string) string {
 // producerConditions describes the producer of the relay and of the
 // raw-produce baselines (rawProducer).
 func producerConditions(linger time.Duration) string {
-	return fmt.Sprintf("franz-go, idempotent, acks=all, linger %s (the relay and the raw producers)", linger)
+	l := linger.String()
+	if linger == 0 {
+		l = "0"
+	}
+	return fmt.Sprintf("franz-go, idempotent, acks=all, linger %s (the relay and the raw producers)", l)
 }

@@ -171,9 +171,9 @@ type outboxSys struct {
 	o      *options
 	source string
 	linger time.Duration // --kafka-linger; 0 is the default
-	// oneCPU runs it with GOMAXPROCS=1: one thread runs its goroutines
-	// (Go's default is every CPU, and at least 2 in a container limited
-	// to fewer).
+	// oneCPU runs it with GOMAXPROCS=1: one thread at a time runs its Go
+	// code (Go's default: the CPUs it may run on, or its container's CPU
+	// quota rounded up to at least 2, whichever is fewer).
 	oneCPU bool
 }
 
