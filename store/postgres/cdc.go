@@ -410,7 +410,9 @@ func (c *cdcCursor) Commit(ctx context.Context, pos outbox.Position) error {
 }
 
 // Close stops the stream, confirms what was acknowledged, and
-// disconnects; it is safe to call more than once.
+// disconnects; it is safe to call more than once. A stream that already
+// failed is not told anything more: the next Open resumes from the later
+// of the slot and the relay's checkpoint.
 func (c *cdcCursor) Close() error {
 	c.once.Do(func() {
 		c.cancel()
