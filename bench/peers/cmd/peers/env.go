@@ -119,20 +119,24 @@ func (e *env) deleteTopic(ctx context.Context, topic string) {
 // conditions are the exact conditions of a run, gathered from the machine
 // and the servers rather than assumed.
 type conditions struct {
-	Date           string            `json:"date"`
-	Host           string            `json:"host"`
-	NProc          int               `json:"nproc"`
-	MemTotal       string            `json:"mem_total"`
-	CPUModel       string            `json:"cpu_model"`
-	Kernel         string            `json:"kernel"`
-	Go             string            `json:"go"`
-	Java           string            `json:"java"`
-	PostgreSQL     string            `json:"postgresql"`
-	PGSettings     map[string]string `json:"pg_settings"`
-	Kafka          string            `json:"kafka"`
-	KafkaBroker    map[string]string `json:"kafka_broker_config"`
-	KafkaJVM       string            `json:"kafka_jvm"`
-	OtherLoad      string            `json:"other_load"`
+	Date        string            `json:"date"`
+	Host        string            `json:"host"`
+	NProc       int               `json:"nproc"`
+	MemTotal    string            `json:"mem_total"`
+	CPUModel    string            `json:"cpu_model"`
+	Kernel      string            `json:"kernel"`
+	Go          string            `json:"go"`
+	Java        string            `json:"java"`
+	PostgreSQL  string            `json:"postgresql"`
+	PGSettings  map[string]string `json:"pg_settings"`
+	Kafka       string            `json:"kafka"`
+	KafkaBroker map[string]string `json:"kafka_broker_config"`
+	KafkaJVM    string            `json:"kafka_jvm"`
+	OtherLoad   string            `json:"other_load"`
+	// InheritedEnv: Go runtime settings in the driver's environment, which
+	// every relay process inherits (a GOMAXPROCS there would apply to the
+	// baselines as well as to the -1cpu system).
+	InheritedEnv   map[string]string `json:"inherited_env"`
 	LoadAvgAtStart string            `json:"loadavg_at_start"`
 	OutboxCommit   string            `json:"outbox_commit"`
 	PeerVersions   map[string]string `json:"peer_versions"`
@@ -188,6 +192,12 @@ func gatherConditions(ctx context.Context, e *env) conditions {
 	}
 	c.PeerVersions = peerVersions(e.o.forwarderBin)
 	c.OtherLoad = otherLoad()
+	c.InheritedEnv = map[string]string{}
+	for _, k := range []string{"GOMAXPROCS", "GODEBUG", "GOGC", "GOMEMLIMIT"} {
+		if v, ok := os.LookupEnv(k); ok {
+			c.InheritedEnv[k] = v
+		}
+	}
 	return c
 }
 

@@ -287,6 +287,11 @@ func markdown(rep *report) string {
 	w("- date: %s → %s (UTC)\n", rep.Started.Format("2006-01-02 15:04:05"), rep.Finished.Format("15:04:05"))
 	w("- machine: %d CPUs (nproc), %s memory, %s, Linux %s; load average at start %s\n", c.NProc, c.MemTotal, c.CPUModel, c.Kernel, c.LoadAvgAtStart)
 	w("- shared machine: other work ran at the same time (the busiest processes at start: %s)\n", c.OtherLoad)
+	inherited := "none"
+	if len(c.InheritedEnv) > 0 {
+		inherited = kv(c.InheritedEnv)
+	}
+	w("- Go runtime settings every relay inherits from the driver's environment: %s\n", inherited)
 	w("- PostgreSQL: %s; %s\n", c.PostgreSQL, kv(c.PGSettings))
 	w("- Kafka: %s; broker JVM %s; %s\n", c.Kafka, c.KafkaJVM, kv(c.KafkaBroker))
 	w("- workload: drains of %s events, ~%d-byte JSON payloads; fixed rates %v ev/s for %d s each with %d writer connections (an aggregate always on the same writer); one aggregate type, one target topic of %d partitions per run, created before the run; %s\n",
