@@ -359,3 +359,113 @@ func TestAStopWaitsForARecordLeftInFlightByItsRound(t *testing.T) {
 		}
 	})
 }
+
+// heldPublisher takes runs of many aggregates at once, and records the
+// runs of each call; a call waits until hold is closed (with onlyFirst,
+// only the first call does).
+type heldPublisher struct {
+	fakePublisher
+	hold      chan struct{}
+	onlyFirst bool
+	mu        sync.Mutex
+	calls     [][]string // the aggregates of each call's runs
+}
+
+func (p *heldPublisher) PublishRuns(ctx context.Context, runs [][]outbox.Message, results []outbox.RunResult) {
+	var aggs []string
+	for _, run := range runs {
+		aggs = append(aggs, run[0].AggregateID)
+	}
+	p.mu.Lock()
+	p.calls = append(p.calls, aggs)
+	held := len(p.calls) == 1 || !p.onlyFirst
+	p.mu.Unlock()
+	if held {
+		select {
+		case <-p.hold:
+		case <-ctx.Done():
+			failRuns(results, ctx.Err())
+			return
+		}
+	}
+	for i, run := range runs {
+		for _, m := range run {
+			p.Publish(ctx, m)
+		}
+		results[i] = outbox.RunResult{Acked: len(run)}
+	}
+}
+
+func (p *heldPublisher) attempts() [][]string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return slices.Clone(p.calls)
+}
+
+func failRuns(results []outbox.RunResult, err error) {
+	for i := range results {
+		results[i] = outbox.RunResult{Err: err}
+	}
+}
+
+// Transactions committed while the broker has not yet answered the last
+// publish go out together in the next one, each read apart: one produce
+// per round trip, not one per transaction.
+func TestTransactionsCommittedDuringAPublishGoTogetherInTheNext(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		s := memstore.New()
+		w := newWriter(t, s)
+		pub := &heldPublisher{hold: make(chan struct{})}
+		src := memSource(t, s)
+		r := newRelay(t, src, pub, s, relay.Config{})
+		serve(t, r)
+		w.write("order", "first", 1)
+		pass(time.Millisecond)
+		if got := pub.attempts(); len(got) != 1 {
+			t.Fatalf("attempts %v: want the first event's, waiting", got)
+		}
+		const later = 4 // within the 5 ms a publish may hold reading up
+		for i := range later {
+			w.write("order", fmt.Sprintf("o%d", i), 1)
+			pass(time.Millisecond) // each its own read, if the source is read meanwhile
+		}
+		close(pub.hold)
+		settle(t, time.Minute, func() bool { return len(pub.published()) == 1+later })
+		if got := pub.attempts(); len(got) != 2 || len(got[1]) != later {
+			t.Fatalf("attempts %v: want the first event's, then the %d committed while it waited in one", got, later)
+		}
+		if rep := checker.Check(w.rec.History(), pub.observed(), nil); !rep.OK() || rep.Dup != 0 {
+			t.Fatalf("%s", rep)
+		}
+	})
+}
+
+// A publish the broker is slow to answer holds up reading for 5 ms at
+// most: then the events committed meanwhile are read and published, while
+// it still waits, and order holds when it is answered.
+func TestAPublishSlowToBeAnsweredHoldsUpReadingFor5msAtMost(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		s := memstore.New()
+		w := newWriter(t, s)
+		pub := &heldPublisher{hold: make(chan struct{}), onlyFirst: true}
+		r := newRelay(t, memSource(t, s), pub, s, relay.Config{})
+		serve(t, r)
+		w.write("order", "slow", 1)
+		pass(time.Millisecond)
+		w.write("order", "other", 1)
+		w.write("order", "slow", 2) // behind the one in flight
+		pass(3 * time.Millisecond)
+		if got := pub.attempts(); len(got) != 1 {
+			t.Fatalf("attempts %v 4 ms after the first began: want it alone, reading held up", got)
+		}
+		pass(time.Millisecond)
+		if got := pub.published(); len(got) != 1 || got[0].AggregateID != "other" {
+			t.Fatalf("published %v 5 ms after the first began: want other's event, while slow's first still waits", got)
+		}
+		close(pub.hold)
+		settle(t, time.Minute, func() bool { return len(pub.published()) == 3 })
+		if rep := checker.Check(w.rec.History(), pub.observed(), nil); !rep.OK() || rep.Dup != 0 {
+			t.Fatalf("%s", rep)
+		}
+	})
+}

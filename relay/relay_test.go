@@ -394,6 +394,37 @@ func TestWorkerPanicEndsServeWithAnErrorAndLosesNothing(t *testing.T) {
 	})
 }
 
+// A panic in a publish made on the reader (a read of one group, no worker
+// busy) ends Serve with an error as a worker's does, and loses nothing.
+func TestAPanicInAPublishOnTheReaderEndsServeWithAnError(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		s := memstore.New()
+		w := newWriter(t, s)
+		var panicked bool
+		pub := &runsPublisher{}
+		pub.fail = func(m outbox.Message) error {
+			if m.AggregateID == "o3" && !panicked {
+				panicked = true
+				panic("injected")
+			}
+			return nil
+		}
+		r := newRelay(t, memSource(t, s), pub, s, relay.Config{})
+		for i := range 10 {
+			w.write("order", fmt.Sprintf("o%d", i), 1)
+		}
+		err := r.Serve(t.Context())
+		if err == nil || !strings.Contains(err.Error(), "worker panic") || !panicked {
+			t.Fatalf("Serve() = %v, want the publish's panic as an error", err)
+		}
+		serve(t, r)
+		settle(t, 10*time.Second, func() bool { return checker.Check(w.rec.History(), pub.observed(), nil).Lost == 0 })
+		if rep := checker.Check(w.rec.History(), pub.observed(), nil); !rep.OK() {
+			t.Fatalf("after a panic on the reader and a restart: %s", rep)
+		}
+	})
+}
+
 // failingSource fails its reads after the first batch.
 type failingSource struct{ outbox.Source }
 
