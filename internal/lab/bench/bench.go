@@ -1389,8 +1389,16 @@ func printBenchTable(w io.Writer, r *benchReport) {
 		if l.AppendP99Ms > 0 {
 			fmt.Fprintf(tw, "commit->broker append at %.0f/s\tp50 %.1f ms, p99 %.1f (LogAppendTime)\t\t\n", l.OfferedPerSec, l.AppendP50Ms, l.AppendP99Ms)
 		}
-		fmt.Fprintf(tw, "cpu at %.0f/s (child relay)\t%.1f ms per 1,000 events relay\t%.1f ms raw produce at the same rate\t%.3f\n",
-			l.OfferedPerSec, l.RelayCPUPer1000, l.RawCPUPer1000, l.CPURatio)
+		switch {
+		case l.RelayCPUPer1000 == 0 && l.CPUNote != "":
+			fmt.Fprintf(tw, "cpu at %.0f/s\t%s\t\t\n", l.OfferedPerSec, l.CPUNote)
+		case l.CPUNote != "":
+			fmt.Fprintf(tw, "cpu at %.0f/s (child relay)\t%.1f ms per 1,000 events relay\t%.1f ms raw produce at the same rate\t%s\n",
+				l.OfferedPerSec, l.RelayCPUPer1000, l.RawCPUPer1000, l.CPUNote)
+		default:
+			fmt.Fprintf(tw, "cpu at %.0f/s (child relay)\t%.1f ms per 1,000 events relay\t%.1f ms raw produce at the same rate\t%.3f\n",
+				l.OfferedPerSec, l.RelayCPUPer1000, l.RawCPUPer1000, l.CPURatio)
+		}
 	}
 	flat := "lag flat"
 	if !r.KeepUp.LagFlat {
