@@ -469,3 +469,29 @@ func TestAPublishSlowToBeAnsweredHoldsUpReadingFor5msAtMost(t *testing.T) {
 		}
 	})
 }
+
+// A publish on the reader counts against Workers: while the broker does
+// not answer, the reads made after the handover go to the workers, and no
+// more than Workers groups and the one on a reader wait at once.
+func TestPublishesOnTheReaderCountAgainstTheWorkers(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		s := memstore.New()
+		w := newWriter(t, s)
+		pub := &heldPublisher{hold: make(chan struct{})}
+		const workers = 1
+		r := newRelay(t, memSource(t, s), pub, s, relay.Config{Workers: workers})
+		serve(t, r)
+		for i := range 6 {
+			w.write("order", fmt.Sprintf("o%d", i), 1)
+			pass(6 * time.Millisecond) // past each handover
+		}
+		if got := pub.attempts(); len(got) != workers+1 {
+			t.Fatalf("%d publishes waiting at once, %v: want %d (the workers and one on a reader)", len(got), got, workers+1)
+		}
+		close(pub.hold)
+		settle(t, time.Minute, func() bool { return len(pub.published()) == 6 })
+		if rep := checker.Check(w.rec.History(), pub.observed(), nil); !rep.OK() || rep.Dup != 0 {
+			t.Fatalf("%s", rep)
+		}
+	})
+}

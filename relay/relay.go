@@ -182,8 +182,11 @@ type run struct {
 	aside func(*lane)
 	// groupSize bounds the lanes of a group (see maxGroup).
 	groupSize int
-	// busy counts the workers publishing: while none is, the reader
-	// publishes a read of one group itself (see read).
+	// busy counts the groups being published, by workers or on a reader
+	// (a worker draining a lane alone counts too): while none is, the
+	// reader publishes a read of one group itself (see read); else it
+	// hands it to a worker, so no more than Workers groups, and one on a
+	// reader, publish at once.
 	busy atomic.Int32
 	// drainCtx ends DrainTimeout after the run's context (see serve).
 	drainCtx context.Context
@@ -350,7 +353,7 @@ func (r *run) read(ctx context.Context) error {
 			}
 		}
 		if len(fresh) > 0 && !dispatched && r.groupSize > 1 && r.busy.Load() == 0 {
-			// A read that is one group, with no worker publishing: the
+			// A read that is one group, with nothing else publishing: the
 			// reader publishes it itself. While it waits for the broker,
 			// the transactions committed meanwhile gather in the source
 			// and go together in the next read: one publish per round
@@ -384,7 +387,9 @@ func (r *run) publishOnReader(ctx context.Context, group []*lane) bool {
 			r.startReader(ctx)
 		}
 	})
+	r.busy.Add(1)
 	r.guard(func() { r.drainGroup(ctx, r.drainCtx, group, true) })
+	r.busy.Add(-1)
 	t.Stop()
 	h.mu.Lock()
 	defer h.mu.Unlock()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime/debug"
 	"strings"
 	"testing"
 	"testing/synctest"
@@ -405,6 +406,9 @@ func TestAPanicInAPublishOnTheReaderEndsServeWithAnError(t *testing.T) {
 		pub.fail = func(m outbox.Message) error {
 			if m.AggregateID == "o3" && !panicked {
 				panicked = true
+				if stack := string(debug.Stack()); !strings.Contains(stack, "publishOnReader") {
+					t.Errorf("the panic is not on the reader:\n%s", stack)
+				}
 				panic("injected")
 			}
 			return nil
