@@ -301,7 +301,8 @@ func (c *CDCSource) Open(ctx context.Context) (outbox.Cursor, error) {
 	}
 	c.confirmed.Store(uint64(start))
 	cur := &cdcCursor{
-		src: c, conn: conn, out: make(chan []outbox.Record, cdcChunks), done: make(chan struct{}),
+		src: c, conn: conn, done: make(chan struct{}),
+		arrived: make(chan struct{}, 1), taken: make(chan struct{}, 1),
 		table: table, relations: map[uint32]*relation{},
 		lastCommitEnd: start, lastCommitPos: lsnPosition(start), serverEnd: start,
 	}
@@ -313,26 +314,37 @@ func (c *CDCSource) Open(ctx context.Context) (outbox.Cursor, error) {
 	return cur, nil
 }
 
-// Records reach the relay in chunks of at most cdcChunkSize, at most
-// cdcChunks of them queued: what the cursor holds is bounded whatever the
-// size of a transaction. pgoutput sends a transaction only once it has
-// committed, so its rows can be handed over before its COMMIT arrives.
+// Records are handed to the relay in chunks of at most cdcChunkSize, a
+// transaction's rows or the part of a large one decoded so far, and wait
+// for it up to cdcHeld records in all: what the cursor holds is bounded
+// whatever the size of a transaction, and any number of small
+// transactions that commit while the relay publishes go to it in one
+// read. pgoutput sends a transaction only once it has committed, so its
+// rows can be handed over before its COMMIT arrives.
 const (
 	cdcChunkSize = 256
-	cdcChunks    = 4
+	cdcHeld      = 4 * cdcChunkSize
 )
 
 type cdcCursor struct {
 	src    *CDCSource
 	conn   *pgconn.PgConn
-	out    chan []outbox.Record
 	done   chan struct{}
 	cancel context.CancelFunc
 	once   sync.Once
-	err    error // why run stopped; read after out is closed
+
+	// Between run and Next: the records handed over and not yet taken,
+	// and whether run stopped, with why (err).
+	mu      sync.Mutex
+	handed  []outbox.Record
+	ended   bool
+	err     error
+	arrived chan struct{} // records were handed over, or run stopped
+	taken   chan struct{} // Next took what was handed over: room for more
 
 	// Owned by run.
 	ctx           context.Context // run's
+	runErr        error           // why run stops
 	table         *pgTable        // as the catalog described it at Open
 	relations     map[uint32]*relation
 	last          *relation // the relation of the last insert: the next is most likely the same
@@ -354,37 +366,41 @@ type cdcCursor struct {
 	carry     []outbox.Record // the rest of a chunk larger than Next's max
 }
 
+// Next takes every record handed over so far (and returns at most max of
+// them): the transactions that committed while the relay was publishing
+// go together, where one read per transaction would be one publish per
+// transaction.
 func (c *cdcCursor) Next(ctx context.Context, max int) ([]outbox.Record, error) {
-	if len(c.carry) == 0 {
-		idle := time.NewTimer(250 * time.Millisecond)
-		defer idle.Stop()
+	var idle *time.Timer
+	for len(c.carry) == 0 {
+		c.mu.Lock()
+		recs, ended, err := c.handed, c.ended, c.err
+		c.handed = nil
+		c.mu.Unlock()
+		if len(recs) > 0 {
+			c.carry = recs
+			select {
+			case c.taken <- struct{}{}:
+			default:
+			}
+			break
+		}
+		if ended {
+			if err != nil {
+				return nil, err
+			}
+			return nil, errors.New("postgres: replication stream ended")
+		}
+		if idle == nil {
+			idle = time.NewTimer(250 * time.Millisecond)
+			defer idle.Stop()
+		}
 		select {
 		case <-ctx.Done():
 			return nil, nil
 		case <-idle.C:
 			return nil, nil // idle: let the relay look around
-		case recs, ok := <-c.out:
-			if !ok {
-				if c.err != nil {
-					return nil, c.err
-				}
-				return nil, errors.New("postgres: replication stream ended")
-			}
-			c.carry = recs
-			// Chunks that are waiting already go with it: under load
-			// each transaction is a chunk, and one read per transaction
-			// would be one publish per transaction.
-			for len(c.carry) < max {
-				select {
-				case more, ok := <-c.out:
-					if ok {
-						c.carry = append(c.carry[:len(c.carry):len(c.carry)], more...)
-						continue
-					}
-				default:
-				}
-				break
-			}
+		case <-c.arrived:
 		}
 	}
 	n := min(max, len(c.carry))
@@ -445,7 +461,7 @@ func (c *cdcCursor) Close() error {
 func (c *cdcCursor) run(ctx context.Context) {
 	c.ctx = ctx
 	defer close(c.done)
-	defer close(c.out)
+	defer c.stopped()
 	netConn := c.conn.Conn()
 	defer func() {
 		if !c.conn.IsClosed() { // else the driver's close owns the deadline
@@ -458,16 +474,21 @@ func (c *cdcCursor) run(ctx context.Context) {
 	for ctx.Err() == nil {
 		if !time.Now().Before(nextStatus) {
 			if err := c.sendStatus(ctx); err != nil {
-				c.err = err
+				c.runErr = err
 				return
 			}
 			nextStatus = time.Now().Add(c.src.cfg.StatusInterval)
 		}
 		if c.chunkDue() {
+			if c.handOver() {
+				continue
+			}
+			// The relay holds cdcHeld records not taken yet: read no more
+			// until it takes them (the server holds the rest), answering
+			// the server meanwhile.
 			wait := time.NewTimer(time.Until(nextStatus))
 			select {
-			case c.out <- c.ready:
-				c.handedOver()
+			case <-c.taken:
 			case <-wait.C:
 			case <-ctx.Done():
 			}
@@ -486,16 +507,16 @@ func (c *cdcCursor) run(ctx context.Context) {
 			if isTimeout(err) || ctx.Err() != nil {
 				continue
 			}
-			c.err = fmt.Errorf("postgres: receive WAL: %w", err)
+			c.runErr = fmt.Errorf("postgres: receive WAL: %w", err)
 			return
 		}
 		switch msg := raw.(type) {
 		case *pgproto3.ErrorResponse:
-			c.err = fmt.Errorf("postgres: replication error: %w", pgconn.ErrorResponseToPgError(msg))
+			c.runErr = fmt.Errorf("postgres: replication error: %w", pgconn.ErrorResponseToPgError(msg))
 			return
 		case *pgproto3.CopyData:
 			if err := c.handleCopyData(msg.Data, &nextStatus); err != nil {
-				c.err = err
+				c.runErr = err
 				return
 			}
 		}
@@ -505,6 +526,40 @@ func (c *cdcCursor) run(ctx context.Context) {
 // chunkDue reports whether the chunk must go to the relay before more is
 // read: it is full, or it ends a transaction (so the relay sees it now,
 // not when the next one arrives).
+// handOver hands the chunk to the relay, unless the relay holds cdcHeld
+// records not taken yet; it reports whether it did.
+func (c *cdcCursor) handOver() bool {
+	c.mu.Lock()
+	switch {
+	case len(c.handed) == 0:
+		c.handed = c.ready
+	case len(c.handed)+len(c.ready) <= cdcHeld:
+		c.handed = append(c.handed, c.ready...)
+	default:
+		c.mu.Unlock()
+		return false
+	}
+	c.mu.Unlock()
+	c.handedOver()
+	select {
+	case c.arrived <- struct{}{}:
+	default:
+	}
+	return true
+}
+
+// stopped tells Next that run stopped, and why: after the records handed
+// over, Next returns the error.
+func (c *cdcCursor) stopped() {
+	c.mu.Lock()
+	c.ended, c.err = true, c.runErr
+	c.mu.Unlock()
+	select {
+	case c.arrived <- struct{}{}:
+	default:
+	}
+}
+
 func (c *cdcCursor) chunkDue() bool {
 	return len(c.ready) >= cdcChunkSize || (len(c.ready) > 0 && c.readyEnd != 0)
 }

@@ -481,9 +481,10 @@ func TestCDCCloseEndsAWaitingReceive(t *testing.T) {
 	}
 }
 
-// Transactions that arrived while the relay was busy go to it in one read:
-// under load each transaction is a chunk of its own, and a read each would
-// be a publish each.
+// Transactions that arrived while the relay was busy go to it in one read,
+// however many (up to the cursor's bound of 1,024 records): under load each
+// transaction is a chunk of its own, and a read each would be a publish
+// each.
 func TestCDCHandsOverEveryWaitingTransactionInOneRead(t *testing.T) {
 	s, _ := newDB(t)
 	ctx := t.Context()
@@ -496,16 +497,16 @@ func TestCDCHandsOverEveryWaitingTransactionInOneRead(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer cur.Close()
-	const txs = 3
+	const txs = 40
 	for i := range txs {
 		if err := appendFunc(s)(ctx, []outbox.Message{msg(t, "a", int64(i+1))}, false); err != nil {
 			t.Fatal(err)
 		}
 	}
 	deadline := time.Now().Add(10 * time.Second)
-	for postgres.QueuedChunks(cur) < txs {
+	for postgres.HandedRecords(cur) < txs {
 		if time.Now().After(deadline) {
-			t.Fatalf("%d of %d transactions reached the cursor", postgres.QueuedChunks(cur), txs)
+			t.Fatalf("%d of %d transactions reached the cursor", postgres.HandedRecords(cur), txs)
 		}
 		<-time.After(10 * time.Millisecond)
 	}

@@ -12,9 +12,12 @@ func (s *Store) CountRows(ctx context.Context) (orders, events int64, err error)
 	return orders, events, err
 }
 
-// QueuedChunks is how many chunks a CDC cursor holds for the relay.
-func QueuedChunks(c interface {
+// HandedRecords is how many records a CDC cursor holds for the relay.
+func HandedRecords(c interface {
 	Next(context.Context, int) ([]outbox.Record, error)
 }) int {
-	return len(c.(*cdcCursor).out)
+	cur := c.(*cdcCursor)
+	cur.mu.Lock()
+	defer cur.mu.Unlock()
+	return len(cur.handed)
 }
