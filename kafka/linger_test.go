@@ -19,6 +19,9 @@ func TestALingerSendsEventsPublishedWithinItInOneRequest(t *testing.T) {
 	const linger = 500 * time.Millisecond
 	e := embedded(t)
 	p := publisher(t, e.Addrs(), kafka.Config{Linger: linger})
+	if got := p.Linger(); got != linger { // the relay's reader does not wait for it (relay.lingerer)
+		t.Fatalf("Linger() = %s, want %s", got, linger)
+	}
 	aggType := fmt.Sprintf("linger%d", time.Now().UnixNano())
 	if err := p.Publish(ctx(t), msg(t, aggType, "warm", "Changed", 1, "w")); err != nil { // the topic exists
 		t.Fatal(err)

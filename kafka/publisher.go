@@ -57,6 +57,7 @@ type Publisher struct {
 	reach          *reachability
 	once           sync.Once
 	maxRecordBytes int32
+	linger         time.Duration
 	// runs sends runs of several messages of one aggregate; see
 	// PublishBatch.
 	runs *runFlusher
@@ -181,7 +182,7 @@ func NewPublisher(cfg Config) (*Publisher, error) {
 		return nil, fmt.Errorf("kafka: new client: %w", err)
 	}
 	reach.ping = client.Ping
-	p := &Publisher{client: client, router: router, reach: reach, autoCreate: !cfg.DisableAutoTopicCreation, maxRecordBytes: cfg.MaxRecordBytes,
+	p := &Publisher{client: client, router: router, reach: reach, autoCreate: !cfg.DisableAutoTopicCreation, maxRecordBytes: cfg.MaxRecordBytes, linger: cfg.Linger,
 		runs: runs, inflight: map[uuid.UUID]*pending{}}
 	go p.runs.serve(p)
 	return p, nil
@@ -546,6 +547,11 @@ func (p *Publisher) keepLocked(id uuid.UUID) {
 		p.keptHead = 0
 	}
 }
+
+// Linger is how long the producer waits to fill a request (Config.Linger):
+// a relay does not hold its reader back to gather records for a producer
+// that gathers them itself.
+func (p *Publisher) Linger() time.Duration { return p.linger }
 
 // WatchBroker implements outbox.BrokerWatcher from the client's connection
 // attempts: fn hears an error when every broker refuses connections, and

@@ -495,3 +495,34 @@ func TestPublishesOnTheReaderCountAgainstTheWorkers(t *testing.T) {
 		}
 	})
 }
+
+// lingeringPublisher is a heldPublisher whose producer lingers.
+type lingeringPublisher struct{ *heldPublisher }
+
+func (lingeringPublisher) Linger() time.Duration { return 5 * time.Millisecond }
+
+// Through a publisher that lingers the reader does not publish itself:
+// each read goes to the producer at once, to join the request it is
+// filling, not held back until the publish before it is answered.
+func TestTheReaderDoesNotWaitForAProducerThatLingers(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		s := memstore.New()
+		w := newWriter(t, s)
+		pub := &heldPublisher{hold: make(chan struct{})}
+		r := newRelay(t, memSource(t, s), lingeringPublisher{pub}, s, relay.Config{})
+		serve(t, r)
+		const events = 4
+		for i := range events {
+			w.write("order", fmt.Sprintf("o%d", i), 1)
+			pass(time.Millisecond)
+		}
+		if got := pub.attempts(); len(got) != events {
+			t.Fatalf("attempts %v: want each read handed on at once, %d", got, events)
+		}
+		close(pub.hold)
+		settle(t, time.Minute, func() bool { return len(pub.published()) == events })
+		if rep := checker.Check(w.rec.History(), pub.observed(), nil); !rep.OK() || rep.Dup != 0 {
+			t.Fatalf("%s", rep)
+		}
+	})
+}

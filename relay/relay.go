@@ -127,6 +127,8 @@ func (r *Relay) Serve(ctx context.Context) error {
 	if _, ok := r.pub.(outbox.RunsPublisher); ok {
 		run.groupSize = maxGroup
 	}
+	l, lingers := r.pub.(lingerer)
+	run.readerPublishes = run.groupSize > 1 && !(lingers && l.Linger() > 0)
 	for _, p := range parked {
 		run.parked[p.Key] = true
 	}
@@ -182,6 +184,8 @@ type run struct {
 	aside func(*lane)
 	// groupSize bounds the lanes of a group (see maxGroup).
 	groupSize int
+	// readerPublishes: the reader may publish a read itself (see read).
+	readerPublishes bool
 	// busy counts the groups being published, by workers or on a reader
 	// (a worker draining a lane alone counts too): while none is, the
 	// reader publishes a read of one group itself (see read); else it
@@ -352,7 +356,7 @@ func (r *run) read(ctx context.Context) error {
 				fresh, dispatched = nil, true
 			}
 		}
-		if len(fresh) > 0 && !dispatched && r.groupSize > 1 && r.busy.Load() == 0 {
+		if len(fresh) > 0 && !dispatched && r.readerPublishes && r.busy.Load() == 0 {
 			// A read that is one group, with nothing else publishing: the
 			// reader publishes it itself. While it waits for the broker,
 			// the transactions committed meanwhile gather in the source
@@ -396,6 +400,13 @@ func (r *run) publishOnReader(ctx context.Context, group []*lane) bool {
 	h.published = true
 	return !h.handed
 }
+
+// lingerer is a publisher whose producer holds records back to fill its
+// requests (a linger). The reader does not publish through one itself: what
+// commits during the linger would wait for the reader, up to
+// readerHandover, where handed to the producer at once it joins the
+// request being filled.
+type lingerer interface{ Linger() time.Duration }
 
 // readerHandover is how long a publish on the reader holds up reading (see
 // publishOnReader): about what a produce to a healthy local broker takes at
