@@ -317,9 +317,8 @@ func (c *CDCSource) Open(ctx context.Context) (outbox.Cursor, error) {
 // Records are handed to the relay in chunks of at most cdcChunkSize, a
 // transaction's rows or the part of a large one decoded so far, and wait
 // for it up to cdcHeld records in all: what the cursor holds is bounded
-// whatever the size of a transaction, and any number of small
-// transactions that commit while the relay publishes go to it in one
-// read. pgoutput sends a transaction only once it has committed, so its
+// whatever the size of a transaction, and the small transactions that
+// commit while the relay publishes go to it in one read, up to that bound. pgoutput sends a transaction only once it has committed, so its
 // rows can be handed over before its COMMIT arrives.
 const (
 	cdcChunkSize = 256
@@ -523,9 +522,6 @@ func (c *cdcCursor) run(ctx context.Context) {
 	}
 }
 
-// chunkDue reports whether the chunk must go to the relay before more is
-// read: it is full, or it ends a transaction (so the relay sees it now,
-// not when the next one arrives).
 // handOver hands the chunk to the relay, unless the relay holds cdcHeld
 // records not taken yet; it reports whether it did.
 func (c *cdcCursor) handOver() bool {
@@ -560,6 +556,9 @@ func (c *cdcCursor) stopped() {
 	}
 }
 
+// chunkDue reports whether the chunk must go to the relay before more is
+// read: it is full, or it ends a transaction (so the relay sees it now,
+// not when the next one arrives).
 func (c *cdcCursor) chunkDue() bool {
 	return len(c.ready) >= cdcChunkSize || (len(c.ready) > 0 && c.readyEnd != 0)
 }
