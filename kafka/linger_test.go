@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/outbox-dev/outbox/kafka"
@@ -55,5 +56,32 @@ func TestALingerSendsEventsPublishedWithinItInOneRequest(t *testing.T) {
 	}
 	if n := produces.Load(); n != 1 {
 		t.Fatalf("%d produce requests for 8 events published within the linger, want 1", n)
+	}
+}
+
+// Linger is the client's own: a producer linger set among Config.Opts
+// counts too, so a relay does not wait on its reader for a producer that
+// gathers records itself.
+func TestLingerIsTheClientsOwn(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		cfg  kafka.Config
+		want time.Duration
+	}{
+		{"none", kafka.Config{}, 0},
+		{"Config.Linger", kafka.Config{Linger: 5 * time.Millisecond}, 5 * time.Millisecond},
+		{"an option", kafka.Config{Opts: []kgo.Opt{kgo.ProducerLinger(7 * time.Millisecond)}}, 7 * time.Millisecond},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.cfg.Brokers = []string{"127.0.0.1:1"} // never dialled
+			p, err := kafka.NewPublisher(tc.cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer p.Close()
+			if got := p.Linger(); got != tc.want {
+				t.Fatalf("Linger() = %s, want %s", got, tc.want)
+			}
+		})
 	}
 }

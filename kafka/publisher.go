@@ -182,8 +182,10 @@ func NewPublisher(cfg Config) (*Publisher, error) {
 		return nil, fmt.Errorf("kafka: new client: %w", err)
 	}
 	reach.ping = client.Ping
-	p := &Publisher{client: client, router: router, reach: reach, autoCreate: !cfg.DisableAutoTopicCreation, maxRecordBytes: cfg.MaxRecordBytes, linger: cfg.Linger,
+	p := &Publisher{client: client, router: router, reach: reach, autoCreate: !cfg.DisableAutoTopicCreation, maxRecordBytes: cfg.MaxRecordBytes,
 		runs: runs, inflight: map[uuid.UUID]*pending{}}
+	// The client's own value: an option in cfg.Opts may have set it.
+	p.linger, _ = client.OptValue(kgo.ProducerLinger).(time.Duration)
 	go p.runs.serve(p)
 	return p, nil
 }
@@ -548,7 +550,8 @@ func (p *Publisher) keepLocked(id uuid.UUID) {
 	}
 }
 
-// Linger is how long the producer waits to fill a request (Config.Linger):
+// Linger is how long the producer waits to fill a request (Config.Linger,
+// or a kgo.ProducerLinger among Config.Opts):
 // a relay does not hold its reader back to gather records for a producer
 // that gathers them itself.
 func (p *Publisher) Linger() time.Duration { return p.linger }

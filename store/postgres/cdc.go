@@ -315,10 +315,11 @@ func (c *CDCSource) Open(ctx context.Context) (outbox.Cursor, error) {
 }
 
 // Records are handed to the relay in chunks of at most cdcChunkSize, a
-// transaction's rows or the part of a large one decoded so far, and wait
-// for it up to cdcHeld records in all: what the cursor holds is bounded
-// whatever the size of a transaction, and the small transactions that
-// commit while the relay publishes go to it in one read, up to that bound. pgoutput sends a transaction only once it has committed, so its
+// transaction's rows or the part of a large one decoded so far, and up to
+// cdcHeld records wait for it (besides the rest of its last read, when it
+// asked for fewer): what the cursor holds is bounded whatever the size of
+// a transaction, and the small transactions that commit while the relay
+// publishes go to it in its next read, up to what it asks for. pgoutput sends a transaction only once it has committed, so its
 // rows can be handed over before its COMMIT arrives.
 const (
 	cdcChunkSize = 256
