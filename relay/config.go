@@ -19,7 +19,8 @@ type Config struct {
 	// Breaker guards the broker (default: 5 failures, 30 s, 3 successes).
 	Breaker breaker.Config
 	// Workers is how many lanes, or groups of lanes, publish at once
-	// (default 256); a lane taken out of its group to be retried or
+	// (default 256), besides one group the reader publishes itself while
+	// nothing else does; a lane taken out of its group to be retried or
 	// dead-lettered runs on its own (see DESIGN.md).
 	Workers int
 	// MaxInFlight bounds records read but not yet acknowledged or
