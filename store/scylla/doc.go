@@ -20,7 +20,8 @@
 // a second while a stream is busy (an idle stream's moves to the end of
 // empty reads, never back); a generation change waits until the old
 // generation's rows are acknowledged; a first start reads the log from
-// its oldest change, or an explicit point, and says what it passes over;
+// its oldest change (at least a minute back, for writes in flight), or
+// an explicit point, and says what it passes over;
 // and one relay per table holds a lease, fenced by an epoch checked on
 // every progress write, and stops handing out rows the moment it is lost.
 package scylla

@@ -57,7 +57,8 @@ type CDCConfig struct {
 	// generation wait up to this long after a topology change.
 	GenerationPoll time.Duration
 	// From is where the relay's first start on a table begins reading:
-	// the zero value means the oldest change the CDC log still holds. A
+	// the zero value means the oldest change the CDC log still holds, or a
+	// minute back if that is earlier (writes in flight as it starts). A
 	// later point passes over the changes before it, which is logged as
 	// an error. Later starts resume from saved progress and ignore it.
 	From time.Time
@@ -226,7 +227,7 @@ func (src *Source) Open(ctx context.Context) (outbox.Cursor, error) {
 // application start time, which the library then reads from instead of
 // looking back ChangeAgeLimit, a minute by default, which would pass over
 // anything older without a word. The point is the oldest change the log
-// still holds, or CDCConfig.From. Either way it is logged, with what is
+// still holds (or a minute back, if that is earlier), or CDCConfig.From. Either way it is logged, with what is
 // not read: changes before an explicit point, and outbox rows written
 // before the start, whose changes the log no longer holds (it expires
 // after its TTL). A start with a point saved but no generation (a first
@@ -258,12 +259,19 @@ func (src *Source) planStart(ctx context.Context, progress progressStore, epoch 
 		return err
 	}
 	// CQL's timestamp keeps milliseconds: round down, never past a change.
+	// Without from=, the start is at least a minute back: a write in flight
+	// as the relay starts carries the ballot it was sent with, up to
+	// EventWriteDeadline ago, and may land after the oldest change seen
+	// now with an earlier time (four orders created at once as a relay
+	// first started: three of their events lost, read from the first one
+	// to land).
 	var start time.Time
+	inFlight := src.now().Add(-time.Minute)
 	switch {
 	case !src.cfg.From.IsZero():
 		start = src.cfg.From.Truncate(time.Millisecond)
-	case oldest.IsZero():
-		start = src.now().Add(-time.Minute) // writes in flight as the relay starts
+	case oldest.IsZero() || inFlight.Before(oldest):
+		start = inFlight.Truncate(time.Millisecond)
 	default:
 		start = oldest.Truncate(time.Millisecond)
 	}
@@ -278,6 +286,9 @@ func (src *Source) planStart(ctx context.Context, progress progressStore, epoch 
 	switch {
 	case src.cfg.From.IsZero() && oldest.IsZero():
 		log.Warn("first start on this table: the CDC log is empty; reading from a minute back", "from", from)
+	case src.cfg.From.IsZero() && start.Before(oldest.Truncate(time.Millisecond)):
+		log.Warn("first start on this table: reading its CDC log from a minute back, before its oldest change, for writes still in flight", "from", from,
+			"oldest_change", oldest.UTC().Format(time.RFC3339Nano))
 	case src.cfg.From.IsZero():
 		log.Warn("first start on this table: reading its CDC log from the oldest change it holds", "from", from)
 	case oldest.IsZero() || !oldest.Before(start):
