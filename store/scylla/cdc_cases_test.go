@@ -314,6 +314,35 @@ func TestScyllaFirstStartReadsHistoryOlderThanAMinute(t *testing.T) {
 	}
 }
 
+// A write in flight as a relay first starts carries its LWT's ballot, a
+// moment older than the oldest change the relay sees in the log; it lands
+// after the start and must be read, not passed over (chaos R13 once lost
+// three orders' first events that way).
+func TestScyllaFirstStartReadsAWriteInFlightOlderThanTheOldestChange(t *testing.T) {
+	t.Parallel()
+	s := cluster(t)
+	ctx := t.Context()
+	sent := time.Now() // the in-flight write's timestamp: before the one that lands first
+	landed := storetest.Msg(t, "a", 1)
+	if err := s.AppendEventsAt(ctx, sent.Add(50*time.Millisecond), landed); err != nil {
+		t.Fatal(err)
+	}
+	// The default confidence window (10 s) leaves the reader that long
+	// behind the present: the late write lands well within it.
+	cur := open(t, s.CDC(scylla.CDCConfig{}))
+	late := storetest.Msg(t, "b", 1)
+	if err := s.AppendEventsAt(ctx, sent, late); err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(sent); took > 5*time.Second {
+		t.Skipf("the write landed %s after its timestamp: too late for this test's point", took)
+	}
+	got := readAcked(t, cur, 2, time.Minute)
+	if ids(got) != ids([]outbox.Record{{Message: late}, {Message: landed}}) && ids(got) != ids([]outbox.Record{{Message: landed}, {Message: late}}) {
+		t.Fatalf("first start read %s, want both the event that landed first and the one in flight", ids(got))
+	}
+}
+
 // syncBuffer is a log destination tests read while the relay writes.
 type syncBuffer struct {
 	mu sync.Mutex
