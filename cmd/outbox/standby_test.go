@@ -103,6 +103,9 @@ func twoRelaysOneStore(t *testing.T, store, source string, appendEvent appendFn)
 	if strings.Contains(active.String(), "standby") || strings.Count(standby.String(), "standby") != 1 {
 		t.Fatalf("want one active and the other a standby that says so once\nactive:\n%s\nstandby:\n%s", active, standby)
 	}
+	if strings.Contains(standby.String(), "took over") {
+		t.Fatalf("the standby says it took over while the active relay lives\n%s", standby)
+	}
 	stopped := time.Now()
 	if c := stopActive(); c != 0 {
 		t.Fatalf("the active relay exited %d", c)

@@ -907,7 +907,7 @@ func TestFirstStartReadsFromTheOldestChangeOrAnExplicitPointAndSaysSo(t *testing
 		// Writes in flight as the relay starts may land after the oldest
 		// change it sees, with earlier times (their ballots).
 		{"a log whose oldest change is seconds old", time.Time{}, now.Add(-2 * time.Second), 0, now.Add(-time.Minute),
-			[]string{"first start", "a minute back", "in flight", "oldest_change=2026-11-30T11:59:58Z"}, slog.LevelWarn},
+			[]string{"first start", "before its oldest change", "in flight", "from=2026-11-30T11:59:00Z", "oldest_change=2026-11-30T11:59:58Z"}, slog.LevelWarn},
 		{"from a later point", now.Add(-time.Hour), oldest, 3, now.Add(-time.Hour),
 			[]string{"from=2026-11-30T11:00:00Z", "NOT published", "oldest_change=2026-11-30T07:00:00.001234Z"}, slog.LevelError},
 		{"from an earlier point", now.Add(-48 * time.Hour), oldest, 0, now.Add(-48 * time.Hour),

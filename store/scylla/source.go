@@ -259,14 +259,15 @@ func (src *Source) planStart(ctx context.Context, progress progressStore, epoch 
 		return err
 	}
 	// CQL's timestamp keeps milliseconds: round down, never past a change.
-	// Without from=, the start is at least a minute back: a write in flight
+	// Without from=, the start is at least margin back: a write in flight
 	// as the relay starts carries the ballot it was sent with, up to
 	// EventWriteDeadline ago, and may land after the oldest change seen
 	// now with an earlier time (four orders created at once as a relay
 	// first started: three of their events lost, read from the first one
 	// to land).
 	var start time.Time
-	inFlight := src.now().Add(-time.Minute)
+	margin := max(time.Minute, 2*max(src.s.eventDeadline, src.cfg.ConfidenceWindow))
+	inFlight := src.now().Add(-margin)
 	switch {
 	case !src.cfg.From.IsZero():
 		start = src.cfg.From.Truncate(time.Millisecond)
@@ -287,7 +288,7 @@ func (src *Source) planStart(ctx context.Context, progress progressStore, epoch 
 	case src.cfg.From.IsZero() && oldest.IsZero():
 		log.Warn("first start on this table: the CDC log is empty; reading from a minute back", "from", from)
 	case src.cfg.From.IsZero() && start.Before(oldest.Truncate(time.Millisecond)):
-		log.Warn("first start on this table: reading its CDC log from a minute back, before its oldest change, for writes still in flight", "from", from,
+		log.Warn("first start on this table: reading its CDC log from before its oldest change, for writes still in flight", "from", from,
 			"oldest_change", oldest.UTC().Format(time.RFC3339Nano))
 	case src.cfg.From.IsZero():
 		log.Warn("first start on this table: reading its CDC log from the oldest change it holds", "from", from)

@@ -33,7 +33,8 @@ import (
 
 // runTwoRelays starts two relays on one store: while both live, every
 // event is published once (one is a standby); the active one is SIGKILLed
-// and the standby takes over.
+// and the standby takes over. Either may be the active one: "relaying" is
+// logged before the source is opened, so the second can open it first.
 func runTwoRelays(r *chaosRun, res *scenarioResult) error {
 	first, err := r.startChild("relay", "--log-level", "info")
 	if err != nil {
@@ -46,8 +47,13 @@ func runTwoRelays(r *chaosRun, res *scenarioResult) error {
 	if err != nil {
 		return err
 	}
-	if err := waitOutput(r.ctx, second, "standby", 30*time.Second); err != nil {
-		return fmt.Errorf("the second relay never said it is a standby: %w\n%s", err, second.output)
+	standby, err := waitEitherOutput(r.ctx, first, second, "standby", 30*time.Second)
+	if err != nil {
+		return fmt.Errorf("neither relay said it is a standby: %w\nfirst:\n%s\nsecond:\n%s", err, first.output, second.output)
+	}
+	active := first
+	if standby == first {
+		active = second
 	}
 	aggs, per := 50, r.sizeOn(10, 40, 3, 10)
 	if err := r.writeOrders(r.ctx, aggs, per, 4, 0); err != nil {
@@ -65,8 +71,11 @@ func runTwoRelays(r *chaosRun, res *scenarioResult) error {
 	if dup != 0 {
 		res.fail("%d duplicates while two relays were live: both published", dup)
 	}
-	if strings.Contains(first.output.String(), "standby") {
-		res.fail("the first relay also says it is a standby")
+	if strings.Contains(active.output.String(), "standby") {
+		res.fail("the active relay also says it is a standby")
+	}
+	if strings.Contains(standby.output.String(), "took over") {
+		res.fail("the standby says it took over while the active relay lives")
 	}
 	before, _ := r.published(r.ctx)
 	ctx, cancel := context.WithCancel(r.ctx)
@@ -74,9 +83,9 @@ func runTwoRelays(r *chaosRun, res *scenarioResult) error {
 	writeErr := make(chan error, 1)
 	go func() { writeErr <- r.writeOrders(ctx, 2*aggs, per, 4, 5*time.Millisecond) }()
 	retry.Wait(r.ctx, 300*time.Millisecond)
-	first.kill()
+	active.kill()
 	killed := time.Now()
-	if err := waitOutput(r.ctx, second, "took over", 30*time.Second); err != nil {
+	if err := waitOutput(r.ctx, standby, "took over", 30*time.Second); err != nil {
 		res.fail("the standby did not take over within 30 s of the kill")
 	}
 	took := time.Since(killed)
@@ -96,7 +105,22 @@ func runTwoRelays(r *chaosRun, res *scenarioResult) error {
 	if err := r.finish(res, 2*time.Minute); err != nil {
 		return err
 	}
-	return second.stop()
+	return standby.stop()
+}
+
+// waitEitherOutput waits until a or b says s, and returns which.
+func waitEitherOutput(ctx context.Context, a, b *child, s string, limit time.Duration) (*child, error) {
+	for deadline := time.Now().Add(limit); time.Now().Before(deadline); {
+		for _, c := range []*child{a, b} {
+			if strings.Contains(c.output.String(), s) {
+				return c, nil
+			}
+		}
+		if err := retry.Wait(ctx, 20*time.Millisecond); err != nil {
+			return nil, err
+		}
+	}
+	return nil, fmt.Errorf("chaos: no %q in either child's output within %s", s, limit)
 }
 
 // waitOutput waits until a child's output contains s.
