@@ -319,8 +319,9 @@ func (c *CDCSource) Open(ctx context.Context) (outbox.Cursor, error) {
 // cdcHeld records wait for it (besides the rest of its last read, when it
 // asked for fewer): what the cursor holds is bounded whatever the size of
 // a transaction, and the small transactions that commit while the relay
-// publishes go to it in its next read, up to what it asks for. pgoutput sends a transaction only once it has committed, so its
-// rows can be handed over before its COMMIT arrives.
+// publishes go to it in its next read, up to what it asks for. pgoutput
+// sends a transaction only once it has committed, so its rows can be
+// handed over before its COMMIT arrives.
 const (
 	cdcChunkSize = 256
 	cdcHeld      = 4 * cdcChunkSize

@@ -47,7 +47,7 @@ func runTwoRelays(r *chaosRun, res *scenarioResult) error {
 	if err != nil {
 		return err
 	}
-	standby, err := waitEitherOutput(r.ctx, first, second, "standby", 30*time.Second)
+	standby, err := waitEitherOutput(r.ctx, "standby", 30*time.Second, first, second)
 	if err != nil {
 		return fmt.Errorf("neither relay said it is a standby: %w\nfirst:\n%s\nsecond:\n%s", err, first.output, second.output)
 	}
@@ -108,35 +108,28 @@ func runTwoRelays(r *chaosRun, res *scenarioResult) error {
 	return standby.stop()
 }
 
-// waitEitherOutput waits until a or b says s, and returns which.
-func waitEitherOutput(ctx context.Context, a, b *child, s string, limit time.Duration) (*child, error) {
+// waitOutput waits until a child's output contains s.
+func waitOutput(ctx context.Context, c *child, s string, limit time.Duration) error {
+	_, err := waitEitherOutput(ctx, s, limit, c)
+	return err
+}
+
+// waitEitherOutput waits until one of cs says s, and returns which.
+func waitEitherOutput(ctx context.Context, s string, limit time.Duration, cs ...*child) (*child, error) {
 	for deadline := time.Now().Add(limit); time.Now().Before(deadline); {
-		for _, c := range []*child{a, b} {
+		for _, c := range cs {
 			if strings.Contains(c.output.String(), s) {
 				return c, nil
+			}
+			if c.exited() {
+				return nil, fmt.Errorf("chaos: child exited (%v) before saying %q:\n%s", c.err, s, c.output)
 			}
 		}
 		if err := retry.Wait(ctx, 20*time.Millisecond); err != nil {
 			return nil, err
 		}
 	}
-	return nil, fmt.Errorf("chaos: no %q in either child's output within %s", s, limit)
-}
-
-// waitOutput waits until a child's output contains s.
-func waitOutput(ctx context.Context, c *child, s string, limit time.Duration) error {
-	for deadline := time.Now().Add(limit); time.Now().Before(deadline); {
-		if strings.Contains(c.output.String(), s) {
-			return nil
-		}
-		if c.exited() {
-			return fmt.Errorf("chaos: child exited (%v) before saying %q:\n%s", c.err, s, c.output)
-		}
-		if err := retry.Wait(ctx, 20*time.Millisecond); err != nil {
-			return err
-		}
-	}
-	return fmt.Errorf("chaos: no %q in the child's output within %s", s, limit)
+	return nil, fmt.Errorf("chaos: no %q in the children's output within %s", s, limit)
 }
 
 // runBrokerKill kills the broker process hard under load (SIGKILL of the
