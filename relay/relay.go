@@ -231,15 +231,16 @@ type item struct {
 	action *outbox.ParkedAggregate // set for an operator action
 }
 
-// guard runs fn, a worker's loop: a panic in it must not kill the process
-// nor go unnoticed: it ends this run with an error, so the supervisor
-// restarts the relay from its checkpoint and the message in hand is read
-// again.
-func (r *run) guard(fn func()) {
+// guard runs fn, the loop of the goroutine role names (a worker, the
+// reader publishing a read, a lane set aside): a panic in it must not kill
+// the process nor go unnoticed: it ends this run with an error naming the
+// role, so the supervisor restarts the relay from its checkpoint and the
+// message in hand is read again.
+func (r *run) guard(role string, fn func()) {
 	defer func() {
 		if p := recover(); p != nil {
-			r.log.Error("relay worker panicked", "panic", p)
-			r.stop(fmt.Errorf("relay: worker panic: %v", p))
+			r.log.Error("relay "+role+" panicked", "panic", p)
+			r.stop(fmt.Errorf("relay: %s panic: %v", role, p))
 		}
 	}()
 	fn()
@@ -262,10 +263,10 @@ func (r *run) serve(ctx context.Context) error {
 
 	var wg sync.WaitGroup
 	for range r.cfg.Workers {
-		wg.Go(func() { r.guard(func() { r.worker(ctx, drainCtx) }) })
+		wg.Go(func() { r.guard("worker", func() { r.worker(ctx, drainCtx) }) })
 	}
 	r.aside = func(l *lane) {
-		r.asideWG.Go(func() { r.guard(func() { r.drainLane(ctx, drainCtx, l) }) })
+		r.asideWG.Go(func() { r.guard("aside lane", func() { r.drainLane(ctx, drainCtx, l) }) })
 	}
 	committerDone := make(chan struct{})
 	go func() { defer close(committerDone); r.committer(ctx) }()
@@ -392,7 +393,7 @@ func (r *run) publishOnReader(ctx context.Context, group []*lane) bool {
 		}
 	})
 	r.busy.Add(1)
-	r.guard(func() { r.drainGroup(ctx, r.drainCtx, group, true) })
+	r.guard("reader", func() { r.drainGroup(ctx, r.drainCtx, group, true) })
 	r.busy.Add(-1)
 	t.Stop()
 	h.mu.Lock()

@@ -396,7 +396,8 @@ func TestWorkerPanicEndsServeWithAnErrorAndLosesNothing(t *testing.T) {
 }
 
 // A panic in a publish made on the reader (a read of one group, no worker
-// busy) ends Serve with an error as a worker's does, and loses nothing.
+// busy) ends Serve with an error as a worker's does, naming the reader, and
+// loses nothing.
 func TestAPanicInAPublishOnTheReaderEndsServeWithAnError(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		s := memstore.New()
@@ -418,7 +419,7 @@ func TestAPanicInAPublishOnTheReaderEndsServeWithAnError(t *testing.T) {
 			w.write("order", fmt.Sprintf("o%d", i), 1)
 		}
 		err := r.Serve(t.Context())
-		if err == nil || !strings.Contains(err.Error(), "worker panic") || !panicked {
+		if err == nil || !strings.Contains(err.Error(), "reader panic") || !panicked {
 			t.Fatalf("Serve() = %v, want the publish's panic as an error", err)
 		}
 		serve(t, r)
