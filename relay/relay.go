@@ -231,11 +231,11 @@ type item struct {
 	action *outbox.ParkedAggregate // set for an operator action
 }
 
-// guard runs fn, the loop of the goroutine role names (a worker, the
-// reader publishing a read, a lane set aside): a panic in it must not kill
-// the process nor go unnoticed: it ends this run with an error naming the
-// role, so the supervisor restarts the relay from its checkpoint and the
-// message in hand is read again.
+// guard runs fn for role ("worker": a worker's loop; "reader": a publish
+// made on the reader; "aside lane": a lane set aside). A panic in it must
+// not kill the process nor go unnoticed: it ends this run with an error
+// naming the role, so the supervisor restarts the relay from its
+// checkpoint and the message in hand is read again.
 func (r *run) guard(role string, fn func()) {
 	defer func() {
 		if p := recover(); p != nil {

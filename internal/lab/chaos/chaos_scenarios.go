@@ -322,8 +322,9 @@ func (r *chaosRun) startAppWith(cfg app.Config, relayConfig func(*relay.Config))
 	}, nil
 }
 
-// panicker panics in the relay's worker on chosen publishes, at most
-// once per relay run: two workers panicking in one run cost one restart,
+// panicker panics in chosen publishes of the relay (on a worker, or on
+// the reader when it publishes a read itself), at most once per relay
+// run: two panicking in one run cost one restart,
 // and the figure to prove is one supervised restart per panic.
 type panicker struct {
 	at       map[int64]bool
