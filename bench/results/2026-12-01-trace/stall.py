@@ -1,9 +1,14 @@
 #!/usr/bin/env python3
-"""For `go tool trace -d=parsed` output: the gaps between produce requests
-(franz-go starting a sink.drain goroutine) longer than 15 ms, and for the
-longest, each goroutine's first event in it and how many it had (its first
-frame names what it did: syscall.write a request sent, syscall.read under
-handleResps the broker's answer read)."""
+"""For `go tool trace -d=parsed` output: the gaps longer than 15 ms between
+franz-go starting a sink.drain goroutine (about one per produce request at
+these rates; one drain may send several), at their times on the trace
+clock (the monotonic clock, as the Sync event's Trace and Mono show), and,
+for the longest, from 0.5 ms before it to its end, the events grouped by
+(the goroutine they ran on, the first frame of their stack): the time of
+the first, how many. The frame says what happened: syscall.write a
+request sent; syscall.read or doSequenced.func1 on a connection's
+handleResps goroutine an answer read; for a goroutine's creation it is
+the new goroutine's start function."""
 import collections
 import re
 import sys
@@ -15,9 +20,10 @@ for i, line in enumerate(lines):
         starts.append(int(re.search(r'Time=(\d+)', line).group(1)))
 starts.sort()
 gaps = [(b - a, a) for a, b in zip(starts, starts[1:]) if b - a > 15e6]
-print(f'{len(starts)} produce requests over {(starts[-1] - starts[0]) / 1e9:.2f} s')
+print(f'{len(starts)} sink.drain starts over {(starts[-1] - starts[0]) / 1e9:.2f} s')
+print(f'first at {starts[0] / 1e9:.6f} s')
 for d, a in gaps:
-    print(f'gap of {d / 1e6:.1f} ms at {(a - starts[0]) / 1e6:.1f} ms')
+    print(f'gap of {d / 1e6:.1f} ms from {a / 1e9:.6f} to {(a + d) / 1e9:.6f} s ({(a - starts[0]) / 1e6:.1f} ms after the first)')
 if not gaps:
     sys.exit()
 d, t0 = max(gaps)
@@ -30,6 +36,6 @@ for i, line in enumerate(lines):
     key = (re.search(r' G=(-?\d+)', line).group(1), frames[0] if frames else '')
     count[key] += 1
     first.setdefault(key, (int(m.group(1)) - t0) / 1e6)
-print(f'the longest gap, from {d / 1e6:.1f} ms before the next request: ms, events, (goroutine, first frame)')
+print(f'the longest gap, from {d / 1e6:.1f} ms before the next drain start: ms, events, (goroutine, first frame)')
 for k in sorted(count, key=first.get):
     print(f'{first[k]:8.3f} {count[k]:5d} {k}')

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Counts, in `go tool trace -d=parsed` output, the goroutines created (by
 the function each starts in) and the goroutines made runnable (by the first
-three non-runtime frames of the stack that did it; none: the network
-poller or a timer)."""
+three non-runtime frames of the stack that did it; a stack of runtime
+frames only is the network poller, a timer or the scheduler)."""
 import collections
 import sys
 
@@ -23,7 +23,7 @@ for i, line in enumerate(lines):
         created[start[0]] += 1
     else:
         frames = [f for f in stacks['Stack='] if not f.startswith('runtime.')][:3]
-        unblocked[' < '.join(frames) or '(none: network poller, timer)'] += 1
+        unblocked[' < '.join(frames) or '(only runtime frames: network poller, timers, scheduler)'] += 1
 print('goroutines created, by the function each starts in')
 for k, c in created.most_common(12):
     print(f'{c:8d} {k}')
