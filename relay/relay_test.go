@@ -395,74 +395,57 @@ func TestWorkerPanicEndsServeWithAnErrorAndLosesNothing(t *testing.T) {
 	})
 }
 
-// A panic in the publish of a lane set aside (here: its group's attempt
-// failed on the reader, so it retries on a goroutine of its own) ends Serve
-// with an error naming the lane set aside, and loses nothing.
-func TestAPanicInALaneSetAsideEndsServeWithAnError(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		s := memstore.New()
-		w := newWriter(t, s)
-		var panicked bool
-		pub := &runsPublisher{agg: "o3", first: func(context.Context) error { return errors.New("not enough replicas") }}
-		pub.fail = func(m outbox.Message) error {
-			if m.AggregateID == "o3" && !panicked {
-				panicked = true
-				if stack := string(debug.Stack()); !strings.Contains(stack, "drainLane") || strings.Contains(stack, "publishOnReader") {
-					t.Errorf("the panic is not on a lane set aside:\n%s", stack)
+// A panic off the workers ends Serve with an error naming where it was,
+// as a worker's does, and loses nothing: in a publish made on the reader
+// (a read of one group, no worker busy), and in the publish of a lane set
+// aside (its group's attempt failed on the reader, so it retries on a
+// goroutine of its own).
+func TestAPanicOffTheWorkersEndsServeWithAnErrorNamingWhere(t *testing.T) {
+	for _, tc := range []struct {
+		role      string
+		failFirst bool   // o3's first attempt fails, setting its lane aside
+		onStack   string // where the panic must be
+		offStack  string // where it must not be
+	}{
+		{role: "reader", onStack: "publishOnReader"},
+		{role: "aside lane", failFirst: true, onStack: "drainLane", offStack: "publishOnReader"},
+	} {
+		t.Run(tc.role, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				s := memstore.New()
+				w := newWriter(t, s)
+				var panicked bool
+				pub := &runsPublisher{}
+				if tc.failFirst {
+					pub.agg, pub.first = "o3", func(context.Context) error { return errors.New("not enough replicas") }
 				}
-				panic("injected")
-			}
-			return nil
-		}
-		r := newRelay(t, memSource(t, s), pub, s, relay.Config{})
-		for i := range 10 {
-			w.write("order", fmt.Sprintf("o%d", i), 1)
-		}
-		err := r.Serve(t.Context())
-		if err == nil || !strings.Contains(err.Error(), "aside lane panic") || !panicked {
-			t.Fatalf("Serve() = %v, want the lane's panic as an error", err)
-		}
-		serve(t, r)
-		settle(t, 10*time.Second, func() bool { return checker.Check(w.rec.History(), pub.observed(), nil).Lost == 0 })
-		if rep := checker.Check(w.rec.History(), pub.observed(), nil); !rep.OK() {
-			t.Fatalf("after a panic on a lane set aside and a restart: %s", rep)
-		}
-	})
-}
-
-// A panic in a publish made on the reader (a read of one group, no worker
-// busy) ends Serve with an error as a worker's does, naming the reader, and
-// loses nothing.
-func TestAPanicInAPublishOnTheReaderEndsServeWithAnError(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		s := memstore.New()
-		w := newWriter(t, s)
-		var panicked bool
-		pub := &runsPublisher{}
-		pub.fail = func(m outbox.Message) error {
-			if m.AggregateID == "o3" && !panicked {
-				panicked = true
-				if stack := string(debug.Stack()); !strings.Contains(stack, "publishOnReader") {
-					t.Errorf("the panic is not on the reader:\n%s", stack)
+				pub.fail = func(m outbox.Message) error {
+					if m.AggregateID == "o3" && !panicked {
+						panicked = true
+						stack := string(debug.Stack())
+						if !strings.Contains(stack, tc.onStack) || tc.offStack != "" && strings.Contains(stack, tc.offStack) {
+							t.Errorf("the panic is not in %s:\n%s", tc.role, stack)
+						}
+						panic("injected")
+					}
+					return nil
 				}
-				panic("injected")
-			}
-			return nil
-		}
-		r := newRelay(t, memSource(t, s), pub, s, relay.Config{})
-		for i := range 10 {
-			w.write("order", fmt.Sprintf("o%d", i), 1)
-		}
-		err := r.Serve(t.Context())
-		if err == nil || !strings.Contains(err.Error(), "reader panic") || !panicked {
-			t.Fatalf("Serve() = %v, want the publish's panic as an error", err)
-		}
-		serve(t, r)
-		settle(t, 10*time.Second, func() bool { return checker.Check(w.rec.History(), pub.observed(), nil).Lost == 0 })
-		if rep := checker.Check(w.rec.History(), pub.observed(), nil); !rep.OK() {
-			t.Fatalf("after a panic on the reader and a restart: %s", rep)
-		}
-	})
+				r := newRelay(t, memSource(t, s), pub, s, relay.Config{})
+				for i := range 10 {
+					w.write("order", fmt.Sprintf("o%d", i), 1)
+				}
+				err := r.Serve(t.Context())
+				if err == nil || !strings.Contains(err.Error(), tc.role+" panic") || !panicked {
+					t.Fatalf("Serve() = %v, want the %s's panic as an error", err, tc.role)
+				}
+				serve(t, r)
+				settle(t, 10*time.Second, func() bool { return checker.Check(w.rec.History(), pub.observed(), nil).Lost == 0 })
+				if rep := checker.Check(w.rec.History(), pub.observed(), nil); !rep.OK() {
+					t.Fatalf("after a panic in the %s and a restart: %s", tc.role, rep)
+				}
+			})
+		})
+	}
 }
 
 // failingSource fails its reads after the first batch.
